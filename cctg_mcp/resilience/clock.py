@@ -1,0 +1,167 @@
+"""Time, injected: every wait in the pipeline goes through a ``Clock``.
+
+``SystemClock`` is the real thing (monotonic clock, anyio sleeps and cancel scopes).
+``FakeClock`` is virtual time for tests on asyncio and trio alike: ``sleep`` and
+``timeout_scope`` register timers that fire only when the test calls ``advance()``, or
+automatically when every task is blocked (``autojump()``), so a 30-second break
+duration takes no wall time and the order of events is exact.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
+from typing import Protocol
+
+import anyio
+
+
+class Clock(Protocol):
+    def monotonic(self) -> float:
+        """Seconds on a monotonic clock (never goes back, immune to time zones)."""
+        ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+    def timeout_scope(self, seconds: float) -> AbstractContextManager[anyio.CancelScope]:
+        """``with clock.timeout_scope(s) as scope:`` cancels the body after ``s`` seconds;
+        ``scope.cancelled_caught`` tells whether it did."""
+        ...
+
+
+class SystemClock:
+    """Wall time: ``time.monotonic`` and anyio's own sleeps and deadlines."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await anyio.sleep(max(0.0, seconds))
+
+    def timeout_scope(self, seconds: float) -> AbstractContextManager[anyio.CancelScope]:
+        if math.isinf(seconds):
+            return anyio.CancelScope()
+        return anyio.CancelScope(deadline=anyio.current_time() + max(0.0, seconds))
+
+
+SYSTEM_CLOCK = SystemClock()
+
+
+class FakeClock:
+    """Virtual monotonic time. Timers fire in deadline order, ties in registration order."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self._now = start
+        self._timers: list[tuple[float, int, anyio.Event | anyio.CancelScope]] = []
+        self._live: set[int] = set()
+        self._seq = itertools.count()
+        self._changed: anyio.Event | None = None
+        #: Every sleep requested, in order (what a retry schedule is checked against).
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self._now
+
+    @property
+    def pending_timers(self) -> int:
+        return len(self._live)
+
+    def _push(self, deadline: float, timer: anyio.Event | anyio.CancelScope) -> int:
+        seq = next(self._seq)
+        heapq.heappush(self._timers, (deadline, seq, timer))
+        self._live.add(seq)
+        if self._changed is not None:
+            self._changed.set()
+        return seq
+
+    def _prune(self) -> None:
+        while self._timers and self._timers[0][1] not in self._live:
+            heapq.heappop(self._timers)
+
+    async def sleep(self, seconds: float) -> None:
+        seconds = max(0.0, seconds)
+        self.sleeps.append(seconds)
+        event = anyio.Event()
+        seq = self._push(self._now + seconds, event)
+        try:
+            await event.wait()
+        finally:
+            self._live.discard(seq)
+
+    @contextmanager
+    def timeout_scope(self, seconds: float) -> Iterator[anyio.CancelScope]:
+        with anyio.CancelScope() as scope:
+            seq = None if math.isinf(seconds) else self._push(self._now + max(0.0, seconds), scope)
+            try:
+                yield scope
+            finally:
+                if seq is not None:
+                    self._live.discard(seq)
+
+    def next_deadline(self) -> float | None:
+        self._prune()
+        return self._timers[0][0] if self._timers else None
+
+    async def advance(self, seconds: float) -> None:
+        """Move time forward, firing every timer due on the way, in order."""
+        target = self._now + seconds
+        while True:
+            self._prune()
+            if not self._timers or self._timers[0][0] > target:
+                break
+            deadline, seq, timer = heapq.heappop(self._timers)
+            self._live.discard(seq)
+            self._now = max(self._now, deadline)
+            if isinstance(timer, anyio.Event):
+                timer.set()
+            else:
+                timer.cancel()
+            # Let woken tasks run (and possibly register new timers) before going on.
+            await anyio.wait_all_tasks_blocked()
+        self._now = max(self._now, target)
+
+    async def run_until_blocked(self) -> None:
+        """Fire timers one by one while every task is blocked on virtual time."""
+        while True:
+            await anyio.wait_all_tasks_blocked()
+            deadline = self.next_deadline()
+            if deadline is None:
+                return
+            await self.advance(deadline - self._now)
+
+    @asynccontextmanager
+    async def autojump(self) -> AsyncIterator[None]:
+        """Inside this block, whenever every task waits, time jumps to the next timer."""
+        async with anyio.create_task_group() as tg:
+
+            async def jumper() -> None:
+                while True:
+                    await anyio.wait_all_tasks_blocked()
+                    deadline = self.next_deadline()
+                    if deadline is None:
+                        self._changed = anyio.Event()
+                        await self._changed.wait()
+                        self._changed = None
+                        continue
+                    await self.advance(deadline - self._now)
+
+            tg.start_soon(jumper)
+            try:
+                yield
+            finally:
+                tg.cancel_scope.cancel()
+
+
+@contextmanager
+def elapsed(clock: Clock) -> Iterator[list[float]]:
+    """``with elapsed(clock) as e: ...`` then ``e[0]`` holds the seconds spent."""
+    box = [0.0]
+    start = clock.monotonic()
+    try:
+        yield box
+    finally:
+        box[0] = clock.monotonic() - start

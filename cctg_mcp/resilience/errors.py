@@ -1,0 +1,446 @@
+"""The error tree every layer speaks.
+
+Foreign errors (httpx, OS, Telegram envelopes) are turned into these at the transport
+boundary; everything above the transport only sees ``BaseResilienceError`` subclasses.
+
+::
+
+    BaseResilienceError                     code, category, severity, retryable, recovery, context
+    ├── BridgeError                         category=bridge          (bridge down / crashed)
+    ├── NetworkError                        category=network         (connect refused, reset, DNS)
+    ├── TelegramError                       category=telegram        (carries error_code, description)
+    │   ├── TelegramRateLimited             429: pauses for retry_after, never a breaker failure
+    │   ├── TelegramServerError             5xx: transient, counts toward the breaker
+    │   ├── TelegramBadRequest              400: permanent for this request, not the dependency's fault
+    │   ├── TelegramUnauthorized            401: bad or revoked token, permanent, alert a person
+    │   ├── TelegramForbidden               403: blocked / kicked, permanent for one chat only
+    │   └── TelegramConflict                409: two pollers or a webhook, configuration problem
+    ├── FilesystemError                     category=filesystem      (EACCES, ENOSPC, ...)
+    ├── CircuitBreakerError                 category=circuit_breaker (rejections, never the call's fault)
+    │   ├── CircuitOpenError                open or half-open without a permit; carries retry_after
+    │   └── IsolatedCircuitError            manually isolated (forced open)
+    ├── ResilienceTimeoutError              category=timeout
+    │   ├── AttemptTimeoutError             one attempt ran past its timeout (counts as a failure)
+    │   └── DeadlineExceededError           the whole operation ran out of budget
+    ├── ResourceError                       category=resource        (queue full, out of memory)
+    ├── ConfigurationError                  category=configuration   (bad settings; start-up stops)
+    ├── ValidationError                     category=validation      (bad input; names the field)
+    └── SystemFailure                       category=system          (anything unclassified)
+
+``classify(exc)`` maps anything raised to this tree, with a default recovery strategy.
+It knows httpx exceptions by class name only, so this package does not import httpx.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class ErrorCategory(str, Enum):
+    BRIDGE = "bridge"
+    NETWORK = "network"
+    TELEGRAM = "telegram"
+    FILESYSTEM = "filesystem"
+    CIRCUIT_BREAKER = "circuit_breaker"
+    TIMEOUT = "timeout"
+    RESOURCE = "resource"
+    CONFIGURATION = "configuration"
+    VALIDATION = "validation"
+    SYSTEM = "system"
+
+
+class Severity(str, Enum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+class RecoveryStrategy(str, Enum):
+    RETRY = "retry"
+    CIRCUIT_BREAKER = "circuit_breaker"
+    RESTART = "restart"
+    FALLBACK = "fallback"
+    GRACEFUL_DEGRADATION = "graceful_degradation"
+    ESCALATE = "escalate"
+    IGNORE = "ignore"
+    MANUAL = "manual"
+
+
+#: The order in which ``escalate()`` moves from one strategy to the next.
+ESCALATION_ORDER: tuple[RecoveryStrategy, ...] = (
+    RecoveryStrategy.RETRY,
+    RecoveryStrategy.CIRCUIT_BREAKER,
+    RecoveryStrategy.RESTART,
+    RecoveryStrategy.FALLBACK,
+    RecoveryStrategy.GRACEFUL_DEGRADATION,
+    RecoveryStrategy.ESCALATE,
+    RecoveryStrategy.MANUAL,
+)
+
+_SECRET_PATTERNS = (
+    # Bot API tokens: "<digits>:<35 url-safe chars>", also inside URLs (/bot<token>/method).
+    re.compile(r"\d{5,}:[A-Za-z0-9_-]{30,}"),
+    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"),
+)
+
+
+def redact(text: str, *secrets: str) -> str:
+    """Remove bot tokens, bearer tokens and the given secrets from ``text``."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[REDACTED]")
+    text = _SECRET_PATTERNS[0].sub("[REDACTED]", text)
+    return _SECRET_PATTERNS[1].sub(r"\1[REDACTED]", text)
+
+
+@dataclass
+class RecoveryRecord:
+    strategy: RecoveryStrategy
+    max_attempts: int = 3
+    current_attempt: int = 0
+    escalation_level: int = 0
+    history: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ErrorContext:
+    operation: str | None = None
+    component: str | None = None
+    correlation_id: str | None = None
+    timestamp: float = field(default_factory=time.time)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class BaseResilienceError(Exception):
+    """Root of the tree. Class attributes are defaults; instances may override them."""
+
+    code: str = "RESILIENCE_ERROR"
+    category: ErrorCategory = ErrorCategory.SYSTEM
+    severity: Severity = Severity.MEDIUM
+    retryable: bool = False
+    #: Whether this error says something about the dependency's health (breaker counts it).
+    counts_as_failure: bool = True
+    default_strategy: RecoveryStrategy = RecoveryStrategy.MANUAL
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        severity: Severity | None = None,
+        retryable: bool | None = None,
+        counts_as_failure: bool | None = None,
+        retry_after: float | None = None,
+        context: ErrorContext | None = None,
+        recovery: RecoveryRecord | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if severity is not None:
+            self.severity = severity
+        if retryable is not None:
+            self.retryable = retryable
+        if counts_as_failure is not None:
+            self.counts_as_failure = counts_as_failure
+        #: Seconds the caller should wait before trying again (429, open breaker), if known.
+        self.retry_after = retry_after
+        self.context = context or ErrorContext()
+        self.recovery = recovery or RecoveryRecord(strategy=self.default_strategy)
+
+    def can_recover(self) -> bool:
+        """True while an automatic strategy has attempts left."""
+        if self.recovery.strategy in (RecoveryStrategy.MANUAL, RecoveryStrategy.IGNORE):
+            return False
+        return self.recovery.current_attempt < self.recovery.max_attempts
+
+    def escalate(self) -> RecoveryStrategy:
+        """Move to the next strategy in ``ESCALATION_ORDER`` and return it."""
+        current = self.recovery.strategy
+        self.recovery.history.append(current.value)
+        try:
+            index = ESCALATION_ORDER.index(current)
+        except ValueError:
+            index = len(ESCALATION_ORDER) - 2
+        nxt = ESCALATION_ORDER[min(index + 1, len(ESCALATION_ORDER) - 1)]
+        self.recovery.strategy = nxt
+        self.recovery.escalation_level += 1
+        self.recovery.current_attempt = 0
+        return nxt
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready, redacted description (safe for logs, tool results and metrics)."""
+        return {
+            "type": type(self).__name__,
+            "code": self.code,
+            "category": self.category.value,
+            "severity": self.severity.value,
+            "retryable": self.retryable,
+            "message": redact(self.message),
+            "retry_after": self.retry_after,
+            "recovery": {
+                "strategy": self.recovery.strategy.value,
+                "max_attempts": self.recovery.max_attempts,
+                "current_attempt": self.recovery.current_attempt,
+                "escalation_level": self.recovery.escalation_level,
+                "history": list(self.recovery.history),
+            },
+            "context": {
+                "operation": self.context.operation,
+                "component": self.context.component,
+                "correlation_id": self.context.correlation_id,
+                "timestamp": self.context.timestamp,
+                "metadata": {k: redact(str(v)) for k, v in self.context.metadata.items()},
+            },
+        }
+
+    def __str__(self) -> str:
+        return redact(self.message)
+
+
+class BridgeError(BaseResilienceError):
+    code = "BRIDGE_ERROR"
+    category = ErrorCategory.BRIDGE
+    severity = Severity.HIGH
+    retryable = True
+    default_strategy = RecoveryStrategy.RESTART
+
+
+class NetworkError(BaseResilienceError):
+    code = "NETWORK_ERROR"
+    category = ErrorCategory.NETWORK
+    retryable = True
+    default_strategy = RecoveryStrategy.RETRY
+
+
+class TelegramError(BaseResilienceError):
+    code = "TELEGRAM_ERROR"
+    category = ErrorCategory.TELEGRAM
+    default_strategy = RecoveryStrategy.RETRY
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error_code: int | None = None,
+        description: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(message, **kwargs)
+        self.error_code = error_code
+        self.description = description
+
+
+class TelegramRateLimited(TelegramError):
+    code = "TELEGRAM_RATE_LIMIT"
+    retryable = True
+    counts_as_failure = False
+    severity = Severity.LOW
+
+
+class TelegramServerError(TelegramError):
+    code = "TELEGRAM_SERVER_ERROR"
+    retryable = True
+
+
+class TelegramBadRequest(TelegramError):
+    code = "TELEGRAM_BAD_REQUEST"
+    counts_as_failure = False
+    default_strategy = RecoveryStrategy.MANUAL
+
+
+class TelegramUnauthorized(TelegramError):
+    code = "TELEGRAM_INVALID_TOKEN"
+    severity = Severity.CRITICAL
+    # A wrong token is not an outage, but every call will fail the same way: let the
+    # breaker see it so sends stop hammering Telegram, and alert a person.
+    counts_as_failure = True
+    default_strategy = RecoveryStrategy.MANUAL
+
+
+class TelegramForbidden(TelegramError):
+    code = "TELEGRAM_FORBIDDEN"
+    counts_as_failure = False
+    default_strategy = RecoveryStrategy.MANUAL
+
+
+class TelegramConflict(TelegramError):
+    code = "TELEGRAM_CONFLICT"
+    severity = Severity.HIGH
+    counts_as_failure = False
+    default_strategy = RecoveryStrategy.MANUAL
+
+
+class FilesystemError(BaseResilienceError):
+    code = "FILESYSTEM_ERROR"
+    category = ErrorCategory.FILESYSTEM
+    default_strategy = RecoveryStrategy.RETRY
+
+
+class CircuitBreakerError(BaseResilienceError):
+    code = "CIRCUIT_BREAKER_ERROR"
+    category = ErrorCategory.CIRCUIT_BREAKER
+    counts_as_failure = False
+    default_strategy = RecoveryStrategy.CIRCUIT_BREAKER
+
+
+class CircuitOpenError(CircuitBreakerError):
+    code = "CIRCUIT_OPEN"
+    retryable = True
+
+
+class IsolatedCircuitError(CircuitBreakerError):
+    code = "CIRCUIT_ISOLATED"
+    default_strategy = RecoveryStrategy.MANUAL
+
+
+class ResilienceTimeoutError(BaseResilienceError):
+    code = "TIMEOUT"
+    category = ErrorCategory.TIMEOUT
+    retryable = True
+    default_strategy = RecoveryStrategy.RETRY
+
+
+class AttemptTimeoutError(ResilienceTimeoutError):
+    code = "ATTEMPT_TIMEOUT"
+
+
+class DeadlineExceededError(ResilienceTimeoutError):
+    code = "DEADLINE_EXCEEDED"
+    counts_as_failure = False
+    default_strategy = RecoveryStrategy.FALLBACK
+
+
+class ResourceError(BaseResilienceError):
+    code = "RESOURCE_EXHAUSTED"
+    category = ErrorCategory.RESOURCE
+    severity = Severity.HIGH
+    counts_as_failure = False
+    default_strategy = RecoveryStrategy.GRACEFUL_DEGRADATION
+
+
+class ConfigurationError(BaseResilienceError):
+    code = "INVALID_CONFIG"
+    category = ErrorCategory.CONFIGURATION
+    severity = Severity.CRITICAL
+    counts_as_failure = False
+    default_strategy = RecoveryStrategy.MANUAL
+
+
+class ValidationError(BaseResilienceError):
+    code = "INVALID_INPUT"
+    category = ErrorCategory.VALIDATION
+    severity = Severity.LOW
+    counts_as_failure = False
+    default_strategy = RecoveryStrategy.IGNORE
+
+
+class SystemFailure(BaseResilienceError):
+    code = "SYSTEM_ERROR"
+    category = ErrorCategory.SYSTEM
+    default_strategy = RecoveryStrategy.ESCALATE
+
+
+_RETRYABLE_ERRNOS = {
+    errno.ECONNREFUSED: "ECONNREFUSED",
+    errno.ECONNRESET: "ECONNRESET",
+    errno.ETIMEDOUT: "ETIMEDOUT",
+    errno.EHOSTUNREACH: "EHOSTUNREACH",
+    errno.ENETUNREACH: "ENETUNREACH",
+    errno.EPIPE: "EPIPE",
+    errno.ECONNABORTED: "ECONNABORTED",
+}
+_FS_TRANSIENT = {errno.EMFILE: "EMFILE", errno.ENFILE: "ENFILE", errno.EAGAIN: "EAGAIN", errno.EBUSY: "EBUSY"}
+_FS_PERMANENT = {
+    errno.ENOENT: "ENOENT",
+    errno.EACCES: "EACCES",
+    errno.EPERM: "EPERM",
+    errno.EISDIR: "EISDIR",
+    errno.ENOTDIR: "ENOTDIR",
+    errno.EROFS: "EROFS",
+}
+
+# httpx exception class names -> (our class, code). Matched on the MRO by name, so this
+# module needs no httpx import; the Telegram transport maps them the same way.
+_HTTPX_NAMES: dict[str, tuple[type[BaseResilienceError], str]] = {
+    "ConnectTimeout": (NetworkError, "ETIMEDOUT"),
+    "ReadTimeout": (AttemptTimeoutError, "READ_TIMEOUT"),
+    "WriteTimeout": (AttemptTimeoutError, "WRITE_TIMEOUT"),
+    "PoolTimeout": (ResourceError, "POOL_TIMEOUT"),
+    "ConnectError": (NetworkError, "ECONNREFUSED"),
+    "ReadError": (NetworkError, "ECONNRESET"),
+    "WriteError": (NetworkError, "ECONNRESET"),
+    "RemoteProtocolError": (NetworkError, "PROTOCOL_ERROR"),
+    "ProxyError": (NetworkError, "PROXY_ERROR"),
+    "UnsupportedProtocol": (ConfigurationError, "UNSUPPORTED_PROTOCOL"),
+    "InvalidURL": (ConfigurationError, "INVALID_URL"),
+    "TransportError": (NetworkError, "NETWORK_ERROR"),
+}
+
+
+def telegram_error_from_envelope(envelope: dict[str, Any], *, method: str = "") -> TelegramError:
+    """Turn a Bot API ``{"ok": false, ...}`` envelope into the right ``TelegramError``."""
+    code = envelope.get("error_code")
+    error_code = code if isinstance(code, int) else None
+    description = str(envelope.get("description") or "no description")
+    params = envelope.get("parameters") if isinstance(envelope.get("parameters"), dict) else {}
+    assert isinstance(params, dict)
+    where = f"Telegram {method}" if method else "Telegram"
+    message = redact(f"{where} failed: {error_code} {description}")
+    kwargs: dict[str, Any] = {"error_code": error_code, "description": redact(description)}
+    if error_code == 429:
+        raw = params.get("retry_after")
+        retry_after = float(raw) if isinstance(raw, (int, float)) and raw >= 0 else 1.0
+        return TelegramRateLimited(message, retry_after=retry_after, **kwargs)
+    if error_code == 401:
+        return TelegramUnauthorized(message + " (check TELEGRAM_BOT_TOKEN)", **kwargs)
+    if error_code == 403:
+        return TelegramForbidden(message + " (the user must start or unblock the bot)", **kwargs)
+    if error_code == 409:
+        return TelegramConflict(message, **kwargs)
+    if error_code is not None and 400 <= error_code < 500:
+        return TelegramBadRequest(message, **kwargs)
+    if error_code is not None and error_code >= 500:
+        return TelegramServerError(message, **kwargs)
+    return TelegramError(message, retryable=True, **kwargs)
+
+
+def classify(exc: BaseException) -> BaseResilienceError:
+    """Map any exception to the tree (our own errors pass through unchanged)."""
+    if isinstance(exc, BaseResilienceError):
+        return exc
+    names = [cls.__name__ for cls in type(exc).__mro__]
+    module = type(exc).__module__
+    if module.startswith(("httpx", "httpcore")):
+        for name in names:
+            if name in _HTTPX_NAMES:
+                cls, code = _HTTPX_NAMES[name]
+                return cls(redact(f"{name}: {exc}"), code=code)
+    if isinstance(exc, TimeoutError):
+        return AttemptTimeoutError(redact(f"timed out: {exc}"), code="ETIMEDOUT")
+    if isinstance(exc, OSError):
+        err = exc.errno
+        text = redact(f"{type(exc).__name__}: {exc}")
+        if err in _RETRYABLE_ERRNOS:
+            return NetworkError(text, code=_RETRYABLE_ERRNOS[err])
+        if err == errno.ENOSPC:
+            return ResourceError(text, code="ENOSPC", severity=Severity.CRITICAL)
+        if err in _FS_TRANSIENT:
+            return FilesystemError(text, code=_FS_TRANSIENT[err], retryable=True)
+        if err in _FS_PERMANENT:
+            return FilesystemError(
+                text, code=_FS_PERMANENT[err], retryable=False, counts_as_failure=False
+            )
+        return SystemFailure(text, code="OS_ERROR")
+    if isinstance(exc, MemoryError):
+        return ResourceError("out of memory", code="ENOMEM", severity=Severity.CRITICAL)
+    if isinstance(exc, (ValueError, TypeError)):
+        return ValidationError(redact(f"{type(exc).__name__}: {exc}"))
+    return SystemFailure(redact(f"{type(exc).__name__}: {exc}"))

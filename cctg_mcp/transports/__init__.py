@@ -1,0 +1,1 @@
+"""Transports: the one place where foreign errors (httpx, OS, Telegram envelopes) become ours."""
