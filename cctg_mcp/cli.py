@@ -1,0 +1,139 @@
+"""Command line: ``cctg-mcp serve | check | demo``.
+
+``serve`` speaks MCP over stdio (what Claude Desktop and Claude Code run). stdout is the
+protocol channel, so logs go to stderr only, through a filter that redacts the bot token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+
+from cctg_mcp import __version__
+from cctg_mcp.config import Settings, load_settings
+from cctg_mcp.resilience.errors import BaseResilienceError, ConfigurationError, redact
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites every record so no bot token (or given secret) reaches a handler."""
+
+    def __init__(self, *secrets: str) -> None:
+        super().__init__()
+        self.secrets = tuple(s for s in secrets if s)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            message += "\n" + logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
+            record.exc_text = None
+        record.msg = redact(message, *self.secrets)
+        record.args = None
+        return True
+
+
+def configure_logging(level: str = "INFO", *secrets: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter(*secrets))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    # httpx logs every request URL at INFO, and the URL contains the token.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _settings_or_exit() -> Settings:
+    try:
+        return load_settings()
+    except ConfigurationError as exc:
+        sys.stderr.write(f"cctg-mcp: configuration error: {exc}\n")
+        raise SystemExit(2) from None
+
+
+def serve(backend: str) -> int:
+    from cctg_mcp.app import open_service
+    from cctg_mcp.server import build_server
+
+    settings = _settings_or_exit()
+    configure_logging("INFO", settings.token)
+    try:
+        from cctg_mcp.resilience.config import load_resilience_config
+
+        resilience = load_resilience_config(dict(os.environ), settings.config_path)
+    except ConfigurationError as exc:
+        sys.stderr.write(f"cctg-mcp: configuration error: {exc}\n")
+        return 2
+    server = build_server(lambda: open_service(settings, resilience=resilience))
+    try:
+        anyio.run(server.run_stdio_async, backend=backend)
+    except KeyboardInterrupt:
+        pass
+    except BaseResilienceError as exc:
+        sys.stderr.write(f"cctg-mcp: {exc}\n")
+        return 2
+    return 0
+
+
+async def _check(settings: Settings) -> list[str]:
+    from cctg_mcp.transports.telegram import TelegramTransport
+
+    problems = settings.problems()
+    if settings.delivery != "telegram" or not settings.token:
+        return problems
+    transport = TelegramTransport(settings.token, settings.api_base_url, timeout=10.0)
+    try:
+        me = await transport.get_me()
+        sys.stdout.write(f"Telegram: connected as @{me.get('username')} (id {me.get('id')}).\n")
+    except BaseResilienceError as exc:
+        problems.append(f"Telegram getMe failed: {exc}")
+    finally:
+        await transport.aclose()
+    return problems
+
+
+def check() -> int:
+    settings = _settings_or_exit()
+    configure_logging("WARNING", settings.token)
+    try:
+        from cctg_mcp.resilience.config import load_resilience_config
+
+        load_resilience_config(dict(os.environ), settings.config_path)
+    except ConfigurationError as exc:
+        sys.stdout.write(f"Problem: {exc}\n")
+        return 2
+    sys.stdout.write(
+        f"cctg-mcp {__version__}: delivery={settings.delivery}, environment={settings.environment}, "
+        f"recipients={len(settings.allowed_users)}, data dir={settings.data_dir}\n"
+    )
+    problems = anyio.run(_check, settings)
+    for problem in problems:
+        sys.stdout.write(f"Problem: {redact(problem, settings.token)}\n")
+    if not problems:
+        sys.stdout.write("OK: configuration is valid and Telegram answers.\n")
+    return 1 if problems else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cctg-mcp", description="Telegram notifications for MCP clients.")
+    parser.add_argument("--version", action="version", version=f"cctg-mcp {__version__}")
+    sub = parser.add_subparsers(dest="command")
+    p_serve = sub.add_parser("serve", help="run the MCP server over stdio (default)")
+    p_serve.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
+    sub.add_parser("check", help="validate the configuration and call Telegram getMe")
+    p_demo = sub.add_parser("demo", help="run a self-contained demo against a local Telegram stand-in")
+    p_demo.add_argument("--json", dest="json_path", default=None, help="also write the report as JSON here")
+    args: Any = parser.parse_args(argv)
+    command = args.command or "serve"
+    if command == "serve":
+        return serve(getattr(args, "backend", "asyncio"))
+    if command == "check":
+        return check()
+    from cctg_mcp.demo import run_demo
+
+    return run_demo(json_path=args.json_path)

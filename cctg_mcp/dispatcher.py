@@ -1,0 +1,213 @@
+"""The dispatcher: delivers outbox rows through the resilience pipeline, paced to Telegram.
+
+``deliver()`` is the one code path that sends a delivery, used both by a send tool (its
+immediate attempt, bounded by the tool's deadline) and by the background loop ``run()``,
+which claims due rows with leases until the server stops. A delivery ends in one of three
+ways: delivered, back to pending with a due time (transient failure, breaker open,
+deadline reached), or dead (a permanent failure: 400, 401, 403).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, TypeVar
+
+import anyio
+
+from cctg_mcp.outbox import Delivery, Outbox
+from cctg_mcp.pacing import Pacer
+from cctg_mcp.rendering import render_event
+from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
+from cctg_mcp.resilience.errors import (
+    BaseResilienceError,
+    CircuitBreakerError,
+    ConfigurationError,
+    TelegramError,
+    TelegramRateLimited,
+    ValidationError,
+    classify,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class CallPipeline(Protocol):
+    """What the dispatcher needs from the resilience pipeline."""
+
+    async def call(
+        self, operation: str, fn: Callable[[], Awaitable[T]], *, deadline: float | None = None
+    ) -> T: ...
+
+
+class MessageSender(Protocol):
+    async def send_message(
+        self, chat_id: int, text: str, *, reply_markup: dict[str, Any] | None = None, parse_mode: str | None = "HTML"
+    ) -> int: ...
+
+
+@dataclass
+class Outcome:
+    delivery_id: int
+    chat_id: int
+    status: Literal["delivered", "queued", "dead"]
+    message_ids: list[int] = field(default_factory=list)
+    reason: str | None = None
+    error_code: str | None = None
+    next_attempt_at: float | None = None  # epoch seconds
+    attempts: int = 0
+
+
+def is_permanent(error: BaseResilienceError) -> bool:
+    """Permanent for this delivery: retrying the same request cannot succeed."""
+    return isinstance(error, (TelegramError, ValidationError, ConfigurationError)) and not error.retryable
+
+
+def requeue_delay(attempts: int, error: BaseResilienceError) -> float:
+    """Seconds until a failed delivery is due again: the error's own hint, else backoff."""
+    backoff = min(60.0, 2.0 ** min(attempts, 6))
+    if isinstance(error, CircuitBreakerError):
+        # Open: come back when the breaker admits a probe. Half-open: a probe is in flight;
+        # give it a moment rather than spinning on rejections.
+        return max(error.retry_after or 0.0, 0.5)
+    if error.retry_after is not None:
+        return max(error.retry_after, 0.05)
+    return backoff
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        outbox: Outbox,
+        sender: MessageSender,
+        pipeline: CallPipeline,
+        pacer: Pacer,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        lease_s: float = 120.0,
+        send_timeout_s: float = 30.0,
+        concurrency: int = 8,
+        idle_poll_s: float = 5.0,
+    ) -> None:
+        self.outbox = outbox
+        self.sender = sender
+        self.pipeline = pipeline
+        self.pacer = pacer
+        self.clock = clock
+        self.owner = f"{uuid.uuid4().hex[:12]}"
+        self.lease_s = lease_s
+        self.send_timeout_s = send_timeout_s
+        self.concurrency = concurrency
+        self.idle_poll_s = idle_poll_s
+        self._wake = anyio.Event()
+        self._chat_locks: dict[int, anyio.Lock] = {}
+        self.running = False
+        self.paused = False
+        self.heartbeat: float | None = None
+        self.delivered = 0
+        self.requeued = 0
+        self.dead = 0
+
+    def wake(self) -> None:
+        """Look at the outbox now (new work, or due times changed)."""
+        self._wake.set()
+
+    def _lock(self, chat_id: int) -> anyio.Lock:
+        lock = self._chat_locks.get(chat_id)
+        if lock is None:
+            if len(self._chat_locks) > 10_000:
+                self._chat_locks = {k: v for k, v in self._chat_locks.items() if v.locked()}
+            lock = self._chat_locks[chat_id] = anyio.Lock()
+        return lock
+
+    async def deliver(self, delivery: Delivery, *, deadline: float | None = None) -> Outcome:
+        """Send the remaining parts of one leased delivery and settle its row."""
+        message_ids = list(delivery.message_ids)
+        attempts = delivery.attempts + 1
+        try:
+            async with self._lock(delivery.chat_id):
+                parts = render_event(delivery.event)
+                for index in range(delivery.parts_sent, len(parts)):
+                    part = parts[index]
+                    await self.pacer.acquire(delivery.chat_id, deadline=deadline)
+
+                    async def send(text: str = part.text, markup: Any = part.reply_markup) -> int:
+                        return await self.sender.send_message(delivery.chat_id, text, reply_markup=markup)
+
+                    message_ids.append(await self.pipeline.call("sendMessage", send, deadline=deadline))
+                    if index + 1 < len(parts):
+                        await self.outbox.record_part(delivery.id, index + 1, message_ids)
+                await self.outbox.mark_delivered(delivery.id, message_ids)
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await self.outbox.record_part(delivery.id, len(message_ids), message_ids)
+                await self.outbox.release(delivery.id, "cancelled before delivery finished", time.time())
+            raise
+        except Exception as exc:  # every failure settles the row; nothing accepted is dropped
+            error = classify(exc)
+            if isinstance(error, TelegramRateLimited) and error.retry_after:
+                self.pacer.pause(error.retry_after)
+            if message_ids:
+                await self.outbox.record_part(delivery.id, len(message_ids), message_ids)
+            reason = str(error)
+            if is_permanent(error):
+                await self.outbox.mark_dead(delivery.id, reason)
+                self.dead += 1
+                log.warning("delivery %s to chat %s is dead: %s", delivery.id, delivery.chat_id, reason)
+                return Outcome(delivery.id, delivery.chat_id, "dead", message_ids, reason, error.code,
+                               attempts=attempts)
+            due = time.time() + requeue_delay(attempts, error)
+            await self.outbox.release(delivery.id, reason, due)
+            self.requeued += 1
+            self.wake()
+            return Outcome(delivery.id, delivery.chat_id, "queued", message_ids, reason, error.code, due,
+                           attempts=attempts)
+        self.delivered += 1
+        return Outcome(delivery.id, delivery.chat_id, "delivered", message_ids, attempts=attempts)
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Deliver due rows until cancelled. Expired leases (a crash) go back first."""
+        recovered = await self.outbox.recover_expired_leases()
+        if recovered:
+            log.info("returned %d deliveries leased by a stopped process to the queue", recovered)
+        self.running = True
+        task_status.started()
+        limiter = anyio.CapacityLimiter(self.concurrency)
+        try:
+            while True:
+                self.heartbeat = self.clock.monotonic()
+                if self.paused:
+                    batch: list[Delivery] = []
+                else:
+                    batch = await self.outbox.claim_due(self.owner, self.lease_s, limit=self.concurrency * 4)
+                if batch:
+                    async with anyio.create_task_group() as tg:
+                        for delivery in batch:
+                            tg.start_soon(self._deliver_limited, delivery, limiter)
+                    continue
+                await self.outbox.recover_expired_leases()
+                due = await self.outbox.next_due_at()
+                wait = self.idle_poll_s if due is None else min(self.idle_poll_s, max(0.0, due - time.time()))
+                if wait > 0 or self.paused:
+                    with self.clock.timeout_scope(wait if not self.paused else self.idle_poll_s):
+                        await self._wake.wait()
+                self._wake = anyio.Event()
+        finally:
+            self.running = False
+            with anyio.CancelScope(shield=True):
+                await self.outbox.release_owner(self.owner)
+
+    async def _deliver_limited(self, delivery: Delivery, limiter: anyio.CapacityLimiter) -> None:
+        async with limiter:
+            deadline = self.clock.monotonic() + self.send_timeout_s
+            with self.clock.timeout_scope(self.send_timeout_s + 5.0):
+                await self.deliver(delivery, deadline=deadline)
+
+    @staticmethod
+    def seconds_until(epoch: float | None) -> float | None:
+        return None if epoch is None else max(0.0, math.ceil((epoch - time.time()) * 1000) / 1000)

@@ -1,0 +1,357 @@
+"""The durable outbox: every accepted event is committed to SQLite before a tool answers.
+
+One row per event (``events``) and one per recipient (``deliveries``):
+
+    pending ──claim──▶ in_flight (lease until T) ──▶ delivered
+       ▲                    │  └──────────────────▶ dead (permanent failure, reason redacted)
+       └──release / lease expired (crash)──┘
+
+Progress is kept per delivery and per message part, so a retry never re-sends a part
+Telegram already accepted. Times stored here are wall-clock epoch seconds (they must
+survive a restart); waiting is the dispatcher's business, on the injected clock.
+
+SQLite runs in WAL mode with ``synchronous=FULL`` (an acknowledged send survives power
+loss). All calls go through one connection guarded by a lock, in anyio worker threads, so
+the event loop never blocks on disk and the store works under asyncio and trio alike.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio.to_thread
+
+from cctg_mcp.events import Event
+from cctg_mcp.resilience.errors import ConfigurationError, ResourceError, redact
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    event_id   TEXT PRIMARY KEY,
+    payload    TEXT NOT NULL,
+    priority   INTEGER NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id        TEXT NOT NULL REFERENCES events(event_id),
+    chat_id         INTEGER NOT NULL,
+    status          TEXT NOT NULL CHECK (status IN ('pending','in_flight','delivered','dead')),
+    priority        INTEGER NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    lease_until     REAL,
+    lease_owner     TEXT,
+    parts_sent      INTEGER NOT NULL DEFAULT 0,
+    message_ids     TEXT NOT NULL DEFAULT '[]',
+    last_error      TEXT,
+    created_at      REAL NOT NULL,
+    updated_at      REAL NOT NULL,
+    UNIQUE (event_id, chat_id)
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (status, next_attempt_at);
+CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries (event_id);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+PRIORITY_RANK = {"low": 0, "normal": 1, "high": 2, "critical": 3}
+
+
+@dataclass(frozen=True)
+class Delivery:
+    id: int
+    event: Event
+    chat_id: int
+    status: str
+    attempts: int
+    next_attempt_at: float
+    parts_sent: int
+    message_ids: list[int]
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class OutboxCounts:
+    pending: int
+    in_flight: int
+    delivered: int
+    dead: int
+    oldest_pending_age_s: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pending": self.pending,
+            "in_flight": self.in_flight,
+            "delivered": self.delivered,
+            "dead": self.dead,
+            "oldest_pending_age_s": self.oldest_pending_age_s,
+        }
+
+
+class Outbox:
+    """Durable queue of deliveries. Open with ``await Outbox.open(path)``."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, *, max_pending: int) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+        self.path = path
+        self.max_pending = max_pending
+
+    @classmethod
+    async def open(cls, path: Path, *, max_pending: int = 100_000) -> Outbox:
+        return await anyio.to_thread.run_sync(cls._open_sync, path, max_pending)
+
+    @classmethod
+    def _open_sync(cls, path: Path, max_pending: int) -> Outbox:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.executescript(SCHEMA)
+            check = conn.execute("PRAGMA quick_check").fetchone()
+            if not check or check[0] != "ok":
+                raise sqlite3.DatabaseError(f"integrity check failed: {check}")
+        except (sqlite3.DatabaseError, OSError) as exc:
+            raise ConfigurationError(
+                f"The outbox database at {path} cannot be opened ({exc}). Nothing was deleted. "
+                "Move the file aside (it may still hold undelivered events) or set CCTG_DATA_DIR "
+                "to another directory, then start again."
+            ) from None
+        conn.row_factory = sqlite3.Row
+        return cls(conn, path, max_pending=max_pending)
+
+    async def close(self) -> None:
+        await self._run(self._conn.close)
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        def locked() -> T:
+            with self._lock:
+                return fn(*args)
+
+        return await anyio.to_thread.run_sync(locked)
+
+    # ---- writes -------------------------------------------------------------------------
+
+    async def enqueue(self, event: Event, chat_ids: list[int], *, now: float | None = None) -> bool:
+        """Commit the event and one pending delivery per chat. False if the id is known."""
+        return await self._run(self._enqueue, event, chat_ids, time.time() if now is None else now)
+
+    def _enqueue(self, event: Event, chat_ids: list[int], now: float) -> bool:
+        rank = PRIORITY_RANK[event.priority]
+        with self._conn:  # one transaction
+            self._conn.execute("BEGIN IMMEDIATE")
+            known = self._conn.execute("SELECT 1 FROM events WHERE event_id=?", (event.event_id,)).fetchone()
+            if known:
+                return False
+            (pending,) = self._conn.execute(
+                "SELECT COUNT(*) FROM deliveries WHERE status IN ('pending','in_flight')"
+            ).fetchone()
+            if pending + len(chat_ids) > self.max_pending:
+                raise ResourceError(
+                    f"The outbox is full ({pending} deliveries waiting, limit {self.max_pending}). "
+                    "Nothing queued was dropped; try again once the backlog drains.",
+                    code="QUEUE_FULL",
+                )
+            self._conn.execute(
+                "INSERT INTO events (event_id, payload, priority, created_at) VALUES (?,?,?,?)",
+                (event.event_id, event.model_dump_json(), rank, now),
+            )
+            self._conn.executemany(
+                "INSERT INTO deliveries (event_id, chat_id, status, priority, next_attempt_at, created_at,"
+                " updated_at) VALUES (?,?,'pending',?,?,?,?)",
+                [(event.event_id, chat, rank, now, now, now) for chat in chat_ids],
+            )
+        return True
+
+    async def claim_event(self, event_id: str, owner: str, lease_s: float) -> list[Delivery]:
+        """Lease the event's pending deliveries (the tool's immediate send path)."""
+        return await self._run(self._claim, "d.event_id=?", (event_id,), owner, lease_s, None)
+
+    async def claim_due(self, owner: str, lease_s: float, *, limit: int = 50) -> list[Delivery]:
+        """Lease up to ``limit`` due deliveries, most urgent first."""
+        now = time.time()
+        return await self._run(self._claim, "d.next_attempt_at<=?", (now,), owner, lease_s, limit)
+
+    def _claim(
+        self, where: str, args: tuple[Any, ...], owner: str, lease_s: float, limit: int | None
+    ) -> list[Delivery]:
+        now = time.time()
+        sql = (
+            "SELECT d.*, e.payload FROM deliveries d JOIN events e USING (event_id)"
+            f" WHERE d.status='pending' AND {where}"
+            " ORDER BY d.priority DESC, d.next_attempt_at, d.id"
+        )
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        with self._conn:
+            self._conn.execute("BEGIN IMMEDIATE")
+            rows = self._conn.execute(sql, args).fetchall()
+            self._conn.executemany(
+                "UPDATE deliveries SET status='in_flight', lease_until=?, lease_owner=?, updated_at=?"
+                " WHERE id=? AND status='pending'",
+                [(now + lease_s, owner, now, r["id"]) for r in rows],
+            )
+        return [self._delivery(r, status="in_flight") for r in rows]
+
+    @staticmethod
+    def _delivery(row: sqlite3.Row, *, status: str | None = None) -> Delivery:
+        return Delivery(
+            id=row["id"],
+            event=Event.model_validate_json(row["payload"]),
+            chat_id=row["chat_id"],
+            status=status or row["status"],
+            attempts=row["attempts"],
+            next_attempt_at=row["next_attempt_at"],
+            parts_sent=row["parts_sent"],
+            message_ids=json.loads(row["message_ids"]),
+            last_error=row["last_error"],
+        )
+
+    async def record_part(self, delivery_id: int, parts_sent: int, message_ids: list[int]) -> None:
+        await self._run(
+            self._exec,
+            "UPDATE deliveries SET parts_sent=?, message_ids=?, updated_at=? WHERE id=?",
+            (parts_sent, json.dumps(message_ids), time.time(), delivery_id),
+        )
+
+    async def mark_delivered(self, delivery_id: int, message_ids: list[int]) -> None:
+        await self._run(
+            self._exec,
+            "UPDATE deliveries SET status='delivered', message_ids=?, lease_until=NULL, lease_owner=NULL,"
+            " attempts=attempts+1, last_error=NULL, updated_at=? WHERE id=?",
+            (json.dumps(message_ids), time.time(), delivery_id),
+        )
+
+    async def release(self, delivery_id: int, error: str, next_attempt_at: float) -> None:
+        """Back to pending after a transient failure; due again at ``next_attempt_at``."""
+        await self._run(
+            self._exec,
+            "UPDATE deliveries SET status='pending', lease_until=NULL, lease_owner=NULL, attempts=attempts+1,"
+            " last_error=?, next_attempt_at=?, updated_at=? WHERE id=? AND status='in_flight'",
+            (redact(error)[:500], next_attempt_at, time.time(), delivery_id),
+        )
+
+    async def mark_dead(self, delivery_id: int, error: str) -> None:
+        await self._run(
+            self._exec,
+            "UPDATE deliveries SET status='dead', lease_until=NULL, lease_owner=NULL, attempts=attempts+1,"
+            " last_error=?, updated_at=? WHERE id=?",
+            (redact(error)[:500], time.time(), delivery_id),
+        )
+
+    async def recover_expired_leases(self, *, now: float | None = None) -> int:
+        """In-flight rows whose lease ran out (their process died) go back to pending."""
+        at = time.time() if now is None else now
+        return await self._run(
+            self._exec,
+            "UPDATE deliveries SET status='pending', lease_until=NULL, lease_owner=NULL, updated_at=?"
+            " WHERE status='in_flight' AND lease_until<?",
+            (at, at),
+        )
+
+    async def release_owner(self, owner: str) -> int:
+        """On clean shutdown: this process's in-flight rows go back to pending now."""
+        return await self._run(
+            self._exec,
+            "UPDATE deliveries SET status='pending', lease_until=NULL, lease_owner=NULL, updated_at=?"
+            " WHERE status='in_flight' AND lease_owner=?",
+            (time.time(), owner),
+        )
+
+    async def requeue_dead(self, event_id: str | None = None) -> int:
+        """Give dead deliveries another chance (after the cause was fixed)."""
+        where, args = ("AND event_id=?", (event_id,)) if event_id else ("", ())
+        now = time.time()
+        return await self._run(
+            self._exec,
+            f"UPDATE deliveries SET status='pending', next_attempt_at=?, updated_at=? WHERE status='dead' {where}",
+            (now, now, *args),
+        )
+
+    async def retry_now(self) -> int:
+        """Make every pending delivery due immediately."""
+        now = time.time()
+        return await self._run(
+            self._exec,
+            "UPDATE deliveries SET next_attempt_at=? WHERE status='pending' AND next_attempt_at>?",
+            (now, now),
+        )
+
+    def _exec(self, sql: str, args: tuple[Any, ...]) -> int:
+        with self._conn:
+            return self._conn.execute(sql, args).rowcount
+
+    # ---- reads --------------------------------------------------------------------------
+
+    async def deliveries(self, event_id: str) -> list[Delivery]:
+        return await self._run(self._deliveries, event_id)
+
+    def _deliveries(self, event_id: str) -> list[Delivery]:
+        rows = self._conn.execute(
+            "SELECT d.*, e.payload FROM deliveries d JOIN events e USING (event_id) WHERE d.event_id=?"
+            " ORDER BY d.id",
+            (event_id,),
+        ).fetchall()
+        return [self._delivery(r) for r in rows]
+
+    async def counts(self) -> OutboxCounts:
+        return await self._run(self._counts)
+
+    def _counts(self) -> OutboxCounts:
+        by = dict.fromkeys(("pending", "in_flight", "delivered", "dead"), 0)
+        for status, n in self._conn.execute("SELECT status, COUNT(*) FROM deliveries GROUP BY status"):
+            by[status] = n
+        (oldest,) = self._conn.execute(
+            "SELECT MIN(created_at) FROM deliveries WHERE status IN ('pending','in_flight')"
+        ).fetchone()
+        age = max(0.0, time.time() - oldest) if oldest is not None else None
+        return OutboxCounts(by["pending"], by["in_flight"], by["delivered"], by["dead"], age)
+
+    async def next_due_at(self) -> float | None:
+        return await self._run(self._next_due)
+
+    def _next_due(self) -> float | None:
+        (due,) = self._conn.execute(
+            "SELECT MIN(next_attempt_at) FROM deliveries WHERE status='pending'"
+        ).fetchone()
+        (lease,) = self._conn.execute(
+            "SELECT MIN(lease_until) FROM deliveries WHERE status='in_flight'"
+        ).fetchone()
+        candidates = [t for t in (due, lease) if t is not None]
+        return min(candidates) if candidates else None
+
+    async def dead_letters(self, limit: int = 20) -> list[Delivery]:
+        return await self._run(self._dead, limit)
+
+    def _dead(self, limit: int) -> list[Delivery]:
+        rows = self._conn.execute(
+            "SELECT d.*, e.payload FROM deliveries d JOIN events e USING (event_id) WHERE d.status='dead'"
+            " ORDER BY d.updated_at DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [self._delivery(r) for r in rows]
+
+    async def purge(self, older_than_s: float) -> int:
+        """Delete delivered and dead rows (and their events) older than the retention."""
+        return await self._run(self._purge, time.time() - older_than_s)
+
+    def _purge(self, cutoff: float) -> int:
+        with self._conn:
+            n = self._conn.execute(
+                "DELETE FROM deliveries WHERE status IN ('delivered','dead') AND updated_at<?", (cutoff,)
+            ).rowcount
+            self._conn.execute(
+                "DELETE FROM events WHERE created_at<? AND event_id NOT IN (SELECT event_id FROM deliveries)",
+                (cutoff,),
+            )
+        return n

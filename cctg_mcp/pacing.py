@@ -1,0 +1,90 @@
+"""Pacing to Telegram's flood limits: token buckets per chat and overall, and a global pause.
+
+Telegram allows about 1 message/s per chat (short bursts tolerated), about 30/s overall
+and 20/min per group. Sending at those rates drains a backlog without provoking 429s; a 429
+that happens anyway pauses *every* send for its ``retry_after`` (the limit is per bot).
+All waiting goes through the injected clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cctg_mcp.config import PacingSettings
+from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
+from cctg_mcp.resilience.errors import DeadlineExceededError
+
+
+@dataclass
+class _Bucket:
+    rate: float  # tokens per second
+    burst: float
+    tokens: float
+    stamp: float
+
+    def refill(self, now: float) -> None:
+        if now > self.stamp:
+            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
+
+    def wait_for_one(self) -> float:
+        return 0.0 if self.tokens >= 1.0 else (1.0 - self.tokens) / self.rate
+
+
+class Pacer:
+    def __init__(self, settings: PacingSettings, *, clock: Clock = SYSTEM_CLOCK, max_chats: int = 10_000) -> None:
+        self.settings = settings
+        self._clock = clock
+        now = clock.monotonic()
+        self._global = _Bucket(settings.global_per_second, max(1.0, settings.global_per_second), 
+                               max(1.0, settings.global_per_second), now)
+        self._chats: dict[int, _Bucket] = {}
+        self._max_chats = max_chats
+        self.paused_until = 0.0
+        self.pauses = 0
+        self.waits = 0
+
+    def _chat(self, chat_id: int, now: float) -> _Bucket:
+        bucket = self._chats.get(chat_id)
+        if bucket is None:
+            if len(self._chats) >= self._max_chats:
+                # Forget full buckets first: they carry no state worth keeping.
+                for key in [k for k, b in self._chats.items() if (b.refill(now), b.tokens >= b.burst)[1]]:
+                    del self._chats[key]
+            if chat_id < 0:  # groups and channels: 20 per minute, no burst
+                rate, burst = self.settings.group_per_minute / 60.0, 1.0
+            else:
+                rate, burst = self.settings.per_chat_per_second, float(self.settings.per_chat_burst)
+            bucket = self._chats[chat_id] = _Bucket(rate, burst, burst, now)
+        return bucket
+
+    def pause(self, seconds: float) -> None:
+        """Stop all sends for ``seconds`` (a 429's retry_after)."""
+        until = self._clock.monotonic() + max(0.0, seconds)
+        if until > self.paused_until:
+            self.paused_until = until
+            self.pauses += 1
+
+    def paused_for(self) -> float:
+        return max(0.0, self.paused_until - self._clock.monotonic())
+
+    async def acquire(self, chat_id: int, *, deadline: float | None = None) -> None:
+        """Wait for a send slot for ``chat_id``; give up if the wait would pass ``deadline``."""
+        while True:
+            now = self._clock.monotonic()
+            chat = self._chat(chat_id, now)
+            chat.refill(now)
+            self._global.refill(now)
+            wait = max(self.paused_until - now, chat.wait_for_one(), self._global.wait_for_one())
+            if wait <= 0:
+                chat.tokens -= 1.0
+                self._global.tokens -= 1.0
+                return
+            if deadline is not None and now + wait > deadline:
+                raise DeadlineExceededError(
+                    f"sending to chat {chat_id} must wait {wait:.2f}s for Telegram's rate limit, "
+                    "past this call's deadline",
+                    retry_after=wait,
+                )
+            self.waits += 1
+            await self._clock.sleep(wait)

@@ -1,0 +1,259 @@
+"""Use cases, free of MCP: accept an event, commit it, try to deliver it within a deadline.
+
+The MCP tools (server.py) and the library client share this service. Errors it raises are
+``BaseResilienceError`` subclasses whose message says what to fix; the server turns them
+into tool errors.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+import anyio
+from pydantic import BaseModel, Field
+
+from cctg_mcp.config import Settings
+from cctg_mcp.dispatcher import Dispatcher, Outcome
+from cctg_mcp.events import CATALOGUE, EVENT_PRIORITY, Event, Priority
+from cctg_mcp.outbox import Outbox
+from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
+from cctg_mcp.resilience.config import ResilienceConfig
+from cctg_mcp.resilience.metrics import MetricsRegistry
+from cctg_mcp.resilience.pipeline import PipelineSet
+from cctg_mcp.resilience.errors import BaseResilienceError, ConfigurationError, ValidationError
+
+#: Namespace for event ids derived from (type, task_id): the same task event is one event.
+EVENT_NAMESPACE = uuid.UUID("6f1d1b1e-4a8c-4c0e-9a51-2f0c2b6d7e10")
+MAX_DATA_BYTES = 16_384
+
+#: How long a send tool waits for delivery before answering ``queued`` (seconds), per
+#: operation, from the seed's per-operation table. The pipeline issue makes this configurable.
+DEFAULT_TOOL_DEADLINES = {
+    "sendEvent": 10.0,
+    "sendMessage": 5.0,
+    "sendTaskCompletion": 8.0,
+    "sendPerformanceAlert": 3.0,
+    "sendApprovalRequest": 5.0,
+}
+
+
+class NotConfiguredError(ConfigurationError):
+    code = "NOT_CONFIGURED"
+
+
+class DeliveryFailedError(BaseResilienceError):
+    """A permanent delivery failure: the event is dead for at least one recipient."""
+
+    code = "DELIVERY_FAILED"
+
+
+class RecipientResult(BaseModel):
+    chat_id: int
+    status: Literal["delivered", "queued", "dead"]
+    message_ids: list[int] = Field(default_factory=list)
+    attempts: int = 0
+    reason: str | None = None
+
+
+class SendResult(BaseModel):
+    """What happened to an accepted event."""
+
+    event_id: str = Field(description="Id of the event; the same task_id always gives the same event_id.")
+    status: Literal["delivered", "queued", "duplicate"] = Field(
+        description="delivered: Telegram accepted it for every recipient. queued: stored durably and "
+        "will be delivered automatically (do not send it again). duplicate: this event was already "
+        "accepted earlier and was not sent again."
+    )
+    message: str
+    recipients: list[RecipientResult] = Field(default_factory=list)
+    reason: str | None = Field(default=None, description="Why it is queued (redacted).")
+    next_attempt_at: str | None = Field(default=None, description="When the next delivery attempt is due (UTC).")
+    retry_in_seconds: float | None = None
+
+
+class EventTypeInfo(BaseModel):
+    type: str
+    category: str
+    description: str
+
+
+class EventTypeList(BaseModel):
+    count: int
+    event_types: list[EventTypeInfo]
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class NotificationService:
+    def __init__(
+        self,
+        settings: Settings,
+        outbox: Outbox | None,
+        dispatcher: Dispatcher | None,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        pipelines: PipelineSet | None = None,
+        metrics: MetricsRegistry | None = None,
+        resilience: ResilienceConfig | None = None,
+        transport: Any = None,
+        deadlines: dict[str, float] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.outbox = outbox
+        self.dispatcher = dispatcher
+        self.clock = clock
+        self.pipelines = pipelines
+        self.metrics = metrics
+        self.resilience = resilience
+        self.transport = transport
+        self.deadlines = {**DEFAULT_TOOL_DEADLINES, **(deadlines or {})}
+        if resilience is not None:
+            for operation in DEFAULT_TOOL_DEADLINES:
+                self.deadlines[operation] = resilience.timeout_for(operation)
+
+    # ---- catalogue ----------------------------------------------------------------------
+
+    @staticmethod
+    def list_event_types(category: str | None = None) -> EventTypeList:
+        needle = (category or "").strip().lower()
+        items = [
+            EventTypeInfo(type=t, category=cat, description=desc)
+            for cat, types in CATALOGUE.items()
+            if needle in cat.lower()
+            for t, desc in types.items()
+        ]
+        return EventTypeList(count=len(items), event_types=items)
+
+    # ---- sending ------------------------------------------------------------------------
+
+    def build_event(
+        self,
+        *,
+        type: str,
+        title: str,
+        description: str,
+        task_id: str | None = None,
+        source: str = "claude-code",
+        data: dict[str, Any] | None = None,
+        priority: Priority | None = None,
+    ) -> Event:
+        data = dict(data or {})
+        size = len(json.dumps(data, default=str))
+        if size > MAX_DATA_BYTES:
+            raise ValidationError(f"data is {size} bytes of JSON; the limit is {MAX_DATA_BYTES}.")
+        if task_id:
+            event_id = str(uuid.uuid5(EVENT_NAMESPACE, f"{type}:{task_id}"))
+        else:
+            event_id = str(uuid.uuid4())
+            task_id = event_id
+        return Event(
+            event_id=event_id,
+            type=type,
+            title=title.strip(),
+            description=description.strip(),
+            source=source,
+            task_id=task_id,
+            data=data,
+            priority=priority or EVENT_PRIORITY.get(type, "normal"),
+        )
+
+    def _ready(self) -> tuple[Outbox, Dispatcher]:
+        problems = self.settings.problems()
+        if problems or self.outbox is None or self.dispatcher is None:
+            raise NotConfiguredError(
+                "cctg-mcp is not configured, so nothing was sent or stored. "
+                + " ".join(problems or ["The delivery path is not available."])
+            )
+        return self.outbox, self.dispatcher
+
+    def recipients(self) -> list[int]:
+        return list(self.settings.allowed_users)
+
+    async def submit(self, event: Event, *, operation: str = "sendEvent") -> SendResult:
+        """Commit ``event`` durably, then try to deliver it before the operation's deadline."""
+        outbox, dispatcher = self._ready()
+        accepted = await outbox.enqueue(event, self.recipients())
+        if not accepted:
+            return SendResult(
+                event_id=event.event_id,
+                status="duplicate",
+                message="This event was already accepted earlier (same type and task_id); it was not sent again.",
+                recipients=[
+                    RecipientResult(
+                        chat_id=d.chat_id, status=d.status if d.status != "in_flight" else "queued",  # type: ignore[arg-type]
+                        message_ids=d.message_ids, attempts=d.attempts, reason=d.last_error,
+                    )
+                    for d in await outbox.deliveries(event.event_id)
+                ],
+            )
+        budget = self.deadlines.get(operation, self.deadlines["sendEvent"])
+        deadline = self.clock.monotonic() + budget
+        claimed = await outbox.claim_event(event.event_id, dispatcher.owner, dispatcher.lease_s)
+        outcomes: list[Outcome] = []
+
+        async def one(delivery: Any) -> None:
+            outcomes.append(await dispatcher.deliver(delivery, deadline=deadline))
+
+        with self.clock.timeout_scope(budget + 2.0):
+            async with anyio.create_task_group() as tg:
+                for delivery in claimed:
+                    tg.start_soon(one, delivery)
+        return await self._result(event, outcomes)
+
+    async def _result(self, event: Event, outcomes: list[Outcome]) -> SendResult:
+        assert self.outbox is not None
+        rows = {d.id: d for d in await self.outbox.deliveries(event.event_id)}
+        seen = {o.delivery_id for o in outcomes}
+        for row in rows.values():  # cut short by the safety timeout: report the row as it is
+            if row.id not in seen:
+                outcomes.append(Outcome(row.id, row.chat_id, "queued", row.message_ids, row.last_error or
+                                        "the delivery deadline was reached", None, row.next_attempt_at))
+        recipients = [
+            RecipientResult(chat_id=o.chat_id, status=o.status, message_ids=o.message_ids,
+                            attempts=o.attempts, reason=o.reason)
+            for o in sorted(outcomes, key=lambda o: o.chat_id)
+        ]
+        dead = [o for o in outcomes if o.status == "dead"]
+        if dead:
+            delivered = sum(o.status == "delivered" for o in outcomes)
+            raise DeliveryFailedError(
+                f"Event {event.event_id} cannot be delivered to {len(dead)} of {len(outcomes)} recipient(s) "
+                f"({delivered} delivered; do not resend): {dead[0].reason} "
+                + _advice(dead[0].error_code),
+                code=dead[0].error_code or "DELIVERY_FAILED",
+            )
+        queued = [o for o in outcomes if o.status == "queued"]
+        if not queued:
+            return SendResult(
+                event_id=event.event_id,
+                status="delivered",
+                message=f"Delivered to {len(outcomes)} recipient(s).",
+                recipients=recipients,
+            )
+        due = min((o.next_attempt_at for o in queued if o.next_attempt_at), default=time.time())
+        if self.dispatcher is not None:
+            self.dispatcher.wake()
+        return SendResult(
+            event_id=event.event_id,
+            status="queued",
+            message="Stored durably; it will be delivered automatically when Telegram is reachable. "
+            "Do not send it again.",
+            recipients=recipients,
+            reason=queued[0].reason,
+            next_attempt_at=_iso(due),
+            retry_in_seconds=round(max(0.0, due - time.time()), 3),
+        )
+
+
+def _advice(code: str | None) -> str:
+    return {
+        "TELEGRAM_INVALID_TOKEN": "Fix TELEGRAM_BOT_TOKEN (the bot token was rejected) and restart the server.",
+        "TELEGRAM_FORBIDDEN": "The recipient must open the bot in Telegram and press Start (or unblock it).",
+        "TELEGRAM_BAD_REQUEST": "Check TELEGRAM_ALLOWED_USERS (chat not found?) and the message content.",
+    }.get(code or "", "See get_resilience_status for details.")

@@ -1,0 +1,139 @@
+"""The resilience status: what ``get_resilience_status`` and the library client report.
+
+Computed from live state (breakers, retry statistics, the outbox, the dispatcher and the
+pacer), never from samples or guesses; ``active_issues`` says in words what needs a look.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from cctg_mcp.service import NotificationService
+
+Overall = Literal["healthy", "degraded", "unhealthy", "unknown"]
+BACKLOG_WARN_S = 300.0
+
+
+class BreakerStatus(BaseModel):
+    name: str
+    state: Literal["closed", "open", "half_open", "isolated", "disabled"]
+    retry_after_s: float | None = Field(description="Seconds until the next probe is allowed (open only).")
+    consecutive_failures: int
+    failures: int
+    successes: int
+    rejections: int
+    transitions: int
+    last_failure: str | None
+
+
+class RetryStatus(BaseModel):
+    component: str
+    operations: int
+    first_try_successes: int
+    retried_operations: int
+    retries: int
+    gave_up: int
+
+
+class OutboxStatus(BaseModel):
+    pending: int
+    in_flight: int
+    delivered: int
+    dead: int
+    oldest_pending_age_s: float | None
+
+
+class ResilienceStatus(BaseModel):
+    overall: Overall
+    configured: bool
+    delivery: str
+    environment: str
+    resilience_enabled: bool
+    breakers: list[BreakerStatus]
+    retries: list[RetryStatus]
+    outbox: OutboxStatus | None
+    dispatcher_running: bool
+    sending_paused_for_s: float = Field(description="Seconds left of a Telegram 429 pause (0 when none).")
+    active_issues: list[str]
+
+
+async def resilience_status(service: NotificationService) -> ResilienceStatus:
+    issues = list(service.settings.problems())
+    breakers: list[BreakerStatus] = []
+    retries: list[RetryStatus] = []
+    worst: Overall = "healthy"
+
+    def degrade(to: Overall) -> None:
+        nonlocal worst
+        rank = {"healthy": 0, "unknown": 1, "degraded": 2, "unhealthy": 3}
+        if rank[to] > rank[worst]:
+            worst = to
+
+    if issues:
+        degrade("unhealthy")
+    if service.pipelines is not None:
+        for name, pipe in service.pipelines.pipelines.items():
+            st = pipe.breaker.statistics()
+            breakers.append(
+                BreakerStatus(
+                    name=name, state=st.state.value, retry_after_s=st.retry_after,  # type: ignore[arg-type]
+                    consecutive_failures=st.consecutive_failures, failures=st.failures,
+                    successes=st.successes, rejections=st.rejections, transitions=st.transitions,
+                    last_failure=st.last_failure,
+                )
+            )  # fmt: skip
+            rs = pipe.retry.statistics
+            retries.append(
+                RetryStatus(component=name, operations=rs.operations, first_try_successes=rs.first_try_successes,
+                            retried_operations=rs.retried_operations, retries=rs.retries, gave_up=rs.gave_up)
+            )  # fmt: skip
+            in_use = name == _active_component(service)
+            if st.state.value in ("open", "isolated"):
+                after = f"; next probe in {st.retry_after:.1f}s" if st.retry_after is not None else ""
+                issues.append(f"The {name} circuit breaker is {st.state.value}: sends are queued, not attempted{after}.")
+                degrade("unhealthy" if in_use else "degraded")
+            elif st.state.value == "half_open":
+                issues.append(f"The {name} circuit breaker is half-open: probing whether {name} recovered.")
+                degrade("degraded")
+    outbox = None
+    if service.outbox is not None:
+        counts = await service.outbox.counts()
+        outbox = OutboxStatus(**counts.to_dict())
+        if counts.dead:
+            issues.append(
+                f"{counts.dead} delivery(ies) are dead (permanent failures such as a blocked bot or bad token); "
+                "fix the cause, then requeue them."
+            )
+            degrade("degraded")
+        if counts.oldest_pending_age_s is not None and counts.oldest_pending_age_s > BACKLOG_WARN_S:
+            issues.append(f"The oldest queued delivery has waited {counts.oldest_pending_age_s:.0f}s.")
+            degrade("degraded")
+    dispatcher = service.dispatcher
+    running = bool(dispatcher and dispatcher.running)
+    if dispatcher is not None and not running:
+        issues.append("The dispatcher is not running: queued events are not being delivered.")
+        degrade("unhealthy")
+    paused = dispatcher.pacer.paused_for() if dispatcher is not None else 0.0
+    if paused > 0:
+        issues.append(f"Telegram asked us to slow down (429): sending resumes in {paused:.1f}s.")
+        degrade("degraded")
+    config = service.resilience
+    return ResilienceStatus(
+        overall=worst,
+        configured=not service.settings.problems(),
+        delivery=service.settings.delivery,
+        environment=service.settings.environment,
+        resilience_enabled=bool(config.enabled) if config is not None else False,
+        breakers=breakers,
+        retries=retries,
+        outbox=outbox,
+        dispatcher_running=running,
+        sending_paused_for_s=round(paused, 3),
+        active_issues=issues,
+    )
+
+
+def _active_component(service: NotificationService) -> str:
+    return "telegram" if service.settings.delivery == "telegram" else "bridge"
