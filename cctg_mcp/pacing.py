@@ -36,7 +36,7 @@ class Pacer:
         self.settings = settings
         self._clock = clock
         now = clock.monotonic()
-        self._global = _Bucket(settings.global_per_second, max(1.0, settings.global_per_second), 
+        self._global = _Bucket(settings.global_per_second, max(1.0, settings.global_per_second),
                                max(1.0, settings.global_per_second), now)
         self._chats: dict[int, _Bucket] = {}
         self._max_chats = max_chats
@@ -49,8 +49,10 @@ class Pacer:
         if bucket is None:
             if len(self._chats) >= self._max_chats:
                 # Forget full buckets first: they carry no state worth keeping.
-                for key in [k for k, b in self._chats.items() if (b.refill(now), b.tokens >= b.burst)[1]]:
-                    del self._chats[key]
+                for key, old in list(self._chats.items()):
+                    old.refill(now)
+                    if old.tokens >= old.burst:
+                        del self._chats[key]
             if chat_id < 0:  # groups and channels: 20 per minute, no burst
                 rate, burst = self.settings.group_per_minute / 60.0, 1.0
             else:

@@ -8,9 +8,9 @@ other background tasks) and closes it on exit.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar, cast
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -24,6 +24,7 @@ from cctg_mcp.service import EventTypeList, NotificationService, SendResult
 from cctg_mcp.status import ResilienceStatus, resilience_status
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 INSTRUCTIONS = """\
 Notify the person on Telegram and read their answers.
@@ -38,7 +39,9 @@ Notify the person on Telegram and read their answers.
 # Reusable argument types: the limits live in the input schema, so bad arguments are
 # rejected (naming the field) before anything runs or is stored.
 NonBlank = r"\S"
-Title = Annotated[str, Field(min_length=1, max_length=200, pattern=NonBlank, description="Short title (≤ 200 characters).")]
+Title = Annotated[
+    str, Field(min_length=1, max_length=200, pattern=NonBlank, description="Short title (≤ 200 characters).")
+]
 Description = Annotated[
     str, Field(min_length=1, max_length=2000, pattern=NonBlank, description="What happened (≤ 2000 characters).")
 ]
@@ -55,16 +58,15 @@ TaskId = Annotated[
 Source = Annotated[
     str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_-]+$", description="Who sends it.")
 ]
-SEND = ToolAnnotations(readOnlyHint=False, destructiveHint=False, idempotentHint=False, openWorldHint=True)
-READ = ToolAnnotations(readOnlyHint=True, idempotentHint=True, openWorldHint=False)
+SEND = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
+READ = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
 
 
 def _service(ctx: Context) -> NotificationService:
-    service: NotificationService = ctx.request_context.lifespan_context
-    return service
+    return cast(NotificationService, ctx.request_context.lifespan_context)
 
 
-async def _call(coro: Any) -> Any:
+async def _call(coro: Awaitable[T]) -> T:
     """Run a service call; our errors become tool errors the model can act on."""
     try:
         return await coro
@@ -108,7 +110,8 @@ def build_server(
     async def send_telegram_message(
         ctx: Context,
         message: Annotated[
-            str, Field(min_length=1, max_length=20_000, pattern=NonBlank, description="Plain text (≤ 20 000 characters).")
+            str,
+            Field(min_length=1, max_length=20_000, pattern=NonBlank, description="Plain text (≤ 20 000 characters)."),
         ],
         source: Source = "claude-code",
     ) -> SendResult:

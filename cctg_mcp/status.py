@@ -78,7 +78,7 @@ async def resilience_status(service: NotificationService) -> ResilienceStatus:
             st = pipe.breaker.statistics()
             breakers.append(
                 BreakerStatus(
-                    name=name, state=st.state.value, retry_after_s=st.retry_after,  # type: ignore[arg-type]
+                    name=name, state=st.state.value, retry_after_s=st.retry_after,
                     consecutive_failures=st.consecutive_failures, failures=st.failures,
                     successes=st.successes, rejections=st.rejections, transitions=st.transitions,
                     last_failure=st.last_failure,
@@ -92,7 +92,9 @@ async def resilience_status(service: NotificationService) -> ResilienceStatus:
             in_use = name == _active_component(service)
             if st.state.value in ("open", "isolated"):
                 after = f"; next probe in {st.retry_after:.1f}s" if st.retry_after is not None else ""
-                issues.append(f"The {name} circuit breaker is {st.state.value}: sends are queued, not attempted{after}.")
+                issues.append(
+                    f"The {name} circuit breaker is {st.state.value}: sends are queued, not attempted{after}."
+                )
                 degrade("unhealthy" if in_use else "degraded")
             elif st.state.value == "half_open":
                 issues.append(f"The {name} circuit breaker is half-open: probing whether {name} recovered.")

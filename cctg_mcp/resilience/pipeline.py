@@ -1,0 +1,180 @@
+"""The pipeline: deadline → retry → breaker → attempt timeout → call.
+
+Retry sits *outside* the breaker (as in Polly and resilience4j): once the breaker opens,
+the remaining attempts are rejected fast, and retried only if the breaker's
+``retry_after`` fits in the remaining budget. The deadline is absolute on the injected
+clock and bounds every wait (backoff, 429 pauses); the callers (a send tool, the
+dispatcher) bound the whole operation with one cancel scope of their own.
+
+Cost on the success path: one ``acquire`` (a few attribute reads), one plain ``await``,
+one ``record_success`` and one metrics update. No stamina on the first attempt, and no
+cancel scope per attempt unless ``attempt_timeout`` is configured (httpx already bounds
+each HTTP attempt with its own timeouts).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+import anyio
+
+from cctg_mcp.resilience.breaker import BreakerSettings, BreakerTransition, CircuitBreaker
+from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
+from cctg_mcp.resilience.errors import (
+    AttemptTimeoutError,
+    BaseResilienceError,
+    CircuitBreakerError,
+    ResilienceTimeoutError,
+)
+from cctg_mcp.resilience.metrics import MetricsRegistry
+from cctg_mcp.resilience.retry import RetryEvent, RetryExecutor, RetryPolicy
+
+if TYPE_CHECKING:
+    from cctg_mcp.resilience.config import ResilienceConfig
+
+T = TypeVar("T")
+
+COMPONENTS = ("telegram", "bridge", "filesystem", "network")
+
+
+class Pipeline:
+    """One component's pipeline (its breaker and retry executor are shared by its operations)."""
+
+    def __init__(
+        self,
+        component: str,
+        breaker: CircuitBreaker,
+        retry: RetryExecutor,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        metrics: MetricsRegistry | None = None,
+        attempt_timeout: float | None = None,
+        enabled: bool = True,
+        wait_for_open_breaker: bool = False,
+    ) -> None:
+        self.component = component
+        #: False (default): a call rejected by the breaker gives up at once, so a send answers
+        #: ``queued`` fast and the outbox retries at the breaker's ``retry_after``. True: the
+        #: retry layer may wait for the breaker when its retry_after fits the deadline.
+        self.wait_for_open_breaker = wait_for_open_breaker
+        self.breaker = breaker
+        self.retry = retry
+        self.clock = clock
+        self.metrics = metrics
+        self.attempt_timeout = attempt_timeout
+        self.enabled = enabled
+
+    async def call(self, operation: str, fn: Callable[[], Awaitable[T]], *, deadline: float | None = None) -> T:
+        """Run ``fn`` through the pipeline; raise our errors only (the original on failure)."""
+        if not self.enabled:
+            return await fn()
+
+        async def attempt() -> T:
+            return await self._attempt(operation, fn, deadline)
+
+        def on_retry(event: RetryEvent) -> None:
+            if self.metrics is not None:
+                self.metrics.record_retry(self.component, operation, event.delay)
+
+        return await self.retry.run(attempt, deadline=deadline, on_retry=on_retry)
+
+    async def _attempt(self, operation: str, fn: Callable[[], Awaitable[T]], deadline: float | None) -> T:
+        clock, metrics = self.clock, self.metrics
+        try:
+            permit = self.breaker.acquire()
+        except CircuitBreakerError as exc:
+            if metrics is not None:
+                metrics.record_call(self.component, operation, duration=0.0, outcome="rejected", error_code=exc.code)
+            if not self.wait_for_open_breaker:
+                exc.retryable = False
+            raise
+        start = clock.monotonic()
+        try:
+            timeout = self.attempt_timeout
+            if deadline is not None and timeout is not None:
+                timeout = min(timeout, max(0.0, deadline - start))
+            if timeout is None:
+                result = await fn()
+            else:
+                with clock.timeout_scope(timeout) as scope:
+                    result = await fn()
+                if scope.cancelled_caught:
+                    raise AttemptTimeoutError(
+                        f"{self.component}.{operation} took longer than {timeout:.3f}s", code="ATTEMPT_TIMEOUT"
+                    )
+        except anyio.get_cancelled_exc_class():
+            permit.release()
+            raise
+        except BaseException as exc:
+            duration = clock.monotonic() - start
+            permit.record_failure(exc, duration)
+            if metrics is not None:
+                code = exc.code if isinstance(exc, BaseResilienceError) else type(exc).__name__
+                outcome: Literal["timeout", "failure"] = (
+                    "timeout" if isinstance(exc, ResilienceTimeoutError) else "failure"
+                )
+                metrics.record_call(self.component, operation, duration=duration, outcome=outcome, error_code=code)
+            raise
+        duration = clock.monotonic() - start
+        permit.record_success(duration, result)
+        if metrics is not None:
+            metrics.record_call(self.component, operation, duration=duration, outcome="success")
+        return result
+
+
+def breaker_settings(config: ResilienceConfig, component: str) -> BreakerSettings:
+    return BreakerSettings(**config.breaker_for(component).to_breaker_kwargs())
+
+
+def retry_policy(config: ResilienceConfig, component: str) -> RetryPolicy:
+    return RetryPolicy(**config.retry_for(component).to_retry_kwargs())
+
+
+class PipelineSet:
+    """The pipelines of every component, built from one ``ResilienceConfig``."""
+
+    def __init__(
+        self,
+        config: ResilienceConfig,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        metrics: MetricsRegistry | None = None,
+        rng: random.Random | None = None,
+        attempt_timeouts: dict[str, float] | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.metrics = metrics
+        self.pipelines: dict[str, Pipeline] = {}
+        rng = rng or random.Random()
+        for component in COMPONENTS:
+            breaker = CircuitBreaker(component, breaker_settings(config, component), clock=clock)
+            if metrics is not None:
+                breaker.add_listener(self._record_transition)
+            retry = RetryExecutor(retry_policy(config, component), clock=clock,
+                                  rng=random.Random(rng.random()), name=component)  # fmt: skip
+            self.pipelines[component] = Pipeline(
+                component, breaker, retry, clock=clock, metrics=metrics,
+                attempt_timeout=(attempt_timeouts or {}).get(component), enabled=config.enabled,
+            )  # fmt: skip
+
+    def _record_transition(self, transition: BreakerTransition) -> None:
+        assert self.metrics is not None
+        self.metrics.record_breaker_transition(
+            transition.breaker, transition.from_state.value, transition.to_state.value
+        )
+
+    def for_component(self, component: str) -> Pipeline:
+        return self.pipelines[component]
+
+    @property
+    def breakers(self) -> dict[str, CircuitBreaker]:
+        return {name: p.breaker for name, p in self.pipelines.items()}
+
+    def statistics(self) -> dict[str, Any]:
+        return {
+            name: {"breaker": p.breaker.statistics().to_dict(), "retry": p.retry.statistics.to_dict()}
+            for name, p in self.pipelines.items()
+        }
