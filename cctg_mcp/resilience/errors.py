@@ -314,6 +314,7 @@ class AttemptTimeoutError(ResilienceTimeoutError):
 
 class DeadlineExceededError(ResilienceTimeoutError):
     code = "DEADLINE_EXCEEDED"
+    retryable = False  # the budget is spent: retrying inside it cannot help
     counts_as_failure = False
     default_strategy = RecoveryStrategy.FALLBACK
 
