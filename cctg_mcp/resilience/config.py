@@ -1,0 +1,600 @@
+"""Resilience configuration in the seed's shape (``createDefaultResilienceConfig``), with loaders.
+
+Durations are MILLISECONDS, as in the seed; ``seconds(field)``, ``to_breaker_kwargs()``,
+``to_retry_kwargs()`` and ``timeout_for()`` give seconds. Keys are accepted in camelCase and
+snake_case; ``model_dump(by_alias=True)`` gives the seed's camelCase shape. Unknown keys are
+errors. Any partial mapping deep-merges over ``DEFAULTS`` (mappings merge, lists replace).
+
+Precedence in ``load_resilience_config``: defaults < file (JSON/TOML) < environment variables.
+Deliberate differences from the seed's ``createResilienceConfigFromEnv``:
+
+- ``environment`` defaults to ``production`` and comes from ``CCTG_ENVIRONMENT`` (NODE_ENV unread).
+- No gate variables: each variable that is set applies on its own (the seed reads the breaker
+  block only if ``CIRCUIT_BREAKER_FAILURE_THRESHOLD`` is set, retry only with
+  ``RETRY_MAX_ATTEMPTS``, health only with ``HEALTH_CHECK_INTERVAL``, monitoring only when
+  ``MONITORING_ENABLED=true``).
+- ``CIRCUIT_BREAKER_*`` apply to all four components. ``RETRY_MAX_ATTEMPTS`` / ``_BASE_DELAY`` /
+  ``_MAX_DELAY`` are derived per component the seed's way (telegram: attempts+2, base x2, max x3;
+  filesystem: base/2, max/2, at least 1 ms); ``RETRY_EXPONENTIAL_BASE`` / ``_JITTER_ENABLED`` /
+  ``_JITTER_MAX`` apply to all four components (the seed hard-codes them for all but bridge).
+- Booleans are true/false/1/0/yes/no (any case); anything else is an error, never a fallback.
+  An empty variable counts as unset.
+- An event may use the seed's ``retryConfig`` key; it is dumped as ``retry``.
+- An operation/event ``baseDelay`` override above the component's ``maxDelay`` (without its own
+  ``maxDelay``) raises that operation's ``maxDelay`` to its ``baseDelay``.
+
+``breaker_for`` / ``retry_for`` validate a fresh model (~40 us): build policies once, not per send.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import functools
+import json
+import sys
+import types
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
+
+from cctg_mcp.resilience.errors import ConfigurationError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+Component = Literal["bridge", "telegram", "filesystem", "network"]
+COMPONENTS: tuple[Component, ...] = get_args(Component)
+Priority = Literal["low", "normal", "high", "critical"]
+Environment = Literal["development", "staging", "production"]
+Backoff = Literal["exponential", "linear", "fixed"]
+
+PosInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+Ratio = Annotated[float, Field(ge=0, le=1)]
+
+
+def _rule(field: str, rule: str) -> PydanticCustomError:
+    return PydanticCustomError("config_rule", "{field} {rule}", {"field": field, "rule": rule})
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+    def seconds(self, field: str) -> float:
+        """A millisecond field (snake_case name) in seconds."""
+        return float(getattr(self, field)) / 1000.0
+
+
+class CircuitBreakerConfig(_Model):
+    enabled: bool = True
+    failure_threshold: PosInt = 5
+    success_threshold: PosInt = 3
+    timeout: PosInt = 30_000  # open duration, ms
+    monitoring_window: PosInt = 60_000
+    max_concurrent_requests: PosInt = 10
+    volume_threshold: NonNegInt = 5
+    failure_ratio: Annotated[float, Field(gt=0, le=1)] | None = None
+    half_open_max_calls: PosInt = 1
+
+    def to_breaker_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``breaker.BreakerSettings`` (seconds)."""
+        return {
+            "failure_threshold": self.failure_threshold,
+            "success_threshold": self.success_threshold,
+            "open_timeout": self.seconds("timeout"),
+            "monitoring_window": self.seconds("monitoring_window"),
+            "failure_ratio": self.failure_ratio,
+            "minimum_throughput": self.volume_threshold,
+            "half_open_max_calls": self.half_open_max_calls,
+        }
+
+
+class RetryConfig(_Model):
+    enabled: bool = True
+    max_attempts: PosInt = 3
+    base_delay: PosInt = 1000
+    max_delay: PosInt = 10_000
+    exponential_base: Annotated[float, Field(gt=0)] = 2.0
+    jitter_enabled: bool = True
+    jitter_max: NonNegInt = 500
+    backoff: Backoff = "exponential"
+    retryable_errors: list[str] = Field(default_factory=list)
+    non_retryable_errors: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check(self) -> RetryConfig:
+        if self.max_delay < self.base_delay:
+            raise _rule("maxDelay", f"must be >= baseDelay ({self.max_delay} < {self.base_delay})")
+        if self.backoff == "exponential" and self.exponential_base <= 1:
+            raise _rule("exponentialBase", f"must be > 1 for exponential backoff ({self.exponential_base})")
+        return self
+
+    def to_retry_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``retry.RetryPolicy`` (seconds; ``backoff`` is the BackoffKind
+        value). A disabled retry config means a single attempt."""
+        return {
+            "max_attempts": self.max_attempts if self.enabled else 1,
+            "base_delay": self.seconds("base_delay"),
+            "max_delay": self.seconds("max_delay"),
+            "exponential_base": self.exponential_base,
+            "backoff": self.backoff,
+            "jitter": self.jitter_enabled,
+            "jitter_max": self.seconds("jitter_max"),
+            "retryable_codes": frozenset(self.retryable_errors),
+            "non_retryable_codes": frozenset(self.non_retryable_errors),
+        }
+
+
+class CircuitBreakerOverride(_Model):
+    enabled: bool | None = None
+    failure_threshold: PosInt | None = None
+    success_threshold: PosInt | None = None
+    timeout: PosInt | None = None
+    monitoring_window: PosInt | None = None
+    max_concurrent_requests: PosInt | None = None
+    volume_threshold: NonNegInt | None = None
+    failure_ratio: Annotated[float, Field(gt=0, le=1)] | None = None
+    half_open_max_calls: PosInt | None = None
+
+
+class RetryOverride(_Model):
+    enabled: bool | None = None
+    max_attempts: PosInt | None = None
+    base_delay: PosInt | None = None
+    max_delay: PosInt | None = None
+    exponential_base: Annotated[float, Field(gt=0)] | None = None
+    jitter_enabled: bool | None = None
+    jitter_max: NonNegInt | None = None
+    backoff: Backoff | None = None
+    retryable_errors: list[str] | None = None
+    non_retryable_errors: list[str] | None = None
+
+
+class HealthEndpoint(_Model):
+    name: Annotated[str, Field(min_length=1)]
+    url: Annotated[str, Field(pattern=r"^https?://")]
+    method: Literal["GET", "POST", "HEAD"] = "GET"
+    timeout: PosInt = 3000
+    retries: NonNegInt = 0
+    headers: dict[str, str] = Field(default_factory=dict)
+    expected_status: list[Annotated[int, Field(ge=100, le=599)]] = Field(default_factory=lambda: [200])
+    critical: bool = False
+
+
+class HealthConfig(_Model):
+    enabled: bool = True
+    interval: PosInt = 30_000
+    timeout: PosInt = 5000
+    failure_threshold: PosInt = 3
+    recovery_threshold: PosInt = 2
+    grace_period: NonNegInt = 10_000
+    endpoints: list[HealthEndpoint] = Field(default_factory=list)
+
+
+class AlertThresholds(_Model):
+    error_rate: Ratio = 0.1
+    response_time: PosInt = 5000
+    memory_usage: Ratio = 0.8
+    cpu_usage: Ratio = 0.8
+
+
+class Retention(_Model):
+    metrics: PosInt = 86_400_000
+    events: PosInt = 604_800_000
+    logs: PosInt = 259_200_000
+
+
+class PrometheusConfig(_Model):
+    enabled: bool = False
+    endpoint: Annotated[str, Field(min_length=1)] = "http://localhost:9090/metrics"
+    port: Annotated[int, Field(ge=1, le=65535)] = 9090
+    interval: PosInt = 15_000
+
+
+class MonitoringConfig(_Model):
+    enabled: bool = True
+    metrics_interval: PosInt = 10_000
+    alert_thresholds: AlertThresholds = Field(default_factory=AlertThresholds)
+    retention: Retention = Field(default_factory=Retention)
+    prometheus: PrometheusConfig = Field(default_factory=PrometheusConfig)
+
+
+class BackupStrategy(_Model):
+    name: Annotated[str, Field(min_length=1)]
+    priority: NonNegInt  # lower = tried first
+    enabled: bool = True
+    timeout: PosInt = 5000
+    max_attempts: PosInt = 1
+    conditions: list[str] = Field(default_factory=list)
+
+
+class RecoveryConfig(_Model):
+    enabled: bool = True
+    auto_recovery_enabled: bool = True
+    max_recovery_attempts: NonNegInt = 5
+    recovery_delay: NonNegInt = 5000
+    escalation_threshold: PosInt = 3
+    graceful_shutdown_timeout: PosInt = 30_000
+    restart_delay: NonNegInt = 2000
+    backup_strategies: list[BackupStrategy] = Field(default_factory=list)
+
+
+class OperationConfig(_Model):
+    priority: Priority = "normal"
+    timeout: PosInt = 10_000
+    circuit_breaker: CircuitBreakerOverride | None = None
+    # The seed's events spell it ``retryConfig``; both are accepted, dumped as ``retry``.
+    retry: RetryOverride | None = Field(
+        default=None, validation_alias=AliasChoices("retry", "retryConfig", "retry_config")
+    )
+
+
+def _apply(base: _Model, override: _Model | None) -> Any:
+    if override is None:
+        return base
+    update = override.model_dump(exclude_none=True)
+    if isinstance(base, RetryConfig) and "max_delay" not in update:
+        update["max_delay"] = max(base.max_delay, update.get("base_delay", 0))
+    return type(base).model_validate({**base.model_dump(), **update})
+
+
+class ResilienceConfig(_Model):
+    enabled: bool = True
+    environment: Environment = "production"
+    # Filled from DEFAULTS by the merge in ``_merge_defaults``; a partial input keeps the rest.
+    circuit_breaker: dict[Component, CircuitBreakerConfig] = Field(default_factory=dict)
+    retry: dict[Component, RetryConfig] = Field(default_factory=dict)
+    health: HealthConfig = Field(default_factory=HealthConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    recovery: RecoveryConfig = Field(default_factory=RecoveryConfig)
+    operations: dict[str, OperationConfig] = Field(default_factory=dict)
+    events: dict[str, OperationConfig] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_defaults(cls, data: Any) -> Any:
+        return deep_merge(DEFAULTS, normalize_keys(cls, data)) if isinstance(data, Mapping) else data
+
+    @model_validator(mode="after")
+    def _check_overrides(self) -> ResilienceConfig:
+        for section, table in (("operations", self.operations), ("events", self.events)):
+            for name, op in table.items():
+                for comp in COMPONENTS:
+                    try:
+                        _apply(self.retry[comp], op.retry)
+                        _apply(self.circuit_breaker[comp], op.circuit_breaker)
+                    except ValidationError as exc:
+                        problem = "; ".join(describe_errors(exc))
+                        raise _rule(f"{section}.{name}", f"is invalid for {comp}: {problem}") from None
+        return self
+
+    def _ops(self, operation: str | None, event_type: str | None) -> list[OperationConfig]:
+        found = [self.operations.get(operation or ""), self.events.get(event_type or "")]
+        return [op for op in found if op is not None]
+
+    def _effective(self, section: str, component: str, operation: str | None, event_type: str | None) -> Any:
+        if component not in COMPONENTS:
+            raise ConfigurationError(f"unknown component {component!r} (known: {', '.join(COMPONENTS)})")
+        result = getattr(self, section)[component]
+        try:
+            for op in self._ops(operation, event_type):
+                result = _apply(result, getattr(op, section))
+        except ValidationError as exc:  # only an operation + event pair can get here
+            where = f"{component}/{operation}/{event_type}"
+            raise ConfigurationError(f"{where}: " + "; ".join(describe_errors(exc))) from None
+        return result
+
+    def breaker_for(
+        self, component: str, operation: str | None = None, event_type: str | None = None
+    ) -> CircuitBreakerConfig:
+        """The component's breaker with the operation's, then the event's, overrides applied."""
+        result: CircuitBreakerConfig = self._effective("circuit_breaker", component, operation, event_type)
+        return result
+
+    def retry_for(
+        self, component: str, operation: str | None = None, event_type: str | None = None
+    ) -> RetryConfig:
+        """The component's retry with the operation's, then the event's, overrides applied."""
+        result: RetryConfig = self._effective("retry", component, operation, event_type)
+        return result
+
+    def timeout_for(self, operation: str | None = None, event_type: str | None = None) -> float:
+        """Seconds: the event's timeout, else the operation's, else OperationConfig's default."""
+        ops = self._ops(operation, event_type)
+        return (ops[-1] if ops else OperationConfig()).seconds("timeout")
+
+    def priority_for(self, operation: str | None = None, event_type: str | None = None) -> Priority:
+        ops = self._ops(operation, event_type)
+        return (ops[-1] if ops else OperationConfig()).priority
+
+
+# ---- defaults: the seed's createDefaultResilienceConfig(). Health, monitoring and recovery
+# scalars are the models' own defaults (which are the seed's); only the tables live here.
+def _cb(f: int, s: int, t: int, w: int, mc: int, v: int) -> dict[str, Any]:
+    return {"failureThreshold": f, "successThreshold": s, "timeout": t, "monitoringWindow": w,
+            "maxConcurrentRequests": mc, "volumeThreshold": v}
+
+
+def _rt(n: int, base: int, mx: int, exp: float, jit: int | None, ok: str, no: str) -> dict[str, Any]:
+    return {"maxAttempts": n, "baseDelay": base, "maxDelay": mx, "exponentialBase": exp,
+            "jitterEnabled": jit is not None, "jitterMax": jit or 0, "retryableErrors": ok.split(),
+            "nonRetryableErrors": no.split()}
+
+
+def _op(priority: str, timeout: int, **overrides: dict[str, Any]) -> dict[str, Any]:
+    return {"priority": priority, "timeout": timeout, **overrides}
+
+
+_URL = "http://localhost:8080"
+DEFAULTS: dict[str, Any] = {
+    "circuitBreaker": {
+        "bridge": _cb(5, 3, 30000, 60000, 10, 5), "telegram": _cb(3, 2, 15000, 30000, 5, 3),
+        "filesystem": _cb(10, 5, 5000, 60000, 20, 10), "network": _cb(5, 3, 20000, 60000, 10, 5),
+    },
+    "retry": {
+        "bridge": _rt(3, 1000, 10000, 2.0, 500, "ECONNREFUSED ETIMEDOUT ENOTFOUND BRIDGE_NOT_READY",
+                      "AUTH_FAILED INVALID_INPUT BRIDGE_CRASHED"),
+        "telegram": _rt(5, 2000, 30000, 1.5, 1000, "TELEGRAM_RATE_LIMIT TELEGRAM_SERVER_ERROR NETWORK_ERROR",
+                        "TELEGRAM_INVALID_TOKEN TELEGRAM_FORBIDDEN TELEGRAM_INVALID_CHAT"),
+        "filesystem": _rt(3, 500, 5000, 2.0, None, "EMFILE ENFILE EAGAIN EBUSY",
+                          "ENOENT EACCES EISDIR ENOTDIR"),
+        "network": _rt(4, 1000, 15000, 2.0, 500, "ECONNREFUSED ETIMEDOUT ENOTFOUND ECONNRESET",
+                       "ECONNABORTED ECANCELED HTTP_4XX"),
+    },
+    "health": {"endpoints": [
+        {"name": "bridge-health", "url": f"{_URL}/health", "timeout": 3000, "retries": 2, "critical": True},
+        {"name": "bridge-metrics", "url": f"{_URL}/metrics", "timeout": 3000, "retries": 1},
+    ]},
+    "recovery": {"backupStrategies": [
+        {"name": "bridge-restart", "priority": 1, "timeout": 15000, "maxAttempts": 3,
+         "conditions": ["BRIDGE_DOWN", "BRIDGE_UNHEALTHY"]},
+        {"name": "process-restart", "priority": 2, "timeout": 30000, "maxAttempts": 2,
+         "conditions": ["BRIDGE_CRASHED", "BRIDGE_UNRESPONSIVE"]},
+        {"name": "fallback-mode", "priority": 3, "timeout": 5000, "maxAttempts": 1,
+         "conditions": ["ALL_RECOVERY_FAILED"]},
+    ]},
+    "operations": {
+        "sendEvent": _op("high", 10000, circuitBreaker={"failureThreshold": 3, "timeout": 15000}),
+        "sendMessage": _op("normal", 5000),
+        "sendTaskCompletion": _op("high", 8000),
+        "sendPerformanceAlert": _op("critical", 3000,
+                                    circuitBreaker={"failureThreshold": 2, "timeout": 10000}),
+        "sendApprovalRequest": _op("high", 5000),
+        "getBridgeStatus": _op("normal", 3000, retry={"maxAttempts": 2, "baseDelay": 500}),
+        "startBridge": _op("critical", 30000, retry={"maxAttempts": 3, "baseDelay": 5000}),
+        "stopBridge": _op("critical", 15000),
+        "restartBridge": _op("critical", 45000),
+    },
+    "events": {
+        "task_completion": _op("high", 8000), "task_started": _op("normal", 5000),
+        "task_failed": _op("high", 8000),
+        "performance_alert": _op("critical", 3000, retry={"maxAttempts": 5, "baseDelay": 500}),
+        "error_occurred": _op("critical", 3000, retry={"maxAttempts": 5, "baseDelay": 500}),
+        "approval_request": _op("high", 5000), "info_notification": _op("low", 10000),
+        "system_health": _op("normal", 5000),
+    },
+}
+
+
+# ---- key normalisation, merging, error messages ----
+@functools.cache
+def _keys(model: type[BaseModel]) -> dict[str, tuple[str, Any]]:
+    keys: dict[str, tuple[str, Any]] = {}
+    for name, info in model.model_fields.items():
+        entry = (info.alias or name, info.annotation)
+        choices = info.validation_alias.choices if isinstance(info.validation_alias, AliasChoices) else []
+        for key in (name, info.alias or name, *choices):
+            keys[str(key)] = entry
+    return keys
+
+
+def _normalize_value(annotation: Any, value: Any) -> Any:
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin in (Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return _normalize_value(inner[0], value) if len(inner) == 1 else value
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return normalize_keys(annotation, value)
+    if origin is dict and isinstance(value, Mapping):
+        return {k: _normalize_value(args[1], v) for k, v in value.items()}
+    if origin is list and isinstance(value, list):
+        return [_normalize_value(args[0], v) for v in value]
+    return value
+
+
+def normalize_keys(model: type[BaseModel], data: Any) -> Any:
+    """Rewrite snake_case (and other accepted) keys to the camelCase aliases, recursively by schema.
+    Unknown keys are kept, so that ``extra="forbid"`` reports them with their path."""
+    if not isinstance(data, Mapping):
+        return data
+    keys, out = _keys(model), {}
+    for key, value in data.items():
+        if key not in keys:
+            out[key] = value
+            continue
+        alias, annotation = keys[key]
+        if alias in out:
+            raise _rule(str(key), f"is given twice (as {alias!r} and {key!r})")
+        out[alias] = _normalize_value(annotation, value)
+    return out
+
+
+def deep_merge(base: Any, override: Any) -> Any:
+    """Mappings merge key by key; anything else in ``override`` replaces (lists included)."""
+    if isinstance(base, Mapping) and isinstance(override, Mapping):
+        merged = copy.deepcopy(dict(base))
+        for key, value in override.items():
+            merged[key] = deep_merge(base[key], value) if key in base else copy.deepcopy(value)
+        return merged
+    return copy.deepcopy(override)
+
+
+_KNOWN_KEYS = sorted({k for m in _Model.__subclasses__() for k in _keys(m)})
+_OPS = {"greater_than": ("gt", ">"), "greater_than_equal": ("ge", ">="), "less_than_equal": ("le", "<=")}
+
+
+def describe_errors(exc: ValidationError) -> list[str]:
+    """One line per error, naming the key path: "retry.bridge.baseDelay must be > 0 (got 0)"."""
+    lines = []
+    for err in exc.errors():
+        path = [str(p) for p in err["loc"] if p != "[key]"]
+        ctx, kind, got = err.get("ctx") or {}, err["type"], f" (got {err.get('input')!r})"
+        if kind == "config_rule":
+            path, text, got = [*path, ctx["field"]], ctx["rule"], ""
+        elif kind in _OPS:
+            key, sign = _OPS[kind]
+            text = f"must be {sign} {ctx[key]}"
+        elif kind == "extra_forbidden":
+            close = difflib.get_close_matches(path[-1], _KNOWN_KEYS, n=1)
+            text, got = "is not a known key" + (f" (did you mean {close[0]!r}?)" if close else ""), ""
+        else:
+            text = f": {err['msg']}"
+        lines.append(f"{'.'.join(path) or '(top level)'} {text}{got}".replace(" :", ":"))
+    return lines
+
+
+def parse_resilience_config(data: Mapping[str, Any], source: str = "configuration") -> ResilienceConfig:
+    """Validate a (partial) mapping merged over the defaults; errors become ConfigurationError."""
+    try:
+        return ResilienceConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigurationError(f"{source}: " + "; ".join(describe_errors(exc))) from None
+
+
+# ---- environment variables (names and units as the seed's resilient-index.ts) ----
+def _bool(raw: str) -> bool:
+    if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+        raise ValueError(raw)
+    return raw.lower() in ("true", "1", "yes")
+
+
+_ENVIRONMENTS = get_args(Environment)
+# kind -> (converter, check, what is allowed)
+_KINDS: dict[str, tuple[Callable[[str], Any], Callable[[Any], bool], str]] = {
+    "pos": (int, lambda v: v > 0, "a whole number > 0"),
+    "nonneg": (int, lambda v: v >= 0, "a whole number >= 0"),
+    "ms": (int, lambda v: v > 0, "a whole number of milliseconds > 0"),
+    "ms0": (int, lambda v: v >= 0, "a whole number of milliseconds >= 0"),
+    "ratio": (float, lambda v: 0 <= v <= 1, "a number between 0 and 1"),
+    "gt1": (float, lambda v: v > 1, "a number > 1"),
+    "port": (int, lambda v: 1 <= v <= 65535, "a port number 1-65535"),
+    "bool": (_bool, lambda v: True, "true, false, 1, 0, yes or no"),
+    "url": (str, lambda v: v.startswith(("http://", "https://")), "an http(s) URL"),
+    "env": (str.lower, lambda v: v in _ENVIRONMENTS, "one of " + ", ".join(_ENVIRONMENTS)),
+}
+_SEED_SCALE: dict[str, dict[str, Callable[[int], int]]] = {
+    "telegram": {"maxAttempts": lambda v: v + 2, "baseDelay": lambda v: v * 2, "maxDelay": lambda v: v * 3},
+    "filesystem": {"baseDelay": lambda v: max(1, v // 2), "maxDelay": lambda v: max(1, v // 2)},
+}
+_CB, _RETRY, _HEALTH, _MON = "circuitBreaker.*.", "retry.*.", "health.", "monitoring."
+# (variable, kind, dotted key path); "*" is each of the four components.
+ENV_SPEC: tuple[tuple[str, str, str], ...] = (
+    ("RESILIENCE_ENABLED", "bool", "enabled"),
+    ("CCTG_ENVIRONMENT", "env", "environment"),
+    ("CIRCUIT_BREAKER_FAILURE_THRESHOLD", "pos", _CB + "failureThreshold"),
+    ("CIRCUIT_BREAKER_SUCCESS_THRESHOLD", "pos", _CB + "successThreshold"),
+    ("CIRCUIT_BREAKER_TIMEOUT", "ms", _CB + "timeout"),
+    ("CIRCUIT_BREAKER_MONITORING_WINDOW", "ms", _CB + "monitoringWindow"),
+    ("CIRCUIT_BREAKER_MAX_CONCURRENT", "pos", _CB + "maxConcurrentRequests"),
+    ("CIRCUIT_BREAKER_VOLUME_THRESHOLD", "nonneg", _CB + "volumeThreshold"),
+    ("RETRY_MAX_ATTEMPTS", "pos", _RETRY + "maxAttempts"),
+    ("RETRY_BASE_DELAY", "ms", _RETRY + "baseDelay"),
+    ("RETRY_MAX_DELAY", "ms", _RETRY + "maxDelay"),
+    ("RETRY_EXPONENTIAL_BASE", "gt1", _RETRY + "exponentialBase"),
+    ("RETRY_JITTER_ENABLED", "bool", _RETRY + "jitterEnabled"),
+    ("RETRY_JITTER_MAX", "ms0", _RETRY + "jitterMax"),
+    ("HEALTH_CHECK_ENABLED", "bool", _HEALTH + "enabled"),
+    ("HEALTH_CHECK_INTERVAL", "ms", _HEALTH + "interval"),
+    ("HEALTH_CHECK_TIMEOUT", "ms", _HEALTH + "timeout"),
+    ("HEALTH_CHECK_FAILURE_THRESHOLD", "pos", _HEALTH + "failureThreshold"),
+    ("HEALTH_CHECK_RECOVERY_THRESHOLD", "pos", _HEALTH + "recoveryThreshold"),
+    ("HEALTH_CHECK_GRACE_PERIOD", "ms0", _HEALTH + "gracePeriod"),
+    ("MONITORING_ENABLED", "bool", _MON + "enabled"),
+    ("MONITORING_METRICS_INTERVAL", "ms", _MON + "metricsInterval"),
+    ("MONITORING_ERROR_RATE_THRESHOLD", "ratio", _MON + "alertThresholds.errorRate"),
+    ("MONITORING_RESPONSE_TIME_THRESHOLD", "ms", _MON + "alertThresholds.responseTime"),
+    ("MONITORING_MEMORY_USAGE_THRESHOLD", "ratio", _MON + "alertThresholds.memoryUsage"),
+    ("MONITORING_CPU_USAGE_THRESHOLD", "ratio", _MON + "alertThresholds.cpuUsage"),
+    ("MONITORING_METRICS_RETENTION", "ms", _MON + "retention.metrics"),
+    ("MONITORING_EVENTS_RETENTION", "ms", _MON + "retention.events"),
+    ("MONITORING_LOGS_RETENTION", "ms", _MON + "retention.logs"),
+    ("PROMETHEUS_ENABLED", "bool", _MON + "prometheus.enabled"),
+    ("PROMETHEUS_ENDPOINT", "url", _MON + "prometheus.endpoint"),
+    ("PROMETHEUS_PORT", "port", _MON + "prometheus.port"),
+)
+ENV_VARS: tuple[str, ...] = tuple(spec[0] for spec in ENV_SPEC)
+
+
+def _parse_env(var: str, raw: str, kind: str) -> Any:
+    convert, check, allowed = _KINDS[kind]
+    try:
+        value = convert(raw)
+    except ValueError:
+        value = None
+    if value is None or not check(value):
+        raise ConfigurationError(f"environment variable {var}={raw!r} is invalid: expected {allowed}")
+    return value
+
+
+def env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
+    """The partial config the environment asks for, and the variables used (empty = unset)."""
+    overlay: dict[str, Any] = {}
+    used: list[str] = []
+    for var, kind, path in ENV_SPEC:
+        raw = environ.get(var, "").strip()
+        if not raw:
+            continue
+        value = _parse_env(var, raw, kind)
+        used.append(var)
+        for comp in COMPONENTS if "*" in path else ("",):
+            *parents, leaf = path.replace("*", comp).split(".")
+            scale = _SEED_SCALE.get(comp, {}).get(leaf) if parents[0:1] == ["retry"] else None
+            node = overlay
+            for key in parents:
+                node = node.setdefault(key, {})
+            node[leaf] = scale(value) if scale else value
+    return overlay, used
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Parse a JSON or TOML file (by extension; unknown extensions: JSON, then TOML)."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(f"config file {file}: cannot be read ({exc})") from None
+    formats: dict[str, Callable[[str], Any]] = {"JSON": json.loads, "TOML": tomllib.loads}
+    suffix = file.suffix.lower().lstrip(".").upper()
+    tried = [suffix] if suffix in formats else list(formats)
+    problems = []
+    for name in tried:
+        try:
+            data = formats[name](text)
+        except ValueError as exc:
+            problems.append(f"{name}: {exc}")
+            continue
+        if not isinstance(data, dict):
+            raise ConfigurationError(f"config file {file}: the top level must be an object/table")
+        return data
+    raise ConfigurationError(f"config file {file}: not valid {' or '.join(tried)}: {'; '.join(problems)}")
+
+
+def load_resilience_config(
+    environ: Mapping[str, str], config_path: str | Path | None = None
+) -> ResilienceConfig:
+    """Defaults < file (``config_path``, else ``CCTG_CONFIG`` from ``environ``) < environment."""
+    path = config_path if config_path is not None else (environ.get("CCTG_CONFIG", "").strip() or None)
+    data = read_config_file(path) if path is not None else {}
+    config = parse_resilience_config(data, f"config file {path}" if path is not None else "defaults")
+    overlay, used = env_overrides(environ)
+    if not used:
+        return config
+    merged = deep_merge(config.model_dump(by_alias=True), overlay)
+    return parse_resilience_config(merged, "after environment variables " + ", ".join(used))
