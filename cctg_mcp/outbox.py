@@ -142,17 +142,31 @@ class Outbox:
 
     # ---- writes -------------------------------------------------------------------------
 
-    async def enqueue(self, event: Event, chat_ids: list[int], *, now: float | None = None) -> bool:
-        """Commit the event and one pending delivery per chat. False if the id is known."""
-        return await self._run(self._enqueue, event, chat_ids, time.time() if now is None else now)
+    async def enqueue(
+        self,
+        event: Event,
+        chat_ids: list[int],
+        *,
+        lease: tuple[str, float] | None = None,
+        now: float | None = None,
+    ) -> list[Delivery] | None:
+        """Commit the event and one delivery per chat; ``None`` if the event id is known.
 
-    def _enqueue(self, event: Event, chat_ids: list[int], now: float) -> bool:
+        With ``lease=(owner, seconds)`` the new deliveries start leased to ``owner`` in the
+        same transaction, so the caller can send them at once and no other worker (the
+        background dispatcher) can claim them in between."""
+        return await self._run(self._enqueue, event, chat_ids, lease, time.time() if now is None else now)
+
+    def _enqueue(
+        self, event: Event, chat_ids: list[int], lease: tuple[str, float] | None, now: float
+    ) -> list[Delivery] | None:
         rank = PRIORITY_RANK[event.priority]
+        status, lease_until, owner = ("in_flight", now + lease[1], lease[0]) if lease else ("pending", None, None)
         with self._conn:  # one transaction
             self._conn.execute("BEGIN IMMEDIATE")
             known = self._conn.execute("SELECT 1 FROM events WHERE event_id=?", (event.event_id,)).fetchone()
             if known:
-                return False
+                return None
             (pending,) = self._conn.execute(
                 "SELECT COUNT(*) FROM deliveries WHERE status IN ('pending','in_flight')"
             ).fetchone()
@@ -167,35 +181,29 @@ class Outbox:
                 (event.event_id, event.model_dump_json(), rank, now),
             )
             self._conn.executemany(
-                "INSERT INTO deliveries (event_id, chat_id, status, priority, next_attempt_at, created_at,"
-                " updated_at) VALUES (?,?,'pending',?,?,?,?)",
-                [(event.event_id, chat, rank, now, now, now) for chat in chat_ids],
+                "INSERT INTO deliveries (event_id, chat_id, status, priority, next_attempt_at, lease_until,"
+                " lease_owner, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                [(event.event_id, chat, status, rank, now, lease_until, owner, now, now) for chat in chat_ids],
             )
-        return True
-
-    async def claim_event(self, event_id: str, owner: str, lease_s: float) -> list[Delivery]:
-        """Lease the event's pending deliveries (the tool's immediate send path)."""
-        return await self._run(self._claim, "d.event_id=?", (event_id,), owner, lease_s, None)
+            ids = self._conn.execute(
+                "SELECT id, chat_id FROM deliveries WHERE event_id=? ORDER BY id", (event.event_id,)
+            ).fetchall()
+        return [Delivery(row["id"], event, row["chat_id"], status, 0, now, 0, [], None) for row in ids]
 
     async def claim_due(self, owner: str, lease_s: float, *, limit: int = 50) -> list[Delivery]:
         """Lease up to ``limit`` due deliveries, most urgent first."""
         now = time.time()
-        return await self._run(self._claim, "d.next_attempt_at<=?", (now,), owner, lease_s, limit)
+        return await self._run(self._claim, now, owner, lease_s, limit)
 
-    def _claim(
-        self, where: str, args: tuple[Any, ...], owner: str, lease_s: float, limit: int | None
-    ) -> list[Delivery]:
-        now = time.time()
-        sql = (
-            "SELECT d.*, e.payload FROM deliveries d JOIN events e USING (event_id)"
-            f" WHERE d.status='pending' AND {where}"
-            " ORDER BY d.priority DESC, d.next_attempt_at, d.id"
-        )
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
+    def _claim(self, now: float, owner: str, lease_s: float, limit: int) -> list[Delivery]:
         with self._conn:
             self._conn.execute("BEGIN IMMEDIATE")
-            rows = self._conn.execute(sql, args).fetchall()
+            rows = self._conn.execute(
+                "SELECT d.*, e.payload FROM deliveries d JOIN events e USING (event_id)"
+                " WHERE d.status='pending' AND d.next_attempt_at<=?"
+                " ORDER BY d.priority DESC, d.next_attempt_at, d.id LIMIT ?",
+                (now, limit),
+            ).fetchall()
             self._conn.executemany(
                 "UPDATE deliveries SET status='in_flight', lease_until=?, lease_owner=?, updated_at=?"
                 " WHERE id=? AND status='pending'",

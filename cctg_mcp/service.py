@@ -22,9 +22,9 @@ from cctg_mcp.events import CATALOGUE, EVENT_PRIORITY, Event, Priority
 from cctg_mcp.outbox import Outbox
 from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
 from cctg_mcp.resilience.config import ResilienceConfig
+from cctg_mcp.resilience.errors import BaseResilienceError, ConfigurationError, ValidationError
 from cctg_mcp.resilience.metrics import MetricsRegistry
 from cctg_mcp.resilience.pipeline import PipelineSet
-from cctg_mcp.resilience.errors import BaseResilienceError, ConfigurationError, ValidationError
 
 #: Namespace for event ids derived from (type, task_id): the same task event is one event.
 EVENT_NAMESPACE = uuid.UUID("6f1d1b1e-4a8c-4c0e-9a51-2f0c2b6d7e10")
@@ -178,8 +178,8 @@ class NotificationService:
     async def submit(self, event: Event, *, operation: str = "sendEvent") -> SendResult:
         """Commit ``event`` durably, then try to deliver it before the operation's deadline."""
         outbox, dispatcher = self._ready()
-        accepted = await outbox.enqueue(event, self.recipients())
-        if not accepted:
+        claimed = await outbox.enqueue(event, self.recipients(), lease=(dispatcher.owner, dispatcher.lease_s))
+        if claimed is None:
             return SendResult(
                 event_id=event.event_id,
                 status="duplicate",
@@ -194,7 +194,6 @@ class NotificationService:
             )
         budget = self.deadlines.get(operation, self.deadlines["sendEvent"])
         deadline = self.clock.monotonic() + budget
-        claimed = await outbox.claim_event(event.event_id, dispatcher.owner, dispatcher.lease_s)
         outcomes: list[Outcome] = []
 
         async def one(delivery: Any) -> None:

@@ -35,7 +35,7 @@ async def test_enqueue_commits_and_is_visible_to_a_new_connection(tmp_path: Path
 async def test_same_event_id_is_accepted_once(tmp_path: Path) -> None:
     box = await Outbox.open(tmp_path / "o.sqlite3")
     assert await box.enqueue(event(), [1])
-    assert not await box.enqueue(event(), [1])
+    assert await box.enqueue(event(), [1]) is None
     assert (await box.counts()).pending == 1
     await box.close()
 
@@ -50,6 +50,16 @@ async def test_claim_leases_and_an_expired_lease_returns_to_pending(tmp_path: Pa
     assert await box.recover_expired_leases(now=time.time() + 31) == 1
     again = await box.claim_due("proc-b", lease_s=30)
     assert [c.id for c in again] == [claimed[0].id]
+    await box.close()
+
+
+async def test_enqueue_with_a_lease_is_invisible_to_other_claimers(tmp_path: Path) -> None:
+    box = await Outbox.open(tmp_path / "o.sqlite3")
+    mine = await box.enqueue(event(), [1, 2], lease=("tool", 30))
+    assert mine is not None and [d.status for d in mine] == ["in_flight", "in_flight"]
+    assert await box.claim_due("dispatcher", lease_s=30) == []
+    await box.mark_delivered(mine[0].id, [5])
+    assert [d.status for d in await box.deliveries("ev-1")] == ["delivered", "in_flight"]
     await box.close()
 
 

@@ -18,8 +18,6 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-import anyio
-
 from cctg_mcp.resilience.breaker import BreakerSettings, BreakerTransition, CircuitBreaker
 from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
 from cctg_mcp.resilience.errors import (
@@ -104,10 +102,7 @@ class Pipeline:
                     raise AttemptTimeoutError(
                         f"{self.component}.{operation} took longer than {timeout:.3f}s", code="ATTEMPT_TIMEOUT"
                     )
-        except anyio.get_cancelled_exc_class():
-            permit.release()
-            raise
-        except BaseException as exc:
+        except Exception as exc:
             duration = clock.monotonic() - start
             permit.record_failure(exc, duration)
             if metrics is not None:
@@ -116,6 +111,9 @@ class Pipeline:
                     "timeout" if isinstance(exc, ResilienceTimeoutError) else "failure"
                 )
                 metrics.record_call(self.component, operation, duration=duration, outcome=outcome, error_code=code)
+            raise
+        except BaseException:  # cancelled (or interrupted): says nothing about the dependency
+            permit.release()
             raise
         duration = clock.monotonic() - start
         permit.record_success(duration, result)
