@@ -1,0 +1,46 @@
+"""The MCP surface: thin tools over the service. Only this package imports ``mcp``.
+
+``build_server(open_service)`` takes an async context manager factory that yields the
+service, so tests can wire fakes; the lifespan opens it (starting the dispatcher and the
+other background tasks) and closes it on exit. Each tool family lives in its own module
+and registers itself here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+from mcp.server.mcpserver import MCPServer
+
+from cctg_mcp import __version__
+from cctg_mcp.server import diagnostic_tools, send_tools
+from cctg_mcp.service import NotificationService
+
+INSTRUCTIONS = """\
+Notify the person on Telegram and read their answers.
+- Use send_telegram_message for a short free-form note, send_task_completion when a task ends,
+  send_performance_alert for a threshold breach, send_approval_request to ask a question with
+  buttons, and send_telegram_event for anything else (pick `type` from list_event_types).
+- A send answers `delivered`, or `queued`: the event is stored durably and will be delivered
+  automatically; do NOT send it again. `duplicate` means the same event was already accepted.
+- A tool error says what is wrong and what to fix; do not retry the same call unchanged.
+- get_resilience_status tells whether the channel is healthy and why not.
+"""
+
+
+def build_server(
+    open_service: Callable[[], AbstractAsyncContextManager[NotificationService]],
+    *,
+    name: str = "cctg-mcp",
+) -> MCPServer[Any]:
+    @asynccontextmanager
+    async def lifespan(_: MCPServer[Any]) -> AsyncIterator[NotificationService]:
+        async with open_service() as service:
+            yield service
+
+    mcp: MCPServer[Any] = MCPServer(name, version=__version__, instructions=INSTRUCTIONS, lifespan=lifespan)
+    send_tools.register(mcp)
+    diagnostic_tools.register(mcp)
+    return mcp

@@ -1,0 +1,54 @@
+"""What every tool module shares: argument types, annotations, service access, error mapping."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import Annotated, TypeVar, cast
+
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
+from pydantic import Field
+
+from cctg_mcp.resilience.errors import BaseResilienceError, redact
+from cctg_mcp.service import NotificationService
+
+T = TypeVar("T")
+
+# Reusable argument types: the limits live in the input schema, so bad arguments are
+# rejected (naming the field) before anything runs or is stored.
+NonBlank = r"\S"
+Title = Annotated[
+    str, Field(min_length=1, max_length=200, pattern=NonBlank, description="Short title (≤ 200 characters).")
+]
+Description = Annotated[
+    str, Field(min_length=1, max_length=2000, pattern=NonBlank, description="What happened (≤ 2000 characters).")
+]
+TaskId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="Your id for the task (letters, digits, - and _; e.g. a UUID). The same type and "
+        "task_id is one event: sending it again is answered `duplicate`, so retries are safe.",
+    ),
+]
+Source = Annotated[
+    str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_-]+$", description="Who sends it.")
+]
+SEND = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
+READ = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
+ACT = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
+
+
+def service_of(ctx: Context) -> NotificationService:
+    return cast(NotificationService, ctx.request_context.lifespan_context)
+
+
+async def call(coro: Awaitable[T]) -> T:
+    """Run a service call; our errors become tool errors the model can act on."""
+    try:
+        return await coro
+    except BaseResilienceError as exc:
+        raise ToolError(redact(str(exc))) from None
