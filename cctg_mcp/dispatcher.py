@@ -107,7 +107,10 @@ class Dispatcher:
         self._wake = anyio.Event()
         self._chat_locks: dict[int, anyio.Lock] = {}
         self.running = False
+        #: Recovery levers: ``paused`` stops background delivery (rows stay queued);
+        #: ``min_priority`` above "low" is graceful degradation (only urgent rows go out).
         self.paused = False
+        self.min_priority = "low"
         self.heartbeat: float | None = None
         self.delivered = 0
         self.requeued = 0
@@ -184,7 +187,9 @@ class Dispatcher:
                 if self.paused:
                     batch: list[Delivery] = []
                 else:
-                    batch = await self.outbox.claim_due(self.owner, self.lease_s, limit=self.concurrency * 4)
+                    batch = await self.outbox.claim_due(
+                        self.owner, self.lease_s, limit=self.concurrency * 4, min_priority=self.min_priority
+                    )
                 if batch:
                     async with anyio.create_task_group() as tg:
                         for delivery in batch:

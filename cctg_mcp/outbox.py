@@ -190,19 +190,21 @@ class Outbox:
             ).fetchall()
         return [Delivery(row["id"], event, row["chat_id"], status, 0, now, 0, [], None) for row in ids]
 
-    async def claim_due(self, owner: str, lease_s: float, *, limit: int = 50) -> list[Delivery]:
-        """Lease up to ``limit`` due deliveries, most urgent first."""
+    async def claim_due(
+        self, owner: str, lease_s: float, *, limit: int = 50, min_priority: str = "low"
+    ) -> list[Delivery]:
+        """Lease up to ``limit`` due deliveries of at least ``min_priority``, most urgent first."""
         now = time.time()
-        return await self._run(self._claim, now, owner, lease_s, limit)
+        return await self._run(self._claim, now, owner, lease_s, limit, PRIORITY_RANK[min_priority])
 
-    def _claim(self, now: float, owner: str, lease_s: float, limit: int) -> list[Delivery]:
+    def _claim(self, now: float, owner: str, lease_s: float, limit: int, min_rank: int) -> list[Delivery]:
         with self._conn:
             self._conn.execute("BEGIN IMMEDIATE")
             rows = self._conn.execute(
                 "SELECT d.*, e.payload FROM deliveries d JOIN events e USING (event_id)"
-                " WHERE d.status='pending' AND d.next_attempt_at<=?"
+                " WHERE d.status='pending' AND d.next_attempt_at<=? AND d.priority>=?"
                 " ORDER BY d.priority DESC, d.next_attempt_at, d.id LIMIT ?",
-                (now, limit),
+                (now, min_rank, limit),
             ).fetchall()
             self._conn.executemany(
                 "UPDATE deliveries SET status='in_flight', lease_until=?, lease_owner=?, updated_at=?"

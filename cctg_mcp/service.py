@@ -112,6 +112,11 @@ class NotificationService:
         self.metrics = metrics
         self.resilience = resilience
         self.transport = transport
+        #: Attached by the composition root when those features run (see app.py).
+        self.health: Any = None  # resilience.health.HealthMonitor
+        self.recovery: Any = None  # resilience.recovery.RecoveryManager
+        self.answers: Any = None  # answers store / poller
+        self.chaos: Any = None  # resilience.chaos.ChaosController
         self.deadlines = {**DEFAULT_TOOL_DEADLINES, **(deadlines or {})}
         if resilience is not None:
             for operation in DEFAULT_TOOL_DEADLINES:
