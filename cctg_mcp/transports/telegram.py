@@ -1,0 +1,250 @@
+"""The Telegram Bot API client: the one module (besides ``testing``) that imports httpx.
+
+Every failure leaves this module as one of our errors (``resilience.errors``), raised with
+no ``__cause__`` or ``__context__``: httpx exceptions carry the request URL, and the URL
+carries the bot token. Error texts are redacted, and httpx/httpcore loggers (which log
+request URLs at INFO/DEBUG) are held at WARNING.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import httpx
+
+from cctg_mcp.resilience.errors import (
+    AttemptTimeoutError,
+    BaseResilienceError,
+    ConfigurationError,
+    NetworkError,
+    ResourceError,
+    TelegramBadRequest,
+    TelegramError,
+    TelegramServerError,
+    redact,
+    telegram_error_from_envelope,
+)
+
+log = logging.getLogger(__name__)
+
+#: Tokens of live transports, for the log filter (the generic token pattern catches the rest).
+_TOKENS: set[str] = set()
+
+
+class _RedactingFilter(logging.Filter):
+    """Redacts bot tokens from httpx/httpcore records, even if someone re-enables DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact(record.getMessage(), *_TOKENS)
+        record.args = None
+        return True
+
+
+_FILTER = _RedactingFilter()
+_NOISY = ("httpx", "httpcore", "httpcore.connection", "httpcore.http11", "httpcore.http2", "httpcore.proxy")
+for _name in _NOISY:
+    _logger = logging.getLogger(_name)
+    _logger.addFilter(_FILTER)
+    if _name in ("httpx", "httpcore") and _logger.level < logging.WARNING:  # NOTSET too
+        _logger.setLevel(logging.WARNING)
+
+DEFAULT_BASE_URL = "https://api.telegram.org"
+#: Seconds added to a getUpdates long-poll timeout for the HTTP read timeout.
+LONG_POLL_MARGIN = 10.0
+
+# (httpx class, our class, code) — checked in order, so subclasses come first.
+_HTTPX_ERRORS: tuple[tuple[type[Exception], type[BaseResilienceError], str], ...] = (
+    (httpx.ConnectTimeout, NetworkError, "ETIMEDOUT"),
+    (httpx.ReadTimeout, AttemptTimeoutError, "READ_TIMEOUT"),
+    (httpx.WriteTimeout, AttemptTimeoutError, "WRITE_TIMEOUT"),
+    (httpx.PoolTimeout, ResourceError, "POOL_TIMEOUT"),
+    (httpx.TimeoutException, AttemptTimeoutError, "TIMEOUT"),
+    (httpx.ConnectError, NetworkError, "ECONNREFUSED"),
+    (httpx.ReadError, NetworkError, "ECONNRESET"),
+    (httpx.WriteError, NetworkError, "ECONNRESET"),
+    (httpx.RemoteProtocolError, NetworkError, "PROTOCOL_ERROR"),
+    (httpx.UnsupportedProtocol, ConfigurationError, "UNSUPPORTED_PROTOCOL"),
+    (httpx.InvalidURL, ConfigurationError, "INVALID_URL"),
+    (httpx.TransportError, NetworkError, "NETWORK_ERROR"),
+)
+
+
+class TelegramTransport:
+    """An async Bot API client. ``rebuild()`` replaces the HTTP client (recovery "restart")."""
+
+    def __init__(
+        self,
+        token: str,
+        base_url: str = DEFAULT_BASE_URL,
+        *,
+        timeout: float = 10.0,
+        connect_timeout: float = 5.0,
+        http_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if not token:
+            raise ConfigurationError("TELEGRAM_BOT_TOKEN is empty", code="MISSING_TOKEN")
+        self._token = token
+        _TOKENS.add(token)
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self._http_transport = http_transport
+        self._client = self._new_client()
+        self._closed = False
+        #: Increments on every ``rebuild()``.
+        self.generation = 0
+        #: Groups that became supergroups: old chat id -> new chat id (learned from 400s).
+        self.chat_migrations: dict[int, int] = {}
+
+    def __repr__(self) -> str:
+        return f"TelegramTransport(base_url={self.base_url!r}, generation={self.generation})"
+
+    def _new_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            timeout=httpx.Timeout(self.timeout, connect=self.connect_timeout),
+            transport=self._http_transport,
+            follow_redirects=False,
+        )
+
+    # -- API methods --------------------------------------------------------------------------
+    async def send_message(
+        self,
+        chat_id: int,
+        text: str,
+        *,
+        reply_markup: dict[str, Any] | None = None,
+        parse_mode: str | None = "HTML",
+    ) -> int:
+        """Send one message; returns its ``message_id``.
+
+        A "group upgraded to a supergroup" 400 (``migrate_to_chat_id``) is retried once with
+        the new id, which is remembered in ``chat_migrations`` for later sends.
+        """
+        payload: dict[str, Any] = {"text": text}
+        if parse_mode is not None:
+            payload["parse_mode"] = parse_mode
+        if reply_markup is not None:
+            payload["reply_markup"] = reply_markup
+        target = self.chat_migrations.get(chat_id, chat_id)
+        try:
+            result = await self._call("sendMessage", {"chat_id": target, **payload})
+        except TelegramBadRequest as exc:
+            new_id = getattr(exc, "migrate_to_chat_id", None)
+            if not isinstance(new_id, int) or new_id == target:
+                raise
+            log.warning("Telegram chat %s migrated to %s; retrying once", target, new_id)
+            self.chat_migrations[chat_id] = new_id
+            result = await self._call("sendMessage", {"chat_id": new_id, **payload})
+        message_id = result.get("message_id") if isinstance(result, dict) else None
+        if not isinstance(message_id, int):
+            raise TelegramError("Telegram sendMessage returned no message_id", retryable=False)
+        return message_id
+
+    async def get_me(self) -> dict[str, Any]:
+        result = await self._call("getMe", {})
+        if not isinstance(result, dict):
+            raise TelegramError("Telegram getMe returned no user", retryable=True)
+        return result
+
+    async def get_updates(
+        self,
+        offset: int | None,
+        *,
+        timeout: int = 25,
+        limit: int = 100,
+        allowed_updates: list[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Long-poll for updates; the HTTP read timeout is ``timeout + 10`` seconds."""
+        params: dict[str, Any] = {"timeout": timeout, "limit": limit}
+        if offset is not None:
+            params["offset"] = offset
+        if allowed_updates is not None:
+            params["allowed_updates"] = allowed_updates
+        http_timeout = httpx.Timeout(timeout + LONG_POLL_MARGIN, connect=self.connect_timeout)
+        result = await self._call("getUpdates", params, http_timeout=http_timeout)
+        if not isinstance(result, list):
+            raise TelegramError("Telegram getUpdates returned no list", retryable=True)
+        return [u for u in result if isinstance(u, dict)]
+
+    async def answer_callback_query(self, callback_query_id: str, text: str | None = None) -> None:
+        params: dict[str, Any] = {"callback_query_id": callback_query_id}
+        if text is not None:
+            params["text"] = text
+        await self._call("answerCallbackQuery", params)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def rebuild(self) -> None:
+        """Replace the HTTP client (drops pooled connections); in-flight calls on the old one fail."""
+        old, self._client = self._client, self._new_client()
+        self._closed = False
+        self.generation += 1
+        log.info("Telegram HTTP client rebuilt (generation %d)", self.generation)
+        await old.aclose()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        await self._client.aclose()
+
+    async def __aenter__(self) -> TelegramTransport:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- plumbing -----------------------------------------------------------------------------
+    def _redact(self, text: str) -> str:
+        return redact(text, self._token)
+
+    async def _call(self, method: str, params: dict[str, Any], *, http_timeout: httpx.Timeout | None = None) -> Any:
+        """POST ``params`` as JSON to ``method``; return ``result`` or raise one of our errors."""
+        if self._closed:
+            raise ResourceError(f"Telegram {method}: transport is closed", code="TRANSPORT_CLOSED")
+        url = f"{self.base_url}/bot{self._token}/{method}"
+        error: BaseResilienceError | None = None
+        response: httpx.Response | None = None
+        try:
+            if http_timeout is None:
+                response = await self._client.post(url, json=params)
+            else:
+                response = await self._client.post(url, json=params, timeout=http_timeout)
+        except httpx.HTTPError as exc:
+            error = self._map_httpx(method, exc)
+        except RuntimeError as exc:  # "client has been closed" during a rebuild race
+            error = NetworkError(f"Telegram {method}: {self._redact(str(exc))}", code="CLIENT_CLOSED")
+        # Raised outside the except block, so no httpx exception is chained (it holds the URL).
+        if error is None:
+            assert response is not None
+            try:
+                return self._result(method, response)
+            except BaseResilienceError as exc:
+                error = exc
+        error.context.operation = method
+        error.context.component = "telegram"
+        raise error
+
+    def _map_httpx(self, method: str, exc: httpx.HTTPError) -> BaseResilienceError:
+        cls, code = next(((c, k) for h, c, k in _HTTPX_ERRORS if isinstance(exc, h)), (NetworkError, "NETWORK_ERROR"))
+        detail = self._redact(str(exc)) or "no detail"
+        return cls(f"Telegram {method}: {type(exc).__name__}: {detail}", code=code)
+
+    def _result(self, method: str, response: httpx.Response) -> Any:
+        status = response.status_code
+        try:
+            envelope = response.json()
+        except ValueError:
+            envelope = None
+        if not isinstance(envelope, dict) or "ok" not in envelope:
+            message = f"Telegram {method}: HTTP {status} with a non-Bot-API body"
+            if status >= 500:
+                raise TelegramServerError(message, error_code=status, description=f"HTTP {status}")
+            raise TelegramError(message, error_code=status, description=f"HTTP {status}", retryable=status == 429)
+        if envelope.get("ok") is True:
+            return envelope.get("result")
+        if not isinstance(envelope.get("error_code"), int):
+            envelope = {**envelope, "error_code": status}
+        error = telegram_error_from_envelope(envelope, method=method)
+        params = envelope.get("parameters")
+        migrate = params.get("migrate_to_chat_id") if isinstance(params, dict) else None
+        error.migrate_to_chat_id = migrate if isinstance(migrate, int) else None  # type: ignore[attr-defined]
+        raise error
