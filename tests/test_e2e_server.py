@@ -60,6 +60,8 @@ async def test_a_7000_character_message_arrives_whole_in_parts(standin: Telegram
     async with connected(make_settings(standin, tmp_path)) as client:
         result = await client.call_tool("send_telegram_message", {"message": words})
     assert not result.is_error
+    assert result.structured_content is not None
+    assert result.structured_content["status"] == "delivered", result.structured_content
     parts = standin.messages_for(USERS[1])
     assert len(parts) == 2 and all(len(p.text) <= 4096 for p in parts)
     received = " ".join(p.text for p in parts)
