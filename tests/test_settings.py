@@ -1,0 +1,62 @@
+"""Settings from the environment: every malformed value names its variable; nothing falls back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cctg_mcp.config import load_settings
+from cctg_mcp.resilience.errors import ConfigurationError
+
+TOKEN = "123456:ABCdefGhIJKlmnOPQrstUVwxyz0123456789"
+
+
+def test_defaults_without_a_token_choose_bridge_delivery(tmp_path: Path) -> None:
+    s = load_settings({"CCTG_DATA_DIR": str(tmp_path)})
+    assert s.delivery == "bridge" and s.environment == "production"
+    assert s.events_dir == tmp_path / "events" and s.responses_dir == tmp_path / "responses"
+    assert s.api_base_url == "https://api.telegram.org"
+
+
+def test_a_full_configuration(tmp_path: Path) -> None:
+    s = load_settings({
+        "TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_ALLOWED_USERS": " 1, 2,2 ,3", "CCTG_DATA_DIR": str(tmp_path),
+        "TELEGRAM_API_BASE_URL": "http://127.0.0.1:9/", "CCTG_ENVIRONMENT": "Staging",
+    })  # fmt: skip
+    assert s.delivery == "telegram" and s.allowed_users == (1, 2, 3)
+    assert s.api_base_url == "http://127.0.0.1:9" and s.environment == "staging"
+    assert s.problems() == [] and s.token == TOKEN
+    assert TOKEN not in repr(s) and TOKEN not in str(s.model_dump())
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"TELEGRAM_ALLOWED_USERS": "12,abc"}, "TELEGRAM_ALLOWED_USERS"),
+        ({"TELEGRAM_BOT_TOKEN": "no colon here"}, "TELEGRAM_BOT_TOKEN"),
+        ({"TELEGRAM_API_BASE_URL": "ftp://x"}, "TELEGRAM_API_BASE_URL"),
+        ({"CCTG_DELIVERY": "pigeon"}, "CCTG_DELIVERY"),
+        ({"CCTG_ENVIRONMENT": "prod"}, "CCTG_ENVIRONMENT"),
+        ({"CC_TELEGRAM_BRIDGE_HEALTH_URL": "localhost"}, "CC_TELEGRAM_BRIDGE_HEALTH_URL"),
+        ({"CCTG_RATE_PER_CHAT": "-1"}, "CCTG_RATE_PER_CHAT"),
+        ({"CCTG_RATE_GLOBAL": "fast"}, "CCTG_RATE_GLOBAL"),
+    ],
+)
+def test_malformed_values_name_the_variable(tmp_path: Path, env: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        load_settings({"CCTG_DATA_DIR": str(tmp_path), **env})
+    assert variable in str(info.value)
+
+
+def test_a_malformed_token_is_never_echoed(tmp_path: Path) -> None:
+    secret = "123456 ABCdefGhIJKlmnOPQrstUVwxyz0123456789"
+    with pytest.raises(ConfigurationError) as info:
+        load_settings({"TELEGRAM_BOT_TOKEN": secret, "CCTG_DATA_DIR": str(tmp_path)})
+    assert secret not in str(info.value) and "TELEGRAM_BOT_TOKEN" in str(info.value)
+
+
+def test_problems_say_what_to_set(tmp_path: Path) -> None:
+    s = load_settings({"CCTG_DATA_DIR": str(tmp_path), "CCTG_DELIVERY": "telegram"})
+    text = " ".join(s.problems())
+    assert "TELEGRAM_BOT_TOKEN" in text and "TELEGRAM_ALLOWED_USERS" in text
