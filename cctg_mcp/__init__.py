@@ -1,3 +1,20 @@
 """cctg-mcp: notify a person on Telegram from an MCP client, and keep working when things fail."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+__all__ = ["ResilientBridgeClient", "__version__"]
+
+if TYPE_CHECKING:
+    from cctg_mcp.client import ResilientBridgeClient
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so `cctg-mcp --version` and the server's start-up do not import the client.
+    if name == "ResilientBridgeClient":
+        from cctg_mcp.client import ResilientBridgeClient
+
+        return ResilientBridgeClient
+    raise AttributeError(name)

@@ -8,6 +8,7 @@ into tool errors.
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from datetime import datetime, timezone
@@ -18,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from cctg_mcp.config import Settings
 from cctg_mcp.dispatcher import Dispatcher, Outcome
-from cctg_mcp.events import CATALOGUE, EVENT_PRIORITY, Event, Priority
+from cctg_mcp.events import CATALOGUE, EVENT_PRIORITY, EVENT_TYPES, Event, Priority
 from cctg_mcp.outbox import Outbox
 from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
 from cctg_mcp.resilience.config import ResilienceConfig
@@ -86,6 +87,17 @@ class EventTypeList(BaseModel):
     event_types: list[EventTypeInfo]
 
 
+_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_ID100 = re.compile(r"[A-Za-z0-9_-]{1,100}")
+
+
+def _text(field: str, value: str, limit: int) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(f"{field} must be non-empty text.")
+    if len(value) > limit:
+        raise ValidationError(f"{field} is {len(value)} characters; the limit is {limit}.")
+
+
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
@@ -147,7 +159,18 @@ class NotificationService:
         source: str = "claude-code",
         data: dict[str, Any] | None = None,
         priority: Priority | None = None,
+        max_description: int = 2000,
     ) -> Event:
+        """Validate and build an event. The MCP schema checks the same limits first; this
+        guards the library path and anything that bypasses the schema."""
+        if type not in EVENT_TYPES:
+            raise ValidationError(f"type {type!r} is not an event type; see list_event_types.")
+        _text("title", title, 200)
+        _text("description", description, max_description)
+        if task_id is not None and not _ID.fullmatch(task_id):
+            raise ValidationError("task_id must be 1-64 characters of letters, digits, - and _.")
+        if not _ID100.fullmatch(source):
+            raise ValidationError("source must be 1-100 characters of letters, digits, - and _.")
         data = dict(data or {})
         size = len(json.dumps(data, default=str))
         if size > MAX_DATA_BYTES:

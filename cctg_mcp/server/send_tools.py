@@ -45,7 +45,7 @@ def register(mcp: MCPServer[Any]) -> None:
         """Send a free-form text message to the person on Telegram. Long text is split into parts."""
         svc = service_of(ctx)
         event = svc.build_event(type="info_notification", title="Message", description=message,
-                                source=source, data={"message": True})  # fmt: skip
+                                source=source, data={"message": True}, max_description=20_000)  # fmt: skip
         return await call(svc.submit(event, operation="sendMessage"))
 
     @mcp.tool(annotations=SEND)

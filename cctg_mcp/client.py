@@ -1,0 +1,96 @@
+"""The library API, for scripts that notify without an MCP client (the seed's usage shape).
+
+::
+
+    async with ResilientBridgeClient({"retry": {"telegram": {"maxAttempts": 3}}}) as client:
+        result = await client.send_event("build_completed", "Nightly build", "All tests passed")
+
+It runs the same service as the MCP tools (durable outbox, pipeline, dispatcher) for as
+long as the ``async with`` block lasts. Errors are ``BaseResilienceError`` subclasses with
+``.category``, ``.recovery.strategy`` and ``.can_recover()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Any
+
+from cctg_mcp.app import open_service
+from cctg_mcp.config import Settings, load_settings
+from cctg_mcp.resilience.config import ResilienceConfig, load_resilience_config, parse_resilience_config
+from cctg_mcp.service import NotificationService, SendResult
+from cctg_mcp.status import ResilienceStatus, resilience_status
+
+
+class ResilientBridgeClient:
+    def __init__(
+        self,
+        config: ResilienceConfig | Mapping[str, Any] | None = None,
+        *,
+        settings: Settings | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.settings = settings if settings is not None else load_settings(environ)
+        if config is None:
+            self.config = load_resilience_config(environ or {}, self.settings.config_path)
+        elif isinstance(config, ResilienceConfig):
+            self.config = config
+        else:
+            self.config = parse_resilience_config(config, "ResilientBridgeClient(config)")
+        self._stack: AsyncExitStack | None = None
+        self._service: NotificationService | None = None
+
+    async def __aenter__(self) -> ResilientBridgeClient:
+        stack = AsyncExitStack()
+        self._service = await stack.enter_async_context(open_service(self.settings, resilience=self.config))
+        self._stack = stack
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        stack, self._stack, self._service = self._stack, None, None
+        if stack is not None:
+            await stack.aclose()
+
+    @property
+    def service(self) -> NotificationService:
+        if self._service is None:
+            raise RuntimeError("use ResilientBridgeClient inside 'async with'")
+        return self._service
+
+    async def send_event(
+        self,
+        type: str,
+        title: str,
+        description: str,
+        *,
+        task_id: str | None = None,
+        source: str = "claude-code",
+        data: dict[str, Any] | None = None,
+    ) -> SendResult:
+        event = self.service.build_event(
+            type=type, title=title, description=description, task_id=task_id, source=source, data=data
+        )
+        return await self.service.submit(event, operation="sendEvent")
+
+    async def send_message(self, message: str, *, source: str = "claude-code") -> SendResult:
+        event = self.service.build_event(type="info_notification", title="Message", description=message,
+                                         source=source, data={"message": True}, max_description=20_000)  # fmt: skip
+        return await self.service.submit(event, operation="sendMessage")
+
+    async def get_resilience_status(self) -> ResilienceStatus:
+        return await resilience_status(self.service)
+
+    async def get_resilience_health_report(self) -> dict[str, Any]:
+        health = self.service.health
+        if health is None:
+            return {"overall": "unknown", "components": [], "note": "health monitoring is not running"}
+        report = health.report()
+        return dict(report.to_dict()) if hasattr(report, "to_dict") else dict(report)
+
+    async def get_resilience_metrics(self) -> dict[str, Any]:
+        metrics = self.service.metrics
+        return dict(metrics.snapshot()) if metrics is not None else {}

@@ -1,0 +1,65 @@
+"""The real server as a subprocess over stdio, driven by the official client."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+from helpers import USERS, text_of
+from mcp import Client, StdioServerParameters
+from mcp.client.stdio import stdio_client
+
+from cctg_mcp.testing import FaultMode, TelegramStandIn
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def standin() -> Iterator[TelegramStandIn]:
+    with TelegramStandIn() as server:
+        yield server
+
+
+def params(standin: TelegramStandIn, data_dir: Path, backend: str, **extra: str) -> StdioServerParameters:
+    env = {
+        "TELEGRAM_BOT_TOKEN": standin.token,
+        "TELEGRAM_ALLOWED_USERS": ",".join(map(str, USERS)),
+        "TELEGRAM_API_BASE_URL": standin.base_url,
+        "CCTG_DATA_DIR": str(data_dir),
+        **extra,
+    }
+    return StdioServerParameters(command=sys.executable, args=["-m", "cctg_mcp", "serve", "--backend", backend],
+                                 env=env)  # fmt: skip
+
+
+async def test_send_over_stdio_on_both_server_backends(
+    standin: TelegramStandIn, tmp_path: Path, anyio_backend: str
+) -> None:
+    stderr = tmp_path / "stderr.log"
+    with stderr.open("w") as errlog, anyio.fail_after(60):
+        async with Client(stdio_client(params(standin, tmp_path, anyio_backend), errlog=errlog)) as client:
+            names = {t.name for t in (await client.list_tools()).tools}
+            assert {"send_telegram_message", "send_approval_request", "get_resilience_status"} <= names
+            ok = await client.call_tool("send_telegram_message", {"message": "over <stdio> & back"})
+            assert not ok.is_error, text_of(ok)
+            assert ok.structured_content and ok.structured_content["status"] == "delivered"
+            standin.set_fault(FaultMode.UNAUTHORIZED)
+            bad = await client.call_tool("send_telegram_message", {"message": "this one fails"})
+            assert bad.is_error and "TELEGRAM_BOT_TOKEN" in text_of(bad)
+    assert "over <stdio> & back" in standin.messages_for(USERS[0])[0].plain_text
+    assert len(standin.sent) == len(USERS)
+    log = stderr.read_text()
+    assert standin.token not in log and standin.token not in text_of(bad)
+    assert "401" in log or "dead" in log  # the failure was logged, redacted
+
+
+async def test_a_malformed_variable_stops_start_up_naming_it(standin: TelegramStandIn, tmp_path: Path) -> None:
+    env = params(standin, tmp_path, "asyncio", TELEGRAM_ALLOWED_USERS="12,not-a-number").env or {}
+    with anyio.fail_after(30):
+        result = await anyio.run_process([sys.executable, "-m", "cctg_mcp", "serve"], env={**env, "PATH": ""},
+                                         check=False)  # fmt: skip
+    assert result.returncode == 2
+    assert b"TELEGRAM_ALLOWED_USERS" in result.stderr and result.stdout == b""
