@@ -128,23 +128,35 @@ class Dispatcher:
             lock = self._chat_locks[chat_id] = anyio.Lock()
         return lock
 
+    async def send_parts(self, delivery: Delivery, message_ids: list[int], deadline: float | None) -> None:
+        """Send the parts not yet sent, recording progress after each (Telegram delivery).
+
+        Other delivery paths (the CCTelegram bridge) override this; everything else about
+        leases, settling rows and classifying failures stays shared."""
+        parts = render_event(delivery.event)
+        for index in range(delivery.parts_sent, len(parts)):
+            part = parts[index]
+            await self.pacer.acquire(delivery.chat_id, deadline=deadline)
+
+            async def send(text: str = part.text, markup: Any = part.reply_markup) -> int:
+                try:
+                    return await self.sender.send_message(delivery.chat_id, text, reply_markup=markup)
+                except TelegramRateLimited as exc:
+                    # The limit is per bot: hold every other send too, not just this retry.
+                    self.pacer.pause(exc.retry_after or 1.0)
+                    raise
+
+            message_ids.append(await self.pipeline.call("sendMessage", send, deadline=deadline))
+            if index + 1 < len(parts):
+                await self.outbox.record_part(delivery.id, index + 1, message_ids)
+
     async def deliver(self, delivery: Delivery, *, deadline: float | None = None) -> Outcome:
         """Send the remaining parts of one leased delivery and settle its row."""
         message_ids = list(delivery.message_ids)
         attempts = delivery.attempts + 1
         try:
             async with self._lock(delivery.chat_id):
-                parts = render_event(delivery.event)
-                for index in range(delivery.parts_sent, len(parts)):
-                    part = parts[index]
-                    await self.pacer.acquire(delivery.chat_id, deadline=deadline)
-
-                    async def send(text: str = part.text, markup: Any = part.reply_markup) -> int:
-                        return await self.sender.send_message(delivery.chat_id, text, reply_markup=markup)
-
-                    message_ids.append(await self.pipeline.call("sendMessage", send, deadline=deadline))
-                    if index + 1 < len(parts):
-                        await self.outbox.record_part(delivery.id, index + 1, message_ids)
+                await self.send_parts(delivery, message_ids, deadline)
                 await self.outbox.mark_delivered(delivery.id, message_ids)
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
