@@ -1,0 +1,75 @@
+"""Resources (read-only views a person or client can pick) and prompts (ready-made asks).
+
+Static resources get no request context in the SDK, so they read the running service
+through ``current()``, which the server's lifespan keeps pointing at the live service.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from mcp.server.mcpserver import MCPServer
+
+from cctg_mcp.events import CATALOGUE
+from cctg_mcp.service import NotificationService
+from cctg_mcp.status import resilience_status
+
+EVENT_TEMPLATES: list[dict[str, Any]] = [
+    {"name": "claude-task-complete", "tool": "send_task_completion",
+     "arguments": {"task_id": "feature-x", "title": "Implement feature X", "results": "All tests pass",
+                   "duration_ms": 120000}},
+    {"name": "build-success", "tool": "send_telegram_event",
+     "arguments": {"type": "build_completed", "title": "Build succeeded", "description": "main is green"}},
+    {"name": "performance-warning", "tool": "send_performance_alert",
+     "arguments": {"title": "p95 latency", "current_value": 850, "threshold": 500, "severity": "high"}},
+    {"name": "approval-needed", "tool": "send_approval_request",
+     "arguments": {"title": "Deploy to production?", "description": "v1.4.0 passed staging",
+                   "options": ["Approve", "Deny"]}},
+]  # fmt: skip
+
+
+def register(mcp: MCPServer[Any], current: Callable[[], NotificationService]) -> None:
+    @mcp.resource("cctg://event-types", mime_type="application/json",
+                  description="Every event type send_telegram_event accepts, by category.")  # fmt: skip
+    def event_types() -> str:
+        return json.dumps(
+            [{"type": t, "category": cat, "description": d} for cat, types in CATALOGUE.items()
+             for t, d in types.items()], indent=2)  # fmt: skip
+
+    @mcp.resource("cctg://event-templates", mime_type="application/json",
+                  description="Ready-made arguments for the common notifications.")  # fmt: skip
+    def event_templates() -> str:
+        return json.dumps(EVENT_TEMPLATES, indent=2)
+
+    @mcp.resource("cctg://status", mime_type="application/json",
+                  description="The resilience status: breakers, retries, outbox, issues in words.")  # fmt: skip
+    async def status() -> str:
+        return (await resilience_status(current())).model_dump_json(indent=2)
+
+    @mcp.prompt(description="Work on a task and notify me on Telegram when it is finished.")
+    def notify_me_when_done(task: str) -> str:
+        return (
+            f"Work on this task: {task}\n\nWhen it is finished (or if it fails), call send_task_completion "
+            "with a short task_id you choose, a title, the results in two or three sentences, the files you "
+            "changed and how long it took. If it fails, use send_telegram_event with type task_failed instead. "
+            "If a send answers `queued`, it will be delivered automatically: do not send it again."
+        )
+
+    @mcp.prompt(description="Ask me on Telegram before doing something risky, and wait for my answer.")
+    def ask_me_before(action: str) -> str:
+        return (
+            f"Before you {action}, call send_approval_request with a clear title and what will happen, with "
+            "the options Approve and Deny. Then call wait_for_response with the returned event_id and act only "
+            "on an Approve. If the answer is Deny or the wait times out, do not proceed; say so."
+        )
+
+    @mcp.prompt(description="Check whether my Telegram notifications are working, and why not.")
+    def check_notification_channel() -> str:
+        return (
+            "Call get_resilience_status (and get_health_report if available). Tell me in plain words whether "
+            "notifications reach me, what is queued, and what I should fix (for example a bad token, a bot "
+            "I blocked, or Telegram being down). If a breaker is open because of a cause that is now fixed, "
+            "offer to call trigger_recovery."
+        )
