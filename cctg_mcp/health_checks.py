@@ -1,0 +1,204 @@
+"""The health checks of this application, built from real objects, and their default wiring.
+
+Each factory returns an ``async () -> CheckResult`` for ``HealthMonitor.add_check``. Checks
+report what they see; the monitor applies timeouts, thresholds and history.
+``install_default_checks(monitor, service)`` registers the defaults for the delivery mode.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import anyio
+
+from cctg_mcp.dispatcher import Dispatcher
+from cctg_mcp.outbox import Outbox
+from cctg_mcp.resilience.breaker import BreakerState, CircuitBreaker
+from cctg_mcp.resilience.errors import BaseResilienceError, TelegramRateLimited, classify, redact
+from cctg_mcp.resilience.health import CheckFn, CheckResult, HealthMonitor
+from cctg_mcp.service import NotificationService
+from cctg_mcp.transports.http_check import HttpEndpointProbe
+
+#: Component names the defaults register (the recovery manager keys on them).
+TELEGRAM, OUTBOX, DISPATCHER, DISK, BRIDGE_HEALTH = "telegram", "outbox", "dispatcher", "disk", "bridge-health"
+
+
+def breaker_name(component: str) -> str:
+    return f"{component}_breaker"
+
+
+class BotApi(Protocol):
+    async def get_me(self) -> dict[str, Any]: ...
+
+
+def breaker_check(breaker: CircuitBreaker) -> CheckFn:
+    """closed → healthy; half_open or disabled → degraded; open or isolated → unhealthy."""
+
+    async def check() -> CheckResult:
+        st = breaker.statistics()
+        details = {"state": st.state.value, "retry_after_s": st.retry_after,
+                   "consecutive_failures": st.consecutive_failures}  # fmt: skip
+        state = st.state
+        if state is BreakerState.CLOSED:
+            return CheckResult.healthy(f"breaker {breaker.name} is closed", **details)
+        if state is BreakerState.HALF_OPEN:
+            return CheckResult.degraded(f"breaker {breaker.name} is half-open (probing)", **details)
+        if state is BreakerState.DISABLED:
+            return CheckResult.degraded(f"breaker {breaker.name} is disabled (no protection)", **details)
+        why = f"; last failure: {redact(st.last_failure)}" if st.last_failure else ""
+        if state is BreakerState.ISOLATED:
+            return CheckResult.unhealthy(f"breaker {breaker.name} is isolated (manual){why}", **details)
+        after = f" (probe in {st.retry_after:.1f}s)" if st.retry_after is not None else ""
+        return CheckResult.unhealthy(f"breaker {breaker.name} is open{after}{why}", **details)
+
+    return check
+
+
+def outbox_check(outbox: Outbox, max_oldest_age_s: float = 300.0, full_fraction: float = 0.9) -> CheckFn:
+    """Backlog and oldest pending age. Dead rows or an old backlog → degraded; nearly full → unhealthy."""
+
+    async def check() -> CheckResult:
+        counts = await outbox.counts()
+        details = counts.to_dict()
+        backlog = counts.pending + counts.in_flight
+        age = counts.oldest_pending_age_s
+        if backlog >= outbox.max_pending * full_fraction:
+            return CheckResult.unhealthy(f"outbox nearly full: {backlog} of {outbox.max_pending} queued", **details)
+        problems = []
+        if counts.dead:
+            problems.append(f"{counts.dead} dead delivery(ies)")
+        if age is not None and age > max_oldest_age_s:
+            problems.append(f"oldest queued delivery waited {age:.0f}s (> {max_oldest_age_s:g}s)")
+        if problems:
+            return CheckResult.degraded("outbox: " + "; ".join(problems), **details)
+        return CheckResult.healthy(f"outbox: {backlog} queued", **details)
+
+    return check
+
+
+def dispatcher_check(dispatcher: Dispatcher, max_silence_s: float | None = None) -> CheckFn:
+    """Running and its loop heartbeat recent; paused, degraded mode or a 429 pause → degraded.
+
+    The heartbeat moves once per loop turn (every ``idle_poll_s`` when idle, after each batch
+    when busy), so the default silence bound is three idle polls plus one batch's bound."""
+    bound = (
+        max_silence_s if max_silence_s is not None else (3 * dispatcher.idle_poll_s + dispatcher.send_timeout_s + 5.0)
+    )
+
+    async def check() -> CheckResult:
+        beat = dispatcher.heartbeat
+        age = None if beat is None else max(0.0, dispatcher.clock.monotonic() - beat)
+        details = {"running": dispatcher.running, "heartbeat_age_s": age, "paused": dispatcher.paused,
+                   "min_priority": dispatcher.min_priority, "delivered": dispatcher.delivered,
+                   "requeued": dispatcher.requeued, "dead": dispatcher.dead}  # fmt: skip
+        if not dispatcher.running:
+            return CheckResult.unhealthy("dispatcher is not running: queued events are not delivered", **details)
+        if age is None or age > bound:
+            seen = "never" if age is None else f"{age:.1f}s ago"
+            return CheckResult.unhealthy(f"dispatcher loop stalled: last heartbeat {seen} (> {bound:g}s)", **details)
+        if dispatcher.paused:
+            return CheckResult.degraded("dispatcher is paused: rows stay queued", **details)
+        if dispatcher.min_priority != "low":
+            return CheckResult.degraded(
+                f"degraded mode: only {dispatcher.min_priority}-priority rows or above are sent", **details
+            )
+        paused_for = dispatcher.pacer.paused_for()
+        if paused_for > 0:
+            return CheckResult.degraded(f"Telegram asked to slow down: sending resumes in {paused_for:.1f}s",
+                                        pause_s=paused_for, **details)  # fmt: skip
+        return CheckResult.healthy("dispatcher running", **details)
+
+    return check
+
+
+def disk_check(path: Path | str, min_free_mb: float = 100.0) -> CheckFn:
+    """Free space where ``path`` lives: below ``min_free_mb`` unhealthy, below twice that degraded."""
+    target = Path(path)
+
+    def usage() -> tuple[Path, Any]:
+        probe = target
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        return probe, shutil.disk_usage(probe)
+
+    async def check() -> CheckResult:
+        where, du = await anyio.to_thread.run_sync(usage)
+        free_mb = du.free / 1_048_576
+        details = {
+            "path": str(where),
+            "free_mb": round(free_mb, 1),
+            "total_mb": round(du.total / 1_048_576, 1),
+            "used_fraction": round(du.used / du.total, 4) if du.total else None,
+            "min_free_mb": min_free_mb,
+        }
+        if free_mb < min_free_mb:
+            return CheckResult.unhealthy(f"disk almost full: {free_mb:.0f} MB free (< {min_free_mb:g} MB)", **details)
+        if free_mb < 2 * min_free_mb:
+            return CheckResult.degraded(f"disk space low: {free_mb:.0f} MB free", **details)
+        return CheckResult.healthy(f"{free_mb:.0f} MB free", **details)
+
+    return check
+
+
+def telegram_check(transport: BotApi) -> CheckFn:
+    """``getMe`` through the transport (not the breaker): 429 → degraded, our errors → unhealthy."""
+
+    async def check() -> CheckResult:
+        try:
+            me = await transport.get_me()
+        except TelegramRateLimited as exc:
+            return CheckResult.degraded(f"getMe rate limited: {exc}", error_code=exc.code,
+                                        retry_after_s=exc.retry_after)  # fmt: skip
+        except BaseResilienceError as exc:
+            return CheckResult.unhealthy(f"{exc.code}: {exc}", error_code=exc.code)
+        except Exception as exc:
+            error = classify(exc)
+            return CheckResult.unhealthy(f"{error.code}: {error}", error_code=error.code)
+        username = me.get("username")
+        return CheckResult.healthy(f"getMe ok (@{username})" if username else "getMe ok", bot=username)
+
+    return check
+
+
+def http_endpoint_check(name: str, url: str, method: str = "GET", timeout: float = 3.0,
+                        expected_status: Iterable[int] = (200,), *, headers: Mapping[str, str] | None = None,
+                        retries: int = 0, http_transport: Any = None) -> CheckFn:  # fmt: skip
+    """An HTTP endpoint (the bridge's ``/health``): expected status healthy, 429 degraded, else unhealthy."""
+    return HttpEndpointProbe(name, url, method=method, timeout=timeout, expected_status=expected_status,
+                             headers=headers, retries=retries, http_transport=http_transport)  # fmt: skip
+
+
+def install_default_checks(monitor: HealthMonitor, service: NotificationService) -> list[str]:
+    """Register the defaults for the delivery mode; returns the component names added."""
+    settings = service.settings
+    added: list[str] = []
+
+    def add(name: str, fn: CheckFn, *, critical: bool, kind: Any = "component", timeout: float | None = None) -> None:
+        if name not in monitor.components:
+            monitor.add_check(name, fn, critical=critical, kind=kind, timeout=timeout)
+            added.append(name)
+
+    active = "telegram" if settings.delivery == "telegram" else "bridge"
+    if active == "telegram":
+        if service.transport is not None and hasattr(service.transport, "get_me"):
+            add(TELEGRAM, telegram_check(service.transport), critical=True, kind="http")
+    else:
+        add(BRIDGE_HEALTH, http_endpoint_check(BRIDGE_HEALTH, settings.bridge_health_url), critical=True, kind="http")
+        endpoints = service.resilience.health.endpoints if service.resilience is not None else []
+        for ep in endpoints:
+            if ep.name == BRIDGE_HEALTH or ep.url == settings.bridge_health_url:
+                continue  # CC_TELEGRAM_BRIDGE_HEALTH_URL is the more specific setting
+            probe = http_endpoint_check(ep.name, ep.url, ep.method, ep.seconds("timeout"), ep.expected_status,
+                                        headers=ep.headers, retries=ep.retries)  # fmt: skip
+            add(ep.name, probe, critical=ep.critical, kind="http")
+    if service.pipelines is not None:
+        add(breaker_name(active), breaker_check(service.pipelines.for_component(active).breaker), critical=True)
+    if service.outbox is not None:
+        add(OUTBOX, outbox_check(service.outbox), critical=False)
+    if service.dispatcher is not None:
+        add(DISPATCHER, dispatcher_check(service.dispatcher), critical=True)
+    add(DISK, disk_check(settings.data_dir), critical=False)
+    return added

@@ -1,0 +1,179 @@
+"""Health and metrics tools and resources: the cached health report and the metrics snapshot.
+
+Resources: ``cctg://health`` and ``cctg://metrics`` are registered as URI templates with an
+optional query variable (``cctg://health{?component}``, ``cctg://metrics{?component,operation}``)
+because the SDK injects the Context (and so the lifespan's service) only into template
+resources; reading the plain URI works. They are listed by ``resources/templates/list``.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Annotated, Any, Literal
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import BaseModel, Field
+
+from cctg_mcp.resilience.errors import ValidationError, redact
+from cctg_mcp.resilience.health import ComponentReport, HealthMonitor, HealthReport
+from cctg_mcp.server.common import READ, call, service_of
+from cctg_mcp.service import NotificationService
+
+REFRESH_DOC = "Run the checks now (bounded by the check timeout) instead of reading the cached results."
+Status = Literal["healthy", "degraded", "unhealthy", "unknown"]
+ComponentArg = Annotated[
+    str | None, Field(default=None, max_length=100, description="Only this component (omit for all).")
+]
+
+
+class ComponentHealth(BaseModel):
+    name: str
+    kind: Literal["http", "component"]
+    critical: bool = Field(description="An unhealthy critical component makes the whole channel unhealthy.")
+    status: Status
+    message: str | None = Field(description="What the last check saw (redacted).")
+    last_check_at: str | None = Field(description="When it was last checked (UTC, ISO 8601); null if never.")
+    last_check_age_s: float | None
+    consecutive_failures: int
+    consecutive_successes: int
+    last_error: str | None = Field(description="The last failure or degradation seen (redacted).")
+    trend: Literal["improving", "stable", "degrading"]
+    latency_ms: float | None
+    checks: int
+    failures: int
+
+
+class HealthReportResult(BaseModel):
+    overall: Status = Field(description="unhealthy: a critical component is down; degraded: something is "
+                            "impaired; unknown: nothing checked yet.")  # fmt: skip
+    ready: bool = Field(description="No critical component is unhealthy (sends can go out now).")
+    live: bool = Field(description="The health monitor's background loop is running.")
+    generated_at: str
+    unhealthy_components: list[str]
+    components: list[ComponentHealth]
+    note: str | None = None
+
+
+class MetricsResult(BaseModel):
+    calls: int
+    successes: int
+    errors: int
+    retries: int
+    error_rate: float | None = Field(description="(calls - successes) / calls over the selection; null if no calls.")
+    throughput_per_s: float | None
+    p50_ms: float | None = Field(description="Worst (highest) p50 latency among the selected operations.")
+    p95_ms: float | None = Field(description="Worst (highest) p95 latency among the selected operations.")
+    p99_ms: float | None = Field(description="Worst (highest) p99 latency among the selected operations.")
+    active_alerts: list[str]
+    metrics: dict[str, Any] = Field(description="The full snapshot: operations, breakers, gauges, process, alerts.")
+
+
+def _iso(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _component(c: ComponentReport) -> ComponentHealth:
+    return ComponentHealth(
+        name=c.name, kind=c.kind, critical=c.critical, status=c.status.value, message=c.message,
+        last_check_at=_iso(c.last_check_at),
+        last_check_age_s=None if c.last_check_age_s is None else round(c.last_check_age_s, 3),
+        consecutive_failures=c.consecutive_failures, consecutive_successes=c.consecutive_successes,
+        last_error=c.last_error, trend=c.trend,
+        latency_ms=None if c.latency_s is None else round(c.latency_s * 1000.0, 3),
+        checks=c.checks, failures=c.failures,
+    )  # fmt: skip
+
+
+def health_result(report: HealthReport) -> HealthReportResult:
+    return HealthReportResult(
+        overall=report.overall.value, ready=report.ready, live=report.live,
+        generated_at=_iso(report.generated_at) or "", unhealthy_components=report.unhealthy,
+        components=[_component(c) for c in report.components],
+    )  # fmt: skip
+
+
+def _monitor(service: NotificationService) -> HealthMonitor | None:
+    monitor = service.health
+    return monitor if isinstance(monitor, HealthMonitor) else None
+
+
+async def health_report(service: NotificationService, component: str | None = None,
+                        refresh: bool = False) -> HealthReportResult:  # fmt: skip
+    monitor = _monitor(service)
+    if monitor is None:
+        problems = " ".join(service.settings.problems())
+        return HealthReportResult(
+            overall="unknown", ready=False, live=False, generated_at=_iso(datetime.now(timezone.utc).timestamp()) or "",
+            unhealthy_components=[], components=[],
+            note="Health monitoring is not running" + (f": {problems}" if problems else
+                                                       " (disabled by HEALTH_CHECK_ENABLED or the config)."),
+        )  # fmt: skip
+    if component is not None and component not in monitor.components:
+        known = ", ".join(sorted(monitor.components)) or "none"
+        raise ValidationError(f"Unknown component {component!r}. Known components: {known}.")
+    report = await monitor.check_now(component) if refresh else monitor.report(component)
+    return health_result(report)
+
+
+def metrics_result(service: NotificationService, component: str | None = None,
+                   operation: str | None = None) -> MetricsResult:  # fmt: skip
+    if service.metrics is None:
+        raise ValidationError("Metrics are not collected in this server.")
+    snap = service.metrics.snapshot(component, operation)
+    totals = snap["totals"]
+    ops = [op for by_op in snap["operations"].values() for op in by_op.values()]
+
+    def worst(key: str) -> float | None:
+        values = [op["latency"][key] for op in ops if op["latency"].get(key) is not None]
+        return max(values) if values else None
+
+    calls = int(totals["calls"])
+    return MetricsResult(
+        calls=calls, successes=int(totals["successes"]), errors=int(totals["errors"]),
+        retries=int(totals["retries"]), error_rate=round(totals["errors"] / calls, 6) if calls else None,
+        throughput_per_s=totals["throughput_per_s"], p50_ms=worst("p50_ms"), p95_ms=worst("p95_ms"),
+        p99_ms=worst("p99_ms"), active_alerts=[redact(a["message"]) for a in snap["alerts"]],
+        metrics=json.loads(json.dumps(snap, default=str)),
+    )  # fmt: skip
+
+
+def register(mcp: MCPServer[Any]) -> None:
+    @mcp.tool(annotations=READ)
+    async def get_health_report(
+        ctx: Context,
+        component: ComponentArg = None,
+        refresh: Annotated[bool, Field(description=REFRESH_DOC)] = False,
+    ) -> HealthReportResult:
+        """Health of every part of the notification channel: overall, ready/live, and per component
+        (status, last check, consecutive failures/successes, last error, trend).
+
+        Answers at once from the last checks; a component that keeps failing is `unhealthy`."""
+        return await call(health_report(service_of(ctx), component, refresh))
+
+    @mcp.tool(annotations=READ)
+    async def get_metrics(
+        ctx: Context,
+        component: ComponentArg = None,
+        operation: Annotated[
+            str | None, Field(default=None, max_length=100, description="Only this operation, e.g. sendMessage.")
+        ] = None,
+    ) -> MetricsResult:
+        """Calls, error rate, latency percentiles, retries, breaker transitions and process figures."""
+        try:
+            return metrics_result(service_of(ctx), component, operation)
+        except ValidationError as exc:
+            raise ToolError(str(exc)) from None
+
+    @mcp.resource("cctg://health{?component}", name="health", mime_type="application/json",
+                  description="The cached health report (optionally ?component=NAME).")  # fmt: skip
+    async def health_resource(ctx: Context, component: str | None = None) -> str:
+        return (await health_report(service_of(ctx), component)).model_dump_json(indent=2)
+
+    @mcp.resource("cctg://metrics{?component,operation}", name="metrics", mime_type="application/json",
+                  description="The metrics snapshot (optionally ?component=NAME&operation=NAME).")  # fmt: skip
+    async def metrics_resource(ctx: Context, component: str | None = None, operation: str | None = None) -> str:
+        return metrics_result(service_of(ctx), component, operation).model_dump_json(indent=2)
