@@ -1,0 +1,342 @@
+"""What each recovery strategy does to the running service, and how it checks the effect.
+
+``build_strategies(service)`` gives the ``RecoveryManager`` one function per strategy; each
+acts on real objects and reports what it saw afterwards (never a guess):
+
+=====================  ==========================================================================
+retry                  delivery component: make every pending outbox row due now and wake the
+                       dispatcher; succeeds when the component's check passes (Telegram ``getMe``)
+                       — detail says how many rows were made due. Component ``outbox``: requeue the
+                       dead letters (``outbox.requeue_dead()``) and make everything due: this is how
+                       ``trigger_recovery(component="outbox", strategy="retry")`` re-drives dead rows
+                       after the cause (token, blocked bot) was fixed.
+circuit_breaker        open breaker: ``probe_now()`` and run the component's check through the
+                       breaker as the probe; on success ``close()``. Half-open/isolated/closed: the
+                       check runs directly and a pass closes it. Detail: state before → after.
+restart                Telegram: ``transport.rebuild()`` (a new httpx client; ``generation`` must
+                       rise by one), then ``getMe``; an open breaker is set to probe at once.
+                       Bridge: ``BridgeProcessManager.restart()`` (stop, restart_delay, start, health).
+fallback               ``dispatcher.paused = True``: events are still accepted and committed, but
+                       neither the send tools nor the dispatcher attempt delivery.
+graceful_degradation   ``dispatcher.min_priority = "high"``: only high/critical events go out;
+                       the rest wait in the outbox.
+escalate               if Telegram answers ``getMe``: a critical ``alert_notification`` to the
+                       allowed users through the normal send path (bypassing the two levers
+                       above); otherwise the attempt fails with "could not alert: …".
+ignore                 logs and succeeds.
+manual                 needs a person: concrete steps for the error code.
+=====================  ==========================================================================
+
+The way back from fallback and degradation: a successful ``retry``, ``circuit_breaker`` or
+``restart`` of the delivery component, or the health monitor reporting it healthy again
+(``restore``, the manager's ``on_healthy`` hook), sets ``paused = False`` and
+``min_priority = "low"`` and wakes the dispatcher.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from cctg_mcp.resilience.breaker import BreakerState, CircuitBreaker
+from cctg_mcp.resilience.errors import BaseResilienceError, CircuitBreakerError, RecoveryStrategy
+from cctg_mcp.resilience.recovery import (
+    RecoveryManager,
+    RecoveryRequest,
+    RecoverySettings,
+    StrategyFn,
+    StrategyOutcome,
+)
+from cctg_mcp.service import NotificationService
+
+log = logging.getLogger(__name__)
+
+#: Recovery components; health check names map onto them (``telegram_breaker`` → ``telegram``).
+FAMILIES = ("telegram", "bridge", "outbox", "dispatcher", "filesystem", "network", "disk")
+#: Error codes no automatic action can fix: the default strategy for them is ``manual``.
+NEEDS_PERSON = frozenset({
+    "TELEGRAM_INVALID_TOKEN", "TELEGRAM_FORBIDDEN", "TELEGRAM_BAD_REQUEST", "TELEGRAM_CONFLICT",
+    "MISSING_TOKEN", "NOT_CONFIGURED", "INVALID_CONFIG", "CIRCUIT_ISOLATED", "ENOSPC", "EACCES", "EROFS",
+})  # fmt: skip
+_REQUEUE = "then requeue the dead deliveries: trigger_recovery(component='outbox', strategy='retry')"
+_STEPS: dict[str, list[str]] = {
+    "TELEGRAM_INVALID_TOKEN": ["Get a valid token from @BotFather and set TELEGRAM_BOT_TOKEN in the server's "
+                               "environment.", "Restart the MCP server.", f"Once it answers, {_REQUEUE}."],
+    "MISSING_TOKEN": ["Set TELEGRAM_BOT_TOKEN (from @BotFather) and restart the MCP server."],
+    "NOT_CONFIGURED": ["Set TELEGRAM_BOT_TOKEN and TELEGRAM_ALLOWED_USERS, then restart the MCP server."],
+    "TELEGRAM_FORBIDDEN": ["Each recipient must open the bot in Telegram and press Start (or unblock it).",
+                           f"Afterwards {_REQUEUE}."],
+    "TELEGRAM_BAD_REQUEST": ["Check TELEGRAM_ALLOWED_USERS: each id must be a user who started the bot "
+                             "(400 'chat not found' otherwise).", f"Fix it, restart the server, {_REQUEUE}."],
+    "TELEGRAM_CONFLICT": ["Another process polls this bot or a webhook is set: stop the other poller or call "
+                          "deleteWebhook, then restart the server."],
+    "CIRCUIT_ISOLATED": ["A breaker was isolated by hand: run trigger_recovery(strategy='circuit_breaker') "
+                         "once the dependency is fixed."],
+    "ENOSPC": ["Free disk space where CCTG_DATA_DIR lives (the outbox needs room to commit events)."],
+    "EACCES": ["Make CCTG_DATA_DIR writable by the server's user, then restart it."],
+}  # fmt: skip
+
+
+def family(component: str) -> str:
+    """The recovery component a name belongs to (``telegram_breaker`` → ``telegram``)."""
+    name = component.strip().lower()
+    return next((f for f in FAMILIES if name.startswith(f)), name)
+
+
+class RecoveryActions:
+    """The strategy functions over one ``NotificationService``."""
+
+    def __init__(self, service: NotificationService) -> None:
+        self.service = service
+
+    @property
+    def delivery(self) -> str:
+        return "telegram" if self.service.settings.delivery == "telegram" else "bridge"
+
+    def strategies(self) -> dict[RecoveryStrategy, StrategyFn]:
+        S = RecoveryStrategy
+        return {S.RETRY: self.retry, S.CIRCUIT_BREAKER: self.circuit_breaker, S.RESTART: self.restart,
+                S.FALLBACK: self.fallback, S.GRACEFUL_DEGRADATION: self.graceful_degradation,
+                S.ESCALATE: self.escalate, S.IGNORE: self.ignore, S.MANUAL: self.manual}  # fmt: skip
+
+    def components(self) -> list[str]:
+        """Components ``trigger_recovery`` accepts."""
+        names = {"telegram", "bridge", "outbox", "dispatcher", "disk"}
+        if self.service.pipelines is not None:
+            names |= set(self.service.pipelines.pipelines)
+        return sorted(names)
+
+    def default_strategy(self, component: str, error_code: str | None = None) -> RecoveryStrategy:
+        fam = family(component)
+        if error_code in NEEDS_PERSON or fam == "disk":
+            return RecoveryStrategy.MANUAL
+        breaker = self._breaker(fam)
+        if breaker is not None and breaker.state in (BreakerState.OPEN, BreakerState.HALF_OPEN,
+                                                     BreakerState.ISOLATED):  # fmt: skip
+            return RecoveryStrategy.CIRCUIT_BREAKER
+        return RecoveryStrategy.RETRY
+
+    # ---- helpers ------------------------------------------------------------------------
+
+    def _breaker(self, fam: str) -> CircuitBreaker | None:
+        pipelines = self.service.pipelines
+        pipe = pipelines.pipelines.get(fam) if pipelines is not None else None
+        return pipe.breaker if pipe is not None else None
+
+    def _probe(self, fam: str) -> Callable[[], Awaitable[str]] | None:
+        """The component's own check (raises our errors on failure), or None if it has none."""
+        transport = self.service.transport
+        if fam == "telegram" and transport is not None and hasattr(transport, "get_me"):
+
+            async def get_me() -> str:
+                me = await transport.get_me()
+                return f"getMe ok (@{me.get('username')})"
+
+            return get_me
+        return None
+
+    async def _check(self, fam: str) -> tuple[bool | None, str]:
+        """(passed, what was seen); passed is None when the component has no check."""
+        probe = self._probe(fam)
+        if probe is None:
+            if fam == "telegram":
+                return False, "no Telegram transport (not configured)"
+            return None, f"no check available for {fam}"
+        try:
+            return True, await probe()
+        except BaseResilienceError as exc:
+            return False, f"getMe failed: {exc.code}: {exc}"
+
+    async def _resume(self, fam: str) -> str:
+        """The delivery component proved healthy: undo fallback/degradation and make the rows
+        that waited (e.g. for an open breaker's retry_after) due now."""
+        dispatcher, outbox = self.service.dispatcher, self.service.outbox
+        if dispatcher is None or outbox is None or fam != self.delivery:
+            return ""
+        undone = []
+        if dispatcher.paused:
+            dispatcher.paused = False
+            undone.append("direct delivery resumed")
+        if dispatcher.min_priority != "low":
+            undone.append(f"degraded mode ended (was {dispatcher.min_priority}+ only)")
+            dispatcher.min_priority = "low"
+        made_due = await outbox.retry_now()
+        if made_due:
+            undone.append(f"{made_due} waiting delivery(ies) made due")
+        dispatcher.wake()
+        return "; " + ", ".join(undone) if undone else ""
+
+    async def restore(self, component: str) -> None:
+        """The manager's ``on_healthy`` hook: the component is healthy again."""
+        note = await self._resume(family(component))
+        if note:
+            log.info("%s is healthy again%s", component, note)
+
+    # ---- strategies ---------------------------------------------------------------------
+
+    async def retry(self, req: RecoveryRequest) -> StrategyOutcome:
+        fam, outbox, dispatcher = family(req.component), self.service.outbox, self.service.dispatcher
+        if outbox is None or dispatcher is None:
+            return StrategyOutcome(False, "no outbox or dispatcher (not configured)")
+        if fam == "outbox":
+            before = await outbox.counts()
+            requeued = await outbox.requeue_dead()
+            made_due = await outbox.retry_now()
+            dispatcher.wake()
+            after = await outbox.counts()
+            detail = (f"requeued {requeued} dead delivery(ies) and made {made_due} more due now "
+                      f"(dead {before.dead} → {after.dead}, pending {after.pending})")  # fmt: skip
+            return StrategyOutcome(after.dead < before.dead or before.dead == 0, detail)
+        counts = await outbox.counts()
+        made_due = await outbox.retry_now()
+        dispatcher.wake()
+        rows = (f"made {made_due} pending delivery(ies) due now" if made_due
+                else f"nothing was waiting for a later retry ({counts.pending} pending)")  # fmt: skip
+        passed, seen = await self._check(fam)
+        if passed is False:
+            return StrategyOutcome(False, f"{rows}, but {seen}")
+        return StrategyOutcome(True, f"{rows}; {seen}{await self._resume(fam)}")
+
+    async def circuit_breaker(self, req: RecoveryRequest) -> StrategyOutcome:
+        fam = family(req.component)
+        breaker = self._breaker(fam)
+        if breaker is None:
+            return StrategyOutcome(False, f"{req.component} has no circuit breaker")
+        before = breaker.state
+        if before is BreakerState.DISABLED:
+            return StrategyOutcome(True, "breaker is disabled (admits every call); nothing to reset")
+        probe = self._probe(fam)
+        if probe is None:
+            breaker.probe_now()
+            ok = breaker.state is not BreakerState.ISOLATED
+            return StrategyOutcome(ok, f"{before.value} → {breaker.state.value}: the next call is a probe "
+                                       f"(no check for {fam} to close it now)")  # fmt: skip
+        if before is BreakerState.OPEN:
+            breaker.probe_now()
+        passed: bool
+        try:
+            try:
+                if breaker.state is not BreakerState.OPEN:
+                    raise CircuitBreakerError("not open: check directly")
+                seen = await breaker.call(probe)  # admitted as the probe: its outcome counts
+            except CircuitBreakerError:  # not open, or another probe holds the half-open permit
+                seen = await probe()
+            passed = True
+        except BaseResilienceError as exc:
+            passed, seen = False, f"check failed: {exc.code}: {exc}"
+        if passed and breaker.state is not BreakerState.CLOSED:
+            breaker.close()
+        after = breaker.state
+        moved = f"breaker {before.value} → {after.value}"
+        if not passed:
+            return StrategyOutcome(False, f"{moved}; {seen}")
+        return StrategyOutcome(after is BreakerState.CLOSED, f"{moved}; {seen}{await self._resume(fam)}")
+
+    async def restart(self, req: RecoveryRequest) -> StrategyOutcome:
+        fam, transport = family(req.component), self.service.transport
+        if fam == "bridge":  # restart the CCTelegram bridge process (stop, restart_delay, start, health)
+            from cctg_mcp.bridge_delivery import bridge_of
+
+            result = await bridge_of(self.service).restart()
+            note = await self._resume(fam) if result.success else ""
+            return StrategyOutcome(result.success, f"bridge {result.action}: {result.message}{note}")
+        if fam != "telegram":
+            return StrategyOutcome(False, f"restarting {req.component} is not supported")
+        if transport is None or not hasattr(transport, "rebuild"):
+            return StrategyOutcome(False, "no Telegram transport to restart (not configured)")
+        generation = int(transport.generation)
+        await transport.rebuild()
+        if transport.generation != generation + 1:
+            return StrategyOutcome(False, f"rebuild did not replace the client (generation {transport.generation})")
+        rebuilt = f"HTTP client rebuilt (generation {generation} → {transport.generation})"
+        passed, seen = await self._check(fam)
+        if not passed:
+            return StrategyOutcome(False, f"{rebuilt}, but {seen}")
+        breaker = self._breaker(fam)
+        if breaker is not None and breaker.state is BreakerState.OPEN:
+            breaker.probe_now()
+            rebuilt += "; breaker will probe on the next send"
+        return StrategyOutcome(True, f"{rebuilt}; {seen}{await self._resume(fam)}")
+
+    async def fallback(self, req: RecoveryRequest) -> StrategyOutcome:
+        dispatcher, outbox = self.service.dispatcher, self.service.outbox
+        if dispatcher is None or outbox is None:
+            return StrategyOutcome(False, "no dispatcher (not configured)")
+        dispatcher.paused = True
+        dispatcher.wake()
+        counts = await outbox.counts()
+        return StrategyOutcome(dispatcher.paused, (
+            f"fallback mode: delivery attempts paused; events are still accepted and queued durably "
+            f"({counts.pending + counts.in_flight} waiting). Delivery resumes after a successful retry, "
+            f"circuit_breaker or restart recovery, or when {self.delivery} is healthy again."))  # fmt: skip
+
+    async def graceful_degradation(self, req: RecoveryRequest) -> StrategyOutcome:
+        dispatcher = self.service.dispatcher
+        if dispatcher is None:
+            return StrategyOutcome(False, "no dispatcher (not configured)")
+        dispatcher.min_priority = "high"
+        dispatcher.wake()
+        return StrategyOutcome(dispatcher.min_priority == "high", (
+            "degraded mode: only high and critical events are sent; lower priorities wait in the outbox "
+            "until a successful recovery or the component is healthy again"))  # fmt: skip
+
+    async def escalate(self, req: RecoveryRequest) -> StrategyOutcome:
+        service = self.service
+        passed, seen = await self._check("telegram")
+        if not passed:
+            return StrategyOutcome(False, f"could not alert: {seen}")
+        code = req.error.code if req.error is not None else req.error_code
+        try:
+            event = service.build_event(
+                type="alert_notification", priority="critical", source="cctg-mcp-recovery",
+                task_id=req.session_id, title=f"cctg-mcp: recovery of {req.component} needs attention",
+                description=(f"Automatic recovery of {req.component} did not succeed (attempt {req.attempt}, "
+                             f"escalation level {req.escalation_level}, error {code or 'unknown'}). "
+                             "Check get_resilience_status / get_recovery_history."),
+                data={"session_id": req.session_id, "component": req.component, "error_code": code},
+            )  # fmt: skip
+            result = await service.submit(event, operation="sendPerformanceAlert", bypass_holds=True)
+        except BaseResilienceError as exc:
+            return StrategyOutcome(False, f"could not alert: {exc}")
+        if result.status == "duplicate":
+            return StrategyOutcome(True, "the alert for this session was already sent")
+        if result.status == "delivered":
+            return StrategyOutcome(True, f"alert sent to {len(result.recipients)} recipient(s) on Telegram")
+        return StrategyOutcome(False, f"could not alert now (queued: {result.reason}); it goes out when Telegram "
+                                      "recovers")  # fmt: skip
+
+    async def ignore(self, req: RecoveryRequest) -> StrategyOutcome:
+        log.info("recovery %s: ignoring %s on %s", req.session_id, req.error_code or "the report", req.component)
+        return StrategyOutcome(True, "ignored (logged only)")
+
+    async def manual(self, req: RecoveryRequest) -> StrategyOutcome:
+        code = req.error.code if req.error is not None else req.error_code
+        steps = list(_STEPS.get(code or "", []))
+        fam = family(req.component)
+        if self.service.outbox is not None:
+            dead = (await self.service.outbox.counts()).dead
+            if dead and not any("requeue" in s for s in steps):
+                steps.append(f"{dead} delivery(ies) are dead: fix their cause (see get_resilience_status), "
+                             f"{_REQUEUE}.")  # fmt: skip
+        if fam == "disk" and not steps:
+            steps = list(_STEPS["ENOSPC"])
+        if not steps:
+            steps = [f"Look at get_resilience_status and the server log (stderr) for {req.component}.",
+                     f"Fix the cause, then run trigger_recovery(component='{fam}')."]  # fmt: skip
+        return StrategyOutcome(False, f"needs a person ({code or req.component}): {steps[0]}",
+                               needs_person=True, steps=steps)  # fmt: skip
+
+
+def build_strategies(service: NotificationService) -> dict[RecoveryStrategy, StrategyFn]:
+    return RecoveryActions(service).strategies()
+
+
+def build_manager(service: NotificationService, settings: RecoverySettings | None = None) -> RecoveryManager:
+    """A manager wired to ``service`` (settings from ``service.resilience.recovery``)."""
+    actions = RecoveryActions(service)
+    if settings is None:
+        config = service.resilience.recovery if service.resilience is not None else None
+        settings = RecoverySettings.from_config(config) if config is not None else RecoverySettings()
+    return RecoveryManager(settings, clock=service.clock, strategies=actions.strategies(),
+                           default_strategy=actions.default_strategy, on_healthy=actions.restore,
+                           canonical=family)  # fmt: skip

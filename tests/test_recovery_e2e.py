@@ -1,0 +1,186 @@
+"""Recovery end to end: a real mcp.Client against the server, the stand-in failing and recovering;
+and a SIGTERM to ``cctg-mcp serve`` (a subprocess) that exits cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from helpers import USERS, connected, fast_config, make_settings, text_of
+from mcp import Client
+
+from cctg_mcp.events import Event
+from cctg_mcp.outbox import Outbox
+from cctg_mcp.testing import FaultMode, TelegramStandIn
+
+pytestmark = pytest.mark.anyio
+
+#: A breaker that stays open until someone acts (so recovery, not the clock, closes it).
+CONFIG = fast_config(
+    circuitBreaker={"telegram": {"failureThreshold": 2, "successThreshold": 2, "timeout": 600_000}},
+    health={"enabled": False},
+    recovery={"recoveryDelay": 0, "maxRecoveryAttempts": 2},
+)
+
+
+@pytest.fixture
+def standin() -> Iterator[TelegramStandIn]:
+    with TelegramStandIn() as server:
+        yield server
+
+
+async def call(client: Client, tool: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
+    with anyio.fail_after(15):
+        result = await client.call_tool(tool, args or {})
+    assert not result.is_error, text_of(result)
+    assert result.structured_content is not None
+    return result.structured_content
+
+
+async def test_tools_are_listed_with_honest_annotations(standin: TelegramStandIn, tmp_path: Path) -> None:
+    async with connected(make_settings(standin, tmp_path), CONFIG) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+    trigger, history = tools["trigger_recovery"], tools["get_recovery_history"]
+    assert trigger.annotations is not None and history.annotations is not None
+    a = trigger.annotations
+    assert (a.read_only_hint, a.destructive_hint, a.idempotent_hint, a.open_world_hint) == (False, False, False, False)
+    assert history.annotations.read_only_hint is True
+    strategies = trigger.input_schema["properties"]["strategy"]
+    assert "circuit_breaker" in json.dumps(strategies) and "graceful_degradation" in json.dumps(strategies)
+    assert trigger.output_schema is not None and history.output_schema is not None
+
+
+async def test_trigger_recovery_closes_an_open_breaker_after_the_fault_is_fixed(
+    standin: TelegramStandIn, tmp_path: Path
+) -> None:
+    async with connected(make_settings(standin, tmp_path), CONFIG) as client:
+        standin.set_fault(FaultMode.SERVER_ERROR, status=502)
+        queued = await call(client, "send_telegram_message", {"message": "during the outage"})
+        assert queued["status"] == "queued"
+        status = await call(client, "get_resilience_status")
+        assert next(b for b in status["breakers"] if b["name"] == "telegram")["state"] == "open"
+        standin.clear_fault()
+        run = await call(client, "trigger_recovery", {"component": "telegram", "strategy": "circuit_breaker"})
+        (session,) = run["sessions"]
+        assert session["status"] == "succeeded" and session["attempts"][0]["strategy"] == "circuit_breaker"
+        assert "open → closed" in session["attempts"][0]["detail"]
+        sent = await call(client, "send_telegram_message", {"message": "after recovery"})
+        assert sent["status"] == "delivered"
+        await standin.await_messages(2 * len(USERS), timeout=10)  # the queued one followed
+        history = await call(client, "get_recovery_history", {"limit": 5})
+        status = await call(client, "get_resilience_status")
+    assert [s["id"] for s in history["sessions"]] == [session["id"]]
+    assert history["statistics"]["succeeded"] == 1 and history["statistics"]["success_rate"] == 1.0
+    assert status["recovery"]["statistics"]["sessions"] == 1 and session["id"] in status["recovery"]["last_session"]
+
+
+async def test_requeue_dead_letters_through_the_outbox_component(standin: TelegramStandIn, tmp_path: Path) -> None:
+    async with connected(make_settings(standin, tmp_path), CONFIG) as client:
+        standin.set_fault(FaultMode.FORBIDDEN)
+        with anyio.fail_after(15):
+            blocked = await client.call_tool("send_telegram_message", {"message": "blocked"})
+        assert blocked.is_error and "Start" in text_of(blocked)
+        standin.clear_fault()
+        run = await call(client, "trigger_recovery", {"component": "outbox", "strategy": "retry"})
+        await standin.await_messages(len(USERS), timeout=10)
+        status = await call(client, "get_resilience_status")
+    assert run["sessions"][0]["status"] == "succeeded"
+    outbox = status["outbox"]  # Telegram has both; a row may still be settling (in_flight -> delivered)
+    assert outbox["dead"] == 0 and outbox["pending"] == 0 and outbox["delivered"] + outbox["in_flight"] == len(USERS)
+
+
+async def test_manual_returns_steps_and_escalate_alerts_the_person(standin: TelegramStandIn, tmp_path: Path) -> None:
+    async with connected(make_settings(standin, tmp_path), CONFIG) as client:
+        manual = (await call(client, "trigger_recovery", {"component": "telegram", "strategy": "manual"}))
+        manual = manual["sessions"][0]
+        escalate = (await call(client, "trigger_recovery", {"strategy": "escalate"}))["sessions"][0]
+    assert manual["status"] == "escalated" and manual["needs_person"] and manual["steps"]
+    assert escalate["component"] == "telegram" and escalate["status"] == "escalated"
+    assert sorted(m.chat_id for m in standin.sent) == sorted(USERS)
+    assert all("needs attention" in m.text for m in standin.sent)
+
+
+async def test_default_target_is_the_delivery_component_and_unknown_is_an_error(
+    standin: TelegramStandIn, tmp_path: Path
+) -> None:
+    async with connected(make_settings(standin, tmp_path), CONFIG) as client:
+        run = await call(client, "trigger_recovery")
+        with anyio.fail_after(15):
+            bad = await client.call_tool("trigger_recovery", {"component": "toaster"})
+        with anyio.fail_after(15):
+            bad_strategy = await client.call_tool("trigger_recovery", {"strategy": "pray"})
+    (session,) = run["sessions"]
+    assert (session["component"], session["strategy"], session["status"]) == ("telegram", "retry", "succeeded")
+    assert bad.is_error and "toaster" in text_of(bad) and "telegram" in text_of(bad) and "outbox" in text_of(bad)
+    assert bad_strategy.is_error and standin.sent == []
+
+
+async def test_without_a_token_recovery_says_not_configured(tmp_path: Path) -> None:
+    async with connected(make_settings(None, tmp_path, CCTG_DELIVERY="telegram"), CONFIG) as client:
+        with anyio.fail_after(15):
+            result = await client.call_tool("trigger_recovery", {})
+    assert result.is_error and "not configured" in text_of(result) and "TELEGRAM_BOT_TOKEN" in text_of(result)
+
+
+# ---- graceful shutdown ---------------------------------------------------------------------
+
+
+def _rpc(proc: subprocess.Popen[bytes], message: dict[str, Any]) -> None:
+    assert proc.stdin is not None
+    proc.stdin.write((json.dumps(message) + "\n").encode())
+    proc.stdin.flush()
+
+
+async def _seed_and_count(path: Path, seed: bool) -> Any:
+    box = await Outbox.open(path)
+    try:
+        if seed:
+            event = Event(event_id="queued-1", type="info_notification", title="t", description="queued", task_id="q1")
+            await box.enqueue(event, [USERS[0]])
+        return await box.counts()
+    finally:
+        await box.close()
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_sigterm_exits_zero_and_returns_in_flight_rows(tmp_path: Path, backend: str) -> None:
+    outbox_path = tmp_path / "data" / "outbox.sqlite3"
+    anyio.run(_seed_and_count, outbox_path, True)
+    with TelegramStandIn(max_hang=60) as standin:
+        standin.set_fault(FaultMode.HANG, methods={"sendMessage"})  # the dispatcher's send stays in flight
+        env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "TELEGRAM_BOT_TOKEN": standin.token,
+               "TELEGRAM_ALLOWED_USERS": str(USERS[0]), "TELEGRAM_API_BASE_URL": standin.base_url,
+               "CCTG_DATA_DIR": str(tmp_path / "data"), "CCTG_ENVIRONMENT": "development"}  # fmt: skip
+        proc = subprocess.Popen([sys.executable, "-m", "cctg_mcp", "serve", "--backend", backend], env=env,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        try:
+            _rpc(proc, {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
+            assert proc.stdout is not None and b'"id":1' in proc.stdout.readline().replace(b" ", b"")
+            assert standin.wait_until(lambda: standin.hanging >= 1, timeout=30), "the send never reached Telegram"
+            assert anyio.run(_seed_and_count, outbox_path, False).in_flight == 1
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=10)
+            took = time.monotonic() - started
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            stderr = proc.stderr.read().decode() if proc.stderr else ""
+            for stream in (proc.stdin, proc.stdout, proc.stderr):
+                if stream is not None:
+                    stream.close()
+    assert code == 0, stderr[-2000:]
+    assert took < 10 and "SIGTERM received" in stderr
+    final = anyio.run(_seed_and_count, outbox_path, False)
+    assert (final.pending, final.in_flight, final.delivered) == (1, 0, 0)
