@@ -1,0 +1,163 @@
+"""Bridge delivery (``CCTG_DELIVERY=bridge``): the outbox drains into CCTelegram event files.
+
+``BridgeDispatcher`` is the dispatcher with one step replaced: ``send_parts`` writes the
+event's file (``transports.bridge_files.EventFileWriter``) instead of calling the Bot API.
+Leases, settling rows, classifying failures and the background loop stay the shared ones,
+so everything accepted is committed first and nothing is lost: a full disk (ENOSPC) leaves
+the row queued and retried, an unwritable directory (EACCES, EROFS...) makes it dead with a
+message naming the directory. Each event has one delivery row, with ``chat_id`` 0 (the
+bridge fans out to its own allowed users).
+
+Which pipeline: the writes go through the **"bridge"** component. In bridge mode the bridge
+*is* the delivery path, and the status tool and the health monitor already watch the
+"bridge" breaker as the active one; filesystem failures keep their own classification and
+codes (EMFILE/EAGAIN retried, EACCES/ENOENT not), which is what the "filesystem" retry policy
+encodes too. The bridge's health is reported (``get_bridge_status``, the ``bridge-health``
+check), never a gate: files are written whether or not the bridge runs; it picks them up
+when it starts.
+
+``bridge_of(service)`` gives the service's ``BridgeProcessManager`` (built on first use, in
+any delivery mode), for the bridge tools and the recovery ``restart`` strategy.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio.to_thread
+from pydantic import BaseModel, Field
+
+from cctg_mcp.config import Settings
+from cctg_mcp.dispatcher import CallPipeline, Dispatcher
+from cctg_mcp.outbox import Delivery, Outbox
+from cctg_mcp.pacing import Pacer
+from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
+from cctg_mcp.resilience.errors import ConfigurationError
+from cctg_mcp.resilience.pipeline import PipelineSet
+from cctg_mcp.service import NotificationService
+from cctg_mcp.transports.bridge_files import EventFileWriter, pending_event_files
+from cctg_mcp.transports.bridge_process import BridgeHealth, BridgeProcessManager
+
+#: The pipeline component event-file writes go through (see the module docstring).
+BRIDGE_COMPONENT = "bridge"
+#: Bridge recipients: one delivery row per event.
+BRIDGE_CHAT_ID = 0
+
+
+class _NoBotApi:
+    """Bridge mode has no Telegram client: the base class's sender is never used."""
+
+    async def send_message(
+        self, chat_id: int, text: str, *, reply_markup: dict[str, Any] | None = None, parse_mode: str | None = "HTML"
+    ) -> int:
+        raise ConfigurationError("bridge delivery does not call the Telegram Bot API", code="BRIDGE_MODE")
+
+
+class BridgeDispatcher(Dispatcher):
+    """The dispatcher whose delivery step writes a CCTelegram event file."""
+
+    def __init__(
+        self, outbox: Outbox, writer: EventFileWriter, pipeline: CallPipeline, pacer: Pacer, **kwargs: Any
+    ) -> None:
+        super().__init__(outbox, _NoBotApi(), pipeline, pacer, **kwargs)
+        self.writer = writer
+        self.files_written = 0
+
+    async def send_parts(self, delivery: Delivery, message_ids: list[int], deadline: float | None) -> None:
+        if delivery.parts_sent > 0:  # written before a crash and recorded: nothing left to do
+            return
+
+        async def write() -> Path:
+            return await self.writer.write(delivery.event)
+
+        await self.pipeline.call("writeEventFile", write, deadline=deadline)
+        self.files_written += 1
+
+
+def bridge_dispatcher(
+    settings: Settings, outbox: Outbox, pipelines: PipelineSet, pacer: Pacer, *, clock: Clock = SYSTEM_CLOCK
+) -> BridgeDispatcher:
+    """The composition root's bridge-mode dispatcher."""
+    return BridgeDispatcher(
+        outbox, EventFileWriter(settings.events_dir), pipelines.for_component(BRIDGE_COMPONENT), pacer,
+        clock=clock, lease_s=settings.lease_seconds, send_timeout_s=min(30.0, settings.lease_seconds / 2),
+    )  # fmt: skip
+
+
+def bridge_of(service: NotificationService) -> BridgeProcessManager:
+    """The service's bridge process manager, built from its settings on first use."""
+    if isinstance(service.bridge, BridgeProcessManager):
+        return service.bridge
+    s = service.settings
+    env = {"CC_TELEGRAM_EVENTS_DIR": str(s.events_dir.absolute()),
+           "CC_TELEGRAM_RESPONSES_DIR": str(s.responses_dir.absolute())}  # fmt: skip
+    if s.token:
+        env["TELEGRAM_BOT_TOKEN"] = s.token
+    if s.allowed_users:
+        env["TELEGRAM_ALLOWED_USERS"] = ",".join(map(str, s.allowed_users))
+    restart_delay = service.resilience.recovery.seconds("restart_delay") if service.resilience is not None else 2.0
+    manager = BridgeProcessManager(data_dir=s.data_dir, health_url=s.bridge_health_url, executable=s.bridge_path,
+                                   env_overrides=env, restart_delay_s=restart_delay, clock=service.clock)  # fmt: skip
+    service.bridge = manager
+    return manager
+
+
+class BridgeMetrics(BaseModel):
+    uptime_seconds: float = 0
+    events_processed: float = 0
+    telegram_messages_sent: float = 0
+    error_count: float = 0
+    memory_usage_mb: float = 0
+    cpu_usage_percent: float = 0
+
+
+class BridgeStatus(BaseModel):
+    running: bool = Field(description="The bridge process is running (pid file or started by this server).")
+    health: Literal["healthy", "degraded", "unhealthy"] = Field(description="From the bridge's /health URL.")
+    health_detail: str
+    pid: int | None = None
+    delivery: str = Field(description="This server's delivery mode (bridge: events are written as files).")
+    events_dir: str
+    pending_events: int = Field(description="Event files written and not yet picked up by the bridge.")
+    last_event_time: str | None = Field(default=None, description="When the newest event file was written (UTC).")
+    executable: str | None = Field(default=None, description="The bridge executable found, if any.")
+    log_file: str
+    metrics: BridgeMetrics = Field(default_factory=BridgeMetrics)
+    message: str
+
+
+def _iso(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+async def bridge_status(service: NotificationService) -> BridgeStatus:
+    """Process, health and the events directory; on any error ``running: false, unhealthy``."""
+    manager = bridge_of(service)
+    settings = service.settings
+    base: dict[str, Any] = {"delivery": settings.delivery, "events_dir": str(settings.events_dir),
+                            "log_file": str(manager.log_file)}  # fmt: skip
+    try:
+        process = manager.check_process()
+        health: BridgeHealth = await manager.health()
+        pending, newest = await anyio.to_thread.run_sync(pending_event_files, settings.events_dir)
+        dispatcher = service.dispatcher
+        written = dispatcher.writer.last_written_at if isinstance(dispatcher, BridgeDispatcher) else None
+        last = max((t for t in (written, newest) if t is not None), default=None)
+        exe = manager.executable_or_none()
+    except Exception as exc:  # the seed's contract: a status, never an exception
+        return BridgeStatus(running=False, health="unhealthy", health_detail=f"{type(exc).__name__}: {exc}",
+                            pending_events=0, message="Bridge status could not be read.", **base)  # fmt: skip
+    words = [process.message + (f" (pid {process.pid})" if process.pid else ""), f"health {health.status}"]
+    if pending:
+        words.append(f"{pending} event file(s) waiting in {settings.events_dir}")
+    if exe is None and not process.running:
+        words.append("no bridge executable found (set CC_TELEGRAM_BRIDGE_PATH)")
+    return BridgeStatus(
+        running=process.running, health=health.status, health_detail=health.detail, pid=process.pid,
+        pending_events=pending, last_event_time=_iso(last), executable=str(exe) if exe else None,
+        metrics=BridgeMetrics(**health.metrics), message="; ".join(words) + ".", **base,
+    )  # fmt: skip

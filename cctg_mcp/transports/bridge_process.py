@@ -1,0 +1,371 @@
+"""The CCTelegram bridge as a process: find it, start it, watch it, stop it; probe its health.
+
+``BridgeProcessManager`` mirrors the seed's bridge tools (REFERENCE.md §A 2.3):
+
+- the executable is ``CC_TELEGRAM_BRIDGE_PATH`` or ``cctelegram-bridge`` on PATH; none found
+  is a ``BridgeNotFoundError`` naming the variable to set;
+- ``start`` spawns it in its own session (it outlives this server, like the seed's detached
+  bridge), stdout/stderr appended to ``<data dir>/bridge.log``, its pid in
+  ``<data dir>/bridge.pid``; then it waits (bounded) for ``/health`` to answer or the process to
+  exit, so "started" means something;
+- ``stop`` sends SIGTERM, waits ``grace_s``, then SIGKILL; ``restart`` is stop, the
+  resilience config's ``recovery.restartDelay``, start;
+- ``check_process`` trusts the pid file only when that pid is alive, not a zombie, and (where
+  ``/proc`` tells) runs the bridge executable: a stale pid file is removed, never signalled.
+
+Waiting on the real process uses real time (anyio); the restart delay uses the injected clock.
+The health probe is one short httpx GET (3 s timeout): 2xx healthy (or the ``status`` the body
+reports), 429 degraded, anything else or no answer unhealthy. Errors never leave as httpx errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+import anyio.abc
+import anyio.to_thread
+import httpx
+from pydantic import BaseModel, Field
+
+from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
+from cctg_mcp.resilience.errors import ConfigurationError, redact
+
+log = logging.getLogger(__name__)
+
+BRIDGE_NAME = "cctelegram-bridge"
+HealthState = Literal["healthy", "degraded", "unhealthy"]
+_METRIC_KEYS = ("uptime_seconds", "events_processed", "telegram_messages_sent", "error_count",
+                "memory_usage_mb", "cpu_usage_percent")  # fmt: skip
+
+
+class BridgeNotFoundError(ConfigurationError):
+    code = "BRIDGE_NOT_FOUND"
+
+
+class BridgeHealth(BaseModel):
+    status: HealthState
+    detail: str
+    http_status: int | None = None
+    metrics: dict[str, float] = Field(default_factory=dict, description="What the bridge's /health reported.")
+
+
+class ProcessCheck(BaseModel):
+    running: bool
+    pid: int | None = None
+    message: str
+    started_here: bool = Field(default=False, description="Started by this server (else found by its pid file).")
+
+
+class BridgeActionResult(BaseModel):
+    success: bool
+    message: str
+    pid: int | None = None
+    action: Literal["already_running", "started", "failed", "stopped", "not_running", "killed", "restarted"]
+
+
+async def probe_bridge_health(
+    url: str, *, timeout_s: float = 3.0, http_transport: httpx.AsyncBaseTransport | None = None
+) -> BridgeHealth:
+    """One GET of the bridge's health URL, mapped to healthy | degraded | unhealthy."""
+    where = redact(url)
+    try:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(timeout_s), transport=http_transport,
+                                     follow_redirects=False) as client:  # fmt: skip
+            response = await client.get(url)
+    except httpx.HTTPError as exc:
+        return BridgeHealth(status="unhealthy", detail=f"{where}: {type(exc).__name__}: {redact(str(exc))}".strip())
+    code = response.status_code
+    metrics: dict[str, float] = {}
+    reported: str | None = None
+    with contextlib.suppress(ValueError):
+        body = response.json()
+        if isinstance(body, dict):
+            status = body.get("status")
+            reported = status.lower() if isinstance(status, str) else None
+            nested = body.get("metrics")
+            source = {**nested, **body} if isinstance(nested, dict) else body
+            for key in _METRIC_KEYS:
+                value = source.get(key)
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    metrics[key] = float(value)
+    if 200 <= code < 300:
+        state: HealthState = reported if reported in ("healthy", "degraded", "unhealthy") else "healthy"  # type: ignore[assignment]
+        return BridgeHealth(status=state, detail=f"{where}: HTTP {code}", http_status=code, metrics=metrics)
+    if code == 429:
+        return BridgeHealth(status="degraded", detail=f"{where}: HTTP 429 (rate limited)", http_status=code)
+    return BridgeHealth(status="unhealthy", detail=f"{where}: HTTP {code}", http_status=code, metrics=metrics)
+
+
+def _alive(pid: int) -> bool:
+    """The pid exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, owned by someone else
+    except OSError:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    state = stat.rsplit(")", 1)[-1].split()
+    return not (state and state[0] in ("Z", "X"))
+
+
+def _runs(pid: int, names: Iterable[str]) -> bool:
+    """Whether ``pid`` runs one of ``names`` (True when the system cannot tell)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return True
+    wanted = {n.encode() for n in names}
+    return any(Path(os.fsdecode(arg)).name.encode() in wanted for arg in argv[:3] if arg)
+
+
+class BridgeProcessManager:
+    def __init__(
+        self,
+        *,
+        data_dir: Path,
+        health_url: str,
+        executable: Path | None = None,
+        env_overrides: Mapping[str, str] | None = None,
+        grace_s: float = 5.0,
+        restart_delay_s: float = 2.0,
+        start_timeout_s: float = 10.0,
+        clock: Clock = SYSTEM_CLOCK,
+        http_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.health_url = health_url
+        self.configured_executable = executable
+        self.env_overrides = dict(env_overrides or {})
+        self.grace_s = grace_s
+        self.restart_delay_s = restart_delay_s
+        self.start_timeout_s = start_timeout_s
+        self.clock = clock
+        self.http_transport = http_transport
+        self.pid_file = self.data_dir / "bridge.pid"
+        self.log_file = self.data_dir / "bridge.log"
+        self._process: anyio.abc.Process | None = None
+        self._lock = anyio.Lock()
+        self.starts = 0
+        self.stops = 0
+
+    # ---- discovery ----------------------------------------------------------------------
+
+    def find_executable(self) -> Path:
+        exe = self.configured_executable
+        if exe is not None:
+            if exe.is_file() and os.access(exe, os.X_OK):
+                return exe
+            raise BridgeNotFoundError(
+                f"CC_TELEGRAM_BRIDGE_PATH={exe} is not an executable file: point it to the CCTelegram bridge "
+                f"binary ({BRIDGE_NAME}) or make it executable (chmod +x)."
+            )
+        found = shutil.which(BRIDGE_NAME)
+        if found is None:
+            raise BridgeNotFoundError(
+                f"No CCTelegram bridge executable found: set CC_TELEGRAM_BRIDGE_PATH to the bridge binary, or put "
+                f"{BRIDGE_NAME} on PATH. (Event files are still written to the events directory.)"
+            )
+        return Path(found)
+
+    def executable_or_none(self) -> Path | None:
+        try:
+            return self.find_executable()
+        except BridgeNotFoundError:
+            return None
+
+    def _names(self) -> set[str]:
+        names = {BRIDGE_NAME}
+        if self.configured_executable is not None:
+            names.add(self.configured_executable.name)
+        return names
+
+    # ---- pid file -----------------------------------------------------------------------
+
+    def _read_pid(self) -> int | None:
+        try:
+            text = self.pid_file.read_text().strip()
+        except OSError:
+            return None
+        return int(text) if text.isdigit() and int(text) > 1 else None
+
+    def _write_pid(self, pid: int) -> None:
+        tmp = self.pid_file.with_name(f".{self.pid_file.name}.tmp")
+        tmp.write_text(f"{pid}\n")
+        os.replace(tmp, self.pid_file)
+
+    def _clear_pid(self, pid: int | None = None) -> None:
+        if pid is None or self._read_pid() in (pid, None):
+            with contextlib.suppress(OSError):
+                self.pid_file.unlink()
+
+    # ---- state --------------------------------------------------------------------------
+
+    def check_process(self) -> ProcessCheck:
+        proc = self._process
+        if proc is not None:
+            if proc.returncode is None:
+                return ProcessCheck(running=True, pid=proc.pid, message="Bridge process is running",
+                                    started_here=True)  # fmt: skip
+            log.warning("the bridge (pid %s) exited with status %s", proc.pid, proc.returncode)
+            self._process = None
+            self._clear_pid(proc.pid)
+        pid = self._read_pid()
+        if pid is None:
+            return ProcessCheck(running=False, message="Bridge process is not running")
+        if _alive(pid) and _runs(pid, self._names()):
+            return ProcessCheck(running=True, pid=pid, message="Bridge process is running")
+        self._clear_pid(pid)
+        return ProcessCheck(running=False, message=f"Bridge process is not running (stale pid file for {pid} removed)")
+
+    async def health(self, timeout_s: float = 3.0) -> BridgeHealth:
+        return await probe_bridge_health(self.health_url, timeout_s=timeout_s, http_transport=self.http_transport)
+
+    # ---- actions ------------------------------------------------------------------------
+
+    def _child_env(self) -> dict[str, str]:
+        # The child inherits this process's environment (passed through, not read for
+        # configuration), plus the directories and credentials this server resolved.
+        return {**os.environ, **self.env_overrides}
+
+    async def start(self) -> BridgeActionResult:
+        async with self._lock:
+            return await self._start()
+
+    async def _start(self) -> BridgeActionResult:
+        state = self.check_process()
+        if state.running:
+            return BridgeActionResult(success=True, message="Bridge is already running", pid=state.pid,
+                                      action="already_running")  # fmt: skip
+        exe = self.find_executable()
+        try:
+            log_fd = await anyio.to_thread.run_sync(self._prepare)
+            try:
+                proc = await anyio.open_process([str(exe)], stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd,
+                                                env=self._child_env(), start_new_session=True)  # fmt: skip
+            finally:
+                os.close(log_fd)
+            self._process = proc
+            self._write_pid(proc.pid)
+        except OSError as exc:
+            return BridgeActionResult(success=False, message=f"Failed to start bridge: {redact(str(exc))}",
+                                      action="failed")  # fmt: skip
+        self.starts += 1
+        log.info("started the bridge %s (pid %s)", exe, proc.pid)
+        return await self._await_started(proc)
+
+    def _prepare(self) -> int:
+        """Create the directories the bridge uses; open (append) its log file."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        for key in ("CC_TELEGRAM_EVENTS_DIR", "CC_TELEGRAM_RESPONSES_DIR"):
+            if self.env_overrides.get(key):
+                Path(self.env_overrides[key]).mkdir(parents=True, exist_ok=True)
+        return os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+    async def _await_started(self, proc: anyio.abc.Process) -> BridgeActionResult:
+        """Until /health answers healthy, the process exits, or ``start_timeout_s`` passes."""
+        health: BridgeHealth | None = None
+        with anyio.move_on_after(self.start_timeout_s):
+            while proc.returncode is None:
+                health = await self.health(timeout_s=1.0)
+                if health.status == "healthy":
+                    return BridgeActionResult(success=True, message="Bridge started successfully", pid=proc.pid,
+                                              action="started")  # fmt: skip
+                await anyio.sleep(0.05)  # waiting on a subprocess
+        if proc.returncode is not None:
+            self._process = None
+            self._clear_pid(proc.pid)
+            return BridgeActionResult(
+                success=False, action="failed",
+                message=f"Bridge failed to start: it exited with status {proc.returncode}. See {self.log_file}; "
+                "the bridge needs TELEGRAM_BOT_TOKEN and TELEGRAM_ALLOWED_USERS in its environment.",
+            )  # fmt: skip
+        why = health.detail if health is not None else "no answer"
+        return BridgeActionResult(
+            success=True, pid=proc.pid, action="started",
+            message=f"Bridge started (pid {proc.pid}), but its health endpoint is not healthy yet ({why}).",
+        )  # fmt: skip
+
+    async def stop(self) -> BridgeActionResult:
+        async with self._lock:
+            return await self._stop()
+
+    async def _stop(self) -> BridgeActionResult:
+        state = self.check_process()
+        if not state.running or state.pid is None:
+            return BridgeActionResult(success=True, message="Bridge is not running", action="not_running")
+        pid, proc = state.pid, self._process
+        self._signal(pid, proc, signal.SIGTERM)
+        forced = not await self._wait_exit(pid, proc, self.grace_s)
+        if forced:
+            log.warning("the bridge (pid %s) ignored SIGTERM for %.1fs: killing it", pid, self.grace_s)
+            self._signal(pid, proc, signal.SIGKILL)
+            if not await self._wait_exit(pid, proc, 5.0):
+                return BridgeActionResult(success=False, pid=pid, action="failed",
+                                          message=f"Failed to stop bridge: pid {pid} survived SIGKILL")  # fmt: skip
+        self._process = None
+        self._clear_pid(pid)
+        self.stops += 1
+        if forced:
+            return BridgeActionResult(
+                success=True, pid=pid, action="killed",
+                message=f"Bridge process (pid {pid}) did not stop within {self.grace_s:g}s of SIGTERM and was "
+                "forcefully terminated (SIGKILL)",
+            )  # fmt: skip
+        return BridgeActionResult(success=True, pid=pid, action="stopped",
+                                  message=f"Stopped bridge process (pid {pid})")  # fmt: skip
+
+    @staticmethod
+    def _signal(pid: int, proc: anyio.abc.Process | None, sig: signal.Signals) -> None:
+        try:
+            if proc is not None and proc.pid == pid:
+                proc.send_signal(sig)
+            else:
+                os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+    @staticmethod
+    async def _wait_exit(pid: int, proc: anyio.abc.Process | None, seconds: float) -> bool:
+        with anyio.move_on_after(seconds):
+            if proc is not None and proc.pid == pid:
+                await proc.wait()
+                return True
+            # Not our child: there is nothing to wait on but its pid.
+            while _alive(pid):  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+            return True
+        return False
+
+    async def restart(self) -> BridgeActionResult:
+        async with self._lock:
+            stopped = await self._stop()
+            if not stopped.success:
+                return BridgeActionResult(success=False, action="failed", pid=stopped.pid,
+                                          message=f"Restart failed: {stopped.message}")  # fmt: skip
+            await self.clock.sleep(self.restart_delay_s)
+            started = await self._start()
+        prefix = "Restart successful" if started.success else "Restart failed"
+        return BridgeActionResult(success=started.success, message=f"{prefix}: {started.message}", pid=started.pid,
+                                  action="restarted" if started.success else "failed")  # fmt: skip
+
+    async def ensure_running(self) -> BridgeActionResult:
+        return await self.start()
+
+    def describe(self) -> dict[str, Any]:
+        exe = self.executable_or_none()
+        return {"executable": str(exe) if exe else None, "pid_file": str(self.pid_file), "log_file": str(self.log_file)}

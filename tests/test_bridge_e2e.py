@@ -1,0 +1,314 @@
+"""The bridge process manager against a stand-in bridge executable, and bridge mode end to end.
+
+The stand-in (written to tmp_path) serves ``/health`` on a loopback port and consumes event
+files like the real bridge (parse, record, delete: ``auto_cleanup``). Waits are bounded with
+``anyio.fail_after``; the only polling loops wait on the subprocess.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from helpers import connected, fast_config, make_settings, text_of
+
+from cctg_mcp.transports.bridge_process import BridgeNotFoundError, BridgeProcessManager, probe_bridge_health
+
+pytestmark = pytest.mark.anyio
+
+FAKE_BRIDGE = """\
+#!{python}
+import json, os, signal, sys, threading, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+if os.environ.get("FAKE_BRIDGE_EXIT"):
+    sys.exit(int(os.environ["FAKE_BRIDGE_EXIT"]))
+if os.environ.get("FAKE_BRIDGE_IGNORE_TERM"):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+events = Path(os.environ["CC_TELEGRAM_EVENTS_DIR"])
+out = Path(os.environ["FAKE_BRIDGE_OUT"])
+started, processed = time.time(), 0
+
+class Health(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({{"status": "healthy", "uptime_seconds": time.time() - started,
+                           "events_processed": processed}}).encode()
+        self.send_response(200 if self.path == "/health" else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+server = ThreadingHTTPServer(("127.0.0.1", int(os.environ["FAKE_BRIDGE_PORT"])), Health)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+print("fake bridge listening", flush=True)
+while True:
+    for path in sorted(events.glob("*.json")):
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        with out.open("a") as sink:
+            sink.write(json.dumps({{"file": path.name, "event": doc}}) + "\\n")
+        path.unlink()
+        processed += 1
+    time.sleep(0.02)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class FakeBridge:
+    root: Path
+    script: Path
+    port: int
+    out: Path
+    events_dir: Path
+    pids: list[int] = field(default_factory=list)
+
+    @property
+    def health_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/health"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {"FAKE_BRIDGE_PORT": str(self.port), "FAKE_BRIDGE_OUT": str(self.out),
+                "CC_TELEGRAM_EVENTS_DIR": str(self.events_dir), **extra}  # fmt: skip
+
+    def manager(self, **kwargs: Any) -> BridgeProcessManager:
+        env = self.env(**kwargs.pop("extra_env", {}))
+        options: dict[str, Any] = {"grace_s": 3.0, "restart_delay_s": 0.0, "start_timeout_s": 15.0, **kwargs}
+        return BridgeProcessManager(data_dir=self.root / "data", health_url=self.health_url, executable=self.script,
+                                    env_overrides=env, **options)  # fmt: skip
+
+    def processed(self) -> list[dict[str, Any]]:
+        if not self.out.exists():
+            return []
+        return [json.loads(line) for line in self.out.read_text().splitlines()]
+
+    async def await_processed(self, n: int, limit_s: float = 15.0) -> list[dict[str, Any]]:
+        with anyio.fail_after(limit_s):
+            while len(self.processed()) < n:  # noqa: ASYNC110  (waiting on the subprocess)
+                await anyio.sleep(0.05)
+        return self.processed()
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] in ("Z", "X")
+    return False
+
+
+@pytest.fixture
+def fake_bridge(tmp_path: Path) -> Iterator[FakeBridge]:
+    script = tmp_path / "fake-cctelegram-bridge"
+    script.write_text(FAKE_BRIDGE.format(python=sys.executable))
+    script.chmod(0o755)
+    bridge = FakeBridge(tmp_path, script, free_port(), tmp_path / "processed.jsonl", tmp_path / "data" / "events")
+    yield bridge
+    for pid_file in tmp_path.rglob("bridge.pid"):  # never leave a process behind, whatever failed
+        with contextlib.suppress(ValueError, OSError):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+async def await_gone(pid: int, limit_s: float = 10.0) -> None:
+    with anyio.fail_after(limit_s):
+        while not _gone(pid):  # noqa: ASYNC110  (waiting on the subprocess)
+            await anyio.sleep(0.05)
+
+
+# ---- the process manager -------------------------------------------------------------------
+
+
+async def test_start_check_stop(fake_bridge: FakeBridge) -> None:
+    manager = fake_bridge.manager()
+    assert manager.check_process().running is False
+    started = await manager.start()
+    assert (started.success, started.action, started.message) == (True, "started", "Bridge started successfully")
+    assert started.pid is not None and manager.pid_file.read_text().strip() == str(started.pid)
+    check = manager.check_process()
+    assert (check.running, check.pid, check.started_here) == (True, started.pid, True)
+    assert (await manager.health()).status == "healthy"
+    again = await manager.ensure_running()
+    assert (again.action, again.pid) == ("already_running", started.pid)
+    assert "fake bridge listening" in manager.log_file.read_text()
+
+    stopped = await manager.stop()
+    assert (stopped.success, stopped.action, stopped.pid) == (True, "stopped", started.pid)
+    assert _gone(started.pid) and not manager.pid_file.exists()
+    assert manager.check_process().running is False
+    assert (await manager.stop()).action == "not_running"
+    assert (await probe_bridge_health(fake_bridge.health_url, timeout_s=1)).status == "unhealthy"
+
+
+async def test_a_bridge_ignoring_sigterm_is_killed_after_the_grace_period(fake_bridge: FakeBridge) -> None:
+    manager = fake_bridge.manager(grace_s=0.3, extra_env={"FAKE_BRIDGE_IGNORE_TERM": "1"})
+    started = await manager.start()
+    assert started.success and started.pid is not None
+    with anyio.fail_after(10):
+        stopped = await manager.stop()
+    assert (stopped.success, stopped.action) == (True, "killed")
+    assert "SIGKILL" in stopped.message and "0.3s" in stopped.message
+    assert _gone(started.pid) and not manager.pid_file.exists()
+
+
+async def test_restart_replaces_the_process(fake_bridge: FakeBridge) -> None:
+    manager = fake_bridge.manager()
+    first = await manager.start()
+    assert first.pid is not None
+    restarted = await manager.restart()
+    assert restarted.success and restarted.action == "restarted" and restarted.message.startswith("Restart successful")
+    assert restarted.pid is not None and restarted.pid != first.pid
+    assert _gone(first.pid) and manager.check_process().pid == restarted.pid
+    assert (await manager.health()).status == "healthy"
+    await manager.stop()
+
+
+async def test_a_second_manager_finds_the_bridge_by_its_pid_file_and_stops_it(fake_bridge: FakeBridge) -> None:
+    started = await fake_bridge.manager().start()
+    assert started.pid is not None
+    other = fake_bridge.manager()  # e.g. the server restarted: the bridge outlived it
+    check = other.check_process()
+    assert (check.running, check.pid, check.started_here) == (True, started.pid, False)
+    assert (await other.stop()).action == "stopped"
+    await await_gone(started.pid)
+    assert not other.pid_file.exists()
+
+
+async def test_a_stale_pid_file_is_ignored_and_never_signalled(fake_bridge: FakeBridge) -> None:
+    manager = fake_bridge.manager()
+    manager.pid_file.parent.mkdir(parents=True)
+    finished = await anyio.run_process([sys.executable, "-c", "pass"])
+    assert finished.returncode == 0
+    dead = await anyio.open_process([sys.executable, "-c", "pass"])
+    await dead.wait()
+    for pid in (dead.pid, os.getpid()):  # an exited process; a live one that is not the bridge (us)
+        manager.pid_file.write_text(f"{pid}\n")
+        check = manager.check_process()
+        assert check.running is False and "stale" in check.message
+        assert not manager.pid_file.exists()
+    manager.pid_file.write_text(f"{os.getpid()}\n")
+    assert (await manager.stop()).action == "not_running"  # and we are still here
+
+
+async def test_a_bridge_that_exits_at_once_is_reported_as_failed(fake_bridge: FakeBridge) -> None:
+    manager = fake_bridge.manager(extra_env={"FAKE_BRIDGE_EXIT": "3"})
+    result = await manager.start()
+    assert (result.success, result.action) == (False, "failed")
+    assert "status 3" in result.message and str(manager.log_file) in result.message
+    assert not manager.pid_file.exists() and manager.check_process().running is False
+
+
+async def test_no_executable_is_an_error_naming_the_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    missing = BridgeProcessManager(data_dir=tmp_path, health_url="http://127.0.0.1:9/health")
+    with pytest.raises(BridgeNotFoundError, match="CC_TELEGRAM_BRIDGE_PATH"):
+        await missing.start()
+    (tmp_path / "not-executable").write_text("")
+    wrong = BridgeProcessManager(data_dir=tmp_path, health_url="http://127.0.0.1:9/health",
+                                 executable=tmp_path / "not-executable")  # fmt: skip
+    with pytest.raises(BridgeNotFoundError, match=r"CC_TELEGRAM_BRIDGE_PATH=.*not-executable"):
+        await wrong.ensure_running()
+
+
+# ---- end to end: mcp.Client, bridge delivery, no token ----------------------------------------
+
+
+async def test_bridge_mode_end_to_end_through_the_mcp_tools(
+    fake_bridge: FakeBridge, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in fake_bridge.env().items():
+        monkeypatch.setenv(key, value)  # the bridge child inherits the server's environment
+    settings = make_settings(None, tmp_path / "data", CCTG_DELIVERY="bridge",
+                             CC_TELEGRAM_BRIDGE_PATH=str(fake_bridge.script),
+                             CC_TELEGRAM_BRIDGE_HEALTH_URL=fake_bridge.health_url)  # fmt: skip
+    assert settings.token == "" and settings.events_dir == fake_bridge.events_dir
+    config = fast_config(recovery={"restartDelay": 0})
+    async with connected(settings, config) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        read_only = {name: getattr(tool.annotations, "read_only_hint", None) for name, tool in tools.items()}
+        for name in ("start_bridge", "stop_bridge", "restart_bridge", "ensure_bridge_running"):
+            assert read_only[name] is False
+        for name in ("get_bridge_status", "check_bridge_process"):
+            assert read_only[name] is True
+
+        # The bridge is not running: the send is still delivered (as a file), and waits for it.
+        sent = await client.call_tool(
+            "send_telegram_event",
+            {"type": "build_completed", "title": "Build", "description": "green", "task_id": "build-42"},
+        )
+        assert not sent.is_error, text_of(sent)
+        assert sent.structured_content is not None and sent.structured_content["status"] == "delivered"
+        status = (await client.call_tool("get_bridge_status", {})).structured_content
+        assert status is not None and (status["running"], status["health"], status["pending_events"]) == (
+            False, "unhealthy", 1)  # fmt: skip
+        assert (await client.call_tool("check_bridge_process", {})).structured_content == {
+            "running": False,
+            "pid": None,
+            "message": "Bridge process is not running",
+            "started_here": False,
+        }
+
+        started = (await client.call_tool("start_bridge", {})).structured_content
+        assert started is not None and started["success"] and started["action"] == "started"
+        (first,) = await fake_bridge.await_processed(1)
+        assert first["file"].startswith("build-42_") and first["event"]["title"] == "Build"
+
+        approval = await client.call_tool(
+            "send_approval_request", {"title": "Deploy?", "description": "prod now", "options": ["Ship", "Wait"]}
+        )
+        assert approval.structured_content is not None and approval.structured_content["status"] == "delivered"
+        second = (await fake_bridge.await_processed(2))[1]["event"]
+        assert second["type"] == "approval_request"
+        assert second["data"]["approval_prompt"] == "prod now" and second["data"]["options"] == ["Ship", "Wait"]
+        assert second["event_id"] == approval.structured_content["event_id"]
+
+        status = (await client.call_tool("get_bridge_status", {})).structured_content
+        assert status is not None and status["running"] and status["health"] == "healthy"
+        assert status["pid"] == started["pid"] and status["pending_events"] == 0
+        assert status["last_event_time"] is not None and status["metrics"]["uptime_seconds"] > 0
+        ensured = (await client.call_tool("ensure_bridge_running", {})).structured_content
+        assert ensured is not None and ensured["action"] == "already_running"
+
+        restarted = (await client.call_tool("restart_bridge", {})).structured_content
+        assert restarted is not None and restarted["success"] and restarted["pid"] != started["pid"]
+        stopped = (await client.call_tool("stop_bridge", {})).structured_content
+        assert stopped is not None and stopped["action"] == "stopped"
+        resilience = (await client.call_tool("get_resilience_status", {})).structured_content
+    assert resilience is not None and resilience["delivery"] == "bridge" and resilience["outbox"]["delivered"] == 2
+    await await_gone(restarted["pid"])
+
+
+async def test_start_bridge_without_an_executable_is_a_tool_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    settings = make_settings(None, tmp_path, CCTG_DELIVERY="bridge",
+                             CC_TELEGRAM_BRIDGE_HEALTH_URL="http://127.0.0.1:9/health")  # fmt: skip
+    async with connected(settings) as client:
+        result = await client.call_tool("start_bridge", {})
+        status = (await client.call_tool("get_bridge_status", {})).structured_content
+    assert result.is_error and "CC_TELEGRAM_BRIDGE_PATH" in text_of(result)
+    assert status is not None and status["running"] is False and status["executable"] is None
