@@ -16,15 +16,22 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import anyio
 import httpx
 
+from cctg_mcp.answers import DEFAULT_POLL_TIMEOUT, Answers
+from cctg_mcp.bridge_delivery import bridge_dispatcher
+from cctg_mcp.chaos_faults import ChaosSender, build_chaos
 from cctg_mcp.config import Settings
 from cctg_mcp.dispatcher import Dispatcher
+from cctg_mcp.health_checks import install_default_checks
 from cctg_mcp.outbox import Outbox
 from cctg_mcp.pacing import Pacer
+from cctg_mcp.recovery_actions import build_manager
 from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
 from cctg_mcp.resilience.config import ResilienceConfig, load_resilience_config
+from cctg_mcp.resilience.health import HealthMonitor, HealthSettings
 from cctg_mcp.resilience.metrics import MetricsRegistry
 from cctg_mcp.resilience.pipeline import PipelineSet
 from cctg_mcp.service import NotificationService
+from cctg_mcp.supervisor import DispatcherSupervisor
 from cctg_mcp.transports.telegram import TelegramTransport
 
 log = logging.getLogger(__name__)
@@ -37,9 +44,12 @@ async def open_service(
     resilience: ResilienceConfig | None = None,
     clock: Clock = SYSTEM_CLOCK,
     http_transport: httpx.AsyncBaseTransport | None = None,
+    poll_timeout: int = DEFAULT_POLL_TIMEOUT,
+    shutdown_grace: float = 1.5,
 ) -> AsyncIterator[NotificationService]:
     config = resilience if resilience is not None else load_resilience_config({}, settings.config_path)
-    metrics = MetricsRegistry(clock=clock)
+    metrics = MetricsRegistry(clock=clock, history_interval=config.monitoring.seconds("metrics_interval"),
+                              history_retention=config.monitoring.retention.seconds("metrics"))  # fmt: skip
     pipelines = PipelineSet(config, clock=clock, metrics=metrics)
     if settings.problems():
         for problem in settings.problems():
@@ -50,25 +60,62 @@ async def open_service(
         return
 
     async with AsyncExitStack() as stack:
-        outbox = await Outbox.open(settings.outbox_path)
+        outbox = await Outbox.open(settings.outbox_path, max_pending=settings.outbox_max_pending)
         stack.push_async_callback(outbox.close)
-        transport = TelegramTransport(settings.token, settings.api_base_url, http_transport=http_transport)
-        stack.push_async_callback(transport.aclose)
+        # Bridge delivery writes CCTelegram event files (bridge_delivery): no Bot API client.
+        transport = None
+        if settings.delivery == "telegram":
+            transport = TelegramTransport(settings.token, settings.api_base_url, http_transport=http_transport)
+            stack.push_async_callback(transport.aclose)
+        # Chaos faults are injected at this seam, outside production only (see chaos_faults).
+        chaos_sender = (
+            ChaosSender(transport, clock=clock) if transport is not None and settings.environment != "production"
+            else None
+        )  # fmt: skip
+        sender = chaos_sender or transport
         pacer = Pacer(settings.pacing, clock=clock)
-        dispatcher = Dispatcher(
-            outbox,
-            transport,
-            pipelines.for_component("telegram"),
-            pacer,
-            clock=clock,
-        )
+        if sender is None:
+            dispatcher: Dispatcher = bridge_dispatcher(settings, outbox, pipelines, pacer, clock=clock)
+        else:
+            dispatcher = Dispatcher(
+                outbox,
+                sender,
+                pipelines.for_component("telegram"),
+                pacer,
+                clock=clock,
+                lease_s=settings.lease_seconds,  # a send must end well inside its lease (CCTG_LEASE_SECONDS)
+                send_timeout_s=min(30.0, settings.lease_seconds / 2),
+            )
         service = NotificationService(
             settings, outbox, dispatcher, clock=clock, pipelines=pipelines, metrics=metrics, resilience=config,
-            transport=transport,
+            transport=sender,
         )  # fmt: skip
+        supervisor = DispatcherSupervisor(dispatcher, clock=clock)  # restarts a crashed/killed dispatcher loop
+        if chaos_sender is not None:
+            service.chaos = build_chaos(service, chaos_sender, supervisor)
+        service.health = monitor = HealthMonitor(HealthSettings.from_config(config.health), clock)
+        install_default_checks(monitor, service)
+        service.recovery = recovery = build_manager(service)  # acts on the service; see recovery_actions
+        monitor.add_listener(recovery.on_health_change)  # unhealthy -> a session; healthy -> levers undone
+        if transport is not None:  # answers: getUpdates poller + response store (answers/)
+            service.answers = await Answers.open(settings, transport, pipelines, clock=clock, metrics=metrics,
+                                                 poll_timeout=poll_timeout)  # fmt: skip
+            stack.push_async_callback(service.answers.aclose)
         async with anyio.create_task_group() as tg:
-            await tg.start(dispatcher.run)
+            await tg.start(supervisor.run)
+            if service.answers is not None:
+                await tg.start(service.answers.poller.run)
+            if service.chaos is not None:
+                await tg.start(service.chaos.run)  # hosts the experiments' rollback timers
+            if recovery.settings.enabled:
+                await tg.start(recovery.run)  # before the monitor, so no transition is missed
+            if monitor.settings.enabled:
+                await tg.start(monitor.run)
+            if config.monitoring.enabled:
+                tg.start_soon(metrics.run_sampler)
             try:
                 yield service
             finally:
+                with anyio.CancelScope(shield=True):  # graceful: deliveries in progress get a bounded time
+                    await dispatcher.drain(shutdown_grace)
                 tg.cancel_scope.cancel()

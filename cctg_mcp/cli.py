@@ -66,12 +66,13 @@ def _settings_or_exit() -> Settings:
         raise SystemExit(2) from None
 
 
-def serve(backend: str) -> int:
+def serve(backend: str, transport: str = "stdio", host: str | None = None, port: int | None = None) -> int:
     from cctg_mcp.app import open_service
     from cctg_mcp.server import build_server
 
     settings = _settings_or_exit()
-    configure_logging("INFO", settings.token)
+    http_token = settings.http_token.get_secret_value() if settings.http_token else None
+    configure_logging("INFO", settings.token, http_token or "")
     try:
         from cctg_mcp.resilience.config import load_resilience_config
 
@@ -79,9 +80,16 @@ def serve(backend: str) -> int:
     except ConfigurationError as exc:
         sys.stderr.write(f"cctg-mcp: configuration error: {exc}\n")
         return 2
-    server = build_server(lambda: open_service(settings, resilience=resilience))
+    from cctg_mcp.http_server import run_http, serve_stdio
+
+    def service() -> Any:
+        return open_service(settings, resilience=resilience)
+
     try:
-        anyio.run(server.run_stdio_async, backend=backend)
+        if transport == "http":  # graceful shutdown on SIGTERM/SIGINT in both (http_server.py)
+            return run_http(service, build_server, backend=backend, host=host or settings.http_host,
+                            port=settings.http_port if port is None else port, token=http_token)  # fmt: skip
+        anyio.run(serve_stdio, service, build_server, backend=backend)
     except KeyboardInterrupt:
         pass
     except BaseResilienceError as exc:
@@ -133,15 +141,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cctg-mcp", description="Telegram notifications for MCP clients.")
     parser.add_argument("--version", action="version", version=f"cctg-mcp {__version__}")
     sub = parser.add_subparsers(dest="command")
-    p_serve = sub.add_parser("serve", help="run the MCP server over stdio (default)")
-    p_serve.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
+    p_serve = sub.add_parser("serve", help="run the MCP server over stdio (default) or streamable HTTP")
+    p_serve.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio", help="stdio only")
+    p_serve.add_argument("--transport", choices=("stdio", "http"), default="stdio")
+    p_serve.add_argument("--host", default=None, help="HTTP bind address (CCTG_HTTP_HOST, default 127.0.0.1)")
+    p_serve.add_argument("--port", type=int, default=None, help="HTTP port (CCTG_HTTP_PORT, default 8765)")
     sub.add_parser("check", help="validate the configuration and call Telegram getMe")
     p_demo = sub.add_parser("demo", help="run a self-contained demo against a local Telegram stand-in")
     p_demo.add_argument("--json", dest="json_path", default=None, help="also write the report as JSON here")
     args: Any = parser.parse_args(argv)
     command = args.command or "serve"
     if command == "serve":
-        return serve(getattr(args, "backend", "asyncio"))
+        return serve(getattr(args, "backend", "asyncio"), getattr(args, "transport", "stdio"),
+                     getattr(args, "host", None), getattr(args, "port", None))  # fmt: skip
     if command == "check":
         return check()
     from cctg_mcp.demo import run_demo

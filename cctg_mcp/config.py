@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
@@ -48,7 +48,21 @@ class Settings(BaseModel):
     events_dir: Path
     responses_dir: Path
     bridge_health_url: str = DEFAULT_BRIDGE_HEALTH_URL
+    #: The CCTelegram bridge executable (CC_TELEGRAM_BRIDGE_PATH); None: ``cctelegram-bridge`` on PATH.
+    bridge_path: Path | None = None
     pacing: PacingSettings = PacingSettings()
+    #: Seconds a claimed delivery stays leased (CCTG_LEASE_SECONDS, >= 5): after a crash
+    #: (SIGKILL) its rows go back to the queue once this runs out. Default 120.
+    lease_seconds: float = 120.0
+    #: Streamable HTTP transport (``serve --transport http``): bind address, port, and the
+    #: bearer token clients must send (required to bind anything but loopback).
+    http_host: str = "127.0.0.1"
+    http_port: int = 8765
+    http_token: SecretStr | None = None
+    #: Tool calls per minute per client session (CCTG_TOOL_RATE_LIMIT; 0 turns the limit off).
+    tool_rate_limit: float = 120.0
+    #: Most deliveries waiting in the outbox (CCTG_OUTBOX_MAX_PENDING); past it sends are refused.
+    outbox_max_pending: int = 100_000
     #: Variables that were read, for ``cctg-mcp check`` and the status tool (no secrets).
     sources: tuple[str, ...] = ()
 
@@ -73,6 +87,14 @@ class Settings(BaseModel):
                 out.append(
                     "TELEGRAM_ALLOWED_USERS is empty: set it to your numeric Telegram user id "
                     "(comma-separated for several people)."
+                )
+        else:  # bridge: writing event files is the delivery, so the events dir must exist
+            try:
+                self.events_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                out.append(
+                    f"CC_TELEGRAM_EVENTS_DIR ({self.events_dir}) cannot be created: {exc.strerror or exc}. "
+                    "Point it to a directory this user can write."
                 )
         return out
 
@@ -130,6 +152,41 @@ def _path(raw: str) -> Path:
     return Path(os.path.expanduser(raw.strip()))
 
 
+def _int(name: str, raw: str, low: int, high: int) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigurationError(f"{name}={raw!r} is not a whole number: use {low}..{high}.") from None
+    if not low <= value <= high:
+        raise ConfigurationError(f"{name}={raw!r} is out of range: use {low}..{high}.")
+    return value
+
+
+def _http_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """CCTG_HTTP_*, CCTG_TOOL_RATE_LIMIT and CCTG_OUTBOX_MAX_PENDING (hardening settings)."""
+    host = env.get("CCTG_HTTP_HOST", "127.0.0.1").strip()
+    if not host or any(c.isspace() or c in "/?#@" for c in host):
+        raise ConfigurationError(f"CCTG_HTTP_HOST={host!r} is not a host name or IP address.")
+    token = env.get("CCTG_HTTP_TOKEN", "").strip()
+    if token and (len(token) < 16 or any(c.isspace() or not c.isprintable() for c in token)):
+        # Never echo the value.
+        raise ConfigurationError(
+            "CCTG_HTTP_TOKEN is too weak or malformed: use at least 16 printable characters without "
+            "spaces (for example the output of `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)."
+        )
+    raw_rate = env.get("CCTG_TOOL_RATE_LIMIT", "120").strip()
+    rate = 0.0 if raw_rate in ("0", "0.0", "off") else _positive_float("CCTG_TOOL_RATE_LIMIT", raw_rate)
+    return {
+        "http_host": host,
+        "http_port": _int("CCTG_HTTP_PORT", env.get("CCTG_HTTP_PORT", "8765"), 0, 65535),
+        "http_token": SecretStr(token) if token else None,
+        "tool_rate_limit": rate,
+        "outbox_max_pending": _int(
+            "CCTG_OUTBOX_MAX_PENDING", env.get("CCTG_OUTBOX_MAX_PENDING", "100000"), 1, 1_000_000_000
+        ),
+    }
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and validate the environment (``os.environ`` when not given)."""
     env = dict(os.environ if environ is None else environ)
@@ -156,13 +213,19 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     health_url = _url(
         "CC_TELEGRAM_BRIDGE_HEALTH_URL", env.get("CC_TELEGRAM_BRIDGE_HEALTH_URL", DEFAULT_BRIDGE_HEALTH_URL)
     )
+    bridge_path = _path(env["CC_TELEGRAM_BRIDGE_PATH"]) if env.get("CC_TELEGRAM_BRIDGE_PATH", "").strip() else None
     pacing = PacingSettings(
         per_chat_per_second=_positive_float("CCTG_RATE_PER_CHAT", env.get("CCTG_RATE_PER_CHAT", "1")),
         per_chat_burst=int(_positive_float("CCTG_RATE_PER_CHAT_BURST", env.get("CCTG_RATE_PER_CHAT_BURST", "3"))),
         global_per_second=_positive_float("CCTG_RATE_GLOBAL", env.get("CCTG_RATE_GLOBAL", "30")),
         group_per_minute=_positive_float("CCTG_RATE_GROUP_PER_MINUTE", env.get("CCTG_RATE_GROUP_PER_MINUTE", "20")),
     )
+    lease_seconds = _positive_float("CCTG_LEASE_SECONDS", env.get("CCTG_LEASE_SECONDS", "120"))
+    if lease_seconds < 5:
+        raise ConfigurationError(f"CCTG_LEASE_SECONDS={lease_seconds:g} is too short: use at least 5 seconds.")
+    http = _http_settings(env)
     return Settings(
+        **http,
         telegram_bot_token=SecretStr(token) if token else None,
         allowed_users=users,
         api_base_url=base_url,
@@ -173,6 +236,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         events_dir=events_dir,
         responses_dir=responses_dir,
         bridge_health_url=health_url,
+        bridge_path=bridge_path,
         pacing=pacing,
+        lease_seconds=lease_seconds,
         sources=sources,
     )

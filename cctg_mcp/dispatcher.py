@@ -19,7 +19,7 @@ from typing import Any, Literal, Protocol, TypeVar
 
 import anyio
 
-from cctg_mcp.outbox import Delivery, Outbox
+from cctg_mcp.outbox import PRIORITY_RANK, Delivery, Outbox
 from cctg_mcp.pacing import Pacer
 from cctg_mcp.rendering import render_event
 from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
@@ -112,6 +112,9 @@ class Dispatcher:
         self.paused = False
         self.min_priority = "low"
         self.heartbeat: float | None = None
+        #: Deliveries in progress (tool calls and the background loop), for a graceful drain.
+        self.active = 0
+        self._idle = anyio.Event()
         self.delivered = 0
         self.requeued = 0
         self.dead = 0
@@ -119,6 +122,17 @@ class Dispatcher:
     def wake(self) -> None:
         """Look at the outbox now (new work, or due times changed)."""
         self._wake.set()
+
+    def hold_reason(self, priority: str) -> str | None:
+        """Why a new event of ``priority`` is queued without a direct attempt (the recovery
+        levers ``paused`` and ``min_priority``), or None when it may be sent at once."""
+        if self.paused:
+            return ("delivery is paused by recovery (fallback mode): the event is stored and goes out "
+                    "when delivery resumes")  # fmt: skip
+        if PRIORITY_RANK.get(priority, 1) < PRIORITY_RANK.get(self.min_priority, 0):
+            return (f"degraded mode: only {self.min_priority}-priority events or above are sent now; "
+                    "this one waits in the outbox")  # fmt: skip
+        return None
 
     def _lock(self, chat_id: int) -> anyio.Lock:
         lock = self._chat_locks.get(chat_id)
@@ -137,8 +151,12 @@ class Dispatcher:
         for index in range(delivery.parts_sent, len(parts)):
             part = parts[index]
             await self.pacer.acquire(delivery.chat_id, deadline=deadline)
+            slot = [True]  # the slot acquired above is still unused
 
-            async def send(text: str = part.text, markup: Any = part.reply_markup) -> int:
+            async def send(text: str = part.text, markup: Any = part.reply_markup, slot: list[bool] = slot) -> int:
+                if not slot[0]:  # a retry is one more message for the rate limits: pace it too
+                    await self.pacer.acquire(delivery.chat_id, deadline=deadline)
+                slot[0] = False
                 try:
                     return await self.sender.send_message(delivery.chat_id, text, reply_markup=markup)
                 except TelegramRateLimited as exc:
@@ -146,12 +164,38 @@ class Dispatcher:
                     self.pacer.pause(exc.retry_after or 1.0)
                     raise
 
-            message_ids.append(await self.pipeline.call("sendMessage", send, deadline=deadline))
+            try:
+                message_ids.append(await self.pipeline.call("sendMessage", send, deadline=deadline))
+            except CircuitBreakerError:
+                if slot[0]:  # rejected before anything left: give the slot back
+                    self.pacer.refund(delivery.chat_id)
+                raise
             if index + 1 < len(parts):
                 await self.outbox.record_part(delivery.id, index + 1, message_ids)
 
+    async def drain(self, grace_s: float) -> int:
+        """Shutdown: claim nothing new, give deliveries in progress up to ``grace_s`` (real
+        time) to finish; returns how many were still running (they go back to pending when
+        cancelled)."""
+        self.paused = True
+        self.wake()
+        with anyio.move_on_after(grace_s):
+            while self.active:
+                self._idle = anyio.Event()
+                await self._idle.wait()
+        return self.active
+
     async def deliver(self, delivery: Delivery, *, deadline: float | None = None) -> Outcome:
         """Send the remaining parts of one leased delivery and settle its row."""
+        self.active += 1
+        try:
+            return await self._deliver(delivery, deadline)
+        finally:
+            self.active -= 1
+            if not self.active:
+                self._idle.set()
+
+    async def _deliver(self, delivery: Delivery, deadline: float | None) -> Outcome:
         message_ids = list(delivery.message_ids)
         attempts = delivery.attempts + 1
         try:
@@ -199,9 +243,13 @@ class Dispatcher:
                 if self.paused:
                     batch: list[Delivery] = []
                 else:
+                    # At most one second's worth of rows per chat (1 at Telegram's 1 msg/s): the
+                    # batch is waited for as a whole, so a chat with more rows than its rate lets
+                    # out would hold every other chat's backlog back.
                     batch = await self.outbox.claim_due(
-                        self.owner, self.lease_s, limit=self.concurrency * 4, min_priority=self.min_priority
-                    )
+                        self.owner, self.lease_s, limit=self.concurrency * 4, min_priority=self.min_priority,
+                        per_chat=max(1, int(self.pacer.settings.per_chat_per_second)),
+                    )  # fmt: skip
                 if batch:
                     async with anyio.create_task_group() as tg:
                         for delivery in batch:
@@ -209,6 +257,8 @@ class Dispatcher:
                     continue
                 await self.outbox.recover_expired_leases()
                 due = await self.outbox.next_due_at()
+                if due is not None and due <= time.time() and self.min_priority != "low":
+                    due = None  # due rows below min_priority are not claimable: idle-poll, don't spin
                 wait = self.idle_poll_s if due is None else min(self.idle_poll_s, max(0.0, due - time.time()))
                 if wait > 0 or self.paused:
                     with self.clock.timeout_scope(wait if not self.paused else self.idle_poll_s):

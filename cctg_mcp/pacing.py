@@ -21,6 +21,7 @@ class _Bucket:
     burst: float
     tokens: float
     stamp: float
+    need: float = 1.0  # tokens a send waits for: 1 plus the jitter margin (see Pacer)
 
     def refill(self, now: float) -> None:
         if now > self.stamp:
@@ -28,16 +29,30 @@ class _Bucket:
             self.stamp = now
 
     def wait_for_one(self) -> float:
-        return 0.0 if self.tokens >= 1.0 else (1.0 - self.tokens) / self.rate
+        return 0.0 if self.tokens >= self.need else (self.need - self.tokens) / self.rate
+
+
+def _bucket(rate: float, burst: float, now: float, margin_s: float) -> _Bucket:
+    need = 1.0 + min(1.0, rate * margin_s)
+    burst = max(burst, need)
+    return _Bucket(rate, burst, burst, now, need)
 
 
 class Pacer:
-    def __init__(self, settings: PacingSettings, *, clock: Clock = SYSTEM_CLOCK, max_chats: int = 10_000) -> None:
+    """``margin_s``: every send waits until its buckets hold one token *plus* ``margin_s`` of
+    refill (at most one token more), and keeps that spare. Telegram counts arrivals, we count
+    departures: with both buckets running at the limit, a request that travels faster than
+    the one before it would arrive early and be refused (429). The spare absorbs that much
+    jitter; it costs ``margin_s`` once per backlog, not per message."""
+
+    def __init__(
+        self, settings: PacingSettings, *, clock: Clock = SYSTEM_CLOCK, max_chats: int = 10_000, margin_s: float = 0.25
+    ) -> None:
         self.settings = settings
         self._clock = clock
+        self.margin_s = margin_s
         now = clock.monotonic()
-        self._global = _Bucket(settings.global_per_second, max(1.0, settings.global_per_second),
-                               max(1.0, settings.global_per_second), now)
+        self._global = _bucket(settings.global_per_second, max(1.0, settings.global_per_second), now, margin_s)
         self._chats: dict[int, _Bucket] = {}
         self._max_chats = max_chats
         self.paused_until = 0.0
@@ -57,7 +72,7 @@ class Pacer:
                 rate, burst = self.settings.group_per_minute / 60.0, 1.0
             else:
                 rate, burst = self.settings.per_chat_per_second, float(self.settings.per_chat_burst)
-            bucket = self._chats[chat_id] = _Bucket(rate, burst, burst, now)
+            bucket = self._chats[chat_id] = _bucket(rate, burst, now, self.margin_s)
         return bucket
 
     def pause(self, seconds: float) -> None:
@@ -66,6 +81,14 @@ class Pacer:
         if until > self.paused_until:
             self.paused_until = until
             self.pauses += 1
+
+    def refund(self, chat_id: int) -> None:
+        """Give back the slot ``acquire`` took for a message that was never sent (the breaker
+        rejected it): an outage must not use up the rate budget the recovery needs."""
+        chat = self._chats.get(chat_id)
+        if chat is not None:
+            chat.tokens = min(chat.burst, chat.tokens + 1.0)
+        self._global.tokens = min(self._global.burst, self._global.tokens + 1.0)
 
     def paused_for(self) -> float:
         return max(0.0, self.paused_until - self._clock.monotonic())

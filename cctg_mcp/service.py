@@ -30,6 +30,7 @@ from cctg_mcp.resilience.pipeline import PipelineSet
 #: Namespace for event ids derived from (type, task_id): the same task event is one event.
 EVENT_NAMESPACE = uuid.UUID("6f1d1b1e-4a8c-4c0e-9a51-2f0c2b6d7e10")
 MAX_DATA_BYTES = 16_384
+MAX_DATA_DEPTH = 32
 
 #: How long a send tool waits for delivery before answering ``queued`` (seconds), per
 #: operation, from the seed's per-operation table. The pipeline issue makes this configurable.
@@ -98,6 +99,27 @@ def _text(field: str, value: str, limit: int) -> None:
         raise ValidationError(f"{field} is {len(value)} characters; the limit is {limit}.")
 
 
+def _check_data(data: dict[str, Any]) -> None:
+    """``data`` must survive the outbox round trip: bounded nesting (checked without recursion;
+    deeper JSON is stored but cannot be read back, which wedged the row), text that is valid
+    UTF-8 (no lone surrogates) and no NaN/Infinity."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DATA_DEPTH:
+            raise ValidationError(f"data is nested more than {MAX_DATA_DEPTH} levels deep; flatten it.")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, (list, tuple)):
+            stack.extend((v, depth + 1) for v in value)
+    try:
+        json.dumps(data, ensure_ascii=False, allow_nan=False, default=str).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError("data contains invalid text (a lone UTF-16 surrogate); send valid Unicode.") from None
+    except ValueError:
+        raise ValidationError("data contains NaN or Infinity, which JSON cannot carry; use null or a string.") from None
+
+
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
@@ -129,6 +151,7 @@ class NotificationService:
         self.recovery: Any = None  # resilience.recovery.RecoveryManager
         self.answers: Any = None  # answers store / poller
         self.chaos: Any = None  # resilience.chaos.ChaosController
+        self.bridge: Any = None  # transports.bridge_process.BridgeProcessManager (bridge_delivery.bridge_of)
         self.deadlines = {**DEFAULT_TOOL_DEADLINES, **(deadlines or {})}
         if resilience is not None:
             for operation in DEFAULT_TOOL_DEADLINES:
@@ -172,6 +195,7 @@ class NotificationService:
         if not _ID100.fullmatch(source):
             raise ValidationError("source must be 1-100 characters of letters, digits, - and _.")
         data = dict(data or {})
+        _check_data(data)
         size = len(json.dumps(data, default=str))
         if size > MAX_DATA_BYTES:
             raise ValidationError(f"data is {size} bytes of JSON; the limit is {MAX_DATA_BYTES}.")
@@ -201,12 +225,19 @@ class NotificationService:
         return self.outbox, self.dispatcher
 
     def recipients(self) -> list[int]:
+        if self.settings.delivery == "bridge":
+            return [0]  # one event file per event; the bridge fans out to its allowed users
         return list(self.settings.allowed_users)
 
-    async def submit(self, event: Event, *, operation: str = "sendEvent") -> SendResult:
-        """Commit ``event`` durably, then try to deliver it before the operation's deadline."""
+    async def submit(self, event: Event, *, operation: str = "sendEvent", bypass_holds: bool = False) -> SendResult:
+        """Commit ``event`` durably, then try to deliver it before the operation's deadline.
+
+        While a recovery lever holds delivery (fallback pause, degraded mode below the event's
+        priority) the event is only queued; ``bypass_holds`` (recovery's own alert) sends anyway."""
         outbox, dispatcher = self._ready()
-        claimed = await outbox.enqueue(event, self.recipients(), lease=(dispatcher.owner, dispatcher.lease_s))
+        held = None if bypass_holds else dispatcher.hold_reason(event.priority)
+        lease = None if held else (dispatcher.owner, dispatcher.lease_s)
+        claimed = await outbox.enqueue(event, self.recipients(), lease=lease)
         if claimed is None:
             return SendResult(
                 event_id=event.event_id,
@@ -220,6 +251,9 @@ class NotificationService:
                     for d in await outbox.deliveries(event.event_id)
                 ],
             )
+        if held:
+            return await self._result(event, [Outcome(d.id, d.chat_id, "queued", [], held, None, d.next_attempt_at)
+                                              for d in claimed])  # fmt: skip
         budget = self.deadlines.get(operation, self.deadlines["sendEvent"])
         deadline = self.clock.monotonic() + budget
         outcomes: list[Outcome] = []
@@ -231,11 +265,12 @@ class NotificationService:
             async with anyio.create_task_group() as tg:
                 for delivery in claimed:
                     tg.start_soon(one, delivery)
-        return await self._result(event, outcomes)
+        return await self._result(event, outcomes, complete=len(outcomes) == len(claimed))
 
-    async def _result(self, event: Event, outcomes: list[Outcome]) -> SendResult:
+    async def _result(self, event: Event, outcomes: list[Outcome], *, complete: bool = False) -> SendResult:
+        """``complete``: every delivery has an outcome, so the rows need not be read back."""
         assert self.outbox is not None
-        rows = {d.id: d for d in await self.outbox.deliveries(event.event_id)}
+        rows = {} if complete else {d.id: d for d in await self.outbox.deliveries(event.event_id)}
         seen = {o.delivery_id for o in outcomes}
         for row in rows.values():  # cut short by the safety timeout: report the row as it is
             if row.id not in seen:

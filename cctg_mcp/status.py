@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from cctg_mcp.resilience.health import HealthMonitor, HealthStatus
+from cctg_mcp.resilience.recovery import RecoveryManager, RecoveryStatistics
 from cctg_mcp.service import NotificationService
 
 Overall = Literal["healthy", "degraded", "unhealthy", "unknown"]
@@ -45,6 +47,21 @@ class OutboxStatus(BaseModel):
     oldest_pending_age_s: float | None
 
 
+class HealthSummary(BaseModel):
+    overall: Overall
+    ready: bool = Field(description="No critical component is unhealthy.")
+    live: bool = Field(description="The health monitor loop is running.")
+    unhealthy: list[str]
+    degraded: list[str]
+
+
+class RecoverySummary(BaseModel):
+    statistics: RecoveryStatistics
+    delivery_paused: bool = Field(description="Fallback mode: events are queued, not attempted.")
+    min_priority: str = Field(description="Degraded mode when above 'low': only this priority or higher is sent.")
+    last_session: str | None = Field(description="The newest finished session, in words.")
+
+
 class ResilienceStatus(BaseModel):
     overall: Overall
     configured: bool
@@ -57,6 +74,10 @@ class ResilienceStatus(BaseModel):
     dispatcher_running: bool
     sending_paused_for_s: float = Field(description="Seconds left of a Telegram 429 pause (0 when none).")
     active_issues: list[str]
+    health: HealthSummary | None = Field(default=None, description="The health monitor's cached view; "
+                                         "details in get_health_report.")  # fmt: skip
+    recovery: RecoverySummary | None = Field(default=None, description="Recovery sessions; details in "
+                                             "get_recovery_history.")  # fmt: skip
 
 
 async def resilience_status(service: NotificationService) -> ResilienceStatus:
@@ -121,6 +142,12 @@ async def resilience_status(service: NotificationService) -> ResilienceStatus:
     if paused > 0:
         issues.append(f"Telegram asked us to slow down (429): sending resumes in {paused:.1f}s.")
         degrade("degraded")
+    recovery = _recovery_summary(service, issues)
+    if recovery is not None and (recovery.delivery_paused or recovery.min_priority != "low"):
+        degrade("degraded")
+    health = _health_summary(service, issues)
+    if health is not None:
+        degrade("unhealthy" if not health.ready else "degraded" if health.unhealthy or health.degraded else "healthy")
     config = service.resilience
     return ResilienceStatus(
         overall=worst,
@@ -134,7 +161,38 @@ async def resilience_status(service: NotificationService) -> ResilienceStatus:
         dispatcher_running=running,
         sending_paused_for_s=round(paused, 3),
         active_issues=issues,
+        health=health,
+        recovery=recovery,
     )
+
+
+def _recovery_summary(service: NotificationService, issues: list[str]) -> RecoverySummary | None:
+    manager, dispatcher = service.recovery, service.dispatcher
+    if not isinstance(manager, RecoveryManager) or dispatcher is None:
+        return None
+    if dispatcher.paused:
+        issues.append("Delivery is paused by recovery (fallback mode): events are queued until it resumes.")
+    if dispatcher.min_priority != "low":
+        issues.append(f"Degraded mode: only {dispatcher.min_priority}-priority events or above are sent now.")
+    last = next(iter(manager.history(1)), None)
+    return RecoverySummary(
+        statistics=manager.statistics(), delivery_paused=dispatcher.paused, min_priority=dispatcher.min_priority,
+        last_session=None if last is None else f"{last.id} {last.component}: {last.status} ({last.summary})",
+    )  # fmt: skip
+
+
+def _health_summary(service: NotificationService, issues: list[str]) -> HealthSummary | None:
+    monitor = service.health
+    if not isinstance(monitor, HealthMonitor):
+        return None
+    report = monitor.report()
+    for c in report.components:
+        if c.status is HealthStatus.UNHEALTHY:
+            issues.append(f"Health check {c.name!r} is unhealthy: {c.last_error or c.message}.")
+    return HealthSummary(
+        overall=report.overall.value, ready=report.ready, live=report.live, unhealthy=report.unhealthy,
+        degraded=[c.name for c in report.components if c.status.value == "degraded"],
+    )  # fmt: skip
 
 
 def _active_component(service: NotificationService) -> str:

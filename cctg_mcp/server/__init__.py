@@ -15,7 +15,17 @@ from typing import Any
 from mcp.server.mcpserver import MCPServer
 
 from cctg_mcp import __version__
-from cctg_mcp.server import diagnostic_tools, send_tools
+from cctg_mcp.server import (
+    answer_tools,
+    bridge_tools,
+    chaos_tools,
+    diagnostic_tools,
+    health_tools,
+    recovery_tools,
+    resources,
+    send_tools,
+)
+from cctg_mcp.server.ratelimit import ToolRateLimiter
 from cctg_mcp.service import NotificationService
 
 INSTRUCTIONS = """\
@@ -27,6 +37,8 @@ Notify the person on Telegram and read their answers.
   automatically; do NOT send it again. `duplicate` means the same event was already accepted.
 - A tool error says what is wrong and what to fix; do not retry the same call unchanged.
 - get_resilience_status tells whether the channel is healthy and why not.
+- After send_approval_request, wait_for_response(event_id) returns the person's answer as soon as they
+  press a button; get_telegram_responses / process_pending_responses list recent answers and decisions.
 """
 
 
@@ -35,12 +47,32 @@ def build_server(
     *,
     name: str = "cctg-mcp",
 ) -> MCPServer[Any]:
+    live: list[NotificationService] = []
+
     @asynccontextmanager
     async def lifespan(_: MCPServer[Any]) -> AsyncIterator[NotificationService]:
         async with open_service() as service:
-            yield service
+            live.append(service)
+            try:
+                yield service
+            finally:
+                live.remove(service)
 
-    mcp: MCPServer[Any] = MCPServer(name, version=__version__, instructions=INSTRUCTIONS, lifespan=lifespan)
+    def current() -> NotificationService:
+        if not live:
+            raise RuntimeError("the server is not running")
+        return live[-1]
+
+    limiter = ToolRateLimiter()  # CCTG_TOOL_RATE_LIMIT calls per minute per client session
+    mcp: MCPServer[Any] = MCPServer(
+        name, version=__version__, instructions=INSTRUCTIONS, lifespan=lifespan, middleware=[limiter]
+    )
     send_tools.register(mcp)
+    answer_tools.register(mcp)
     diagnostic_tools.register(mcp)
+    chaos_tools.register(mcp)
+    resources.register(mcp, current)
+    health_tools.register(mcp)
+    recovery_tools.register(mcp)
+    bridge_tools.register(mcp)
     return mcp

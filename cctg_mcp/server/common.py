@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-from typing import Annotated, TypeVar, cast
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar, cast
 
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
@@ -44,6 +44,15 @@ ACT = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_h
 
 def service_of(ctx: Context) -> NotificationService:
     return cast(NotificationService, ctx.request_context.lifespan_context)
+
+
+def checked(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """Run a synchronous service step (building and validating an event); our errors become
+    tool errors naming the field, not the SDK's opaque "Error executing tool"."""
+    try:
+        return fn(*args, **kwargs)
+    except BaseResilienceError as exc:
+        raise ToolError(redact(str(exc))) from None
 
 
 async def call(coro: Awaitable[T]) -> T:

@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
+from pydantic import BaseModel
 
+from cctg_mcp import __version__
 from cctg_mcp.server.common import READ, call, service_of
 from cctg_mcp.status import ResilienceStatus, resilience_status
 
 
+class Ping(BaseModel):
+    ok: bool
+    version: str
+    uptime_s: float
+
+
 def register(mcp: MCPServer[Any]) -> None:
+    started = time.monotonic()
+
+    @mcp.tool(annotations=READ)
+    async def ping() -> Ping:
+        """Liveness check: answers at once without touching Telegram or the outbox."""
+        return Ping(ok=True, version=__version__, uptime_s=round(time.monotonic() - started, 3))
+
     @mcp.tool(annotations=READ)
     async def get_resilience_status(ctx: Context) -> ResilienceStatus:
         """Is the notification channel healthy? Breakers, retries, the outbox backlog and issues in words.

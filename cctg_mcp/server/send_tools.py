@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
 from cctg_mcp.events import EventType
-from cctg_mcp.server.common import READ, SEND, Description, NonBlank, Source, TaskId, Title, call, service_of
+from cctg_mcp.server.common import READ, SEND, Description, NonBlank, Source, TaskId, Title, call, checked, service_of
 from cctg_mcp.service import EventTypeList, NotificationService, SendResult
 
 
@@ -30,7 +31,7 @@ def register(mcp: MCPServer[Any]) -> None:
         Answers `delivered` or `queued` (stored; will be delivered automatically; do not resend)."""
         svc = service_of(ctx)
         return await call(svc.submit(
-            svc.build_event(type=type, title=title, description=description, task_id=task_id,
+            checked(svc.build_event, type=type, title=title, description=description, task_id=task_id,
                             source=source, data=data), operation="sendEvent"))  # fmt: skip
 
     @mcp.tool(annotations=SEND)
@@ -44,7 +45,9 @@ def register(mcp: MCPServer[Any]) -> None:
     ) -> SendResult:
         """Send a free-form text message to the person on Telegram. Long text is split into parts."""
         svc = service_of(ctx)
-        event = svc.build_event(type="info_notification", title="Message", description=message,
+        if not message.strip():  # e.g. only U+001C..U+001F: non-blank to the schema, blank to Python
+            raise ToolError("message must be non-empty text.")
+        event = checked(svc.build_event, type="info_notification", title="Message", description=message,
                                 source=source, data={"message": True}, max_description=20_000)  # fmt: skip
         return await call(svc.submit(event, operation="sendMessage"))
 
@@ -68,7 +71,7 @@ def register(mcp: MCPServer[Any]) -> None:
             data["files_affected"] = files_affected
         if duration_ms is not None:
             data["duration_ms"] = duration_ms
-        event = svc.build_event(type="task_completion", title=title,
+        event = checked(svc.build_event, type="task_completion", title=title,
                                 description=f'Task "{title}" completed successfully',
                                 task_id=task_id, data=data)  # fmt: skip
         return await call(svc.submit(event, operation="sendTaskCompletion"))
@@ -85,7 +88,7 @@ def register(mcp: MCPServer[Any]) -> None:
         svc = service_of(ctx)
         data = {"current_value": current_value, "threshold": threshold, "severity": severity,
                 "error_message": f"{title} is {current_value}, which exceeds threshold of {threshold}"}  # fmt: skip
-        event = svc.build_event(type="performance_alert", title=title,
+        event = checked(svc.build_event, type="performance_alert", title=title,
                                 description=f"Performance threshold exceeded: {title}", data=data,
                                 priority="critical" if severity in ("high", "critical") else "high")  # fmt: skip
         return await call(svc.submit(event, operation="sendPerformanceAlert"))
@@ -104,7 +107,7 @@ def register(mcp: MCPServer[Any]) -> None:
         svc = service_of(ctx)
         data = {"approval_prompt": description, "options": list(options), "requires_response": True,
                 "response_options": list(options), "timeout_minutes": 30}  # fmt: skip
-        event = svc.build_event(type="approval_request", title=title, description=description, data=data)
+        event = checked(svc.build_event, type="approval_request", title=title, description=description, data=data)
         return await call(svc.submit(event, operation="sendApprovalRequest"))
 
     @mcp.tool(annotations=READ)
