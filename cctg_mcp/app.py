@@ -28,7 +28,7 @@ from cctg_mcp.recovery_actions import build_manager
 from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
 from cctg_mcp.resilience.config import ResilienceConfig, load_resilience_config
 from cctg_mcp.resilience.health import HealthMonitor, HealthSettings
-from cctg_mcp.resilience.metrics import MetricsRegistry
+from cctg_mcp.resilience.metrics import AlertThresholds, MetricsRegistry
 from cctg_mcp.resilience.pipeline import PipelineSet
 from cctg_mcp.service import NotificationService
 from cctg_mcp.supervisor import DispatcherSupervisor
@@ -48,8 +48,13 @@ async def open_service(
     shutdown_grace: float = 1.5,
 ) -> AsyncIterator[NotificationService]:
     config = resilience if resilience is not None else load_resilience_config({}, settings.config_path)
+    alerts = config.monitoring.alert_thresholds
     metrics = MetricsRegistry(clock=clock, history_interval=config.monitoring.seconds("metrics_interval"),
-                              history_retention=config.monitoring.retention.seconds("metrics"))  # fmt: skip
+                              history_retention=config.monitoring.retention.seconds("metrics"),
+                              thresholds=AlertThresholds(error_rate=alerts.error_rate,
+                                                         response_time_ms=alerts.response_time,
+                                                         memory_usage=alerts.memory_usage,
+                                                         cpu_usage=alerts.cpu_usage))  # fmt: skip
     pipelines = PipelineSet(config, clock=clock, metrics=metrics)
     if settings.problems():
         for problem in settings.problems():
@@ -91,6 +96,7 @@ async def open_service(
             transport=sender,
         )  # fmt: skip
         supervisor = DispatcherSupervisor(dispatcher, clock=clock)  # restarts a crashed/killed dispatcher loop
+        service.supervisor = supervisor
         if chaos_sender is not None:
             service.chaos = build_chaos(service, chaos_sender, supervisor)
         service.health = monitor = HealthMonitor(HealthSettings.from_config(config.health), clock)

@@ -110,6 +110,9 @@ class RecoveryActions:
         fam = family(component)
         if error_code in NEEDS_PERSON or fam == "disk":
             return RecoveryStrategy.MANUAL
+        dispatcher = self.service.dispatcher
+        if fam == "dispatcher" and dispatcher is not None and not dispatcher.running:
+            return RecoveryStrategy.RESTART
         breaker = self._breaker(fam)
         if breaker is not None and breaker.state in (BreakerState.OPEN, BreakerState.HALF_OPEN,
                                                      BreakerState.ISOLATED):  # fmt: skip
@@ -240,6 +243,12 @@ class RecoveryActions:
             result = await bridge_of(self.service).restart()
             note = await self._resume(fam) if result.success else ""
             return StrategyOutcome(result.success, f"bridge {result.action}: {result.message}{note}")
+        if fam == "dispatcher":  # the delivery loop itself: stop it and start it again
+            supervisor = self.service.supervisor
+            if supervisor is None:
+                return StrategyOutcome(False, "no supervised dispatcher (not configured)")
+            up = await supervisor.restart()
+            return StrategyOutcome(up, "dispatcher loop restarted" if up else "dispatcher loop did not come back")
         if fam != "telegram":
             return StrategyOutcome(False, f"restarting {req.component} is not supported")
         if transport is None or not hasattr(transport, "rebuild"):
@@ -262,6 +271,11 @@ class RecoveryActions:
         dispatcher, outbox = self.service.dispatcher, self.service.outbox
         if dispatcher is None or outbox is None:
             return StrategyOutcome(False, "no dispatcher (not configured)")
+        if self.delivery == "bridge":
+            # Event files *are* the fallback path: they are written whether or not the bridge
+            # runs and it delivers them when it is back. Pausing would only stop writing them.
+            return StrategyOutcome(True, "bridge delivery already falls back to event files on disk; "
+                                         "the bridge delivers them when it runs again")  # fmt: skip
         dispatcher.paused = True
         dispatcher.wake()
         counts = await outbox.counts()

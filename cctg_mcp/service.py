@@ -151,6 +151,7 @@ class NotificationService:
         self.recovery: Any = None  # resilience.recovery.RecoveryManager
         self.answers: Any = None  # answers store / poller
         self.chaos: Any = None  # resilience.chaos.ChaosController
+        self.supervisor: Any = None  # supervisor.DispatcherSupervisor (restarts the delivery loop)
         self.bridge: Any = None  # transports.bridge_process.BridgeProcessManager (bridge_delivery.bridge_of)
         self.deadlines = {**DEFAULT_TOOL_DEADLINES, **(deadlines or {})}
         if resilience is not None:

@@ -1,0 +1,68 @@
+"""Recovery levers that depend on the delivery mode: the dispatcher loop restart, and bridge
+fallback (event files are already the fallback, so nothing is paused)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+from helpers import USERS, fast_config, make_settings
+
+from cctg_mcp.app import open_service
+from cctg_mcp.config import load_settings
+from cctg_mcp.resilience.errors import RecoveryStrategy
+from cctg_mcp.testing import TelegramStandIn
+
+pytestmark = pytest.mark.anyio
+
+CONFIG = fast_config(health={"enabled": False}, recovery={"recoveryDelay": 0, "maxRecoveryAttempts": 1})
+
+
+@pytest.fixture
+def standin() -> Iterator[TelegramStandIn]:
+    with TelegramStandIn() as server:
+        yield server
+
+
+async def test_restart_brings_a_killed_dispatcher_loop_back_and_it_delivers(
+    standin: TelegramStandIn, tmp_path: Path
+) -> None:
+    async with open_service(make_settings(standin, tmp_path), resilience=CONFIG) as service:
+        assert service.supervisor.kill(hold=True)
+        with anyio.fail_after(10):
+            await service.supervisor.wait_stopped()
+        assert not service.dispatcher.running
+        assert service.recovery is not None
+        manager = service.recovery  # picks restart by default for a stopped loop
+        event = service.build_event(type="info_notification", title="t", description="while the loop was down")
+        service.dispatcher.paused = True  # the tool's own attempt is held too: only the loop can deliver
+        queued = await service.submit(event)
+        assert queued.status == "queued"
+        service.dispatcher.paused = False
+        session = await manager.recover("dispatcher")
+        assert session.attempts[0].strategy == RecoveryStrategy.RESTART
+        assert session.status == "succeeded", session
+        assert service.dispatcher.running
+        await standin.await_messages(len(USERS), timeout=10)
+
+
+async def test_fallback_in_bridge_mode_keeps_writing_event_files(tmp_path: Path) -> None:
+    settings = load_settings({"CCTG_DATA_DIR": str(tmp_path), "CCTG_DELIVERY": "bridge"})
+    async with open_service(settings, resilience=CONFIG) as service:
+        session = await service.recovery.recover("bridge", strategy=RecoveryStrategy.FALLBACK)
+        assert session.status == "succeeded"
+        assert service.dispatcher.paused is False
+        event = service.build_event(type="build_completed", title="Build", description="green", task_id="b-1")
+        result = await service.submit(event)
+    assert result.status == "delivered"
+    assert [p.name.startswith("b-1_") for p in settings.events_dir.glob("*.json")] == [True]
+
+
+async def test_alert_thresholds_come_from_the_monitoring_configuration(tmp_path: Path) -> None:
+    config = fast_config(monitoring={"alertThresholds": {"errorRate": 0.25, "responseTime": 1500}})
+    settings = load_settings({"CCTG_DATA_DIR": str(tmp_path), "CCTG_DELIVERY": "telegram"})
+    async with open_service(settings, resilience=config) as service:
+        thresholds = service.metrics.thresholds
+    assert (thresholds.error_rate, thresholds.response_time_ms) == (0.25, 1500)
