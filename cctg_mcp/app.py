@@ -28,7 +28,7 @@ from cctg_mcp.recovery_actions import build_manager
 from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
 from cctg_mcp.resilience.config import ResilienceConfig, load_resilience_config
 from cctg_mcp.resilience.health import HealthMonitor, HealthSettings
-from cctg_mcp.resilience.metrics import AlertThresholds, MetricsRegistry
+from cctg_mcp.resilience.metrics import AlertThresholds, MetricsRegistry, serve_prometheus
 from cctg_mcp.resilience.pipeline import PipelineSet
 from cctg_mcp.service import NotificationService
 from cctg_mcp.supervisor import DispatcherSupervisor
@@ -119,6 +119,10 @@ async def open_service(
                 await tg.start(monitor.run)
             if config.monitoring.enabled:
                 tg.start_soon(metrics.run_sampler)
+            if config.monitoring.prometheus.enabled:  # PROMETHEUS_ENABLED / PROMETHEUS_PORT, loopback only
+                service.prometheus_port = await tg.start(serve_prometheus, metrics, "127.0.0.1",
+                                                         config.monitoring.prometheus.port)  # fmt: skip
+                log.info("Prometheus metrics on http://127.0.0.1:%d/metrics", service.prometheus_port)
             try:
                 yield service
             finally:

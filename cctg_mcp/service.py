@@ -152,6 +152,7 @@ class NotificationService:
         self.answers: Any = None  # answers store / poller
         self.chaos: Any = None  # resilience.chaos.ChaosController
         self.supervisor: Any = None  # supervisor.DispatcherSupervisor (restarts the delivery loop)
+        self.prometheus_port: int | None = None  # bound port when Prometheus exposition is enabled
         self.bridge: Any = None  # transports.bridge_process.BridgeProcessManager (bridge_delivery.bridge_of)
         self.deadlines = {**DEFAULT_TOOL_DEADLINES, **(deadlines or {})}
         if resilience is not None:

@@ -66,3 +66,25 @@ async def test_alert_thresholds_come_from_the_monitoring_configuration(tmp_path:
     async with open_service(settings, resilience=config) as service:
         thresholds = service.metrics.thresholds
     assert (thresholds.error_rate, thresholds.response_time_ms) == (0.25, 1500)
+
+
+async def test_prometheus_exposition_is_served_on_loopback_when_enabled(
+    standin: TelegramStandIn, tmp_path: Path
+) -> None:
+    import socket
+
+    import httpx
+
+    with socket.socket() as probe:  # a free port for the exposition
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = fast_config(monitoring={"prometheus": {"enabled": True, "port": port}})
+    async with open_service(make_settings(standin, tmp_path), resilience=config) as service:
+        assert service.prometheus_port == port
+        event = service.build_event(type="info_notification", title="t", description="counted")
+        assert (await service.submit(event)).status == "delivered"
+        async with httpx.AsyncClient() as http:
+            with anyio.fail_after(10):
+                response = await http.get(f"http://127.0.0.1:{port}/metrics")
+    assert response.status_code == 200
+    assert "# TYPE" in response.text and 'operation="sendMessage"' in response.text
