@@ -16,7 +16,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import anyio
 import httpx
 
-from cctg_mcp.answers import DEFAULT_POLL_TIMEOUT, Answers
+from cctg_mcp.answers import DEFAULT_POLL_TIMEOUT, Answers, BridgeAnswers
 from cctg_mcp.bridge_delivery import bridge_dispatcher
 from cctg_mcp.chaos_faults import ChaosSender, build_chaos
 from cctg_mcp.config import Settings
@@ -107,9 +107,12 @@ async def open_service(
             service.answers = await Answers.open(settings, transport, pipelines, clock=clock, metrics=metrics,
                                                  poll_timeout=poll_timeout)  # fmt: skip
             stack.push_async_callback(service.answers.aclose)
+        else:  # bridge: the bridge reads Telegram; answers come from its response files
+            service.answers = await BridgeAnswers.open(settings, clock=clock)
+            stack.push_async_callback(service.answers.aclose)
         async with anyio.create_task_group() as tg:
             await tg.start(supervisor.run)
-            if service.answers is not None:
+            if service.answers.poller is not None:
                 await tg.start(service.answers.poller.run)
             if service.chaos is not None:
                 await tg.start(service.chaos.run)  # hosts the experiments' rollback timers

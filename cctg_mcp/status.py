@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from cctg_mcp.answers.report import AnswersSummary, answers_summary
 from cctg_mcp.resilience.health import HealthMonitor, HealthStatus
 from cctg_mcp.resilience.recovery import RecoveryManager, RecoveryStatistics
 from cctg_mcp.service import NotificationService
@@ -78,6 +79,8 @@ class ResilienceStatus(BaseModel):
                                          "details in get_health_report.")  # fmt: skip
     recovery: RecoverySummary | None = Field(default=None, description="Recovery sessions; details in "
                                              "get_recovery_history.")  # fmt: skip
+    answers: AnswersSummary | None = Field(default=None, description="Reading the person's answers: getUpdates "
+                                           "poller (telegram) or the bridge's response files.")  # fmt: skip
 
 
 async def resilience_status(service: NotificationService) -> ResilienceStatus:
@@ -145,6 +148,9 @@ async def resilience_status(service: NotificationService) -> ResilienceStatus:
     recovery = _recovery_summary(service, issues)
     if recovery is not None and (recovery.delivery_paused or recovery.min_priority != "low"):
         degrade("degraded")
+    answers = answers_summary(service, issues)
+    if answers is not None and not answers.healthy:
+        degrade("degraded")
     health = _health_summary(service, issues)
     if health is not None:
         degrade("unhealthy" if not health.ready else "degraded" if health.unhealthy or health.degraded else "healthy")
@@ -163,6 +169,7 @@ async def resilience_status(service: NotificationService) -> ResilienceStatus:
         active_issues=issues,
         health=health,
         recovery=recovery,
+        answers=answers,
     )
 
 

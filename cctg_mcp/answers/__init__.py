@@ -1,6 +1,10 @@
-"""Answers from Telegram in direct mode: the response store, the getUpdates poller and the
-response use cases. See ``store``, ``poller`` and ``service``."""
+"""Answers from Telegram: in direct mode the response store, the getUpdates poller and the
+response use cases (``store``, ``poller``, ``service``); in bridge mode the CCTelegram
+bridge's response files (``bridge``). ``common`` holds what both share, ``report`` their
+part of the resilience status."""
 
+from cctg_mcp.answers.bridge import BridgeAnswers, EventIndex
+from cctg_mcp.answers.common import UnknownEventError
 from cctg_mcp.answers.models import (
     ClearResult,
     ParsedUpdate,
@@ -11,14 +15,19 @@ from cctg_mcp.answers.models import (
     parse_update,
 )
 from cctg_mcp.answers.poller import DEFAULT_POLL_TIMEOUT, ResponsePoller, updates_pipeline
-from cctg_mcp.answers.service import Answers, UnknownEventError, answers_of
+from cctg_mcp.answers.report import AnswersSummary, answers_summary
+from cctg_mcp.answers.service import Answers, AnswerSource, answers_of
 from cctg_mcp.answers.store import ANSWERS_FILE, ResponseStore
 
 __all__ = [
     "ANSWERS_FILE",
     "DEFAULT_POLL_TIMEOUT",
+    "AnswerSource",
     "Answers",
+    "AnswersSummary",
+    "BridgeAnswers",
     "ClearResult",
+    "EventIndex",
     "ParsedUpdate",
     "PendingResponses",
     "ResponseList",
@@ -28,6 +37,7 @@ __all__ = [
     "UnknownEventError",
     "WaitResult",
     "answers_of",
+    "answers_summary",
     "parse_update",
     "updates_pipeline",
 ]

@@ -97,9 +97,12 @@ class ResponsePoller:
         self.stored = 0
         self.unauthorized = 0
         self.conflicts = 0
+        #: The last round ended in a 409 (another poller or a webhook holds this bot's updates).
+        self.in_conflict = False
         self.consecutive_failures = 0
         self.last_error: str | None = None
         self.last_success_at: float | None = None  # clock.monotonic()
+        self._round: anyio.Event | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -117,13 +120,29 @@ class ResponsePoller:
         finally:
             self.running = False
 
+    def round_done(self) -> anyio.Event:
+        """An event set when the current poll round ends (success or failure): status watchers
+        take it, then wait on it."""
+        if self._round is None:
+            self._round = anyio.Event()
+        return self._round
+
     async def _poll_guarded(self) -> float:
         """One poll; the seconds to wait before the next (0 after a success)."""
         try:
+            return await self._poll_round()
+        finally:
+            event, self._round = self._round, None
+            if event is not None:
+                event.set()
+
+    async def _poll_round(self) -> float:
+        try:
             await self.poll_once()
         except TelegramConflict as exc:
-            self.conflicts += 1
             self._failed(exc, "getupdates_conflicts_total")
+            self.conflicts += 1
+            self.in_conflict = True
             log.log(
                 logging.ERROR if self.conflicts % 20 == 1 else logging.DEBUG,  # first, then every 20th (~10 min)
                 "answers: getUpdates conflict (409): another process is polling this bot token, or a webhook "
@@ -146,11 +165,13 @@ class ResponsePoller:
             log.exception("answers: storing updates failed; they will be read again")
             return self._backoff()
         self.consecutive_failures = 0
+        self.in_conflict = False
         self.last_error = None
         self.last_success_at = self.clock.monotonic()
         return 0.0
 
     def _failed(self, exc: Exception, counter: str) -> None:
+        self.in_conflict = False
         self.consecutive_failures += 1
         self.last_error = redact(str(exc))[:300]
         if self.metrics is not None:
@@ -221,6 +242,7 @@ class ResponsePoller:
             "stored": self.stored,
             "unauthorized_ignored": self.unauthorized,
             "conflicts": self.conflicts,
+            "in_conflict": self.in_conflict,
             "consecutive_failures": self.consecutive_failures,
             "last_error": self.last_error,
             "seconds_since_last_success": None if since is None else round(since, 3),

@@ -1,40 +1,33 @@
 """Response use cases, free of MCP: list, clear, summarise and wait for the person's answers.
 
-``Answers`` bundles the store and the poller; the composition root (app.py) opens it in
-telegram delivery mode and attaches it as ``service.answers``. ``answers_of(service)``
-raises the same "not configured" error as the send tools when there is nothing to read.
+Two sources, one interface (``responses``, ``clear``, ``pending``, ``wait``, ``status``,
+``aclose``, ``poller``):
+
+- ``Answers`` (telegram delivery): the response store fed by the getUpdates poller;
+- ``BridgeAnswers`` (bridge delivery, ``answers.bridge``): the CCTelegram bridge's response
+  files in ``CC_TELEGRAM_RESPONSES_DIR``.
+
+The composition root (app.py) opens the one that fits the delivery mode and attaches it as
+``service.answers``; ``answers_of(service)`` returns it, or raises the same "not configured"
+error as the send tools when there is nothing to read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from cctg_mcp.answers.models import (
-    ACTIONABLE,
-    ActionableResponse,
-    ClearResult,
-    PendingResponses,
-    PendingSummary,
-    ResponseList,
-    TelegramResponse,
-    WaitResult,
-)
+from cctg_mcp.answers.bridge import BridgeAnswers
+from cctg_mcp.answers.common import ProgressFn, UnknownEventError, summarise_pending, unknown_event, wait_for_answer
+from cctg_mcp.answers.models import ClearResult, PendingResponses, ResponseList, TelegramResponse, WaitResult
 from cctg_mcp.answers.poller import DEFAULT_POLL_TIMEOUT, ResponsePoller, updates_pipeline
 from cctg_mcp.answers.store import ANSWERS_FILE, ResponseStore
 from cctg_mcp.config import Settings
 from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
-from cctg_mcp.resilience.errors import ValidationError
 from cctg_mcp.resilience.metrics import MetricsRegistry
 from cctg_mcp.resilience.pipeline import PipelineSet
 from cctg_mcp.service import NotConfiguredError, NotificationService
 
-#: ``await on_progress(elapsed_s, total_s, message)`` while waiting.
-ProgressFn = Callable[[float, float, str], Awaitable[None]]
-
-
-class UnknownEventError(ValidationError):
-    code = "UNKNOWN_EVENT"
+__all__ = ["AnswerSource", "Answers", "ProgressFn", "UnknownEventError", "answers_of", "bot_id_of"]
 
 
 def bot_id_of(token: str) -> int:
@@ -42,19 +35,16 @@ def bot_id_of(token: str) -> int:
     return int(head) if head.isdigit() else 0
 
 
-def answers_of(service: NotificationService) -> Answers:
-    """The service's answers, or the "not configured" error the send tools give."""
-    if isinstance(service.answers, Answers):
+def answers_of(service: NotificationService) -> AnswerSource:
+    """The service's answers (direct or bridge), or the "not configured" error the send tools give."""
+    if isinstance(service.answers, (Answers, BridgeAnswers)):
         return service.answers
     service._ready()  # raises NotConfiguredError naming what to set
     raise NotConfiguredError(
-        "Answers from Telegram are read only in telegram delivery mode (CCTG_DELIVERY=telegram with "
-        "TELEGRAM_BOT_TOKEN and TELEGRAM_ALLOWED_USERS set)."
+        "Answers are not available: in telegram delivery mode set TELEGRAM_BOT_TOKEN and "
+        "TELEGRAM_ALLOWED_USERS; in bridge mode (CCTG_DELIVERY=bridge) the bridge's responses directory "
+        "(CC_TELEGRAM_RESPONSES_DIR) is read."
     )
-
-
-def _short(items: list[str], n: int = 5) -> str:
-    return ", ".join(items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")
 
 
 class Answers:
@@ -114,88 +104,29 @@ class Answers:
 
     async def pending(self, since_minutes: int = 10, *, now: float | None = None) -> PendingResponses:
         total, rows = await self.store.recent(since_s=since_minutes * 60.0, now=now)
-        actionable = [
-            ActionableResponse(
-                action=r.action, event_id=r.event_id, task_id=r.task_id, option=r.option,  # type: ignore[arg-type]
-                user_id=r.user_id, username=r.username, timestamp=r.timestamp, callback_data=r.callback_data,
-            )
-            for r in rows
-            if r.action in ACTIONABLE
-        ]  # fmt: skip
-        summary = PendingSummary(
-            total_recent_responses=total,
-            actionable_responses=len(actionable),
-            pending_approvals=sum(a.action == "approve" for a in actionable),
-            pending_denials=sum(a.action == "deny" for a in actionable),
-            time_window_minutes=since_minutes,
-        )
-        return PendingResponses(
-            summary=summary, actionable_responses=actionable, recommendations=_recommend(rows, actionable, summary)
-        )
+        return summarise_pending(total, rows, since_minutes)
 
     async def wait(self, event_id: str, timeout_s: float, *, on_progress: ProgressFn | None = None) -> WaitResult:
-        """The first answer to ``event_id``, as soon as it is stored, or a timeout result."""
+        """The first answer to ``event_id``, as soon as it is stored, or a timeout result.
+
+        Never polls: each read is preceded by taking the store's change event, and the wait
+        sleeps on it (a write in between wakes it at once)."""
         if await self.store.event_known(event_id) is False:
-            raise UnknownEventError(
-                f"No event {event_id!r} was sent by this server. Use the event_id returned by "
-                "send_approval_request (or another send tool)."
-            )
-        clock = self.clock
-        start = clock.monotonic()
-        deadline = start + timeout_s
-        next_report = start + self.progress_interval
-        while True:
+            raise unknown_event(event_id)
+        changed = self.store.changed()
+
+        async def check() -> TelegramResponse | None:
+            nonlocal changed
             changed = self.store.changed()  # taken before the read: a write in between wakes us
-            found = await self.store.first_for_event(event_id)
-            now = clock.monotonic()
-            if found is not None:
-                return WaitResult(status="answered", event_id=event_id, waited_seconds=round(now - start, 3),
-                                  action=found.action, option=found.option, response=found)  # fmt: skip
-            if now >= deadline:
-                return WaitResult(status="timeout", event_id=event_id, waited_seconds=round(now - start, 3))
-            if on_progress is not None and now >= next_report:
-                elapsed = now - start
-                await on_progress(elapsed, timeout_s, f"Waiting for an answer on Telegram ({elapsed:.0f}s of "
-                                                      f"{timeout_s:.0f}s)")  # fmt: skip
-                while next_report <= now:
-                    next_report += self.progress_interval
-            until = min(deadline, next_report) if on_progress is not None else deadline
-            with clock.timeout_scope(max(0.0, until - now)):
+            return await self.store.first_for_event(event_id)
+
+        async def pause(seconds: float) -> None:
+            with self.clock.timeout_scope(seconds):
                 await changed.wait()
 
+        return await wait_for_answer(event_id, timeout_s, clock=self.clock, check=check, pause=pause,
+                                     progress_interval=self.progress_interval, on_progress=on_progress)  # fmt: skip
 
-def _recommend(rows: list[TelegramResponse], actionable: list[ActionableResponse], s: PendingSummary) -> list[str]:
-    out: list[str] = []
-    window = f"the last {s.time_window_minutes} minutes"
-    texts = sum(r.kind == "text" for r in rows)
-    if not actionable:
-        out.append(f"No button presses in {window}; nothing to act on.")
 
-    def events(action: str) -> list[str]:
-        return list(dict.fromkeys(a.event_id or a.task_id or "?" for a in actionable if a.action == action))
-
-    if s.pending_approvals:
-        out.append(f"{s.pending_approvals} approval(s): proceed with event(s) {_short(events('approve'))}.")
-    if s.pending_denials:
-        out.append(f"{s.pending_denials} denial(s): do not proceed with event(s) {_short(events('deny'))}; "
-                   "ask the person what to change if unclear.")  # fmt: skip
-    choices = [a for a in actionable if a.action == "option"]
-    if choices:
-        picked = [f"{a.option or '?'} (event {a.event_id or '?'})" for a in choices]
-        out.append(f"{len(choices)} choice(s) made: {_short(picked)}.")
-    by_event: dict[str, list[ActionableResponse]] = {}
-    for a in actionable:  # newest first
-        if a.event_id:
-            by_event.setdefault(a.event_id, []).append(a)
-    for event_id, answers in by_event.items():
-        if len({(a.action, a.option) for a in answers}) > 1:
-            latest = answers[0]
-            out.append(f"Event {event_id} got conflicting answers; the latest ({latest.option or latest.action} "
-                       f"at {latest.timestamp}) is the person's current decision.")  # fmt: skip
-    unresolved = sum(a.event_id is None for a in actionable)
-    if unresolved:
-        out.append(f"{unresolved} press(es) could not be tied to an event sent by this server; check "
-                   "callback_data and task_id.")  # fmt: skip
-    if texts:
-        out.append(f"{texts} text message(s) arrived in {window}; read them with get_telegram_responses.")
-    return out
+#: What ``answers_of`` returns: both have the same interface.
+AnswerSource = Answers | BridgeAnswers

@@ -1,4 +1,7 @@
-"""Response tools: what the person answered on Telegram (buttons and text), and waiting for it."""
+"""Response tools: what the person answered on Telegram (buttons and text), and waiting for it.
+
+The same four tools in both delivery modes: ``answers_of`` gives the getUpdates-fed store in
+telegram mode and the CCTelegram bridge's response files in bridge mode."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
-from cctg_mcp.answers import Answers, ClearResult, PendingResponses, ResponseList, WaitResult, answers_of
+from cctg_mcp.answers import AnswerSource, ClearResult, PendingResponses, ResponseList, WaitResult, answers_of
 from cctg_mcp.resilience.errors import BaseResilienceError, redact
 from cctg_mcp.server.common import READ, call, service_of
 
@@ -19,7 +22,7 @@ CLEAR = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_
 WAIT = ToolAnnotations(read_only_hint=True, idempotent_hint=False, open_world_hint=True)
 
 
-def _answers(ctx: Context) -> Answers:
+def _answers(ctx: Context) -> AnswerSource:
     """The live answers, or the "not configured" tool error the send tools give."""
     try:
         return answers_of(service_of(ctx))
@@ -49,7 +52,9 @@ def register(mcp: MCPServer[Any]) -> None:
             int, Field(ge=1, le=8760, description="Delete answers received more than N hours ago.")
         ] = 24,
     ) -> ClearResult:
-        """Delete stored Telegram answers older than N hours (housekeeping; recent ones are kept)."""
+        """Delete stored Telegram answers older than N hours (housekeeping; recent ones are kept).
+
+        In bridge mode: deletes the bridge's response files whose modification time is older."""
         return await call(_answers(ctx).clear(older_than_hours))
 
     @mcp.tool(annotations=READ)

@@ -1,0 +1,60 @@
+"""The answers' part of ``get_resilience_status``: which source, whether the poller reads,
+and what a person must fix when it cannot (a 409 conflict, repeated failures)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from cctg_mcp.answers.bridge import BridgeAnswers
+from cctg_mcp.answers.service import Answers
+from cctg_mcp.resilience.errors import redact
+from cctg_mcp.service import NotificationService
+
+#: Consecutive failed getUpdates rounds after which the poller "keeps failing".
+FAILING_AFTER = 3
+CONFLICT_ISSUE = "another program is reading this bot's updates (409): stop it or delete its webhook"
+
+
+class AnswersSummary(BaseModel):
+    mode: Literal["telegram", "bridge"] = Field(
+        description="telegram: this server polls getUpdates; bridge: answers are read from the CCTelegram "
+        "bridge's response files."
+    )
+    poller_running: bool | None = Field(description="The getUpdates poller runs (None in bridge mode).")
+    consecutive_failures: int = Field(description="getUpdates rounds failed in a row (0 when reading fine).")
+    getupdates_conflicts: int = Field(description="getUpdates answers 409 (another reader or a webhook) so far.")
+    in_conflict: bool = Field(description="The last getUpdates round was refused with 409.")
+    last_error: str | None = Field(description="The poller's last error (redacted), None after a success.")
+    responses_dir: str | None = Field(default=None, description="The bridge's responses directory (bridge mode).")
+    healthy: bool = Field(description="Answers are being read.")
+
+
+def answers_summary(service: NotificationService, issues: list[str]) -> AnswersSummary | None:
+    """The summary, appending any problem to ``issues`` in words; None when answers are off."""
+    answers = service.answers
+    if isinstance(answers, BridgeAnswers):
+        return AnswersSummary(mode="bridge", poller_running=None, consecutive_failures=0, getupdates_conflicts=0,
+                              in_conflict=False, last_error=None, responses_dir=str(answers.responses_dir),
+                              healthy=True)  # fmt: skip
+    if not isinstance(answers, Answers) or answers.poller is None:
+        return None
+    poller = answers.poller
+    last_error = redact(poller.last_error) if poller.last_error else None
+    healthy = True
+    if poller.in_conflict:
+        issues.append(f"Answers from Telegram are not read: {CONFLICT_ISSUE}.")
+        healthy = False
+    elif poller.consecutive_failures >= FAILING_AFTER:
+        issues.append(f"Answers from Telegram are not read: getUpdates failed {poller.consecutive_failures} times "
+                      f"in a row (last error: {last_error}).")  # fmt: skip
+        healthy = False
+    elif not poller.running:
+        issues.append("The getUpdates poller is not running: answers from Telegram are not read.")
+        healthy = False
+    return AnswersSummary(
+        mode="telegram", poller_running=poller.running, consecutive_failures=poller.consecutive_failures,
+        getupdates_conflicts=poller.conflicts, in_conflict=poller.in_conflict, last_error=last_error,
+        healthy=healthy,
+    )  # fmt: skip
