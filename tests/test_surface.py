@@ -64,3 +64,30 @@ async def test_resources_and_prompts(standin: TelegramStandIn, tmp_path: Path) -
         prompt = await client.get_prompt("ask_me_before", {"action": "deploy to production"})
         text = prompt.messages[0].content.text  # type: ignore[union-attr]
         assert "deploy to production" in text and "send_approval_request" in text
+
+
+@pytest.mark.anyio
+async def test_the_tool_surface_matches_the_pinned_snapshot_and_the_docs() -> None:
+    """Any change to what clients see (names, schemas, annotations) must be deliberate:
+    regenerate with `python -m cctg_mcp.surface --write` and review the diff."""
+    from cctg_mcp.surface import DOC, SNAPSHOT, markdown, tool_surface
+
+    surface = await tool_surface()
+    pinned = json.loads(SNAPSHOT.read_text())
+    assert [t["name"] for t in surface] == [t["name"] for t in pinned]
+    for live, snap in zip(surface, pinned, strict=True):
+        assert json.loads(json.dumps(live, sort_keys=True)) == snap, f"{live['name']} changed"
+    assert DOC.read_text() == markdown(surface)
+
+
+@pytest.mark.anyio
+async def test_read_only_tools_are_annotated_and_senders_are_not() -> None:
+    from cctg_mcp.surface import tool_surface
+
+    surface = {t["name"]: t for t in await tool_surface()}
+    for name in ("get_resilience_status", "get_health_report", "get_metrics", "list_event_types",
+                 "get_telegram_responses", "get_recovery_history", "get_chaos_history"):  # fmt: skip
+        assert surface[name]["annotations"].get("readOnlyHint") is True, name
+    for name in ("send_telegram_event", "send_telegram_message", "send_approval_request", "trigger_recovery"):
+        assert surface[name]["annotations"].get("readOnlyHint") is False, name
+        assert surface[name]["outputSchema"], name
