@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -206,6 +207,42 @@ def test_get_updates_long_poll_wakes_on_push(standin: TelegramStandIn, client: h
     assert got[0]["result"][0]["message"]["text"] == "hello"
     assert call(client, standin, "answerCallbackQuery", callback_query_id="q1", text="ok").json()["result"] is True
     assert standin.answered_callbacks == [{"callback_query_id": "q1", "text": "ok"}]
+
+
+def _raw_request(s: TelegramStandIn, method: str, content_type: str, length: int, body: bytes) -> bytes:
+    """Send headers promising ``length`` body bytes, then ``body``, then end the request stream."""
+    port = int(s.base_url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        head = (
+            f"POST /bot{s.token}/{method} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Content-Type: {content_type}\r\nContent-Length: {length}\r\n\r\n"
+        )
+        sock.sendall(head.encode() + body)
+        sock.shutdown(socket.SHUT_WR)  # the client gave up: no more body will come
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_a_body_shorter_than_content_length_is_never_processed(standin: TelegramStandIn) -> None:
+    standin.push_text(9, "pending")
+    # Cancelled after the headers: not a getUpdates without offset (which would return updates).
+    reply = _raw_request(standin, "getUpdates", "application/json", 40, b"")
+    assert reply.startswith(b"HTTP/1.1 400 "), reply
+    assert b"incomplete request body" in reply and b"Connection: close" in reply
+    # Cancelled mid-body: the parameters that did arrive are not acted on.
+    reply = _raw_request(standin, "sendMessage", "application/x-www-form-urlencoded", 64, b"chat_id=42&text=trunc")
+    assert reply.startswith(b"HTTP/1.1 400 "), reply
+    assert standin.sent == []
+    assert [(r.method, r.status, r.params) for r in standin.requests] == [
+        ("getUpdates", 400, {}),
+        ("sendMessage", 400, {}),
+    ]
+    # A complete body on a fresh connection still works.
+    reply = _raw_request(standin, "sendMessage", "application/x-www-form-urlencoded", 21, b"chat_id=42&text=whole")
+    assert reply.startswith(b"HTTP/1.1 200 "), reply
+    assert [m.text for m in standin.sent] == ["whole"]
 
 
 def test_flood_limits_per_chat_and_global(client: httpx.Client) -> None:

@@ -5,23 +5,13 @@ Durations are MILLISECONDS, as in the seed; ``seconds(field)``, ``to_breaker_kwa
 snake_case; ``model_dump(by_alias=True)`` gives the seed's camelCase shape. Unknown keys are
 errors. Any partial mapping deep-merges over ``DEFAULTS`` (mappings merge, lists replace).
 
-Precedence in ``load_resilience_config``: defaults < file (JSON/TOML) < environment variables.
-Deliberate differences from the seed's ``createResilienceConfigFromEnv``:
+Precedence in ``load_resilience_config``: defaults < file (JSON/TOML) < environment variables
+(``config_env``, which lists how they differ from the seed's ``createResilienceConfigFromEnv``).
+``DEFAULTS`` and the value sets live in ``config_tables``; both are re-exported here.
 
-- ``environment`` defaults to ``production`` and comes from ``CCTG_ENVIRONMENT`` (NODE_ENV unread).
-- No gate variables: each variable that is set applies on its own (the seed reads the breaker
-  block only if ``CIRCUIT_BREAKER_FAILURE_THRESHOLD`` is set, retry only with
-  ``RETRY_MAX_ATTEMPTS``, health only with ``HEALTH_CHECK_INTERVAL``, monitoring only when
-  ``MONITORING_ENABLED=true``).
-- ``CIRCUIT_BREAKER_*`` apply to all four components. ``RETRY_MAX_ATTEMPTS`` / ``_BASE_DELAY`` /
-  ``_MAX_DELAY`` are derived per component the seed's way (telegram: attempts+2, base x2, max x3;
-  filesystem: base/2, max/2, at least 1 ms); ``RETRY_EXPONENTIAL_BASE`` / ``_JITTER_ENABLED`` /
-  ``_JITTER_MAX`` apply to all four components (the seed hard-codes them for all but bridge).
-- Booleans are true/false/1/0/yes/no (any case); anything else is an error, never a fallback.
-  An empty variable counts as unset.
-- An event may use the seed's ``retryConfig`` key; it is dumped as ``retry``.
-- An operation/event ``baseDelay`` override above the component's ``maxDelay`` (without its own
-  ``maxDelay``) raises that operation's ``maxDelay`` to its ``baseDelay``.
+Further differences from the seed: an event may use the seed's ``retryConfig`` key (dumped as
+``retry``); an operation/event ``baseDelay`` override above the component's ``maxDelay``
+(without its own ``maxDelay``) raises that operation's ``maxDelay`` to its ``baseDelay``.
 
 ``breaker_for`` / ``retry_for`` validate a fresh model (~40 us): build policies once, not per send.
 """
@@ -42,18 +32,21 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
+from cctg_mcp.resilience.config_env import ENV_SPEC as ENV_SPEC
+from cctg_mcp.resilience.config_env import ENV_VARS as ENV_VARS
+from cctg_mcp.resilience.config_env import env_overrides as env_overrides
+from cctg_mcp.resilience.config_tables import COMPONENTS as COMPONENTS
+from cctg_mcp.resilience.config_tables import DEFAULTS as DEFAULTS
+from cctg_mcp.resilience.config_tables import Backoff as Backoff
+from cctg_mcp.resilience.config_tables import Component as Component
+from cctg_mcp.resilience.config_tables import Environment as Environment
+from cctg_mcp.resilience.config_tables import Priority as Priority
 from cctg_mcp.resilience.errors import ConfigurationError
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
-
-Component = Literal["bridge", "telegram", "filesystem", "network"]
-COMPONENTS: tuple[Component, ...] = get_args(Component)
-Priority = Literal["low", "normal", "high", "critical"]
-Environment = Literal["development", "staging", "production"]
-Backoff = Literal["exponential", "linear", "fixed"]
 
 PosInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
@@ -315,74 +308,6 @@ class ResilienceConfig(_Model):
         return (ops[-1] if ops else OperationConfig()).priority
 
 
-# ---- defaults: the seed's createDefaultResilienceConfig(). Health, monitoring and recovery
-# scalars are the models' own defaults (which are the seed's); only the tables live here.
-def _cb(f: int, s: int, t: int, w: int, mc: int, v: int) -> dict[str, Any]:
-    return {"failureThreshold": f, "successThreshold": s, "timeout": t, "monitoringWindow": w,
-            "maxConcurrentRequests": mc, "volumeThreshold": v}
-
-
-def _rt(n: int, base: int, mx: int, exp: float, jit: int | None, ok: str, no: str) -> dict[str, Any]:
-    return {"maxAttempts": n, "baseDelay": base, "maxDelay": mx, "exponentialBase": exp,
-            "jitterEnabled": jit is not None, "jitterMax": jit or 0, "retryableErrors": ok.split(),
-            "nonRetryableErrors": no.split()}
-
-
-def _op(priority: str, timeout: int, **overrides: dict[str, Any]) -> dict[str, Any]:
-    return {"priority": priority, "timeout": timeout, **overrides}
-
-
-_URL = "http://localhost:8080"
-DEFAULTS: dict[str, Any] = {
-    "circuitBreaker": {
-        "bridge": _cb(5, 3, 30000, 60000, 10, 5), "telegram": _cb(3, 2, 15000, 30000, 5, 3),
-        "filesystem": _cb(10, 5, 5000, 60000, 20, 10), "network": _cb(5, 3, 20000, 60000, 10, 5),
-    },
-    "retry": {
-        "bridge": _rt(3, 1000, 10000, 2.0, 500, "ECONNREFUSED ETIMEDOUT ENOTFOUND BRIDGE_NOT_READY",
-                      "AUTH_FAILED INVALID_INPUT BRIDGE_CRASHED"),
-        "telegram": _rt(5, 2000, 30000, 1.5, 1000, "TELEGRAM_RATE_LIMIT TELEGRAM_SERVER_ERROR NETWORK_ERROR",
-                        "TELEGRAM_INVALID_TOKEN TELEGRAM_FORBIDDEN TELEGRAM_INVALID_CHAT"),
-        "filesystem": _rt(3, 500, 5000, 2.0, None, "EMFILE ENFILE EAGAIN EBUSY",
-                          "ENOENT EACCES EISDIR ENOTDIR"),
-        "network": _rt(4, 1000, 15000, 2.0, 500, "ECONNREFUSED ETIMEDOUT ENOTFOUND ECONNRESET",
-                       "ECONNABORTED ECANCELED HTTP_4XX"),
-    },
-    "health": {"endpoints": [
-        {"name": "bridge-health", "url": f"{_URL}/health", "timeout": 3000, "retries": 2, "critical": True},
-        {"name": "bridge-metrics", "url": f"{_URL}/metrics", "timeout": 3000, "retries": 1},
-    ]},
-    "recovery": {"backupStrategies": [
-        {"name": "bridge-restart", "priority": 1, "timeout": 15000, "maxAttempts": 3,
-         "conditions": ["BRIDGE_DOWN", "BRIDGE_UNHEALTHY"]},
-        {"name": "process-restart", "priority": 2, "timeout": 30000, "maxAttempts": 2,
-         "conditions": ["BRIDGE_CRASHED", "BRIDGE_UNRESPONSIVE"]},
-        {"name": "fallback-mode", "priority": 3, "timeout": 5000, "maxAttempts": 1,
-         "conditions": ["ALL_RECOVERY_FAILED"]},
-    ]},
-    "operations": {
-        "sendEvent": _op("high", 10000, circuitBreaker={"failureThreshold": 3, "timeout": 15000}),
-        "sendMessage": _op("normal", 5000),
-        "sendTaskCompletion": _op("high", 8000),
-        "sendPerformanceAlert": _op("critical", 3000,
-                                    circuitBreaker={"failureThreshold": 2, "timeout": 10000}),
-        "sendApprovalRequest": _op("high", 5000),
-        "getBridgeStatus": _op("normal", 3000, retry={"maxAttempts": 2, "baseDelay": 500}),
-        "startBridge": _op("critical", 30000, retry={"maxAttempts": 3, "baseDelay": 5000}),
-        "stopBridge": _op("critical", 15000),
-        "restartBridge": _op("critical", 45000),
-    },
-    "events": {
-        "task_completion": _op("high", 8000), "task_started": _op("normal", 5000),
-        "task_failed": _op("high", 8000),
-        "performance_alert": _op("critical", 3000, retry={"maxAttempts": 5, "baseDelay": 500}),
-        "error_occurred": _op("critical", 3000, retry={"maxAttempts": 5, "baseDelay": 500}),
-        "approval_request": _op("high", 5000), "info_notification": _op("low", 10000),
-        "system_health": _op("normal", 5000),
-    },
-}
-
-
 # ---- key normalisation, merging, error messages ----
 @functools.cache
 def _keys(model: type[BaseModel]) -> dict[str, tuple[str, Any]]:
@@ -466,101 +391,6 @@ def parse_resilience_config(data: Mapping[str, Any], source: str = "configuratio
         return ResilienceConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigurationError(f"{source}: " + "; ".join(describe_errors(exc))) from None
-
-
-# ---- environment variables (names and units as the seed's resilient-index.ts) ----
-def _bool(raw: str) -> bool:
-    if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
-        raise ValueError(raw)
-    return raw.lower() in ("true", "1", "yes")
-
-
-_ENVIRONMENTS = get_args(Environment)
-# kind -> (converter, check, what is allowed)
-_KINDS: dict[str, tuple[Callable[[str], Any], Callable[[Any], bool], str]] = {
-    "pos": (int, lambda v: v > 0, "a whole number > 0"),
-    "nonneg": (int, lambda v: v >= 0, "a whole number >= 0"),
-    "ms": (int, lambda v: v > 0, "a whole number of milliseconds > 0"),
-    "ms0": (int, lambda v: v >= 0, "a whole number of milliseconds >= 0"),
-    "ratio": (float, lambda v: 0 <= v <= 1, "a number between 0 and 1"),
-    "gt1": (float, lambda v: v > 1, "a number > 1"),
-    "port": (int, lambda v: 1 <= v <= 65535, "a port number 1-65535"),
-    "bool": (_bool, lambda v: True, "true, false, 1, 0, yes or no"),
-    "url": (str, lambda v: v.startswith(("http://", "https://")), "an http(s) URL"),
-    "env": (str.lower, lambda v: v in _ENVIRONMENTS, "one of " + ", ".join(_ENVIRONMENTS)),
-}
-_SEED_SCALE: dict[str, dict[str, Callable[[int], int]]] = {
-    "telegram": {"maxAttempts": lambda v: v + 2, "baseDelay": lambda v: v * 2, "maxDelay": lambda v: v * 3},
-    "filesystem": {"baseDelay": lambda v: max(1, v // 2), "maxDelay": lambda v: max(1, v // 2)},
-}
-_CB, _RETRY, _HEALTH, _MON = "circuitBreaker.*.", "retry.*.", "health.", "monitoring."
-# (variable, kind, dotted key path); "*" is each of the four components.
-ENV_SPEC: tuple[tuple[str, str, str], ...] = (
-    ("RESILIENCE_ENABLED", "bool", "enabled"),
-    ("CCTG_ENVIRONMENT", "env", "environment"),
-    ("CIRCUIT_BREAKER_FAILURE_THRESHOLD", "pos", _CB + "failureThreshold"),
-    ("CIRCUIT_BREAKER_SUCCESS_THRESHOLD", "pos", _CB + "successThreshold"),
-    ("CIRCUIT_BREAKER_TIMEOUT", "ms", _CB + "timeout"),
-    ("CIRCUIT_BREAKER_MONITORING_WINDOW", "ms", _CB + "monitoringWindow"),
-    ("CIRCUIT_BREAKER_MAX_CONCURRENT", "pos", _CB + "maxConcurrentRequests"),
-    ("CIRCUIT_BREAKER_VOLUME_THRESHOLD", "nonneg", _CB + "volumeThreshold"),
-    ("RETRY_MAX_ATTEMPTS", "pos", _RETRY + "maxAttempts"),
-    ("RETRY_BASE_DELAY", "ms", _RETRY + "baseDelay"),
-    ("RETRY_MAX_DELAY", "ms", _RETRY + "maxDelay"),
-    ("RETRY_EXPONENTIAL_BASE", "gt1", _RETRY + "exponentialBase"),
-    ("RETRY_JITTER_ENABLED", "bool", _RETRY + "jitterEnabled"),
-    ("RETRY_JITTER_MAX", "ms0", _RETRY + "jitterMax"),
-    ("HEALTH_CHECK_ENABLED", "bool", _HEALTH + "enabled"),
-    ("HEALTH_CHECK_INTERVAL", "ms", _HEALTH + "interval"),
-    ("HEALTH_CHECK_TIMEOUT", "ms", _HEALTH + "timeout"),
-    ("HEALTH_CHECK_FAILURE_THRESHOLD", "pos", _HEALTH + "failureThreshold"),
-    ("HEALTH_CHECK_RECOVERY_THRESHOLD", "pos", _HEALTH + "recoveryThreshold"),
-    ("HEALTH_CHECK_GRACE_PERIOD", "ms0", _HEALTH + "gracePeriod"),
-    ("MONITORING_ENABLED", "bool", _MON + "enabled"),
-    ("MONITORING_METRICS_INTERVAL", "ms", _MON + "metricsInterval"),
-    ("MONITORING_ERROR_RATE_THRESHOLD", "ratio", _MON + "alertThresholds.errorRate"),
-    ("MONITORING_RESPONSE_TIME_THRESHOLD", "ms", _MON + "alertThresholds.responseTime"),
-    ("MONITORING_MEMORY_USAGE_THRESHOLD", "ratio", _MON + "alertThresholds.memoryUsage"),
-    ("MONITORING_CPU_USAGE_THRESHOLD", "ratio", _MON + "alertThresholds.cpuUsage"),
-    ("MONITORING_METRICS_RETENTION", "ms", _MON + "retention.metrics"),
-    ("MONITORING_EVENTS_RETENTION", "ms", _MON + "retention.events"),
-    ("MONITORING_LOGS_RETENTION", "ms", _MON + "retention.logs"),
-    ("PROMETHEUS_ENABLED", "bool", _MON + "prometheus.enabled"),
-    ("PROMETHEUS_ENDPOINT", "url", _MON + "prometheus.endpoint"),
-    ("PROMETHEUS_PORT", "port", _MON + "prometheus.port"),
-)
-ENV_VARS: tuple[str, ...] = tuple(spec[0] for spec in ENV_SPEC)
-
-
-def _parse_env(var: str, raw: str, kind: str) -> Any:
-    convert, check, allowed = _KINDS[kind]
-    try:
-        value = convert(raw)
-    except ValueError:
-        value = None
-    if value is None or not check(value):
-        raise ConfigurationError(f"environment variable {var}={raw!r} is invalid: expected {allowed}")
-    return value
-
-
-def env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
-    """The partial config the environment asks for, and the variables used (empty = unset)."""
-    overlay: dict[str, Any] = {}
-    used: list[str] = []
-    for var, kind, path in ENV_SPEC:
-        raw = environ.get(var, "").strip()
-        if not raw:
-            continue
-        value = _parse_env(var, raw, kind)
-        used.append(var)
-        for comp in COMPONENTS if "*" in path else ("",):
-            *parents, leaf = path.replace("*", comp).split(".")
-            scale = _SEED_SCALE.get(comp, {}).get(leaf) if parents[0:1] == ["retry"] else None
-            node = overlay
-            for key in parents:
-                node = node.setdefault(key, {})
-            node[leaf] = scale(value) if scale else value
-    return overlay, used
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""In-process metrics: counters, latency histograms, gauges, alerts, Prometheus text.
+"""In-process metrics: counters, latency histograms, gauges, alerts (Prometheus text: ``prometheus``).
 
 Recording costs about 1 µs: no locks, no allocation beyond int/float updates, fixed
 log-spaced buckets found with ``bisect`` (plain updates: safe on one event loop; a racing
@@ -17,81 +17,28 @@ cleared once back at or below it.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import re
-from bisect import bisect_left
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
-from functools import partial
-from itertools import accumulate
 from typing import Any, Literal
 
-import anyio
-from anyio.abc import SocketAttribute, SocketStream, TaskStatus
-
 from .clock import SYSTEM_CLOCK, Clock
+from .histogram import BUCKETS as BUCKETS
+from .histogram import Histogram as Histogram
+from .histogram import bucket_quantile, to_ms
 from .procstats import ProcessSampler as ProcessSampler
 from .procstats import ProcessStats as ProcessStats
+from .prometheus import prometheus_text
+from .prometheus import serve_prometheus as serve_prometheus
 
 log = logging.getLogger(__name__)
 Outcome = Literal["success", "failure", "rejected", "timeout"]
-_OUTCOMES = ("success", "failure", "rejected", "timeout")
-#: Upper bounds in seconds, four per octave from 50 µs up to the first bound >= 120 s (86 bounds).
-BUCKETS: tuple[float, ...] = tuple(float(f"{50e-6 * 2 ** (k / 4):.6g}") for k in range(86))
 MAX_ERROR_CODES = 50
 OTHER = "other"
 _NAME = re.compile(r"[^a-zA-Z0-9_]")
-#: Bounds exposed to Prometheus: every second one (two per octave) keeps scrapes half the size.
-_EXPOSED = [(i, repr(BUCKETS[i])) for i in range(1, len(BUCKETS), 2)] + [(len(BUCKETS), "+Inf")]
-
-
-def _quantile(counts: list[int], total: int, q: float, lo: float, hi: float) -> float | None:
-    """Estimate a quantile from bucket counts, interpolating linearly inside the bucket."""
-    if total <= 0 or lo > hi:
-        return None
-    rank, cum = min(max(q, 0.0), 1.0) * total, 0
-    for i, n in enumerate(counts):
-        if n and cum + n >= rank:
-            low = max(BUCKETS[i - 1] if i else 0.0, lo)
-            high = min(BUCKETS[i] if i < len(BUCKETS) else hi, hi)
-            return min(max(low + (high - low) * max(rank - cum, 0.0) / n, lo), hi)
-        cum += n
-    return hi
-
-
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds * 1000.0, 3)
-
-
-class Histogram:
-    """Fixed log-spaced buckets (``BUCKETS``, plus +Inf), with count, sum, min and max."""
-
-    __slots__ = ("count", "counts", "max", "min", "sum")
-
-    def __init__(self) -> None:
-        self.counts, self.count, self.sum = [0] * (len(BUCKETS) + 1), 0, 0.0
-        self.min, self.max = math.inf, -math.inf
-
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect_left(BUCKETS, seconds)] += 1
-        self.count += 1
-        self.sum += seconds
-        if seconds < self.min:
-            self.min = seconds
-        if seconds > self.max:
-            self.max = seconds
-
-    def quantile(self, q: float) -> float | None:
-        return _quantile(self.counts, self.count, q, self.min, self.max)
-
-    def snapshot(self) -> dict[str, Any]:
-        n = self.count
-        return {"count": n, "sum_seconds": round(self.sum, 6), "min_ms": _ms(self.min) if n else None,
-                "max_ms": _ms(self.max) if n else None, "mean_ms": _ms(self.sum / n) if n else None,
-                **{f"p{int(q * 100)}_ms": _ms(self.quantile(q)) for q in (0.5, 0.95, 0.99)}}
 
 
 class OperationMetrics:
@@ -274,7 +221,7 @@ class MetricsRegistry:
             if n >= th.min_calls:
                 metric = f"{m.component}/{m.operation}"
                 self._judge("error_rate", metric, bad / n, th.error_rate, now)
-                p95 = _quantile(deltas, sum(deltas), 0.95, m.latency.min, m.latency.max)
+                p95 = bucket_quantile(deltas, sum(deltas), 0.95, m.latency.min, m.latency.max)
                 if p95 is not None:
                     self._judge("response_time", metric, p95 * 1000.0, th.response_time_ms, now)
         stats = self.process.read(rebase=True)
@@ -287,7 +234,7 @@ class MetricsRegistry:
         self.history.append(HistoryEntry(
             at=now, interval_s=round(interval, 6), calls=calls, errors=errors,
             error_rate=round(errors / calls, 6) if calls else None,
-            p95_ms=_ms(_quantile(merged, sum(merged), 0.95, lo, hi)),
+            p95_ms=to_ms(bucket_quantile(merged, sum(merged), 0.95, lo, hi)),
             throughput_per_s=round(calls / interval, 6) if interval > 0 else None,
             cpu_percent=stats.cpu_percent, rss_mb=stats.rss_mb))
         self.purge_history(now)
@@ -324,6 +271,10 @@ class MetricsRegistry:
             await self.clock.sleep(self.history_interval)
             self.sample()
 
+    def labelled(self, kind: Literal["counter", "gauge"]) -> dict[tuple[str, Labels], float]:
+        """The ``incr`` counters or ``set_gauge`` gauges by (name, labels); read, do not modify."""
+        return self._counters if kind == "counter" else self._gauges
+
     def snapshot(self, component: str | None = None, operation: str | None = None) -> dict[str, Any]:
         uptime = self.clock.monotonic() - self.started
         ops: dict[str, dict[str, Any]] = {}
@@ -350,118 +301,5 @@ class MetricsRegistry:
         }
 
     def prometheus_text(self) -> str:
-        """Prometheus text exposition format 0.0.4."""
-        out: list[str] = []
-        seen: set[str] = set()
-
-        def fam(name: str, kind: str, help_: str, lines: Iterable[str]) -> None:
-            lines = list(lines)
-            if name not in seen and lines:
-                seen.add(name)
-                out.extend((f"# HELP {name} {_escape(help_, quote=False)}", f"# TYPE {name} {kind}", *lines))
-
-        ms = [(m, _labels((("component", m.component), ("operation", m.operation)))) for m in self.series()]
-        n = "cctg_operation_"
-        fam(f"{n}calls_total", "counter", "Calls by outcome.",
-            (f'{n}calls_total{{{lb},outcome="{o}"}} {v}' for m, lb in ms
-             for o, v in zip(_OUTCOMES, (m.successes, m.failures, m.rejections, m.timeouts), strict=True)))
-        fam(f"{n}retries_total", "counter", "Retries scheduled.",
-            (f"{n}retries_total{{{lb}}} {m.retries}" for m, lb in ms))
-        fam(f"{n}errors_total", "counter", "Failed calls by error code.",
-            (f'{n}errors_total{{{lb},code="{_escape(c)}"}} {k}'
-             for m, lb in ms for c, k in m.by_error_code.items()))
-        fam(f"{n}duration_seconds", "histogram", "Call latency in seconds.",
-            (row for m, lb in ms for row in _histogram_lines(f"{n}duration_seconds", lb, m.latency)))
-        fam("cctg_breaker_transitions_total", "counter", "Circuit breaker state changes.",
-            (_line("cctg_breaker_transitions_total", (("breaker", b), ("from_state", f), ("to_state", t)), k)
-             for (b, f, t), k in self.breaker_transitions.items()))
-        fam("cctg_breaker_state", "gauge", "Current breaker state (1 for the state it is in).",
-            (_line("cctg_breaker_state", (("breaker", b), ("state", s)), 1) for b, s in self.breaker_states.items()))
-        for store, kind in ((self._counters, "counter"), (self._gauges, "gauge")):
-            for name in sorted({k for k, _ in store}):
-                f = "cctg_" + re.sub(r"[^a-zA-Z0-9_:]", "_", name)
-                f += "_total" if kind == "counter" and not f.endswith("_total") else ""
-                fam(f, kind, f"{name} ({kind})", (_line(f, lb, v) for (k, lb), v in store.items() if k == name))
-        p = self.process_stats()
-        rss = None if p.rss_mb is None else round(p.rss_mb * 2**20)
-        for f, kind, value in (
-            ("cpu_seconds_total", "counter", p.cpu_seconds), ("cpu_percent", "gauge", p.cpu_percent),
-            ("resident_memory_bytes", "gauge", rss), ("open_fds", "gauge", p.open_files),
-            ("threads", "gauge", p.threads), ("read_bytes_total", "counter", p.read_bytes),
-            ("write_bytes_total", "counter", p.write_bytes), ("uptime_seconds", "gauge", p.uptime_s),
-        ):
-            if value is not None:
-                f = f"cctg_process_{f}"
-                fam(f, kind, f.replace("_", " ")[5:] + ".", [f"{f} {_num(value)}"])
-        fam("cctg_alert_active", "gauge", "Active alerts (1 each).",
-            (_line("cctg_alert_active", (("name", a.name), ("metric", a.metric)), 1) for a in self.alerts()))
-        fam("cctg_metrics_dropped_series_total", "counter", "Series refused by the cardinality caps.",
-            [f"cctg_metrics_dropped_series_total {self.dropped_series}"])
-        return "\n".join(out) + "\n"
-
-
-def _histogram_lines(name: str, lb: str, h: Histogram) -> list[str]:
-    cum = list(accumulate(h.counts))
-    lines = [f'{name}_bucket{{{lb},le="{le}"}} {cum[i]}' for i, le in _EXPOSED]
-    return [*lines, f"{name}_sum{{{lb}}} {_num(h.sum)}", f"{name}_count{{{lb}}} {h.count}"]
-
-
-def _num(v: float) -> str:
-    if isinstance(v, int) or math.isnan(v):
-        return str(v).replace("nan", "NaN")
-    return ("+Inf" if v > 0 else "-Inf") if math.isinf(v) else repr(float(v))
-
-
-def _labels(labels: Labels) -> str:
-    """``k="v",...`` without braces, values escaped."""
-    return ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
-
-
-def _line(name: str, labels: Labels, value: float) -> str:
-    return f"{name}{{{_labels(labels)}}} {_num(value)}" if labels else f"{name} {_num(value)}"
-
-
-def _escape(text: str, *, quote: bool = True) -> str:
-    text = text.replace("\\", "\\\\").replace("\n", "\\n")
-    return text.replace('"', '\\"') if quote else text
-
-
-async def serve_prometheus(registry: MetricsRegistry, host: str = "127.0.0.1", port: int = 9464, *,
-                           task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
-    """Answer ``GET /metrics`` with the exposition text until cancelled.
-
-    ``task_status.started`` reports the bound port (pass ``port=0`` for any free one)."""
-    listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
-    async with listener:
-        task_status.started(listener.extra(SocketAttribute.local_port))
-        await listener.serve(partial(_answer, registry))
-
-
-async def _answer(registry: MetricsRegistry, stream: SocketStream) -> None:
-    async with stream:
-        data = b""
-        with anyio.move_on_after(10):
-            while b"\r\n\r\n" not in data and len(data) < 16384:
-                try:
-                    data += await stream.receive()
-                except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
-                    return
-        parts = data.split(b"\r\n", 1)[0].decode("latin-1").split()
-        ctype, status, body = "text/plain; charset=utf-8", "200 OK", b""
-        if len(parts) < 2 or b"\r\n\r\n" not in data:
-            status = "400 Bad Request"
-        elif parts[0] not in ("GET", "HEAD"):
-            status = "405 Method Not Allowed"
-        elif parts[1].split("?", 1)[0] != "/metrics":
-            status = "404 Not Found"
-        else:
-            try:
-                body, ctype = registry.prometheus_text().encode(), "text/plain; version=0.0.4; charset=utf-8"
-            except Exception:
-                log.exception("rendering metrics failed")
-                status = "500 Internal Server Error"
-        body = body or f"{status}\n".encode()
-        head = (f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-                "Connection: close\r\n\r\n").encode()
-        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            await stream.send(head + (b"" if parts[:1] == ["HEAD"] else body))
+        """Prometheus text exposition format 0.0.4 (see ``prometheus``)."""
+        return prometheus_text(self)

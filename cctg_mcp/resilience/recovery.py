@@ -33,158 +33,31 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectSendStream
-from pydantic import BaseModel, Field
 
 from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
-from cctg_mcp.resilience.config import BackupStrategy, RecoveryConfig
 from cctg_mcp.resilience.errors import ESCALATION_ORDER, BaseResilienceError, RecoveryStrategy
+from cctg_mcp.resilience.recovery_models import AttemptOutcome as AttemptOutcome
+from cctg_mcp.resilience.recovery_models import BackupPlan as BackupPlan
+from cctg_mcp.resilience.recovery_models import RecoveryAttempt as RecoveryAttempt
+from cctg_mcp.resilience.recovery_models import RecoveryRequest as RecoveryRequest
+from cctg_mcp.resilience.recovery_models import RecoverySession as RecoverySession
+from cctg_mcp.resilience.recovery_models import RecoverySettings as RecoverySettings
+from cctg_mcp.resilience.recovery_models import RecoveryStatistics as RecoveryStatistics
+from cctg_mcp.resilience.recovery_models import SessionStatus as SessionStatus
+from cctg_mcp.resilience.recovery_models import StrategyFn as StrategyFn
+from cctg_mcp.resilience.recovery_models import StrategyOutcome as StrategyOutcome
+from cctg_mcp.resilience.recovery_models import backup_strategy_of as backup_strategy_of
 
 log = logging.getLogger(__name__)
 
-SessionStatus = Literal["in_progress", "succeeded", "failed", "escalated"]
-AttemptOutcome = Literal["succeeded", "failed", "needs_person"]
 _HANDED_OFF = (RecoveryStrategy.ESCALATE, RecoveryStrategy.MANUAL)
-
-
-@dataclass(frozen=True)
-class RecoveryRequest:
-    """What a strategy function is asked to do."""
-
-    component: str
-    error: BaseResilienceError | None
-    attempt: int  # 1-based, counted over the whole session
-    escalation_level: int
-    session_id: str
-    strategy: RecoveryStrategy = RecoveryStrategy.RETRY
-    backup: str | None = None  # the backup strategy's name when running as a backup
-    error_code: str | None = None  # the error's code, or what the health check reported
-
-
-@dataclass
-class StrategyOutcome:
-    succeeded: bool
-    detail: str
-    needs_person: bool = False
-    steps: list[str] = field(default_factory=list)
-
-
-StrategyFn = Callable[[RecoveryRequest], Awaitable[StrategyOutcome]]
-
-
-@dataclass(frozen=True)
-class BackupPlan:
-    name: str
-    priority: int
-    strategy: RecoveryStrategy
-    timeout: float  # seconds
-    max_attempts: int
-    conditions: frozenset[str]
-
-
-def backup_strategy_of(name: str) -> RecoveryStrategy | None:
-    """Which strategy a seed backup name stands for (``bridge-restart`` → restart, ...)."""
-    lowered = name.lower().replace("-", "_")
-    for strategy in RecoveryStrategy:
-        if lowered == strategy.value:
-            return strategy
-    for needle, strategy in (("restart", RecoveryStrategy.RESTART), ("fallback", RecoveryStrategy.FALLBACK),
-                             ("degrad", RecoveryStrategy.GRACEFUL_DEGRADATION),
-                             ("escalat", RecoveryStrategy.ESCALATE)):  # fmt: skip
-        if needle in lowered:
-            return strategy
-    return None
-
-
-@dataclass(frozen=True)
-class RecoverySettings:
-    """``ResilienceConfig.recovery`` in seconds (the config is in milliseconds)."""
-
-    enabled: bool = True
-    auto_recovery_enabled: bool = True
-    max_recovery_attempts: int = 5
-    recovery_delay: float = 5.0
-    escalation_threshold: int = 3
-    graceful_shutdown_timeout: float = 30.0
-    restart_delay: float = 2.0
-    backup_strategies: tuple[BackupPlan, ...] = ()
-    attempt_timeout: float = 30.0  # bounds one primary attempt (backups use their own timeout)
-    history_size: int = 100
-
-    @classmethod
-    def from_config(cls, config: RecoveryConfig, **overrides: Any) -> RecoverySettings:
-        plans = []
-        for backup in sorted(config.backup_strategies, key=lambda b: b.priority):
-            plan = _plan(backup)
-            if plan is not None:
-                plans.append(plan)
-        values: dict[str, Any] = {
-            "enabled": config.enabled,
-            "auto_recovery_enabled": config.auto_recovery_enabled,
-            "max_recovery_attempts": config.max_recovery_attempts,
-            "recovery_delay": config.seconds("recovery_delay"),
-            "escalation_threshold": config.escalation_threshold,
-            "graceful_shutdown_timeout": config.seconds("graceful_shutdown_timeout"),
-            "restart_delay": config.seconds("restart_delay"),
-            "backup_strategies": tuple(plans),
-        }
-        return cls(**{**values, **overrides})
-
-
-def _plan(backup: BackupStrategy) -> BackupPlan | None:
-    strategy = backup_strategy_of(backup.name)
-    if not backup.enabled or strategy is None:
-        if strategy is None:
-            log.warning("backup strategy %r names no known recovery strategy; ignored", backup.name)
-        return None
-    return BackupPlan(backup.name, backup.priority, strategy, backup.seconds("timeout"),
-                      backup.max_attempts, frozenset(backup.conditions))  # fmt: skip
-
-
-class RecoveryAttempt(BaseModel):
-    strategy: RecoveryStrategy
-    outcome: AttemptOutcome
-    detail: str
-    started_at: str
-    duration_s: float
-    escalation_level: int
-    backup: str | None = Field(default=None, description="The backup strategy this attempt ran as, if any.")
-
-
-class RecoverySession(BaseModel):
-    id: str
-    component: str
-    trigger: str = Field(description="What started it: health, tool, or api.")
-    error_code: str | None
-    category: str | None
-    severity: str | None
-    status: SessionStatus
-    strategy: RecoveryStrategy = Field(description="The strategy the session started with.")
-    escalation_level: int = 0
-    attempts: list[RecoveryAttempt] = Field(default_factory=list)
-    needs_person: bool = False
-    steps: list[str] = Field(default_factory=list, description="What a person should do (manual recovery).")
-    started_at: str
-    ended_at: str | None = None
-    duration_s: float | None = None
-    summary: str = ""
-
-
-class RecoveryStatistics(BaseModel):
-    sessions: int
-    in_progress: int
-    succeeded: int
-    failed: int
-    escalated: int
-    success_rate: float | None = Field(description="Succeeded / finished sessions (None before any finished).")
-    mean_time_to_recover_s: float | None = Field(description="Mean duration of succeeded sessions.")
-    active_components: list[str]
 
 
 def _iso(epoch: float) -> str:

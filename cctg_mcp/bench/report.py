@@ -1,0 +1,100 @@
+"""The benchmark report: the results table (plain text and markdown) and its goals."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from cctg_mcp.bench.plan import (
+    CHAT_BURST,
+    DRAIN_GOAL,
+    PIPELINE_GOAL_US,
+    RATE_GLOBAL,
+    RATE_PER_CHAT,
+    ROOT,
+    RSS_GOAL_MB,
+    SEND_VS_ECHO_GOAL,
+)
+
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def git_sha() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, cwd=ROOT,
+                             check=True).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=ROOT, check=True).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return sha + ("-dirty" if dirty else "")
+
+
+def _rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    s = r["samples"]
+    echo, send = r["echo_roundtrip_ms_p50"], r["tool_call_roundtrip_ms_p50"]
+    ratio = send / echo if echo else float("inf")
+    drain_ratio = r["drain_seconds"] / r["drain_ideal_seconds"] if r["drain_ideal_seconds"] else float("inf")
+
+    def verdict(ok: bool) -> str:
+        return "ok" if ok else "MISSED"
+
+    return [
+        ("bare `await` of a no-op (p50)", f"{r['bare_call_us_p50']:.2f} µs", "", ""),
+        ("pipeline overhead on success (p50)", f"{r['pipeline_overhead_us_p50']:.2f} µs",
+         f"≤ {PIPELINE_GOAL_US:g} µs", verdict(r["pipeline_overhead_us_p50"] <= PIPELINE_GOAL_US)),
+        ("open-breaker rejection (p50)", f"{r['breaker_rejection_us_p50']:.2f} µs", "", ""),
+        ("echo (`ping`) roundtrip over stdio (p50)", f"{echo:.2f} ms", "", ""),
+        ("`send_telegram_message` roundtrip (p50)", f"{send:.2f} ms ({ratio:.2f}x echo)",
+         f"≤ {SEND_VS_ECHO_GOAL:g}x echo", verdict(ratio <= SEND_VS_ECHO_GOAL)),
+        ("sends, sequential", f"{r['throughput_sequential_calls_per_s']:.0f} calls/s", "", ""),
+        (f"sends, {s['concurrency']} concurrent", f"{r['throughput_concurrent_calls_per_s']:.0f} calls/s", "", ""),
+        (f"drain of {s['drain_messages']} messages / {s['drain_chats']} chats after an outage",
+         f"{r['drain_seconds']:.1f} s (ideal {r['drain_ideal_seconds']:.1f} s, {drain_ratio:.3f}x)",
+         f"≤ {DRAIN_GOAL:.2f}x ideal", verdict(drain_ratio <= DRAIN_GOAL)),
+        ("429s provoked by the drain", str(r["drain_429s"]), "0", verdict(r["drain_429s"] == 0)),
+        (f"RSS growth over {s['rss_sends']:,} sends (HTTP stubbed)", f"{r['rss_growth_mb_100k']:.2f} MB",
+         f"≤ {RSS_GOAL_MB:g} MB", verdict(r["rss_growth_mb_100k"] <= RSS_GOAL_MB)),
+    ]  # fmt: skip
+
+
+def markdown(r: dict[str, Any]) -> str:
+    s = r["samples"]
+    lines = ["| measure | result | goal | |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in _rows(r)]
+    lines += [
+        "",
+        f"Measured by `scripts/bench{' --quick' if s['mode'] == 'quick' else ''}` on {r['python']}, "
+        f"{r['platform']}, at {r['git_sha']}. Samples: pipeline {s['pipeline_reps']} x {s['pipeline_calls']:,} "
+        f"calls; {s['roundtrips']} echo and {s['roundtrips']} send roundtrips (interleaved); "
+        f"{s['throughput_calls']} sends per throughput figure; drain of {s['drain_events']} events x "
+        f"{s['drain_chats']} chats at {RATE_PER_CHAT:g} msg/s per chat (burst {CHAT_BURST}) and "
+        f"{RATE_GLOBAL:g} msg/s overall, first message {s['drain_first_message_s']} s after recovery; "
+        f"RSS {s['rss_before_mb']} → {s['rss_after_mb']} MB after {s['rss_warmup']:,} warm-up sends. "
+        f"1-minute load average {s['load_avg_1m'][0]} at the start, {s['load_avg_1m'][1]} at the end.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def table(r: dict[str, Any]) -> str:
+    rows = [("measure", "result", "goal", ""), *_rows(r)]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    out = []
+    for n, row in enumerate(rows):
+        out.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        if n == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out) + "\n"
+
+
+def write_markdown(path: Path, r: dict[str, Any]) -> None:
+    block = f"{BEGIN}\n{markdown(r)}{END}"
+    text = path.read_text() if path.exists() else ""
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + block + rest.split(END, 1)[1]
+    else:
+        text = block + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)

@@ -1,0 +1,100 @@
+"""2. Roundtrips: the server over stdio (official ``mcp.Client``, loopback stand-in), ``ping``
+against ``send_telegram_message``, then sequential and concurrent send throughput.
+
+Also the helpers that start a server over stdio, shared with the drain phase."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+import anyio
+from mcp import Client, StdioServerParameters
+from mcp.client.stdio import stdio_client
+
+from cctg_mcp.bench.plan import Plan, median
+from cctg_mcp.testing import TelegramStandIn
+
+
+def server_env(standin: TelegramStandIn, data_dir: Path, users: list[int], **extra: str) -> dict[str, str]:
+    return {
+        "TELEGRAM_BOT_TOKEN": standin.token,
+        "TELEGRAM_ALLOWED_USERS": ",".join(str(u) for u in users),
+        "TELEGRAM_API_BASE_URL": standin.base_url,
+        "CCTG_DATA_DIR": str(data_dir),
+        "CCTG_ENVIRONMENT": "development",
+        "CCTG_TOOL_RATE_LIMIT": "0",  # the per-client guard would stop a benchmark at 120 calls/min
+        **extra,
+    }
+
+
+@contextlib.asynccontextmanager
+async def stdio_server(env: dict[str, str], errlog: TextIO) -> Any:
+    params = StdioServerParameters(command=sys.executable, args=["-m", "cctg_mcp", "serve"], env=env)
+    async with Client(stdio_client(params, errlog=errlog)) as client:
+        yield client
+
+
+async def tool(client: Any, name: str, args: dict[str, Any]) -> dict[str, Any]:
+    result = await client.call_tool(name, args)
+    if result.is_error:
+        text = " ".join(getattr(c, "text", "") for c in result.content)
+        raise RuntimeError(f"{name} failed: {text}")
+    return dict(result.structured_content or {})
+
+
+async def roundtrip_phase(plan: Plan, tmp: Path, errlog: TextIO) -> dict[str, Any]:
+    fast = {"CCTG_RATE_PER_CHAT": "100000", "CCTG_RATE_PER_CHAT_BURST": "100000", "CCTG_RATE_GLOBAL": "100000"}
+    with TelegramStandIn() as standin:
+        env = server_env(standin, tmp / "roundtrip", [111111111], **fast)
+        async with stdio_server(env, errlog) as client:
+            counter = iter(range(10**9))
+
+            async def echo() -> None:
+                out = await tool(client, "ping", {})
+                assert out.get("ok") is True, out
+
+            async def send() -> None:
+                out = await tool(client, "send_telegram_message", {"message": f"bench {next(counter)}"})
+                assert out.get("status") == "delivered", out
+
+            for _ in range(20):  # warm up: imports, connection pool, SQLite pages
+                await echo()
+                await send()
+            perf = time.perf_counter
+            echo_ms: list[float] = []
+            send_ms: list[float] = []
+            for _ in range(plan.roundtrips):
+                t0 = perf()
+                await echo()
+                t1 = perf()
+                await send()
+                t2 = perf()
+                echo_ms.append((t1 - t0) * 1000.0)
+                send_ms.append((t2 - t1) * 1000.0)
+
+            t0 = perf()
+            for _ in range(plan.throughput_calls):
+                await send()
+            sequential = plan.throughput_calls / (perf() - t0)
+
+            limiter = anyio.Semaphore(plan.concurrency)
+
+            async def limited() -> None:
+                async with limiter:
+                    await send()
+
+            t0 = perf()
+            async with anyio.create_task_group() as tg:
+                for _ in range(plan.throughput_calls):
+                    tg.start_soon(limited)
+            concurrent = plan.throughput_calls / (perf() - t0)
+    return {
+        "echo_roundtrip_ms_p50": round(median(echo_ms), 3),
+        "tool_call_roundtrip_ms_p50": round(median(send_ms), 3),
+        "throughput_sequential_calls_per_s": round(sequential, 1),
+        "throughput_concurrent_calls_per_s": round(concurrent, 1),
+    }

@@ -1,0 +1,76 @@
+"""The stand-in's records and internal values: fault modes, sent messages, replies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+
+class FaultMode(str, Enum):
+    NONE = "none"
+    SERVER_ERROR = "server_error"
+    RATE_LIMIT = "rate_limit"
+    HANG = "hang"
+    RESET = "reset"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    BAD_REQUEST = "bad_request"
+
+
+@dataclass
+class SentMessage:
+    chat_id: int
+    text: str
+    parse_mode: str | None
+    reply_markup: dict[str, Any] | None
+    message_id: int
+    at: float
+    plain_text: str = ""
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str  # the token is replaced by [REDACTED]
+    params: dict[str, Any]
+    status: int  # 0 when the connection was dropped without a response
+
+
+@dataclass
+class Fault:
+    mode: FaultMode
+    methods: set[str] | None
+    chats: set[int] | None
+    retry_after: int
+    status: int
+    count: int | None
+    epoch: int
+
+
+@dataclass
+class Bucket:
+    rate: float
+    burst: float
+    tokens: float
+    stamp: float
+
+    def refill(self, now: float) -> float:
+        self.tokens = min(self.burst, self.tokens + max(0.0, now - self.stamp) * self.rate)
+        self.stamp = now
+        return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate
+
+
+@dataclass
+class Reply:
+    status: int
+    payload: dict[str, Any] | None = None  # None: drop the connection (RST)
+    close: bool = False  # answer, then close the connection (its framing is lost)
+
+
+def err(code: int, description: str, retry_after: int | None = None) -> dict[str, Any]:
+    """A Bot API error envelope."""
+    env: dict[str, Any] = {"ok": False, "error_code": code, "description": description}
+    if retry_after is not None:
+        env["parameters"] = {"retry_after": retry_after}
+    return env
