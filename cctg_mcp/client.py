@@ -77,8 +77,7 @@ class ResilientBridgeClient:
         return await self.service.submit(event, operation="sendEvent")
 
     async def send_message(self, message: str, *, source: str = "claude-code") -> SendResult:
-        event = self.service.build_event(type="info_notification", title="Message", description=message,
-                                         source=source, data={"message": True}, max_description=20_000)  # fmt: skip
+        event = self.service.message_event(message, source=source)
         return await self.service.submit(event, operation="sendMessage")
 
     async def get_resilience_status(self) -> ResilienceStatus:

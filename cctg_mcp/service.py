@@ -217,6 +217,13 @@ class NotificationService:
             priority=priority or EVENT_PRIORITY.get(type, "normal"),
         )
 
+    def message_event(self, message: str, *, source: str = "claude-code") -> Event:
+        """A free-form message (send_telegram_message): an info notification up to 20 000 chars."""
+        if not message.strip():  # e.g. only U+001C..U+001F: non-blank to a JSON schema, blank to Python
+            raise ValidationError("message must be non-empty text.")
+        return self.build_event(type="info_notification", title="Message", description=message, source=source,
+                                data={"message": True}, max_description=20_000)  # fmt: skip
+
     def _ready(self) -> tuple[Outbox, Dispatcher]:
         problems = self.settings.problems()
         if problems or self.outbox is None or self.dispatcher is None:

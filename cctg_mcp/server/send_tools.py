@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
 from cctg_mcp.events import EventType
@@ -45,10 +44,7 @@ def register(mcp: MCPServer[Any]) -> None:
     ) -> SendResult:
         """Send a free-form text message to the person on Telegram. Long text is split into parts."""
         svc = service_of(ctx)
-        if not message.strip():  # e.g. only U+001C..U+001F: non-blank to the schema, blank to Python
-            raise ToolError("message must be non-empty text.")
-        event = checked(svc.build_event, type="info_notification", title="Message", description=message,
-                                source=source, data={"message": True}, max_description=20_000)  # fmt: skip
+        event = checked(svc.message_event, message, source=source)
         return await call(svc.submit(event, operation="sendMessage"))
 
     @mcp.tool(annotations=SEND)
