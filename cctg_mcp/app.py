@@ -65,7 +65,8 @@ async def open_service(
         return
 
     async with AsyncExitStack() as stack:
-        outbox = await Outbox.open(settings.outbox_path, max_pending=settings.outbox_max_pending)
+        outbox = await Outbox.open(settings.outbox_path, max_pending=settings.outbox_max_pending,
+                                   max_bytes=settings.outbox_max_bytes)  # fmt: skip
         stack.push_async_callback(outbox.close)
         # Bridge delivery writes CCTelegram event files (bridge_delivery): no Bot API client.
         transport = None

@@ -63,6 +63,8 @@ class Settings(BaseModel):
     tool_rate_limit: float = 120.0
     #: Most deliveries waiting in the outbox (CCTG_OUTBOX_MAX_PENDING); past it sends are refused.
     outbox_max_pending: int = 100_000
+    #: Most bytes of event payload waiting (CCTG_OUTBOX_MAX_BYTES); past it sends are refused.
+    outbox_max_bytes: int = 256 * 1024 * 1024
     #: Variables that were read, for ``cctg-mcp check`` and the status tool (no secrets).
     sources: tuple[str, ...] = ()
 
@@ -163,7 +165,7 @@ def _int(name: str, raw: str, low: int, high: int) -> int:
 
 
 def _http_settings(env: Mapping[str, str]) -> dict[str, Any]:
-    """CCTG_HTTP_*, CCTG_TOOL_RATE_LIMIT and CCTG_OUTBOX_MAX_PENDING (hardening settings)."""
+    """CCTG_HTTP_*, CCTG_TOOL_RATE_LIMIT and CCTG_OUTBOX_MAX_PENDING/_BYTES (hardening settings)."""
     host = env.get("CCTG_HTTP_HOST", "127.0.0.1").strip()
     if not host or any(c.isspace() or c in "/?#@" for c in host):
         raise ConfigurationError(f"CCTG_HTTP_HOST={host!r} is not a host name or IP address.")
@@ -183,6 +185,9 @@ def _http_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "tool_rate_limit": rate,
         "outbox_max_pending": _int(
             "CCTG_OUTBOX_MAX_PENDING", env.get("CCTG_OUTBOX_MAX_PENDING", "100000"), 1, 1_000_000_000
+        ),
+        "outbox_max_bytes": _int(
+            "CCTG_OUTBOX_MAX_BYTES", env.get("CCTG_OUTBOX_MAX_BYTES", str(256 * 1024 * 1024)), 1024, 2**40
         ),
     }
 

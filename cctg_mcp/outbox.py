@@ -99,18 +99,19 @@ class OutboxCounts:
 class Outbox:
     """Durable queue of deliveries. Open with ``await Outbox.open(path)``."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path, *, max_pending: int) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path, *, max_pending: int, max_bytes: int) -> None:
         self._conn = conn
         self._lock = threading.Lock()
         self.path = path
         self.max_pending = max_pending
+        self.max_bytes = max_bytes
 
     @classmethod
-    async def open(cls, path: Path, *, max_pending: int = 100_000) -> Outbox:
-        return await anyio.to_thread.run_sync(cls._open_sync, path, max_pending)
+    async def open(cls, path: Path, *, max_pending: int = 100_000, max_bytes: int = 256 * 1024 * 1024) -> Outbox:
+        return await anyio.to_thread.run_sync(cls._open_sync, path, max_pending, max_bytes)
 
     @classmethod
-    def _open_sync(cls, path: Path, max_pending: int) -> Outbox:
+    def _open_sync(cls, path: Path, max_pending: int, max_bytes: int) -> Outbox:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
@@ -128,7 +129,7 @@ class Outbox:
                 "to another directory, then start again."
             ) from None
         conn.row_factory = sqlite3.Row
-        return cls(conn, path, max_pending=max_pending)
+        return cls(conn, path, max_pending=max_pending, max_bytes=max_bytes)
 
     async def close(self) -> None:
         await self._run(self._conn.close)
@@ -176,9 +177,22 @@ class Outbox:
                     "Nothing queued was dropped; try again once the backlog drains.",
                     code="QUEUE_FULL",
                 )
+            payload = event.model_dump_json()
+            waiting = 0
+            if pending:  # only a backlog costs the scan; an empty queue holds no bytes
+                (waiting,) = self._conn.execute(
+                    "SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM events WHERE event_id IN"
+                    " (SELECT event_id FROM deliveries WHERE status IN ('pending','in_flight'))"
+                ).fetchone()
+            if waiting + len(payload) > self.max_bytes:
+                raise ResourceError(
+                    f"The outbox is full ({waiting} bytes of events waiting, limit {self.max_bytes}). "
+                    "Nothing queued was dropped; try again once the backlog drains.",
+                    code="QUEUE_FULL",
+                )
             self._conn.execute(
                 "INSERT INTO events (event_id, payload, priority, created_at) VALUES (?,?,?,?)",
-                (event.event_id, event.model_dump_json(), rank, now),
+                (event.event_id, payload, rank, now),
             )
             self._conn.executemany(
                 "INSERT INTO deliveries (event_id, chat_id, status, priority, next_attempt_at, lease_until,"

@@ -127,6 +127,20 @@ async def test_cap_refuses_new_work_without_dropping_queued(tmp_path: Path) -> N
     await box.close()
 
 
+async def test_byte_cap_refuses_new_work_without_dropping_queued(tmp_path: Path) -> None:
+    box = await Outbox.open(tmp_path / "o.sqlite3", max_bytes=1700)  # each event below is 790 bytes of JSON
+    big = event(1).model_copy(update={"description": "x" * 600})
+    assert await box.enqueue(big, [1])
+    assert await box.enqueue(event(2).model_copy(update={"description": "y" * 600}), [1])
+    with pytest.raises(ResourceError, match="bytes of events waiting"):
+        await box.enqueue(event(3).model_copy(update={"description": "z" * 600}), [1])
+    assert (await box.counts()).pending == 2 and await box.deliveries("ev-3") == []
+    (row, *_) = await box.claim_due("p", lease_s=30)
+    await box.mark_delivered(row.id, [1])  # delivered bytes no longer count
+    assert await box.enqueue(event(3).model_copy(update={"description": "z" * 600}), [1])
+    await box.close()
+
+
 async def test_corrupt_database_is_a_clear_error_and_is_not_reset(tmp_path: Path) -> None:
     path = tmp_path / "o.sqlite3"
     path.write_bytes(b"this is not a database" * 100)
