@@ -358,8 +358,10 @@ async def test_retry_makes_a_waiting_row_due_and_it_is_delivered(
 ) -> None:
     assert service.outbox is not None
     event = msg(service, "parked")
-    await service.outbox.enqueue(event, [USERS[0]])
-    (row,) = await service.outbox.claim_due("someone", 60)
+    # Leased at once: the running dispatcher must not grab the row before it is parked.
+    parked = await service.outbox.enqueue(event, [USERS[0]], lease=("someone", 60))
+    assert parked is not None
+    (row,) = parked
     await service.outbox.release(row.id, "parked for an hour", time.time() + 3600)
     with anyio.fail_after(10):
         session = await service.recovery.recover("telegram", strategy=S.RETRY)
