@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 
 import anyio
 import httpx
@@ -22,6 +23,7 @@ from cctg_mcp.chaos_faults import ChaosSender, build_chaos
 from cctg_mcp.config import Settings
 from cctg_mcp.dispatcher import Dispatcher
 from cctg_mcp.health_checks import install_default_checks
+from cctg_mcp.housekeeping import run_housekeeping
 from cctg_mcp.outbox import Outbox
 from cctg_mcp.pacing import Pacer
 from cctg_mcp.recovery_actions import build_manager
@@ -123,6 +125,8 @@ async def open_service(
                 await tg.start(monitor.run)
             if config.monitoring.enabled:
                 tg.start_soon(metrics.run_sampler)
+            await tg.start(partial(run_housekeeping, service, config.monitoring.retention.seconds("events"),
+                                   clock=clock))  # fmt: skip
             if config.monitoring.prometheus.enabled:  # PROMETHEUS_ENABLED / PROMETHEUS_PORT, loopback only
                 service.prometheus_port = await tg.start(serve_prometheus, metrics, "127.0.0.1",
                                                          config.monitoring.prometheus.port)  # fmt: skip

@@ -366,7 +366,7 @@ class Outbox:
         (oldest,) = self._conn.execute(
             "SELECT MIN(created_at) FROM deliveries WHERE status IN ('pending','in_flight')"
         ).fetchone()
-        age = max(0.0, time.time() - oldest) if oldest is not None else None
+        age = round(max(0.0, time.time() - oldest), 3) if oldest is not None else None
         return OutboxCounts(by["pending"], by["in_flight"], by["delivered"], by["dead"], age)
 
     async def next_due_at(self) -> float | None:

@@ -88,3 +88,29 @@ async def test_prometheus_exposition_is_served_on_loopback_when_enabled(
                 response = await http.get(f"http://127.0.0.1:{port}/metrics")
     assert response.status_code == 200
     assert "# TYPE" in response.text and 'operation="sendMessage"' in response.text
+
+
+async def test_retention_purges_finished_rows_and_answers_but_never_waiting_ones(
+    standin: TelegramStandIn, tmp_path: Path
+) -> None:
+    from cctg_mcp.housekeeping import purge_once
+    from cctg_mcp.testing import FaultMode
+
+    async with open_service(make_settings(standin, tmp_path), resilience=CONFIG) as service:
+        done = service.build_event(type="info_notification", title="t", description="delivered long ago")
+        assert (await service.submit(done)).status == "delivered"
+        standin.set_fault(FaultMode.SERVER_ERROR, status=502)
+        waiting = service.build_event(type="info_notification", title="t", description="still waiting")
+        assert (await service.submit(waiting)).status == "queued"
+        standin.push_text(USERS[0], "an answer")
+        with anyio.fail_after(10):
+            while not (await service.answers.responses(limit=10)).responses:
+                await service.answers.poller.round_done().wait()
+        kept = await purge_once(service, retention_s=3600)  # nothing is that old yet
+        assert kept.outbox_rows == 0 and kept.answers == 0
+        purged = await purge_once(service, retention_s=-1)  # everything finished is "old"
+        counts = await service.outbox.counts()
+        stored = await service.answers.responses(limit=10)
+    assert purged.outbox_rows == len(USERS) and purged.answers == 1
+    assert counts.delivered == 0 and counts.pending + counts.in_flight == len(USERS)
+    assert stored.responses == []

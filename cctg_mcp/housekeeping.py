@@ -1,0 +1,53 @@
+"""Retention: finished outbox rows and stored answers are purged past
+``monitoring.retention.events`` (MONITORING_EVENTS_RETENTION, 7 days by default), so the data
+dir does not grow without bound. Metric history keeps its own bounded ring (metrics.py).
+
+Pending and in-flight deliveries are never purged, whatever their age.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import anyio
+import anyio.abc
+
+from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
+from cctg_mcp.service import NotificationService
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Purged:
+    outbox_rows: int
+    answers: int
+
+
+async def purge_once(service: NotificationService, retention_s: float) -> Purged:
+    rows = await service.outbox.purge(retention_s) if service.outbox is not None else 0
+    store = getattr(service.answers, "store", None)  # the Telegram answers store (bridge files age by mtime)
+    answers = await store.delete_older_than(retention_s) if store is not None else 0
+    if rows or answers:
+        log.info("retention: purged %d finished deliveries and %d answers older than %.0fs", rows, answers,
+                 retention_s)  # fmt: skip
+    return Purged(rows, answers)
+
+
+async def run_housekeeping(
+    service: NotificationService,
+    retention_s: float,
+    *,
+    interval_s: float = 3600.0,
+    clock: Clock = SYSTEM_CLOCK,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Purge at start and then every ``interval_s`` until cancelled."""
+    task_status.started()
+    while True:
+        try:
+            await purge_once(service, retention_s)
+        except Exception as exc:  # a failed purge must not stop the server; try again next round
+            log.warning("retention purge failed: %s", exc)
+        await clock.sleep(interval_s)
