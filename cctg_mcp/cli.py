@@ -109,7 +109,7 @@ async def _check(settings: Settings) -> list[str]:
         me = await transport.get_me()
         sys.stdout.write(f"Telegram: connected as @{me.get('username')} (id {me.get('id')}).\n")
     except BaseResilienceError as exc:
-        problems.append(f"Telegram getMe failed: {exc}")
+        problems.append(str(exc))
     finally:
         await transport.aclose()
     return problems

@@ -63,3 +63,15 @@ async def test_a_malformed_variable_stops_start_up_naming_it(standin: TelegramSt
                                          check=False)  # fmt: skip
     assert result.returncode == 2
     assert b"TELEGRAM_ALLOWED_USERS" in result.stderr and result.stdout == b""
+
+
+async def test_check_reports_ok_then_the_rejected_token_in_words(standin: TelegramStandIn, tmp_path: Path) -> None:
+    env = {**(params(standin, tmp_path, "asyncio").env or {}), "PATH": ""}
+    command = [sys.executable, "-m", "cctg_mcp", "check"]
+    with anyio.fail_after(60):
+        ok = await anyio.run_process(command, env=env, check=False)
+        standin.set_fault(FaultMode.UNAUTHORIZED)
+        bad = await anyio.run_process(command, env=env, check=False)
+    assert ok.returncode == 0 and b"connected as @" in ok.stdout and b"OK:" in ok.stdout
+    assert bad.returncode == 1 and b"401" in bad.stdout and b"TELEGRAM_BOT_TOKEN" in bad.stdout
+    assert standin.token.encode() not in bad.stdout + bad.stderr
