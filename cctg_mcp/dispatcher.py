@@ -10,7 +10,6 @@ deadline reached), or dead (a permanent failure: 400, 401, 403).
 from __future__ import annotations
 
 import logging
-import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -274,7 +273,3 @@ class Dispatcher:
             deadline = self.clock.monotonic() + self.send_timeout_s
             with self.clock.timeout_scope(self.send_timeout_s + 5.0):
                 await self.deliver(delivery, deadline=deadline)
-
-    @staticmethod
-    def seconds_until(epoch: float | None) -> float | None:
-        return None if epoch is None else max(0.0, math.ceil((epoch - time.time()) * 1000) / 1000)

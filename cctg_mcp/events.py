@@ -4,7 +4,6 @@ to Telegram text (HTML escaping, 4096-character splitting, approval keyboards)."
 from __future__ import annotations
 
 import html
-import uuid
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -111,10 +110,6 @@ EVENT_PRIORITY: dict[str, Priority] = {
 }
 
 TELEGRAM_TEXT_LIMIT = 4096
-
-
-def new_event_id() -> str:
-    return str(uuid.uuid4())
 
 
 def utc_now_iso() -> str:
