@@ -19,19 +19,16 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio.to_thread
 
 from cctg_mcp.events import Event
 from cctg_mcp.resilience.errors import ConfigurationError, ResourceError, redact
-
-T = TypeVar("T")
+from cctg_mcp.sqlite_worker import ThreadedSqlite
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -96,12 +93,11 @@ class OutboxCounts:
         }
 
 
-class Outbox:
+class Outbox(ThreadedSqlite):
     """Durable queue of deliveries. Open with ``await Outbox.open(path)``."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path, *, max_pending: int, max_bytes: int) -> None:
-        self._conn = conn
-        self._lock = threading.Lock()
+        super().__init__(conn)
         self.path = path
         self.max_pending = max_pending
         self.max_bytes = max_bytes
@@ -130,16 +126,6 @@ class Outbox:
             ) from None
         conn.row_factory = sqlite3.Row
         return cls(conn, path, max_pending=max_pending, max_bytes=max_bytes)
-
-    async def close(self) -> None:
-        await self._run(self._conn.close)
-
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        def locked() -> T:
-            with self._lock:
-                return fn(*args)
-
-        return await anyio.to_thread.run_sync(locked)
 
     # ---- writes -------------------------------------------------------------------------
 

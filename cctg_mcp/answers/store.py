@@ -18,11 +18,9 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -30,9 +28,9 @@ import anyio.to_thread
 from cctg_mcp.answers.models import Action, ParsedUpdate, TelegramResponse, iso
 from cctg_mcp.rendering import callback_ref, parse_callback_data
 from cctg_mcp.resilience.errors import ConfigurationError
+from cctg_mcp.sqlite_worker import ThreadedSqlite
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 ANSWERS_FILE = "answers.sqlite3"
 
@@ -75,12 +73,11 @@ _COLUMNS = (
 )
 
 
-class ResponseStore:
+class ResponseStore(ThreadedSqlite):
     """Open with ``await ResponseStore.open(path, outbox_path=..., bot_id=...)``."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path, *, bot_id: int, outbox_attached: bool) -> None:
-        self._conn = conn
-        self._lock = threading.Lock()
+        super().__init__(conn)
         self.path = path
         self.bot_id = bot_id
         self.outbox_attached = outbox_attached
@@ -115,16 +112,6 @@ class ResponseStore:
                 log.warning("answers: cannot read the outbox at %s (%s); answers will not name their events",
                             outbox_path, exc)  # fmt: skip
         return cls(conn, path, bot_id=bot_id, outbox_attached=attached)
-
-    async def close(self) -> None:
-        await self._run(self._conn.close)
-
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        def locked() -> T:
-            with self._lock:
-                return fn(*args)
-
-        return await anyio.to_thread.run_sync(locked)
 
     # ---- change notification ------------------------------------------------------------
 
