@@ -101,7 +101,7 @@ class Pacer:
             chat.refill(now)
             self._global.refill(now)
             wait = max(self.paused_until - now, chat.wait_for_one(), self._global.wait_for_one())
-            if wait <= 0:
+            if wait <= 1e-9:  # float dust from refills must not turn into a zero-length wait loop
                 chat.tokens -= 1.0
                 self._global.tokens -= 1.0
                 return
