@@ -17,11 +17,6 @@ from cctg_mcp.testing import FaultMode, TelegramStandIn
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def standin() -> TelegramStandIn:
-    with TelegramStandIn() as server:
-        yield server
-
 
 async def test_every_send_tool_delivers_to_every_allowed_user(standin: TelegramStandIn, tmp_path: Path) -> None:
     calls = [
@@ -43,7 +38,8 @@ async def test_every_send_tool_delivers_to_every_allowed_user(standin: TelegramS
         assert len(standin.messages_for(user)) == len(calls)
     approval = standin.messages_for(USERS[0])[-1]
     buttons = [b for row in approval.reply_markup["inline_keyboard"] for b in row]  # type: ignore[index]
-    assert [b["text"] for b in buttons][:3] == ["Yes", "No", "Later"] or len(buttons) >= 3
+    assert [b["text"] for b in buttons] == ["✅ Yes", "❌ No", "Later"]
+    assert [b["callback_data"].split(":")[0] for b in buttons] == ["approve", "deny", "opt"]
     assert all(len(b["callback_data"].encode()) <= 64 for b in buttons)
 
 
