@@ -25,19 +25,11 @@ USERS = (111111111, 222222222)
 
 
 def _server_env(standin: TelegramStandIn, data_dir: Path) -> dict[str, str]:
-    return {
-        "TELEGRAM_BOT_TOKEN": standin.token,
-        "TELEGRAM_ALLOWED_USERS": ",".join(str(u) for u in USERS),
-        "TELEGRAM_API_BASE_URL": standin.base_url,
-        "CCTG_DATA_DIR": str(data_dir),
-        "CCTG_ENVIRONMENT": "development",
-        # Short timings so the demo takes seconds, in the seed's units (milliseconds).
-        "CIRCUIT_BREAKER_FAILURE_THRESHOLD": "2",
-        "CIRCUIT_BREAKER_TIMEOUT": "1500",
-        "RETRY_MAX_ATTEMPTS": "2",
-        "RETRY_BASE_DELAY": "100",
-        "RETRY_MAX_DELAY": "400",
-    }
+    # Short timings so the demo takes seconds, in the seed's units (milliseconds).
+    return standin.server_env(
+        data_dir, USERS, CCTG_ENVIRONMENT="development", CIRCUIT_BREAKER_FAILURE_THRESHOLD="2",
+        CIRCUIT_BREAKER_TIMEOUT="1500", RETRY_MAX_ATTEMPTS="2", RETRY_BASE_DELAY="100", RETRY_MAX_DELAY="400",
+    )  # fmt: skip
 
 
 async def _call(client: Client, tool: str, args: dict[str, Any]) -> dict[str, Any]:

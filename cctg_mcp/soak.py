@@ -47,8 +47,7 @@ EV = re.compile(r"ev-(\d{5})")
 def server_env(standin: TelegramStandIn, data_dir: Path, lease_s: int) -> dict[str, str]:
     return {
         **{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "PYTHONPATH", "VIRTUAL_ENV")},
-        "TELEGRAM_BOT_TOKEN": standin.token, "TELEGRAM_ALLOWED_USERS": ",".join(map(str, USERS)),
-        "TELEGRAM_API_BASE_URL": standin.base_url, "CCTG_DATA_DIR": str(data_dir),
+        **standin.server_env(data_dir, USERS),
         "CCTG_ENVIRONMENT": "development", "CCTG_LEASE_SECONDS": str(lease_s),
         "CCTG_RATE_PER_CHAT": "200", "CCTG_RATE_PER_CHAT_BURST": "50", "CCTG_RATE_GLOBAL": "400",
         "CIRCUIT_BREAKER_FAILURE_THRESHOLD": "3", "CIRCUIT_BREAKER_TIMEOUT": "1000",

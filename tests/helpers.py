@@ -36,9 +36,7 @@ def make_settings(standin: TelegramStandIn | None, data_dir: Path, **env: str) -
     base = {"CCTG_DATA_DIR": str(data_dir), "CCTG_ENVIRONMENT": "development"}
     if standin is not None:
         base.update(
-            TELEGRAM_BOT_TOKEN=standin.token,
-            TELEGRAM_ALLOWED_USERS=",".join(map(str, USERS)),
-            TELEGRAM_API_BASE_URL=standin.base_url,
+            standin.server_env(data_dir, USERS),
             CCTG_RATE_PER_CHAT="1000",
             CCTG_RATE_PER_CHAT_BURST="1000",
             CCTG_RATE_GLOBAL="1000",

@@ -5,7 +5,7 @@ the real outbox attached so button presses resolve to their events."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -39,11 +39,6 @@ ALICE, BOB = USERS
 STRANGER = 999
 T0 = 1_700_000_000.0
 
-
-@pytest.fixture
-def standin() -> Iterator[TelegramStandIn]:
-    with TelegramStandIn() as server:
-        yield server
 
 
 def counter(metrics: MetricsRegistry, name: str) -> float:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -333,11 +333,6 @@ async def test_bridge_mode_answers_through_the_mcp_tools(tmp_path: Path) -> None
 
 # ---- the poller's status -------------------------------------------------------------------
 
-
-@pytest.fixture
-def standin() -> Iterator[TelegramStandIn]:
-    with TelegramStandIn() as server:
-        yield server
 
 
 async def test_a_409_conflict_is_an_active_issue_through_the_mcp_tool(standin: TelegramStandIn, tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ get_telegram_responses see it."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -29,11 +29,6 @@ pytestmark = pytest.mark.anyio
 ALICE, BOB = USERS
 STRANGER = 999
 
-
-@pytest.fixture
-def standin() -> Iterator[TelegramStandIn]:
-    with TelegramStandIn() as server:
-        yield server
 
 
 @asynccontextmanager

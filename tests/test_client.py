@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import io
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -21,19 +20,9 @@ pytestmark = pytest.mark.anyio
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
-@pytest.fixture
-def standin() -> Iterator[TelegramStandIn]:
-    with TelegramStandIn() as server:
-        yield server
-
 
 def env_for(standin: TelegramStandIn, tmp_path: Path) -> dict[str, str]:
-    return {
-        "TELEGRAM_BOT_TOKEN": standin.token,
-        "TELEGRAM_ALLOWED_USERS": ",".join(map(str, USERS)),
-        "TELEGRAM_API_BASE_URL": standin.base_url,
-        "CCTG_DATA_DIR": str(tmp_path),
-    }
+    return standin.server_env(tmp_path, USERS)
 
 
 async def test_send_event_and_status(standin: TelegramStandIn, tmp_path: Path) -> None:

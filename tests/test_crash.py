@@ -39,20 +39,12 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture
-def standin() -> Any:
-    with TelegramStandIn() as server:
-        yield server
-
 
 def server_env(standin: TelegramStandIn, data_dir: Path, **extra: str) -> dict[str, str]:
     config = data_dir.parent / f"{data_dir.name}-resilience.json"
     config.write_text(json.dumps(FAST))
     return {
-        "TELEGRAM_BOT_TOKEN": standin.token,
-        "TELEGRAM_ALLOWED_USERS": str(USER),
-        "TELEGRAM_API_BASE_URL": standin.base_url,
-        "CCTG_DATA_DIR": str(data_dir),
+        **standin.server_env(data_dir, [USER]),
         "CCTG_ENVIRONMENT": "development",
         "CCTG_CONFIG": str(config),
         "CCTG_LEASE_SECONDS": "5",

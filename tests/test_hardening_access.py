@@ -24,11 +24,6 @@ pytestmark = pytest.mark.anyio
 STRANGER = 999_999
 
 
-@pytest.fixture
-def standin() -> Any:
-    with TelegramStandIn() as server:
-        yield server
-
 
 async def outbox(client: Client) -> dict[str, Any]:
     status = (await client.call_tool("get_resilience_status", {})).structured_content

@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import anyio
 import httpx
@@ -38,18 +37,10 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture
-def standin() -> Any:
-    with TelegramStandIn() as server:
-        yield server
-
 
 def env_for(standin: TelegramStandIn, data_dir: Path, **extra: str) -> dict[str, str]:
-    return {
-        "PATH": os.environ.get("PATH", ""), "TELEGRAM_BOT_TOKEN": standin.token,
-        "TELEGRAM_ALLOWED_USERS": ",".join(map(str, USERS)), "TELEGRAM_API_BASE_URL": standin.base_url,
-        "CCTG_DATA_DIR": str(data_dir), "CCTG_ENVIRONMENT": "development", **extra,
-    }  # fmt: skip
+    return {"PATH": os.environ.get("PATH", ""),
+            **standin.server_env(data_dir, USERS, CCTG_ENVIRONMENT="development", **extra)}  # fmt: skip
 
 
 async def test_http_transport_auth_rebinding_healthz_and_sigterm(standin: TelegramStandIn, tmp_path: Path) -> None:

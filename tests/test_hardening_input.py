@@ -207,11 +207,6 @@ def check_call(client: Client, standin: TelegramStandIn, tool: str, args: dict[s
             assert expected in received, f"{expected!r} did not arrive intact: {received!r}"
 
 
-@pytest.fixture
-def standin() -> Any:
-    with TelegramStandIn() as server:
-        yield server
-
 
 async def _run(standin: TelegramStandIn, tmp_path: Path, body: Callable[[Client], None]) -> None:
     async with connected(make_settings(standin, tmp_path, CCTG_TOOL_RATE_LIMIT="0")) as client:

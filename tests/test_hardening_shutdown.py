@@ -31,11 +31,6 @@ from cctg_mcp.testing import FaultMode, TelegramStandIn
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def standin() -> Any:
-    with TelegramStandIn() as server:
-        yield server
-
 
 async def poll(predicate: Any, limit: float) -> None:
     with anyio.fail_after(limit):
@@ -71,11 +66,8 @@ async def test_shutdown_exits_0_and_leaves_no_leased_rows(
 ) -> None:
     if anyio_backend != "asyncio":
         pytest.skip("one client backend is enough: the server backend is the parameter")
-    env = {
-        "PATH": os.environ.get("PATH", ""), "TELEGRAM_BOT_TOKEN": standin.token,
-        "TELEGRAM_ALLOWED_USERS": ",".join(map(str, USERS)), "TELEGRAM_API_BASE_URL": standin.base_url,
-        "CCTG_DATA_DIR": str(tmp_path), "CCTG_ENVIRONMENT": "development", "HEALTH_CHECK_ENABLED": "false",
-    }  # fmt: skip
+    env = {"PATH": os.environ.get("PATH", ""), **standin.server_env(
+        tmp_path, USERS, CCTG_ENVIRONMENT="development", HEALTH_CHECK_ENABLED="false")}  # fmt: skip
     stderr = (tmp_path / "stderr.log").open("wb")
     command = [sys.executable, "-m", "cctg_mcp", "serve", "--backend", backend]
     with anyio.fail_after(60):

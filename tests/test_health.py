@@ -6,7 +6,6 @@ import json
 import shutil
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -385,11 +384,6 @@ async def test_disk_check_reads_real_free_space(tmp_path: Path) -> None:
     assert (await disk_check(tmp_path, min_free_mb=free_mb * 10)()).status is U
     assert (await disk_check(tmp_path, min_free_mb=free_mb / 1.5)()).status is D
 
-
-@pytest.fixture
-def standin() -> Iterator[TelegramStandIn]:
-    with TelegramStandIn() as server:
-        yield server
 
 
 async def test_telegram_check_through_the_real_transport(standin: TelegramStandIn) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,11 +22,6 @@ HEALTH = {"interval": 600_000, "timeout": 3000, "failureThreshold": 2, "recovery
           "gracePeriod": 600_000}  # fmt: skip
 DEFAULTS = ["disk", "dispatcher", "outbox", "telegram", "telegram_breaker"]
 
-
-@pytest.fixture
-def standin() -> Iterator[TelegramStandIn]:
-    with TelegramStandIn() as server:
-        yield server
 
 
 async def report(client: Client, **args: Any) -> dict[str, Any]:

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -23,11 +22,6 @@ pytestmark = [
 INSPECTOR = ["npx", "-y", "@modelcontextprotocol/inspector@0", "--cli"]
 
 
-@pytest.fixture
-def standin() -> Iterator[TelegramStandIn]:
-    with TelegramStandIn() as server:
-        yield server
-
 
 @pytest.fixture
 def anyio_backend() -> str:
@@ -35,12 +29,7 @@ def anyio_backend() -> str:
 
 
 async def inspect(standin: TelegramStandIn, data_dir: Path, *method: str) -> dict[str, object]:
-    env = {
-        "TELEGRAM_BOT_TOKEN": standin.token,
-        "TELEGRAM_ALLOWED_USERS": ",".join(map(str, USERS)),
-        "TELEGRAM_API_BASE_URL": standin.base_url,
-        "CCTG_DATA_DIR": str(data_dir),
-    }
+    env = standin.server_env(data_dir, USERS)
     flags = [arg for key, value in env.items() for arg in ("-e", f"{key}={value}")]
     command = [*INSPECTOR, *flags, sys.executable, "-m", "cctg_mcp", "serve", *method]
     with anyio.fail_after(240):  # the first run downloads the Inspector from the npm registry

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -281,11 +281,6 @@ async def test_no_background_session_when_auto_recovery_is_off() -> None:
 
 # ---- the real actions on a running service ------------------------------------------------
 
-
-@pytest.fixture
-def standin() -> Iterator[TelegramStandIn]:
-    with TelegramStandIn() as server:
-        yield server
 
 
 SLOW_BREAKER = {"telegram": {"failureThreshold": 2, "successThreshold": 2, "timeout": 600_000}}

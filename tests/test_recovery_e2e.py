@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +30,6 @@ CONFIG = fast_config(
     recovery={"recoveryDelay": 0, "maxRecoveryAttempts": 2},
 )
 
-
-@pytest.fixture
-def standin() -> Iterator[TelegramStandIn]:
-    with TelegramStandIn() as server:
-        yield server
 
 
 async def call(client: Client, tool: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -157,9 +151,8 @@ def test_sigterm_exits_zero_and_returns_in_flight_rows(tmp_path: Path, backend: 
     anyio.run(_seed_and_count, outbox_path, True)
     with TelegramStandIn(max_hang=60) as standin:
         standin.set_fault(FaultMode.HANG, methods={"sendMessage"})  # the dispatcher's send stays in flight
-        env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "TELEGRAM_BOT_TOKEN": standin.token,
-               "TELEGRAM_ALLOWED_USERS": str(USERS[0]), "TELEGRAM_API_BASE_URL": standin.base_url,
-               "CCTG_DATA_DIR": str(tmp_path / "data"), "CCTG_ENVIRONMENT": "development"}  # fmt: skip
+        env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "CCTG_ENVIRONMENT": "development",
+               **standin.server_env(tmp_path / "data", [USERS[0]])}  # fmt: skip
         proc = subprocess.Popen([sys.executable, "-m", "cctg_mcp", "serve", "--backend", backend], env=env,
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
         try:

@@ -3,7 +3,6 @@ fallback (event files are already the fallback, so nothing is paused)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -19,11 +18,6 @@ pytestmark = pytest.mark.anyio
 
 CONFIG = fast_config(health={"enabled": False}, recovery={"recoveryDelay": 0, "maxRecoveryAttempts": 1})
 
-
-@pytest.fixture
-def standin() -> Iterator[TelegramStandIn]:
-    with TelegramStandIn() as server:
-        yield server
 
 
 async def test_restart_brings_a_killed_dispatcher_loop_back_and_it_delivers(

@@ -19,11 +19,6 @@ from cctg_mcp.testing import DEFAULT_TOKEN, FaultMode, TelegramStandIn, parse_te
 TOKEN = DEFAULT_TOKEN
 
 
-@pytest.fixture
-def standin() -> Iterator[TelegramStandIn]:
-    with TelegramStandIn() as s:
-        yield s
-
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[httpx.Client]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -17,20 +16,9 @@ from cctg_mcp.testing import FaultMode, TelegramStandIn
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def standin() -> Iterator[TelegramStandIn]:
-    with TelegramStandIn() as server:
-        yield server
-
 
 def params(standin: TelegramStandIn, data_dir: Path, backend: str, **extra: str) -> StdioServerParameters:
-    env = {
-        "TELEGRAM_BOT_TOKEN": standin.token,
-        "TELEGRAM_ALLOWED_USERS": ",".join(map(str, USERS)),
-        "TELEGRAM_API_BASE_URL": standin.base_url,
-        "CCTG_DATA_DIR": str(data_dir),
-        **extra,
-    }
+    env = standin.server_env(data_dir, USERS, **extra)
     return StdioServerParameters(command=sys.executable, args=["-m", "cctg_mcp", "serve", "--backend", backend],
                                  env=env)  # fmt: skip
 

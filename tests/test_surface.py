@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,11 +14,6 @@ from cctg_mcp.testing import TelegramStandIn
 
 ROOT = Path(__file__).resolve().parent.parent
 
-
-@pytest.fixture
-def standin() -> Iterator[TelegramStandIn]:
-    with TelegramStandIn() as server:
-        yield server
 
 
 def test_versions_agree_across_package_and_registry_manifest() -> None:

@@ -20,15 +20,8 @@ from cctg_mcp.testing import TelegramStandIn
 
 
 def server_env(standin: TelegramStandIn, data_dir: Path, users: list[int], **extra: str) -> dict[str, str]:
-    return {
-        "TELEGRAM_BOT_TOKEN": standin.token,
-        "TELEGRAM_ALLOWED_USERS": ",".join(str(u) for u in users),
-        "TELEGRAM_API_BASE_URL": standin.base_url,
-        "CCTG_DATA_DIR": str(data_dir),
-        "CCTG_ENVIRONMENT": "development",
-        "CCTG_TOOL_RATE_LIMIT": "0",  # the per-client guard would stop a benchmark at 120 calls/min
-        **extra,
-    }
+    # CCTG_TOOL_RATE_LIMIT=0: the per-client guard would stop a benchmark at 120 calls/min.
+    return standin.server_env(data_dir, users, CCTG_ENVIRONMENT="development", CCTG_TOOL_RATE_LIMIT="0", **extra)
 
 
 @contextlib.asynccontextmanager

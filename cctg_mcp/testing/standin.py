@@ -11,7 +11,8 @@ import math
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
@@ -182,6 +183,16 @@ class TelegramStandIn:
         return Reply(f.status, err(f.status, reason.get(f.status, "Internal Server Error")))
 
     # -- recorded traffic --------------------------------------------------------------------
+    def server_env(self, data_dir: str | Path, users: Iterable[int], **extra: str) -> dict[str, str]:
+        """The environment that points ``cctg-mcp serve`` at this stand-in (plus ``extra``)."""
+        return {
+            "TELEGRAM_BOT_TOKEN": self.token,
+            "TELEGRAM_ALLOWED_USERS": ",".join(str(u) for u in users),
+            "TELEGRAM_API_BASE_URL": self.base_url,
+            "CCTG_DATA_DIR": str(data_dir),
+            **extra,
+        }
+
     def messages_for(self, chat_id: int) -> list[SentMessage]:
         with self._cond:
             return [m for m in self.sent if m.chat_id == chat_id]
