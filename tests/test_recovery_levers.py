@@ -108,3 +108,19 @@ async def test_retention_purges_finished_rows_and_answers_but_never_waiting_ones
     assert purged.outbox_rows == len(USERS) and purged.answers == 1
     assert counts.delivered == 0 and counts.pending + counts.in_flight == len(USERS)
     assert stored.responses == []
+
+
+async def test_a_429_pauses_every_send_for_retry_after_and_the_send_still_succeeds(
+    standin: TelegramStandIn, tmp_path: Path
+) -> None:
+    from cctg_mcp.testing import FaultMode
+
+    async with open_service(make_settings(standin, tmp_path), resilience=CONFIG) as service:
+        standin.set_fault(FaultMode.RATE_LIMIT, methods={"sendMessage"}, retry_after=1, count=1)
+        event = service.build_event(type="info_notification", title="t", description="after a 429")
+        result = await service.submit(event)
+        pacer = service.dispatcher.pacer
+    assert result.status == "delivered"
+    assert pacer.pauses == 1  # the per-bot limit held the shared pacer, not just this retry
+    assert len(standin.sent) == len(USERS)
+    assert service.pipelines.for_component("telegram").breaker.statistics().failures == 0  # a 429 never counts
