@@ -13,28 +13,31 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
+from typing import TYPE_CHECKING
 
 import anyio
-import httpx
 
 from cctg_mcp.answers import DEFAULT_POLL_TIMEOUT, Answers, BridgeAnswers
-from cctg_mcp.bridge_delivery import bridge_dispatcher
-from cctg_mcp.chaos_faults import ChaosSender, build_chaos
 from cctg_mcp.config import Settings
-from cctg_mcp.dispatcher import Dispatcher
-from cctg_mcp.health_checks import install_default_checks
-from cctg_mcp.housekeeping import run_housekeeping
-from cctg_mcp.outbox import Outbox
-from cctg_mcp.pacing import Pacer
-from cctg_mcp.recovery_actions import build_manager
+from cctg_mcp.delivery.bridge import bridge_dispatcher
+from cctg_mcp.delivery.dispatcher import Dispatcher
+from cctg_mcp.delivery.housekeeping import run_housekeeping
+from cctg_mcp.delivery.outbox import Outbox
+from cctg_mcp.delivery.pacing import Pacer
+from cctg_mcp.delivery.service import NotificationService
+from cctg_mcp.delivery.supervisor import DispatcherSupervisor
+from cctg_mcp.ops.chaos import ChaosSender, build_chaos
+from cctg_mcp.ops.health import install_default_checks
+from cctg_mcp.ops.recovery import build_manager
 from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
 from cctg_mcp.resilience.config import ResilienceConfig, load_resilience_config
 from cctg_mcp.resilience.health import HealthMonitor, HealthSettings
 from cctg_mcp.resilience.metrics import AlertThresholds, MetricsRegistry, serve_prometheus
 from cctg_mcp.resilience.pipeline import PipelineSet
-from cctg_mcp.service import NotificationService
-from cctg_mcp.supervisor import DispatcherSupervisor
 from cctg_mcp.transports.telegram import TelegramTransport
+
+if TYPE_CHECKING:  # only transports/ imports httpx at run time (tests/test_layout.py)
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +78,7 @@ async def open_service(
         if settings.delivery == "telegram":
             transport = TelegramTransport(settings.token, settings.api_base_url, http_transport=http_transport)
             stack.push_async_callback(transport.aclose)
-        # Chaos faults are injected at this seam, outside production only (see chaos_faults).
+        # Chaos faults are injected at this seam, outside production only (see ops/chaos.py).
         chaos_sender = (
             ChaosSender(transport, clock=clock) if transport is not None and settings.environment != "production"
             else None
@@ -104,7 +107,7 @@ async def open_service(
             service.chaos = build_chaos(service, chaos_sender, supervisor)
         service.health = monitor = HealthMonitor(HealthSettings.from_config(config.health), clock)
         install_default_checks(monitor, service)
-        service.recovery = recovery = build_manager(service)  # acts on the service; see recovery_actions
+        service.recovery = recovery = build_manager(service)  # acts on the service; see ops/recovery.py
         monitor.add_listener(recovery.on_health_change)  # unhealthy -> a session; healthy -> levers undone
         if transport is not None:  # answers: getUpdates poller + response store (answers/)
             service.answers = await Answers.open(settings, transport, pipelines, clock=clock, metrics=metrics,

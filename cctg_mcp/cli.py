@@ -80,7 +80,7 @@ def serve(backend: str, transport: str = "stdio", host: str | None = None, port:
     except ConfigurationError as exc:
         sys.stderr.write(f"cctg-mcp: configuration error: {exc}\n")
         return 2
-    from cctg_mcp.http_server import run_http, serve_stdio
+    from cctg_mcp.server.http import run_http, serve_stdio
 
     def service() -> Any:
         return open_service(settings, resilience=resilience)
@@ -156,6 +156,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                      getattr(args, "host", None), getattr(args, "port", None))  # fmt: skip
     if command == "check":
         return check()
-    from cctg_mcp.demo import run_demo
+    from cctg_mcp.dev.demo import run_demo
 
     return run_demo(json_path=args.json_path)

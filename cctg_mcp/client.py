@@ -19,9 +19,9 @@ from typing import Any
 
 from cctg_mcp.app import open_service
 from cctg_mcp.config import Settings, load_settings
+from cctg_mcp.delivery.service import NotificationService, SendResult
+from cctg_mcp.ops.status import ResilienceStatus, resilience_status
 from cctg_mcp.resilience.config import ResilienceConfig, load_resilience_config, parse_resilience_config
-from cctg_mcp.service import NotificationService, SendResult
-from cctg_mcp.status import ResilienceStatus, resilience_status
 
 
 class ResilientBridgeClient:

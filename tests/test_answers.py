@@ -24,9 +24,9 @@ from cctg_mcp.answers import (
     parse_update,
     updates_pipeline,
 )
-from cctg_mcp.events import Event
-from cctg_mcp.outbox import Outbox
-from cctg_mcp.rendering import approval_keyboard, callback_ref
+from cctg_mcp.delivery.outbox import Outbox
+from cctg_mcp.events.catalogue import Event
+from cctg_mcp.events.rendering import approval_keyboard, callback_ref
 from cctg_mcp.resilience.clock import FakeClock
 from cctg_mcp.resilience.metrics import MetricsRegistry
 from cctg_mcp.resilience.pipeline import PipelineSet

@@ -34,13 +34,13 @@ from cctg_mcp.answers import (
 )
 from cctg_mcp.answers.report import CONFLICT_ISSUE
 from cctg_mcp.app import open_service
-from cctg_mcp.events import Event
-from cctg_mcp.outbox import Outbox
+from cctg_mcp.delivery.outbox import Outbox
+from cctg_mcp.delivery.service import NotificationService
+from cctg_mcp.events.catalogue import Event
+from cctg_mcp.ops.status import resilience_status
 from cctg_mcp.resilience.clock import FakeClock
 from cctg_mcp.resilience.pipeline import PipelineSet
 from cctg_mcp.server import build_server
-from cctg_mcp.service import NotificationService
-from cctg_mcp.status import resilience_status
 from cctg_mcp.testing import FaultMode, TelegramStandIn
 from cctg_mcp.transports.telegram import TelegramTransport
 

@@ -20,8 +20,8 @@ from mcp import Client
 from cctg_mcp.answers import Answers, ParsedUpdate, ResponsePoller
 from cctg_mcp.app import open_service
 from cctg_mcp.config import Settings
+from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.server import build_server
-from cctg_mcp.service import NotificationService
 from cctg_mcp.testing import TelegramStandIn
 
 pytestmark = pytest.mark.anyio

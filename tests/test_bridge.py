@@ -17,15 +17,15 @@ import pytest
 from helpers import fast_config, make_settings
 
 from cctg_mcp.app import open_service
-from cctg_mcp.bridge_delivery import BRIDGE_CHAT_ID, BridgeDispatcher, bridge_dispatcher
 from cctg_mcp.config import load_settings
-from cctg_mcp.events import Event
-from cctg_mcp.outbox import Outbox
-from cctg_mcp.pacing import Pacer
+from cctg_mcp.delivery.bridge import BRIDGE_CHAT_ID, BridgeDispatcher, bridge_dispatcher
+from cctg_mcp.delivery.outbox import Outbox
+from cctg_mcp.delivery.pacing import Pacer
+from cctg_mcp.delivery.service import DeliveryFailedError, NotificationService
+from cctg_mcp.events.catalogue import Event
 from cctg_mcp.resilience.config import parse_resilience_config
 from cctg_mcp.resilience.errors import ResourceError, SystemFailure, ValidationError
 from cctg_mcp.resilience.pipeline import PipelineSet
-from cctg_mcp.service import DeliveryFailedError, NotificationService
 from cctg_mcp.transports.bridge import (
     EventFileWriter,
     EventsDirectoryError,
@@ -387,7 +387,7 @@ async def test_the_health_probe_maps_answers_to_healthy_degraded_unhealthy() -> 
 
 
 async def test_bridge_status_without_a_bridge_reports_files_waiting(tmp_path: Path) -> None:
-    from cctg_mcp.bridge_delivery import bridge_status
+    from cctg_mcp.delivery.bridge import bridge_status
 
     settings = bridge_settings(tmp_path, CC_TELEGRAM_BRIDGE_HEALTH_URL="http://127.0.0.1:9/health",
                                CC_TELEGRAM_BRIDGE_PATH=str(tmp_path / "nowhere"))  # fmt: skip

@@ -22,7 +22,7 @@ import anyio
 import pytest
 from helpers import connected, fast_config, make_settings, text_of
 
-from cctg_mcp.transports.bridge_process import BridgeNotFoundError, BridgeProcessManager, probe_bridge_health
+from cctg_mcp.transports.bridge.process import BridgeNotFoundError, BridgeProcessManager, probe_bridge_health
 
 pytestmark = pytest.mark.anyio
 

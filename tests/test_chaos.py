@@ -18,17 +18,19 @@ import anyio.to_thread
 import pytest
 from helpers import USERS, connected, fast_config, make_settings, text_of
 
-from cctg_mcp.chaos_faults import (
+from cctg_mcp.config import PacingSettings, load_settings
+from cctg_mcp.delivery.dispatcher import Dispatcher
+from cctg_mcp.delivery.outbox import Outbox
+from cctg_mcp.delivery.pacing import Pacer
+from cctg_mcp.delivery.service import NotificationService
+from cctg_mcp.delivery.supervisor import DispatcherSupervisor
+from cctg_mcp.ops.chaos import (
     ChaosSender,
     CpuSpikeExperiment,
     MemoryPressureExperiment,
     NetworkExperiment,
     build_chaos,
 )
-from cctg_mcp.config import PacingSettings, load_settings
-from cctg_mcp.dispatcher import Dispatcher
-from cctg_mcp.outbox import Outbox
-from cctg_mcp.pacing import Pacer
 from cctg_mcp.resilience.chaos import (
     ChaosBusyError,
     ChaosController,
@@ -41,8 +43,6 @@ from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock, FakeClock
 from cctg_mcp.resilience.errors import NetworkError, TelegramRateLimited, TelegramServerError, ValidationError
 from cctg_mcp.resilience.metrics import MetricsRegistry
 from cctg_mcp.resilience.pipeline import PipelineSet
-from cctg_mcp.service import NotificationService
-from cctg_mcp.supervisor import DispatcherSupervisor
 from cctg_mcp.testing import TelegramStandIn
 
 pytestmark = pytest.mark.anyio

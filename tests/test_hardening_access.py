@@ -14,9 +14,9 @@ from mcp import Client
 
 from cctg_mcp.app import open_service
 from cctg_mcp.config import load_settings
-from cctg_mcp.http_server import allowed_hosts, check_bind
 from cctg_mcp.resilience.errors import ConfigurationError
 from cctg_mcp.server import build_server
+from cctg_mcp.server.http import allowed_hosts, check_bind
 from cctg_mcp.server.ratelimit import ToolRateLimiter
 from cctg_mcp.testing import FaultMode, TelegramStandIn
 

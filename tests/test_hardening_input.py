@@ -30,8 +30,8 @@ from hypothesis import strategies as st
 from mcp import Client
 from mcp.types import CallToolResult
 
+from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.resilience.errors import ValidationError
-from cctg_mcp.service import NotificationService
 from cctg_mcp.testing import TelegramStandIn
 
 pytestmark = pytest.mark.anyio

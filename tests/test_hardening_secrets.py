@@ -21,8 +21,8 @@ from mcp import Client
 from mcp.server.mcpserver import MCPServer
 
 from cctg_mcp.app import open_service
+from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.server import build_server
-from cctg_mcp.service import NotificationService
 from cctg_mcp.testing import FaultMode, TelegramStandIn
 
 pytestmark = pytest.mark.anyio

@@ -24,8 +24,8 @@ from anyio.abc import Process
 from helpers import USERS, fast_config, make_settings
 
 from cctg_mcp.app import open_service
-from cctg_mcp.events import Event
-from cctg_mcp.outbox import Outbox
+from cctg_mcp.delivery.outbox import Outbox
+from cctg_mcp.events.catalogue import Event
 from cctg_mcp.testing import FaultMode, TelegramStandIn
 
 pytestmark = pytest.mark.anyio

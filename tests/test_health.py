@@ -13,9 +13,11 @@ import anyio
 import pytest
 
 from cctg_mcp.config import PacingSettings
-from cctg_mcp.dispatcher import Dispatcher
-from cctg_mcp.events import Event
-from cctg_mcp.health_checks import (
+from cctg_mcp.delivery.dispatcher import Dispatcher
+from cctg_mcp.delivery.outbox import Outbox
+from cctg_mcp.delivery.pacing import Pacer
+from cctg_mcp.events.catalogue import Event
+from cctg_mcp.ops.health import (
     breaker_check,
     disk_check,
     dispatcher_check,
@@ -23,8 +25,6 @@ from cctg_mcp.health_checks import (
     outbox_check,
     telegram_check,
 )
-from cctg_mcp.outbox import Outbox
-from cctg_mcp.pacing import Pacer
 from cctg_mcp.resilience.breaker import BreakerSettings, BreakerState, CircuitBreaker
 from cctg_mcp.resilience.clock import FakeClock
 from cctg_mcp.resilience.config import parse_resilience_config

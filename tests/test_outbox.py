@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cctg_mcp.events import Event
-from cctg_mcp.outbox import Outbox
+from cctg_mcp.delivery.outbox import Outbox
+from cctg_mcp.events.catalogue import Event
 from cctg_mcp.resilience.errors import ConfigurationError, ResourceError
 
 pytestmark = pytest.mark.anyio

@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from cctg_mcp.config import PacingSettings
-from cctg_mcp.pacing import Pacer
+from cctg_mcp.delivery.pacing import Pacer
 from cctg_mcp.resilience.clock import FakeClock
 from cctg_mcp.resilience.errors import DeadlineExceededError
 

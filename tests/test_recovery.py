@@ -12,8 +12,9 @@ import pytest
 from helpers import USERS, fast_config, make_settings
 
 from cctg_mcp.app import open_service
-from cctg_mcp.events import Event
-from cctg_mcp.recovery_actions import RecoveryActions, family
+from cctg_mcp.delivery.service import NotificationService
+from cctg_mcp.events.catalogue import Event
+from cctg_mcp.ops.recovery import RecoveryActions, family
 from cctg_mcp.resilience.breaker import BreakerState
 from cctg_mcp.resilience.clock import FakeClock
 from cctg_mcp.resilience.config import parse_resilience_config
@@ -32,7 +33,6 @@ from cctg_mcp.resilience.recovery import (
     StrategyOutcome,
     backup_strategy_of,
 )
-from cctg_mcp.service import NotificationService
 from cctg_mcp.testing import FaultMode, TelegramStandIn
 
 pytestmark = pytest.mark.anyio

@@ -17,8 +17,8 @@ import pytest
 from helpers import USERS, connected, fast_config, make_settings, text_of
 from mcp import Client
 
-from cctg_mcp.events import Event
-from cctg_mcp.outbox import Outbox
+from cctg_mcp.delivery.outbox import Outbox
+from cctg_mcp.events.catalogue import Event
 from cctg_mcp.testing import FaultMode, TelegramStandIn
 
 pytestmark = pytest.mark.anyio

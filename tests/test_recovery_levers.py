@@ -87,7 +87,7 @@ async def test_prometheus_exposition_is_served_on_loopback_when_enabled(
 async def test_retention_purges_finished_rows_and_answers_but_never_waiting_ones(
     standin: TelegramStandIn, tmp_path: Path
 ) -> None:
-    from cctg_mcp.housekeeping import purge_once
+    from cctg_mcp.delivery.housekeeping import purge_once
     from cctg_mcp.testing import FaultMode
 
     async with open_service(make_settings(standin, tmp_path), resilience=CONFIG) as service:

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cctg_mcp.events import EVENT_TYPES, Event
-from cctg_mcp.rendering import (
+from cctg_mcp.events.catalogue import EVENT_TYPES, Event
+from cctg_mcp.events.rendering import (
     callback_ref,
     parse_callback_data,
     render_event,

@@ -63,8 +63,8 @@ async def test_resources_and_prompts(standin: TelegramStandIn, tmp_path: Path) -
 @pytest.mark.anyio
 async def test_the_tool_surface_matches_the_pinned_snapshot_and_the_docs() -> None:
     """Any change to what clients see (names, schemas, annotations) must be deliberate:
-    regenerate with `python -m cctg_mcp.surface --write` and review the diff."""
-    from cctg_mcp.surface import DOC, SNAPSHOT, markdown, tool_surface
+    regenerate with `python -m cctg_mcp.dev.surface --write` and review the diff."""
+    from cctg_mcp.dev.surface import DOC, SNAPSHOT, markdown, tool_surface
 
     surface = await tool_surface()
     pinned = json.loads(SNAPSHOT.read_text())
@@ -76,7 +76,7 @@ async def test_the_tool_surface_matches_the_pinned_snapshot_and_the_docs() -> No
 
 @pytest.mark.anyio
 async def test_read_only_tools_are_annotated_and_senders_are_not() -> None:
-    from cctg_mcp.surface import tool_surface
+    from cctg_mcp.dev.surface import tool_surface
 
     surface = {t["name"]: t for t in await tool_surface()}
     for name in ("get_resilience_status", "get_health_report", "get_metrics", "list_event_types",

@@ -17,8 +17,8 @@ import anyio
 import httpx
 import pytest
 
-from cctg_mcp.events import Event, escape_html
-from cctg_mcp.rendering import callback_ref, parse_callback_data, render_event
+from cctg_mcp.events.catalogue import Event, escape_html
+from cctg_mcp.events.rendering import callback_ref, parse_callback_data, render_event
 from cctg_mcp.resilience.errors import (
     AttemptTimeoutError,
     BaseResilienceError,

@@ -2,7 +2,7 @@
 
 The bridge, not this server, reads Telegram; it writes each answer as a file into
 ``CC_TELEGRAM_RESPONSES_DIR`` (``telegram_callback_<user>_<YYYYmmdd_HHMMSS>.json`` for a
-button press, ``telegram_response_...`` for a text message; ``transports.bridge_files``
+button press, ``telegram_response_...`` for a text message; ``transports.bridge.files``
 parses them). ``BridgeAnswers`` gives the response tools the same interface as ``Answers``:
 
 - ``responses`` / ``pending`` read the directory (malformed files and ``bridge_mode.json``
@@ -39,9 +39,9 @@ from cctg_mcp.answers.models import ClearResult, PendingResponses, ResponseList,
 from cctg_mcp.config import Settings
 from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
 
-# A module import, used only inside functions: bridge_files imports answers.models, so when
-# it is imported first this module runs while bridge_files is still half-initialised.
-from cctg_mcp.transports import bridge_files
+# A module import, used only inside functions: bridge.files imports answers.models, so when
+# it is imported first this module runs while bridge.files is still half-initialised.
+from cctg_mcp.transports.bridge import files as bridge_files
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

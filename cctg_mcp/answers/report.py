@@ -9,8 +9,8 @@ from pydantic import BaseModel, Field
 
 from cctg_mcp.answers.bridge import BridgeAnswers
 from cctg_mcp.answers.service import Answers
+from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.resilience.errors import redact
-from cctg_mcp.service import NotificationService
 
 #: Consecutive failed getUpdates rounds after which the poller "keeps failing".
 FAILING_AFTER = 3

@@ -22,10 +22,10 @@ from cctg_mcp.answers.models import ClearResult, PendingResponses, ResponseList,
 from cctg_mcp.answers.poller import DEFAULT_POLL_TIMEOUT, ResponsePoller, updates_pipeline
 from cctg_mcp.answers.store import ANSWERS_FILE, ResponseStore
 from cctg_mcp.config import Settings
+from cctg_mcp.delivery.service import NotConfiguredError, NotificationService
 from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
 from cctg_mcp.resilience.metrics import MetricsRegistry
 from cctg_mcp.resilience.pipeline import PipelineSet
-from cctg_mcp.service import NotConfiguredError, NotificationService
 
 __all__ = ["AnswerSource", "Answers", "ProgressFn", "UnknownEventError", "answers_of", "bot_id_of"]
 

@@ -26,9 +26,9 @@ import anyio
 import anyio.to_thread
 
 from cctg_mcp.answers.models import Action, ParsedUpdate, TelegramResponse, iso
-from cctg_mcp.rendering import callback_ref, parse_callback_data
+from cctg_mcp.delivery.sqlite_worker import ThreadedSqlite
+from cctg_mcp.events.rendering import callback_ref, parse_callback_data
 from cctg_mcp.resilience.errors import ConfigurationError
-from cctg_mcp.sqlite_worker import ThreadedSqlite
 
 log = logging.getLogger(__name__)
 

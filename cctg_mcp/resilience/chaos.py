@@ -1,7 +1,7 @@
 """Chaos experiments: inject a fault for a bounded time, watch safety bounds, roll back, measure recovery.
 
 Generic machinery only (no HTTP, no MCP): what a fault *does* lives in the experiments the
-composition root registers (``cctg_mcp.chaos_faults``). The controller guarantees:
+composition root registers (``cctg_mcp.ops.chaos``). The controller guarantees:
 
 - **refused in production**: ``start`` raises ``ChaosRefusedError`` unless the environment is
   ``development`` or ``staging``;

@@ -1,7 +1,7 @@
 """Health monitor: periodic checks, thresholds, trends, served from cache.
 
 Generic: a check is any ``async () -> CheckResult``; this module knows nothing of Telegram,
-HTTP or MCP (``cctg_mcp.health_checks`` builds the real checks).
+HTTP or MCP (``cctg_mcp.ops.health`` builds the real checks).
 
 * Each check runs under its own timeout (``clock.timeout_scope``): a hanging check is cut
   and counts as a failure. Checks run concurrently, every ``interval`` after ``grace_period``.

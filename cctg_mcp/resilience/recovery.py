@@ -1,7 +1,7 @@
 """Recovery manager: sessions that run real recovery actions, escalating when they fail.
 
 Generic: it knows nothing of Telegram, httpx or MCP. What each strategy *does* is a
-``StrategyFn`` given by the composition root (``cctg_mcp.recovery_actions``); an outcome is
+``StrategyFn`` given by the composition root (``cctg_mcp.ops.recovery``); an outcome is
 whatever that function returned after it checked its own effect, never a random draw.
 
 A session for one component:

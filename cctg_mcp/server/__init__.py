@@ -15,6 +15,7 @@ from typing import Any
 from mcp.server.mcpserver import MCPServer
 
 from cctg_mcp import __version__
+from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.server import (
     answer_tools,
     bridge_tools,
@@ -26,7 +27,6 @@ from cctg_mcp.server import (
     send_tools,
 )
 from cctg_mcp.server.ratelimit import ToolRateLimiter
-from cctg_mcp.service import NotificationService
 
 INSTRUCTIONS = """\
 Notify the person on Telegram and read their answers.

@@ -7,9 +7,9 @@ from typing import Any
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import ToolAnnotations
 
-from cctg_mcp.bridge_delivery import BridgeStatus, bridge_of, bridge_status
+from cctg_mcp.delivery.bridge import BridgeStatus, bridge_of, bridge_status
 from cctg_mcp.server.common import READ, call, service_of
-from cctg_mcp.transports.bridge_process import BridgeActionResult, ProcessCheck
+from cctg_mcp.transports.bridge.process import BridgeActionResult, ProcessCheck
 
 #: Starting a local process: changes state, not destructive, idempotent (already running is fine).
 START = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False)

@@ -8,9 +8,9 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
 
+from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.resilience.chaos import ChaosController, ChaosRun, ExperimentInfo
 from cctg_mcp.server.common import ACT, READ, call, service_of
-from cctg_mcp.service import NotificationService
 
 ExperimentName = Literal[
     "network_partition", "high_latency", "message_loss", "error_responses", "bridge_crash", "memory_pressure",

@@ -10,8 +10,8 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
+from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.resilience.errors import BaseResilienceError, redact
-from cctg_mcp.service import NotificationService
 
 T = TypeVar("T")
 

@@ -9,8 +9,8 @@ from mcp.server.mcpserver import Context, MCPServer
 from pydantic import BaseModel
 
 from cctg_mcp import __version__
+from cctg_mcp.ops.status import ResilienceStatus, resilience_status
 from cctg_mcp.server.common import READ, call, service_of
-from cctg_mcp.status import ResilienceStatus, resilience_status
 
 
 class Ping(BaseModel):

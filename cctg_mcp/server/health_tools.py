@@ -16,10 +16,10 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
 
+from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.resilience.errors import ValidationError, redact
 from cctg_mcp.resilience.health import ComponentReport, HealthMonitor, HealthReport
 from cctg_mcp.server.common import READ, call, service_of
-from cctg_mcp.service import NotificationService
 
 REFRESH_DOC = "Run the checks now (bounded by the check timeout) instead of reading the cached results."
 Status = Literal["healthy", "degraded", "unhealthy", "unknown"]

@@ -9,11 +9,11 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
 
-from cctg_mcp.recovery_actions import RecoveryActions, family
+from cctg_mcp.delivery.service import NotificationService
+from cctg_mcp.ops.recovery import RecoveryActions, family
 from cctg_mcp.resilience.errors import RecoveryStrategy
 from cctg_mcp.resilience.recovery import RecoveryManager, RecoverySession, RecoveryStatistics
 from cctg_mcp.server.common import ACT, READ, service_of
-from cctg_mcp.service import NotificationService
 
 StrategyName = Literal[
     "retry", "circuit_breaker", "restart", "fallback", "graceful_degradation", "escalate", "ignore", "manual"

@@ -12,9 +12,9 @@ from typing import Any
 
 from mcp.server.mcpserver import MCPServer
 
-from cctg_mcp.events import CATALOGUE
-from cctg_mcp.service import NotificationService
-from cctg_mcp.status import resilience_status
+from cctg_mcp.delivery.service import NotificationService
+from cctg_mcp.events.catalogue import CATALOGUE
+from cctg_mcp.ops.status import resilience_status
 
 EVENT_TEMPLATES: list[dict[str, Any]] = [
     {"name": "claude-task-complete", "tool": "send_task_completion",

@@ -7,9 +7,9 @@ from typing import Annotated, Any, Literal
 from mcp.server.mcpserver import Context, MCPServer
 from pydantic import Field
 
-from cctg_mcp.events import EventType
+from cctg_mcp.delivery.service import EventTypeList, NotificationService, SendResult
+from cctg_mcp.events.catalogue import EventType
 from cctg_mcp.server.common import READ, SEND, Description, NonBlank, Source, TaskId, Title, call, checked, service_of
-from cctg_mcp.service import EventTypeList, NotificationService, SendResult
 
 
 def register(mcp: MCPServer[Any]) -> None:

@@ -18,9 +18,9 @@ from typing import Any, Literal, Protocol, TypeVar
 
 import anyio
 
-from cctg_mcp.outbox import PRIORITY_RANK, Delivery, Outbox
-from cctg_mcp.pacing import Pacer
-from cctg_mcp.rendering import render_event
+from cctg_mcp.delivery.outbox import PRIORITY_RANK, Delivery, Outbox
+from cctg_mcp.delivery.pacing import Pacer
+from cctg_mcp.events.rendering import render_event
 from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
 from cctg_mcp.resilience.errors import (
     BaseResilienceError,

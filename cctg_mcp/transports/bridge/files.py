@@ -42,8 +42,8 @@ from typing import Any
 import anyio.to_thread
 
 from cctg_mcp.answers.models import Action, TelegramResponse
-from cctg_mcp.events import Event
-from cctg_mcp.rendering import parse_callback_data
+from cctg_mcp.events.catalogue import Event
+from cctg_mcp.events.rendering import parse_callback_data
 from cctg_mcp.resilience.errors import (
     BaseResilienceError,
     ConfigurationError,

@@ -36,12 +36,12 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 
+from cctg_mcp.delivery.service import NotificationService
+from cctg_mcp.delivery.supervisor import DispatcherSupervisor
 from cctg_mcp.resilience.chaos import ChaosController, RunContext, SafetyLimits, SafetyReading
 from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
 from cctg_mcp.resilience.errors import NetworkError, ValidationError, telegram_error_from_envelope
 from cctg_mcp.resilience.procstats import ProcessSampler
-from cctg_mcp.service import NotificationService
-from cctg_mcp.supervisor import DispatcherSupervisor
 
 T = TypeVar("T")
 NETWORK_FAULTS = ("network_partition", "high_latency", "message_loss", "error_responses")

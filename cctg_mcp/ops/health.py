@@ -14,12 +14,12 @@ from typing import Any, Protocol
 
 import anyio
 
-from cctg_mcp.dispatcher import Dispatcher
-from cctg_mcp.outbox import Outbox
+from cctg_mcp.delivery.dispatcher import Dispatcher
+from cctg_mcp.delivery.outbox import Outbox
+from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.resilience.breaker import BreakerState, CircuitBreaker
 from cctg_mcp.resilience.errors import BaseResilienceError, TelegramRateLimited, classify, redact
 from cctg_mcp.resilience.health import CheckFn, CheckResult, HealthMonitor
-from cctg_mcp.service import NotificationService
 from cctg_mcp.transports.http_check import HttpEndpointProbe
 
 #: Component names the defaults register (the recovery manager keys on them).

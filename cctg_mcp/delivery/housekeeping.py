@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import anyio
 import anyio.abc
 
+from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
-from cctg_mcp.service import NotificationService
 
 log = logging.getLogger(__name__)
 

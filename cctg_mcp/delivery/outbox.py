@@ -26,9 +26,9 @@ from typing import Any
 
 import anyio.to_thread
 
-from cctg_mcp.events import Event
+from cctg_mcp.delivery.sqlite_worker import ThreadedSqlite
+from cctg_mcp.events.catalogue import Event
 from cctg_mcp.resilience.errors import ConfigurationError, ResourceError, redact
-from cctg_mcp.sqlite_worker import ThreadedSqlite
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (

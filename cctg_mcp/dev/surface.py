@@ -1,7 +1,7 @@
 """The public tool surface, read from the live server: a snapshot (for the pinned test)
 and the Markdown tool reference in docs/tools.md, so the docs cannot drift from the code.
 
-    python -m cctg_mcp.surface --write      # regenerate docs/tools.md and tests/snapshots/tools.json
+    python -m cctg_mcp.dev.surface --write      # regenerate docs/tools.md and tests/snapshots/tools.json
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from cctg_mcp.app import open_service
 from cctg_mcp.config import load_settings
 from cctg_mcp.server import build_server
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "tools.md"
 SNAPSHOT = ROOT / "tests" / "snapshots" / "tools.json"
 
@@ -76,7 +76,7 @@ def _limits(schema: dict[str, Any]) -> str:
 
 
 def markdown(surface: list[dict[str, Any]]) -> str:
-    lines = ["# Tool reference", "", "Generated from the live server by `python -m cctg_mcp.surface --write`; "
+    lines = ["# Tool reference", "", "Generated from the live server by `python -m cctg_mcp.dev.surface --write`; "
              "a test fails when this file and the server disagree.", ""]  # fmt: skip
     for tool in surface:
         ann = tool["annotations"]

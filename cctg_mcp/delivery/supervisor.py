@@ -19,7 +19,7 @@ import logging
 import anyio
 import anyio.abc
 
-from cctg_mcp.dispatcher import Dispatcher
+from cctg_mcp.delivery.dispatcher import Dispatcher
 from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
 from cctg_mcp.resilience.errors import redact
 

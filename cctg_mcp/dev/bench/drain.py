@@ -9,8 +9,8 @@ from typing import Any, TextIO
 
 import anyio
 
-from cctg_mcp.bench.plan import CHAT_BURST, RATE_GLOBAL, RATE_PER_CHAT, Plan
-from cctg_mcp.bench.roundtrip import server_env, stdio_server, tool
+from cctg_mcp.dev.bench.plan import CHAT_BURST, RATE_GLOBAL, RATE_PER_CHAT, Plan
+from cctg_mcp.dev.bench.roundtrip import server_env, stdio_server, tool
 from cctg_mcp.testing import FaultMode, TelegramStandIn
 
 

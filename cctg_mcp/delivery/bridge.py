@@ -1,7 +1,7 @@
 """Bridge delivery (``CCTG_DELIVERY=bridge``): the outbox drains into CCTelegram event files.
 
 ``BridgeDispatcher`` is the dispatcher with one step replaced: ``send_parts`` writes the
-event's file (``transports.bridge_files.EventFileWriter``) instead of calling the Bot API.
+event's file (``transports.bridge.files.EventFileWriter``) instead of calling the Bot API.
 Leases, settling rows, classifying failures and the background loop stay the shared ones,
 so everything accepted is committed first and nothing is lost: a full disk (ENOSPC) leaves
 the row queued and retried, an unwritable directory (EACCES, EROFS...) makes it dead with a
@@ -30,15 +30,15 @@ import anyio.to_thread
 from pydantic import BaseModel, Field
 
 from cctg_mcp.config import Settings
-from cctg_mcp.dispatcher import CallPipeline, Dispatcher
-from cctg_mcp.outbox import Delivery, Outbox
-from cctg_mcp.pacing import Pacer
+from cctg_mcp.delivery.dispatcher import CallPipeline, Dispatcher
+from cctg_mcp.delivery.outbox import Delivery, Outbox
+from cctg_mcp.delivery.pacing import Pacer
+from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
 from cctg_mcp.resilience.errors import ConfigurationError
 from cctg_mcp.resilience.pipeline import PipelineSet
-from cctg_mcp.service import NotificationService
-from cctg_mcp.transports.bridge_files import EventFileWriter, pending_event_files
-from cctg_mcp.transports.bridge_process import BridgeHealth, BridgeProcessManager
+from cctg_mcp.transports.bridge.files import EventFileWriter, pending_event_files
+from cctg_mcp.transports.bridge.process import BridgeHealth, BridgeProcessManager
 
 #: The pipeline component event-file writes go through (see the module docstring).
 BRIDGE_COMPONENT = "bridge"

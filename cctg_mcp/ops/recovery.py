@@ -38,6 +38,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
+from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.resilience.breaker import BreakerState, CircuitBreaker
 from cctg_mcp.resilience.errors import BaseResilienceError, CircuitBreakerError, RecoveryStrategy
 from cctg_mcp.resilience.recovery import (
@@ -47,7 +48,6 @@ from cctg_mcp.resilience.recovery import (
     StrategyFn,
     StrategyOutcome,
 )
-from cctg_mcp.service import NotificationService
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +238,7 @@ class RecoveryActions:
     async def restart(self, req: RecoveryRequest) -> StrategyOutcome:
         fam, transport = family(req.component), self.service.transport
         if fam == "bridge":  # restart the CCTelegram bridge process (stop, restart_delay, start, health)
-            from cctg_mcp.bridge_delivery import bridge_of
+            from cctg_mcp.delivery.bridge import bridge_of
 
             result = await bridge_of(self.service).restart()
             note = await self._resume(fam) if result.success else ""

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from cctg_mcp.bench.plan import ROOT, Plan, median
+from cctg_mcp.dev.bench.plan import ROOT, Plan, median
 from cctg_mcp.resilience.breaker import BreakerState
 from cctg_mcp.resilience.config import load_resilience_config
 from cctg_mcp.resilience.errors import CircuitOpenError, TelegramServerError
@@ -126,7 +126,7 @@ async def rss_worker(sends: int, warmup: int) -> dict[str, Any]:
 
 def rss_phase(plan: Plan) -> dict[str, Any]:
     out = subprocess.run(
-        [sys.executable, "-m", "cctg_mcp.bench", "--rss-worker", str(plan.rss_sends), str(plan.rss_warmup)],
+        [sys.executable, "-m", "cctg_mcp.dev.bench", "--rss-worker", str(plan.rss_sends), str(plan.rss_warmup)],
         capture_output=True, text=True, check=True, cwd=ROOT,
     )  # fmt: skip
     worker = json.loads(out.stdout.strip().splitlines()[-1])

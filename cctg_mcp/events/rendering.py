@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from cctg_mcp.events import TELEGRAM_TEXT_LIMIT, Event, RenderedPart, escape_html
+from cctg_mcp.events.catalogue import TELEGRAM_TEXT_LIMIT, Event, RenderedPart, escape_html
 
 #: Markup blocks longer than this are rendered as plain (splittable) text instead.
 _ATOMIC_MAX = 512

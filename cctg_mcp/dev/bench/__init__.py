@@ -19,7 +19,7 @@ repetitions measured side by side in one run:
    a Python HTTP server, would be the bottleneck), read from ``/proc/self/status``.
 
 Modules: ``plan`` (sample sizes, goals), ``micro`` (phases 1 and 4), ``roundtrip`` (2),
-``drain`` (3), ``report`` (tables), ``runner`` (``run``, ``main``); ``python -m cctg_mcp.bench``.
+``drain`` (3), ``report`` (tables), ``runner`` (``run``, ``main``); ``python -m cctg_mcp.dev.bench``.
 
 Usage: ``scripts/bench [--json PATH] [--markdown PATH] [--quick]``. ``--markdown`` replaces
 the block between ``<!-- bench:begin -->`` and ``<!-- bench:end -->`` in PATH (or writes the
@@ -28,9 +28,9 @@ whole file when it has no such block).
 
 from __future__ import annotations
 
-from cctg_mcp.bench.drain import drain_ideal_seconds
-from cctg_mcp.bench.plan import FULL, QUICK, Plan
-from cctg_mcp.bench.report import markdown, table, write_markdown
-from cctg_mcp.bench.runner import main, run
+from cctg_mcp.dev.bench.drain import drain_ideal_seconds
+from cctg_mcp.dev.bench.plan import FULL, QUICK, Plan
+from cctg_mcp.dev.bench.report import markdown, table, write_markdown
+from cctg_mcp.dev.bench.runner import main, run
 
 __all__ = ["FULL", "QUICK", "Plan", "drain_ideal_seconds", "main", "markdown", "run", "table", "write_markdown"]

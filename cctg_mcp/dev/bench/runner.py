@@ -18,11 +18,11 @@ from typing import Any
 
 import anyio
 
-from cctg_mcp.bench.drain import drain_phase
-from cctg_mcp.bench.micro import RSS_TRANSPORT, pipeline_phase, rss_phase, rss_worker
-from cctg_mcp.bench.plan import FULL, QUICK, Plan, write
-from cctg_mcp.bench.report import git_sha, table, write_markdown
-from cctg_mcp.bench.roundtrip import roundtrip_phase
+from cctg_mcp.dev.bench.drain import drain_phase
+from cctg_mcp.dev.bench.micro import RSS_TRANSPORT, pipeline_phase, rss_phase, rss_worker
+from cctg_mcp.dev.bench.plan import FULL, QUICK, Plan, write
+from cctg_mcp.dev.bench.report import git_sha, table, write_markdown
+from cctg_mcp.dev.bench.roundtrip import roundtrip_phase
 
 DESCRIPTION = "``scripts/bench``: measure the pipeline, the server and the drain against their limits."
 

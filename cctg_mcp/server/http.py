@@ -45,7 +45,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cctg_mcp import __version__
-from cctg_mcp.service import NotificationService
+from cctg_mcp.delivery.service import NotificationService
 
 log = logging.getLogger(__name__)
 

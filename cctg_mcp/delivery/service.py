@@ -18,9 +18,9 @@ import anyio
 from pydantic import BaseModel, Field
 
 from cctg_mcp.config import Settings
-from cctg_mcp.dispatcher import Dispatcher, Outcome
-from cctg_mcp.events import CATALOGUE, EVENT_PRIORITY, EVENT_TYPES, Event, Priority
-from cctg_mcp.outbox import Outbox
+from cctg_mcp.delivery.dispatcher import Dispatcher, Outcome
+from cctg_mcp.delivery.outbox import Outbox
+from cctg_mcp.events.catalogue import CATALOGUE, EVENT_PRIORITY, EVENT_TYPES, Event, Priority
 from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
 from cctg_mcp.resilience.config import ResilienceConfig
 from cctg_mcp.resilience.errors import BaseResilienceError, ConfigurationError, ValidationError
@@ -153,7 +153,7 @@ class NotificationService:
         self.chaos: Any = None  # resilience.chaos.ChaosController
         self.supervisor: Any = None  # supervisor.DispatcherSupervisor (restarts the delivery loop)
         self.prometheus_port: int | None = None  # bound port when Prometheus exposition is enabled
-        self.bridge: Any = None  # transports.bridge_process.BridgeProcessManager (bridge_delivery.bridge_of)
+        self.bridge: Any = None  # transports.bridge.process.BridgeProcessManager (bridge_delivery.bridge_of)
         self.deadlines = {**DEFAULT_TOOL_DEADLINES, **(deadlines or {})}
         if resilience is not None:
             for operation in DEFAULT_TOOL_DEADLINES:

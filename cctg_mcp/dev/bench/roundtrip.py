@@ -15,7 +15,7 @@ import anyio
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
-from cctg_mcp.bench.plan import Plan, median
+from cctg_mcp.dev.bench.plan import Plan, median
 from cctg_mcp.testing import TelegramStandIn
 
 

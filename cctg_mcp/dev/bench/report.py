@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from cctg_mcp.bench.plan import (
+from cctg_mcp.dev.bench.plan import (
     CHAT_BURST,
     DRAIN_GOAL,
     PIPELINE_GOAL_US,

@@ -11,9 +11,9 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from cctg_mcp.answers.report import AnswersSummary, answers_summary
+from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.resilience.health import HealthMonitor, HealthStatus
 from cctg_mcp.resilience.recovery import RecoveryManager, RecoveryStatistics
-from cctg_mcp.service import NotificationService
 
 Overall = Literal["healthy", "degraded", "unhealthy", "unknown"]
 BACKLOG_WARN_S = 300.0

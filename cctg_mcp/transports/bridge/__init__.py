@@ -1,12 +1,12 @@
 """The CCTelegram bridge transport: its file protocol and its process, in one import.
 
-- ``bridge_files``: atomic event files out (``EventFileWriter``), response files in
+- ``files``: atomic event files out (``EventFileWriter``), response files in
   (``read_bridge_responses``), pending-file counts;
-- ``bridge_process``: find/start/stop/restart the bridge executable (``BridgeProcessManager``)
+- ``process``: find/start/stop/restart the bridge executable (``BridgeProcessManager``)
   and probe its ``/health`` (``probe_bridge_health``).
 """
 
-from cctg_mcp.transports.bridge_files import (
+from cctg_mcp.transports.bridge.files import (
     EventFileWriter,
     EventsDirectoryError,
     event_file_body,
@@ -16,7 +16,7 @@ from cctg_mcp.transports.bridge_files import (
     rfc3339,
     safe_task_id,
 )
-from cctg_mcp.transports.bridge_process import (
+from cctg_mcp.transports.bridge.process import (
     BRIDGE_NAME,
     BridgeActionResult,
     BridgeHealth,

@@ -1,8 +1,0 @@
-"""``python -m cctg_mcp.bench`` (what ``scripts/bench`` runs)."""
-
-from __future__ import annotations
-
-from cctg_mcp.bench.runner import main
-
-if __name__ == "__main__":
-    raise SystemExit(main())
