@@ -54,24 +54,31 @@ async def open_service(
 ) -> AsyncIterator[NotificationService]:
     config = resilience if resilience is not None else load_resilience_config({}, settings.config_path)
     alerts = config.monitoring.alert_thresholds
-    metrics = MetricsRegistry(clock=clock, history_interval=config.monitoring.seconds("metrics_interval"),
-                              history_retention=config.monitoring.retention.seconds("metrics"),
-                              thresholds=AlertThresholds(error_rate=alerts.error_rate,
-                                                         response_time_ms=alerts.response_time,
-                                                         memory_usage=alerts.memory_usage,
-                                                         cpu_usage=alerts.cpu_usage))  # fmt: skip
+    metrics = MetricsRegistry(
+        clock=clock,
+        history_interval=config.monitoring.seconds("metrics_interval"),
+        history_retention=config.monitoring.retention.seconds("metrics"),
+        thresholds=AlertThresholds(
+            error_rate=alerts.error_rate,
+            response_time_ms=alerts.response_time,
+            memory_usage=alerts.memory_usage,
+            cpu_usage=alerts.cpu_usage,
+        ),
+    )
     pipelines = PipelineSet(config, clock=clock, metrics=metrics)
     if settings.problems():
         for problem in settings.problems():
             log.warning("not configured: %s", problem)
-        service = NotificationService(settings, None, None, clock=clock, pipelines=pipelines, metrics=metrics,
-                                      resilience=config)  # fmt: skip
+        service = NotificationService(
+            settings, None, None, clock=clock, pipelines=pipelines, metrics=metrics, resilience=config
+        )
         yield service
         return
 
     async with AsyncExitStack() as stack:
-        outbox = await Outbox.open(settings.outbox_path, max_pending=settings.outbox_max_pending,
-                                   max_bytes=settings.outbox_max_bytes)  # fmt: skip
+        outbox = await Outbox.open(
+            settings.outbox_path, max_pending=settings.outbox_max_pending, max_bytes=settings.outbox_max_bytes
+        )
         stack.push_async_callback(outbox.close)
         # Bridge delivery writes CCTelegram event files (bridge_delivery): no Bot API client.
         transport = None
@@ -80,9 +87,10 @@ async def open_service(
             stack.push_async_callback(transport.aclose)
         # Chaos faults are injected at this seam, outside production only (see ops/chaos.py).
         chaos_sender = (
-            ChaosSender(transport, clock=clock) if transport is not None and settings.environment != "production"
+            ChaosSender(transport, clock=clock)
+            if transport is not None and settings.environment != "production"
             else None
-        )  # fmt: skip
+        )
         sender = chaos_sender or transport
         pacer = Pacer(settings.pacing, clock=clock)
         if sender is None:
@@ -98,9 +106,15 @@ async def open_service(
                 send_timeout_s=min(30.0, settings.lease_seconds / 2),
             )
         service = NotificationService(
-            settings, outbox, dispatcher, clock=clock, pipelines=pipelines, metrics=metrics, resilience=config,
+            settings,
+            outbox,
+            dispatcher,
+            clock=clock,
+            pipelines=pipelines,
+            metrics=metrics,
+            resilience=config,
             transport=sender,
-        )  # fmt: skip
+        )
         supervisor = DispatcherSupervisor(dispatcher, clock=clock)  # restarts a crashed/killed dispatcher loop
         service.supervisor = supervisor
         if chaos_sender is not None:
@@ -110,8 +124,9 @@ async def open_service(
         service.recovery = recovery = build_manager(service)  # acts on the service; see ops/recovery.py
         monitor.add_listener(recovery.on_health_change)  # unhealthy -> a session; healthy -> levers undone
         if transport is not None:  # answers: getUpdates poller + response store (answers/)
-            service.answers = await Answers.open(settings, transport, pipelines, clock=clock, metrics=metrics,
-                                                 poll_timeout=poll_timeout)  # fmt: skip
+            service.answers = await Answers.open(
+                settings, transport, pipelines, clock=clock, metrics=metrics, poll_timeout=poll_timeout
+            )
             stack.push_async_callback(service.answers.aclose)
         else:  # bridge: the bridge reads Telegram; answers come from its response files
             service.answers = await BridgeAnswers.open(settings, clock=clock)
@@ -128,11 +143,13 @@ async def open_service(
                 await tg.start(monitor.run)
             if config.monitoring.enabled:
                 tg.start_soon(metrics.run_sampler)
-            await tg.start(partial(run_housekeeping, service, config.monitoring.retention.seconds("events"),
-                                   clock=clock))  # fmt: skip
+            await tg.start(
+                partial(run_housekeeping, service, config.monitoring.retention.seconds("events"), clock=clock)
+            )
             if config.monitoring.prometheus.enabled:  # PROMETHEUS_ENABLED / PROMETHEUS_PORT, loopback only
-                service.prometheus_port = await tg.start(serve_prometheus, metrics, "127.0.0.1",
-                                                         config.monitoring.prometheus.port)  # fmt: skip
+                service.prometheus_port = await tg.start(
+                    serve_prometheus, metrics, "127.0.0.1", config.monitoring.prometheus.port
+                )
                 log.info("Prometheus metrics on http://127.0.0.1:%d/metrics", service.prometheus_port)
             try:
                 yield service

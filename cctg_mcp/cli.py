@@ -87,8 +87,14 @@ def serve(backend: str, transport: str = "stdio", host: str | None = None, port:
 
     try:
         if transport == "http":  # graceful shutdown on SIGTERM/SIGINT in both (http_server.py)
-            return run_http(service, build_server, backend=backend, host=host or settings.http_host,
-                            port=settings.http_port if port is None else port, token=http_token)  # fmt: skip
+            return run_http(
+                service,
+                build_server,
+                backend=backend,
+                host=host or settings.http_host,
+                port=settings.http_port if port is None else port,
+                token=http_token,
+            )
         anyio.run(serve_stdio, service, build_server, backend=backend)
     except KeyboardInterrupt:
         pass
@@ -152,8 +158,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args: Any = parser.parse_args(argv)
     command = args.command or "serve"
     if command == "serve":
-        return serve(getattr(args, "backend", "asyncio"), getattr(args, "transport", "stdio"),
-                     getattr(args, "host", None), getattr(args, "port", None))  # fmt: skip
+        return serve(
+            getattr(args, "backend", "asyncio"),
+            getattr(args, "transport", "stdio"),
+            getattr(args, "host", None),
+            getattr(args, "port", None),
+        )
     if command == "check":
         return check()
     from cctg_mcp.dev.demo import run_demo

@@ -201,8 +201,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if token is not None and (":" not in token or any(c.isspace() for c in token)):
         # Never echo the value: it may be a real token with a typo.
         raise ConfigurationError(
-            "TELEGRAM_BOT_TOKEN does not look like a bot token (expected '<digits>:<secret>' "
-            "as given by @BotFather)."
+            "TELEGRAM_BOT_TOKEN does not look like a bot token (expected '<digits>:<secret>' as given by @BotFather)."
         )
     users = _users(env.get("TELEGRAM_ALLOWED_USERS", ""))
     base_url = _url("TELEGRAM_API_BASE_URL", env.get("TELEGRAM_API_BASE_URL", DEFAULT_API_BASE_URL))

@@ -23,9 +23,11 @@ FAST: dict[str, Any] = {
     "environment": "development",
     "circuitBreaker": {"telegram": {"failureThreshold": 2, "successThreshold": 1, "timeout": 200}},
     "retry": {"telegram": {"maxAttempts": 2, "baseDelay": 10, "maxDelay": 20, "jitterEnabled": False}},
-    "operations": {name: {"timeout": 2000} for name in (
-        "sendEvent", "sendMessage", "sendTaskCompletion", "sendPerformanceAlert", "sendApprovalRequest")},
-}  # fmt: skip
+    "operations": {
+        name: {"timeout": 2000}
+        for name in ("sendEvent", "sendMessage", "sendTaskCompletion", "sendPerformanceAlert", "sendApprovalRequest")
+    },
+}
 
 
 def fast_config(**overrides: Any) -> ResilienceConfig:

@@ -40,15 +40,15 @@ STRANGER = 999
 T0 = 1_700_000_000.0
 
 
-
 def counter(metrics: MetricsRegistry, name: str) -> float:
     return float(sum(c["value"] for c in metrics.snapshot()["counters"] if c["name"] == name))
 
 
 def approval(event_id: str = "ev-approve-1", options: list[str] | None = None) -> Event:
     data = {"approval_prompt": "Deploy?", "options": options or ["Yes", "No", "Later"]}
-    return Event(event_id=event_id, type="approval_request", title="Deploy?", description="prod",
-                 task_id="task-42", data=data)  # fmt: skip
+    return Event(
+        event_id=event_id, type="approval_request", title="Deploy?", description="prod", task_id="task-42", data=data
+    )
 
 
 def buttons(event: Event) -> list[str]:
@@ -56,8 +56,17 @@ def buttons(event: Event) -> list[str]:
 
 
 def press(update_id: int, user: int, data: str, *, message_id: int | None = None) -> ParsedUpdate:
-    return ParsedUpdate(update_id, "callback", user, f"user{user}", "U", user, message_id,
-                        callback_data=data, callback_query_id=f"q{update_id}")  # fmt: skip
+    return ParsedUpdate(
+        update_id,
+        "callback",
+        user,
+        f"user{user}",
+        "U",
+        user,
+        message_id,
+        callback_data=data,
+        callback_query_id=f"q{update_id}",
+    )
 
 
 def text(update_id: int, user: int, body: str, *, reply_to: int | None = None) -> ParsedUpdate:
@@ -83,8 +92,14 @@ async def polling(
     metrics = MetricsRegistry()
     pipelines = PipelineSet(fast_config(**(config or {})), metrics=metrics)
     async with TelegramTransport(standin.token, standin.base_url) as transport:
-        poller = ResponsePoller(store, transport, updates_pipeline(pipelines), allowed_users=USERS,
-                                metrics=metrics, poll_timeout=poll_timeout)  # fmt: skip
+        poller = ResponsePoller(
+            store,
+            transport,
+            updates_pipeline(pipelines),
+            allowed_users=USERS,
+            metrics=metrics,
+            poll_timeout=poll_timeout,
+        )
         poller.offset = await store.next_offset()
         yield poller, metrics
 
@@ -95,12 +110,32 @@ async def polling(
 def test_parse_update_reads_presses_texts_and_replies_and_skips_the_rest() -> None:
     user = {"id": 7, "is_bot": False, "first_name": "Ann", "username": "ann"}
     chat = {"id": 7, "type": "private"}
-    cb = parse_update({"update_id": 5, "callback_query": {
-        "id": "q1", "from": user, "data": "approve:ev:0", "message": {"message_id": 9, "chat": chat}}})  # fmt: skip
-    assert cb == ParsedUpdate(5, "callback", 7, "ann", "Ann", 7, 9, callback_data="approve:ev:0",
-                              callback_query_id="q1")  # fmt: skip
-    reply = parse_update({"update_id": 6, "message": {"message_id": 11, "from": user, "chat": chat, "text": "ok",
-                                                      "reply_to_message": {"message_id": 9}}})  # fmt: skip
+    cb = parse_update(
+        {
+            "update_id": 5,
+            "callback_query": {
+                "id": "q1",
+                "from": user,
+                "data": "approve:ev:0",
+                "message": {"message_id": 9, "chat": chat},
+            },
+        }
+    )
+    assert cb == ParsedUpdate(
+        5, "callback", 7, "ann", "Ann", 7, 9, callback_data="approve:ev:0", callback_query_id="q1"
+    )
+    reply = parse_update(
+        {
+            "update_id": 6,
+            "message": {
+                "message_id": 11,
+                "from": user,
+                "chat": chat,
+                "text": "ok",
+                "reply_to_message": {"message_id": 9},
+            },
+        }
+    )
     assert reply is not None and reply.kind == "text" and reply.text == "ok" and reply.message_id == 9
     assert parse_update({"update_id": 7, "message": {"from": user, "chat": chat, "sticker": {}}}) is None
     assert parse_update({"update_id": 8, "edited_message": {"from": user, "text": "x"}}) is None
@@ -137,8 +172,11 @@ async def test_a_press_resolves_to_its_event_option_label_and_task(tmp_path: Pat
             5,
         )
         assert [(r.action, r.option, r.option_index) for r in rows] == [
-            ("approve", "Yes", 0), ("deny", "No", 1), ("option", "Later", 2), ("approve", "Yes", 0),
-        ]  # fmt: skip
+            ("approve", "Yes", 0),
+            ("deny", "No", 1),
+            ("option", "Later", 2),
+            ("approve", "Yes", 0),
+        ]
         assert {r.event_id for r in rows} == {event.event_id} and {r.task_id for r in rows} == {"task-42"}
         first = await store.first_for_event(event.event_id)
         assert first is not None and first.update_id == 1
@@ -162,8 +200,9 @@ async def test_a_text_reply_to_a_delivered_message_names_its_event(tmp_path: Pat
         await box.mark_delivered(delivery.id, [77])
         rows, _ = await store.store_batch([text(1, ALICE, "not yet", reply_to=77), text(2, ALICE, "hello")], 3)
         assert [(r.kind, r.action, r.event_id) for r in rows] == [
-            ("text", "text", event.event_id), ("text", "text", None),
-        ]  # fmt: skip
+            ("text", "text", event.event_id),
+            ("text", "text", None),
+        ]
         assert await store.event_known(event.event_id) is True
         assert await store.event_known("nope") is False
 
@@ -202,8 +241,10 @@ async def test_poller_stores_allowed_answers_acknowledges_them_and_ignores_stran
         with anyio.fail_after(10):
             rows = await poller.poll_once()
         assert [(r.user_id, r.kind, r.action, r.option) for r in rows] == [
-            (ALICE, "callback", "approve", "Yes"), (BOB, "callback", "option", "Later"), (BOB, "text", "text", None),
-        ]  # fmt: skip
+            (ALICE, "callback", "approve", "Yes"),
+            (BOB, "callback", "option", "Later"),
+            (BOB, "text", "text", None),
+        ]
         total, stored = await store.recent()
         assert total == 3 and STRANGER not in {r.user_id for r in stored}
         assert poller.unauthorized == 2 and counter(metrics, "unauthorized_updates_total") == 2
@@ -229,8 +270,11 @@ async def test_offset_survives_a_crash_nothing_lost_nothing_duplicated(
         assert [r.text for r in rows] == ["after restart"]
         total, stored = await store.recent()
         assert total == 4 and sorted(r.text or "" for r in stored) == [
-            "after restart", "before 0", "before 1", "before 2",
-        ]  # fmt: skip
+            "after restart",
+            "before 0",
+            "before 1",
+            "before 2",
+        ]
     requests = [r.params.get("offset") for r in standin.requests if r.method == "getUpdates"]
     assert requests == [None, 4]
 
@@ -355,17 +399,30 @@ async def test_pending_summary_counts_decisions_in_the_window(tmp_path: Path) ->
         for event in (a, b):
             await box.enqueue(event, [ALICE])
         await store.store_batch([press(1, ALICE, buttons(a)[0])], 2, now=T0 - 3600)  # outside the window
-        await store.store_batch([press(2, ALICE, buttons(a)[0]), press(3, BOB, buttons(b)[1]),
-                                 press(4, ALICE, buttons(a)[2]), text(5, BOB, "why?")], 6, now=T0)  # fmt: skip
+        await store.store_batch(
+            [
+                press(2, ALICE, buttons(a)[0]),
+                press(3, BOB, buttons(b)[1]),
+                press(4, ALICE, buttons(a)[2]),
+                text(5, BOB, "why?"),
+            ],
+            6,
+            now=T0,
+        )
         answers = Answers(store)
         result = await answers.pending(10, now=T0 + 60)
         assert result.summary.model_dump() == {
-            "total_recent_responses": 4, "actionable_responses": 3, "pending_approvals": 1,
-            "pending_denials": 1, "time_window_minutes": 10,
-        }  # fmt: skip
+            "total_recent_responses": 4,
+            "actionable_responses": 3,
+            "pending_approvals": 1,
+            "pending_denials": 1,
+            "time_window_minutes": 10,
+        }
         assert {(x.action, x.event_id, x.option) for x in result.actionable_responses} == {
-            ("approve", "ev-a", "Yes"), ("deny", "ev-b", "Deny"), ("option", "ev-a", "Later"),
-        }  # fmt: skip
+            ("approve", "ev-a", "Yes"),
+            ("deny", "ev-b", "Deny"),
+            ("option", "ev-a", "Later"),
+        }
         joined = " ".join(result.recommendations)
         assert "proceed with event(s) ev-a" in joined and "do not proceed with event(s) ev-b" in joined
         assert "conflicting" in joined and "1 text message" in joined

@@ -12,7 +12,7 @@ import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -71,24 +71,33 @@ class WatchedClock(FakeClock):
 
 
 def stamp(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
 
 
 def callback_file(directory: Path, data: str, *, at: float = NOW, user: int = ALICE) -> Path:
     """A button press as the bridge writes it (bot.rs): ``telegram_callback_<user>_<YYYYmmdd_HHMMSS>.json``."""
     directory.mkdir(parents=True, exist_ok=True)
-    name = f"telegram_callback_{user}_{datetime.fromtimestamp(at, timezone.utc):%Y%m%d_%H%M%S}.json"
+    name = f"telegram_callback_{user}_{datetime.fromtimestamp(at, UTC):%Y%m%d_%H%M%S}.json"
     path = directory / name
-    path.write_text(json.dumps({"timestamp": stamp(at), "user_id": user, "username": "alice", "first_name": "Al",
-                                "callback_data": data, "response_type": "callback_query"}))  # fmt: skip
+    path.write_text(
+        json.dumps(
+            {
+                "timestamp": stamp(at),
+                "user_id": user,
+                "username": "alice",
+                "first_name": "Al",
+                "callback_data": data,
+                "response_type": "callback_query",
+            }
+        )
+    )
     return path
 
 
 def text_file(directory: Path, body: str, *, at: float = NOW, user: int = ALICE) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"telegram_response_{user}_{datetime.fromtimestamp(at, timezone.utc):%Y%m%d_%H%M%S}.json"
-    path.write_text(json.dumps({"timestamp": stamp(at), "user_id": user, "message_text": body,
-                                "message_type": "text"}))  # fmt: skip
+    path = directory / f"telegram_response_{user}_{datetime.fromtimestamp(at, UTC):%Y%m%d_%H%M%S}.json"
+    path.write_text(json.dumps({"timestamp": stamp(at), "user_id": user, "message_text": body, "message_type": "text"}))
     return path
 
 
@@ -108,8 +117,14 @@ def junk(directory: Path) -> list[Path]:
 
 
 def event(event_id: str, task_id: str, type_: str = "approval_request") -> Event:
-    return Event(event_id=event_id, type=type_, title="Deploy?", description="prod", task_id=task_id,
-                 data={"approval_prompt": "Deploy?", "options": ["Approve", "Deny"]})  # fmt: skip
+    return Event(
+        event_id=event_id,
+        type=type_,
+        title="Deploy?",
+        description="prod",
+        task_id=task_id,
+        data={"approval_prompt": "Deploy?", "options": ["Approve", "Deny"]},
+    )
 
 
 @asynccontextmanager
@@ -147,8 +162,12 @@ async def test_responses_resolve_presses_to_events_and_skip_junk(tmp_path: Path)
         assert [(r.kind, r.action) for r in listed.responses] == [("text", "text"), ("callback", "deny")]
         everything = (await answers.responses(limit=10)).responses
         press = everything[-1]
-        assert (press.action, press.option, press.task_id, press.event_id) == ("approve", "Approve", "deploy-7",
-                                                                              "ev-ask")  # fmt: skip
+        assert (press.action, press.option, press.task_id, press.event_id) == (
+            "approve",
+            "Approve",
+            "deploy-7",
+            "ev-ask",
+        )
         assert press.user_id == ALICE and press.username == "alice"
         assert everything[1].event_id is None  # a task this server never sent
         recent = await answers.responses(since_minutes=1)
@@ -157,7 +176,11 @@ async def test_responses_resolve_presses_to_events_and_skip_junk(tmp_path: Path)
         pending = await answers.pending(since_minutes=10)
         s = pending.summary
         assert (s.total_recent_responses, s.actionable_responses, s.pending_approvals, s.pending_denials) == (
-            3, 2, 1, 1)  # fmt: skip
+            3,
+            2,
+            1,
+            1,
+        )
         assert [a.event_id for a in pending.actionable_responses] == [None, "ev-ask"]
         joined = " ".join(pending.recommendations)
         assert "proceed with event(s) ev-ask" in joined and "could not be tied" in joined
@@ -248,8 +271,12 @@ async def test_without_a_readable_outbox_answers_are_listed_unresolved(tmp_path:
     assert listed.total == 1
     (press,) = listed.responses
     assert (press.action, press.event_id, press.task_id) == ("acknowledge", None, "build-1")
-    assert answers.status() == {"mode": "bridge", "responses_dir": str(tmp_path / "responses"), "poller": None,
-                                "events_resolvable": False}  # fmt: skip
+    assert answers.status() == {
+        "mode": "bridge",
+        "responses_dir": str(tmp_path / "responses"),
+        "poller": None,
+        "events_resolvable": False,
+    }
 
 
 # ---- end to end through the MCP tools ------------------------------------------------------
@@ -277,8 +304,9 @@ async def send_approval(client: Client, events_dir: Path, title: str) -> tuple[s
 
 
 async def test_bridge_mode_answers_through_the_mcp_tools(tmp_path: Path) -> None:
-    settings = make_settings(None, tmp_path / "data", CCTG_DELIVERY="bridge",
-                             CC_TELEGRAM_BRIDGE_HEALTH_URL="http://127.0.0.1:9/health")  # fmt: skip
+    settings = make_settings(
+        None, tmp_path / "data", CCTG_DELIVERY="bridge", CC_TELEGRAM_BRIDGE_HEALTH_URL="http://127.0.0.1:9/health"
+    )
     assert settings.token == "" and settings.delivery == "bridge"
     responses = settings.responses_dir
     async with connected(settings) as client:
@@ -312,8 +340,7 @@ async def test_bridge_mode_answers_through_the_mcp_tools(tmp_path: Path) -> None
                 assert results == []
                 callback_file(responses, f"deny_{second_task}", at=time.time() + 1)
         (result,) = results
-        assert (result["status"], result["action"], result["response"]["event_id"]) == ("answered", "deny",
-                                                                                      second_id)  # fmt: skip
+        assert (result["status"], result["action"], result["response"]["event_id"]) == ("answered", "deny", second_id)
 
         unknown = await client.call_tool("wait_for_response", {"event_id": "nope", "timeout_seconds": 1})
         assert unknown.is_error and "No event 'nope'" in text_of(unknown)
@@ -332,7 +359,6 @@ async def test_bridge_mode_answers_through_the_mcp_tools(tmp_path: Path) -> None
 
 
 # ---- the poller's status -------------------------------------------------------------------
-
 
 
 async def test_a_409_conflict_is_an_active_issue_through_the_mcp_tool(standin: TelegramStandIn, tmp_path: Path) -> None:
@@ -368,8 +394,9 @@ async def test_a_poller_that_keeps_failing_is_an_issue_until_it_reads_again(
     store = await ResponseStore.open(tmp_path / ANSWERS_FILE)
     try:
         async with TelegramTransport(standin.token, standin.base_url) as transport:
-            poller = ResponsePoller(store, transport, updates_pipeline(PipelineSet(config)), allowed_users=USERS,
-                                    poll_timeout=0)  # fmt: skip
+            poller = ResponsePoller(
+                store, transport, updates_pipeline(PipelineSet(config)), allowed_users=USERS, poll_timeout=0
+            )
             poller.running = True  # as inside run(); rounds are driven one by one here
             service = NotificationService(settings, None, None)
             service.answers = Answers(store, poller)

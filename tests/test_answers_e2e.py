@@ -30,7 +30,6 @@ ALICE, BOB = USERS
 STRANGER = 999
 
 
-
 @asynccontextmanager
 async def serving(settings: Settings) -> AsyncIterator[tuple[Client, list[NotificationService]]]:
     """The server with a 1-second long poll; also hands out the live service."""

@@ -8,7 +8,7 @@ import os
 import re
 import stat
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +49,14 @@ def files(directory: Path) -> list[Path]:
 
 
 def event(task_id: str = "task-1", type: str = "info_notification", **kw: Any) -> Event:
-    fields: dict[str, Any] = {"event_id": str(uuid.uuid4()), "type": type, "title": "t", "description": "d",
-                              "task_id": task_id, **kw}  # fmt: skip
+    fields: dict[str, Any] = {
+        "event_id": str(uuid.uuid4()),
+        "type": type,
+        "title": "t",
+        "description": "d",
+        "task_id": task_id,
+        **kw,
+    }
     return Event(**fields)
 
 
@@ -63,11 +69,16 @@ async def test_each_send_writes_one_event_file_with_every_field_the_bridge_requi
     async with open_service(settings, resilience=fast_config()) as service:
         assert service.recipients() == [BRIDGE_CHAT_ID]
         sent = [
-            service.build_event(type="approval_request", title="Deploy?", description="Ship to prod?",
-                                task_id="deploy-7", data={"options": ["Yes", "No"]}),
+            service.build_event(
+                type="approval_request",
+                title="Deploy?",
+                description="Ship to prod?",
+                task_id="deploy-7",
+                data={"options": ["Yes", "No"]},
+            ),
             service.build_event(type="task_completion", title="Refactor", description="done", task_id="t_1"),
-            service.build_event(type="build_completed", title="Build <ok> & \"quoted\"", description="green ✅"),
-        ]  # fmt: skip
+            service.build_event(type="build_completed", title='Build <ok> & "quoted"', description="green ✅"),
+        ]
         for ev in sent:
             result = await service.submit(ev)
             assert result.status == "delivered", result
@@ -83,10 +94,14 @@ async def test_each_send_writes_one_event_file_with_every_field_the_bridge_requi
         assert text.startswith('{\n  "event_id": ')  # pretty, two spaces, as the seed writes it
         assert body["event_id"] == ev.event_id and uuid.UUID(body["event_id"])
         assert (body["type"], body["title"], body["description"], body["source"]) == (
-            ev.type, ev.title, ev.description, "claude-code")  # fmt: skip
+            ev.type,
+            ev.title,
+            ev.description,
+            "claude-code",
+        )
         assert RFC3339.fullmatch(body["timestamp"]) and body["timestamp"].endswith("Z")
         moment = datetime.fromisoformat(body["timestamp"].replace("Z", "+00:00"))
-        assert abs((datetime.now(timezone.utc) - moment).total_seconds()) < 60
+        assert abs((datetime.now(UTC) - moment).total_seconds()) < 60
         name = re.fullmatch(rf"{re.escape(ev.task_id)}_(\d{{13}})\.json", path.name)
         assert name is not None and int(name.group(1)) == int(moment.timestamp() * 1000)
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -100,8 +115,9 @@ async def test_sending_the_same_event_again_is_a_duplicate_and_writes_nothing(tm
     async with open_service(settings, resilience=fast_config()) as service:
         ev = service.build_event(type="task_started", title="x", description="y", task_id="same")
         first = await service.submit(ev)
-        again = await service.submit(service.build_event(type="task_started", title="x", description="y",
-                                                         task_id="same"))  # fmt: skip
+        again = await service.submit(
+            service.build_event(type="task_started", title="x", description="y", task_id="same")
+        )
     assert (first.status, again.status) == ("delivered", "duplicate")
     assert len(files(settings.events_dir)) == 1
 
@@ -308,9 +324,17 @@ def _put(directory: Path, name: str, content: Any) -> None:
 def test_response_files_are_read_newest_first_and_malformed_ones_skipped(tmp_path: Path) -> None:
     d = tmp_path / "responses"
     base = {"user_id": 42, "username": "ann", "first_name": "Ann"}
-    _put(d, "telegram_callback_42_20240501_120000.json",
-         {**base, "timestamp": "2024-05-01T12:00:00Z", "callback_data": "approve_deploy-7",
-          "original_message_id": 9, "response_type": "callback_query"})  # fmt: skip
+    _put(
+        d,
+        "telegram_callback_42_20240501_120000.json",
+        {
+            **base,
+            "timestamp": "2024-05-01T12:00:00Z",
+            "callback_data": "approve_deploy-7",
+            "original_message_id": 9,
+            "response_type": "callback_query",
+        },
+    )
     _put(
         d,
         "telegram_callback_42_20240501_120100.json",
@@ -353,7 +377,7 @@ def test_response_files_are_read_newest_first_and_malformed_ones_skipped(tmp_pat
     assert approve.timestamp == "2024-05-01T12:00:00.000Z" and approve.callback_data == "approve_deploy-7"
     assert responses[1].text == "looks good" and responses[3].timestamp == "2024-05-01T12:01:00.123Z"
     assert len({r.id for r in responses}) == 5
-    since = datetime(2024, 5, 1, 12, 2, tzinfo=timezone.utc).timestamp()
+    since = datetime(2024, 5, 1, 12, 2, tzinfo=UTC).timestamp()
     assert [r.action for r in read_bridge_responses(d, since=since)] == ["other", "text", "acknowledge"]
     assert read_bridge_responses(tmp_path / "missing") == []
 
@@ -389,8 +413,11 @@ async def test_the_health_probe_maps_answers_to_healthy_degraded_unhealthy() -> 
 async def test_bridge_status_without_a_bridge_reports_files_waiting(tmp_path: Path) -> None:
     from cctg_mcp.delivery.bridge import bridge_status
 
-    settings = bridge_settings(tmp_path, CC_TELEGRAM_BRIDGE_HEALTH_URL="http://127.0.0.1:9/health",
-                               CC_TELEGRAM_BRIDGE_PATH=str(tmp_path / "nowhere"))  # fmt: skip
+    settings = bridge_settings(
+        tmp_path,
+        CC_TELEGRAM_BRIDGE_HEALTH_URL="http://127.0.0.1:9/health",
+        CC_TELEGRAM_BRIDGE_PATH=str(tmp_path / "nowhere"),
+    )
     async with open_service(settings, resilience=fast_config()) as service:
         await service.submit(service.build_event(type="info_notification", title="x", description="y"))
         status = await bridge_status(service)

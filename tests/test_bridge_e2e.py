@@ -90,14 +90,23 @@ class FakeBridge:
         return f"http://127.0.0.1:{self.port}/health"
 
     def env(self, **extra: str) -> dict[str, str]:
-        return {"FAKE_BRIDGE_PORT": str(self.port), "FAKE_BRIDGE_OUT": str(self.out),
-                "CC_TELEGRAM_EVENTS_DIR": str(self.events_dir), **extra}  # fmt: skip
+        return {
+            "FAKE_BRIDGE_PORT": str(self.port),
+            "FAKE_BRIDGE_OUT": str(self.out),
+            "CC_TELEGRAM_EVENTS_DIR": str(self.events_dir),
+            **extra,
+        }
 
     def manager(self, **kwargs: Any) -> BridgeProcessManager:
         env = self.env(**kwargs.pop("extra_env", {}))
         options: dict[str, Any] = {"grace_s": 3.0, "restart_delay_s": 0.0, "start_timeout_s": 15.0, **kwargs}
-        return BridgeProcessManager(data_dir=self.root / "data", health_url=self.health_url, executable=self.script,
-                                    env_overrides=env, **options)  # fmt: skip
+        return BridgeProcessManager(
+            data_dir=self.root / "data",
+            health_url=self.health_url,
+            executable=self.script,
+            env_overrides=env,
+            **options,
+        )
 
     def processed(self) -> list[dict[str, Any]]:
         if not self.out.exists():
@@ -227,8 +236,9 @@ async def test_no_executable_is_an_error_naming_the_variable(tmp_path: Path, mon
     with pytest.raises(BridgeNotFoundError, match="CC_TELEGRAM_BRIDGE_PATH"):
         await missing.start()
     (tmp_path / "not-executable").write_text("")
-    wrong = BridgeProcessManager(data_dir=tmp_path, health_url="http://127.0.0.1:9/health",
-                                 executable=tmp_path / "not-executable")  # fmt: skip
+    wrong = BridgeProcessManager(
+        data_dir=tmp_path, health_url="http://127.0.0.1:9/health", executable=tmp_path / "not-executable"
+    )
     with pytest.raises(BridgeNotFoundError, match=r"CC_TELEGRAM_BRIDGE_PATH=.*not-executable"):
         await wrong.ensure_running()
 
@@ -241,9 +251,13 @@ async def test_bridge_mode_end_to_end_through_the_mcp_tools(
 ) -> None:
     for key, value in fake_bridge.env().items():
         monkeypatch.setenv(key, value)  # the bridge child inherits the server's environment
-    settings = make_settings(None, tmp_path / "data", CCTG_DELIVERY="bridge",
-                             CC_TELEGRAM_BRIDGE_PATH=str(fake_bridge.script),
-                             CC_TELEGRAM_BRIDGE_HEALTH_URL=fake_bridge.health_url)  # fmt: skip
+    settings = make_settings(
+        None,
+        tmp_path / "data",
+        CCTG_DELIVERY="bridge",
+        CC_TELEGRAM_BRIDGE_PATH=str(fake_bridge.script),
+        CC_TELEGRAM_BRIDGE_HEALTH_URL=fake_bridge.health_url,
+    )
     assert settings.token == "" and settings.events_dir == fake_bridge.events_dir
     config = fast_config(recovery={"restartDelay": 0})
     async with connected(settings, config) as client:
@@ -263,7 +277,10 @@ async def test_bridge_mode_end_to_end_through_the_mcp_tools(
         assert sent.structured_content is not None and sent.structured_content["status"] == "delivered"
         status = (await client.call_tool("get_bridge_status", {})).structured_content
         assert status is not None and (status["running"], status["health"], status["pending_events"]) == (
-            False, "unhealthy", 1)  # fmt: skip
+            False,
+            "unhealthy",
+            1,
+        )
         assert (await client.call_tool("check_bridge_process", {})).structured_content == {
             "running": False,
             "pid": None,
@@ -305,8 +322,9 @@ async def test_start_bridge_without_an_executable_is_a_tool_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
-    settings = make_settings(None, tmp_path, CCTG_DELIVERY="bridge",
-                             CC_TELEGRAM_BRIDGE_HEALTH_URL="http://127.0.0.1:9/health")  # fmt: skip
+    settings = make_settings(
+        None, tmp_path, CCTG_DELIVERY="bridge", CC_TELEGRAM_BRIDGE_HEALTH_URL="http://127.0.0.1:9/health"
+    )
     async with connected(settings) as client:
         result = await client.call_tool("start_bridge", {})
         status = (await client.call_tool("get_bridge_status", {})).structured_content

@@ -234,8 +234,9 @@ async def test_a_chat_target_spares_the_other_chats() -> None:
 async def test_refused_in_production_with_how_to_enable() -> None:
     clock = FakeClock()
     fake = FakeTelegram(clock)
-    controller = ChaosController("production", [NetworkExperiment("network_partition", "t", ChaosSender(fake))],
-                                 FakeProbe(), clock=clock)  # fmt: skip
+    controller = ChaosController(
+        "production", [NetworkExperiment("network_partition", "t", ChaosSender(fake))], FakeProbe(), clock=clock
+    )
     async with hosted(controller, clock):
         with pytest.raises(ChaosRefusedError) as err:
             await controller.start("network_partition", duration_s=1.0)
@@ -317,10 +318,17 @@ async def test_shutdown_rolls_the_fault_back() -> None:
 # ---- process faults ---------------------------------------------------------------------
 
 
-async def _stack(tmp_path: Path, clock: Clock) -> tuple[NotificationService, ChaosSender, FakeTelegram,
-                                                          DispatcherSupervisor]:  # fmt: skip
-    settings = load_settings({"TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_ALLOWED_USERS": "111,222",
-                              "CCTG_DATA_DIR": str(tmp_path), "CCTG_ENVIRONMENT": "development"})  # fmt: skip
+async def _stack(
+    tmp_path: Path, clock: Clock
+) -> tuple[NotificationService, ChaosSender, FakeTelegram, DispatcherSupervisor]:
+    settings = load_settings(
+        {
+            "TELEGRAM_BOT_TOKEN": TOKEN,
+            "TELEGRAM_ALLOWED_USERS": "111,222",
+            "CCTG_DATA_DIR": str(tmp_path),
+            "CCTG_ENVIRONMENT": "development",
+        }
+    )
     config = fast_config()
     metrics = MetricsRegistry(clock=clock)
     pipelines = PipelineSet(config, clock=clock, metrics=metrics, rng=random.Random(5))
@@ -328,10 +336,19 @@ async def _stack(tmp_path: Path, clock: Clock) -> tuple[NotificationService, Cha
     fake = FakeTelegram(clock)
     sender = ChaosSender(fake, clock=clock)
     pacer = Pacer(PacingSettings(per_chat_per_second=1000, per_chat_burst=1000, global_per_second=1000), clock=clock)
-    dispatcher = Dispatcher(outbox, sender, pipelines.for_component("telegram"), pacer, clock=clock,
-                            lease_s=60.0, send_timeout_s=10.0, idle_poll_s=1.0)  # fmt: skip
-    service = NotificationService(settings, outbox, dispatcher, clock=clock, pipelines=pipelines, metrics=metrics,
-                                  resilience=config)  # fmt: skip
+    dispatcher = Dispatcher(
+        outbox,
+        sender,
+        pipelines.for_component("telegram"),
+        pacer,
+        clock=clock,
+        lease_s=60.0,
+        send_timeout_s=10.0,
+        idle_poll_s=1.0,
+    )
+    service = NotificationService(
+        settings, outbox, dispatcher, clock=clock, pipelines=pipelines, metrics=metrics, resilience=config
+    )
     return service, sender, fake, DispatcherSupervisor(dispatcher, clock=clock)
 
 
@@ -410,6 +427,7 @@ async def test_cpu_spike_runs_a_duty_cycled_thread_and_stops_it() -> None:
 
     exp = CpuSpikeExperiment()
     ctx = RunContext("r", 0.5, None, 1, 1.0, SYSTEM_CLOCK, random.Random(1))
+
     def spinning() -> int:
         return sum(t.name == "chaos-cpu-spike" and t.is_alive() for t in threading.enumerate())
 
@@ -519,14 +537,21 @@ async def test_tools_run_show_stop_and_record_a_recovered_run(tmp_path: Path) ->
             listed = (await client.call_tool("list_chaos_experiments", {})).structured_content
             assert listed is not None and listed["enabled"] is True
             assert {e["name"] for e in listed["experiments"]} == {
-                "network_partition", "high_latency", "message_loss", "error_responses", "bridge_crash",
-                "memory_pressure", "cpu_spike"}  # fmt: skip
-            started = await client.call_tool("run_chaos_experiment",
-                                             {"experiment": "network_partition", "duration_ms": 60_000, "seed": 9})
+                "network_partition",
+                "high_latency",
+                "message_loss",
+                "error_responses",
+                "bridge_crash",
+                "memory_pressure",
+                "cpu_spike",
+            }
+            started = await client.call_tool(
+                "run_chaos_experiment", {"experiment": "network_partition", "duration_ms": 60_000, "seed": 9}
+            )
             assert not started.is_error, text_of(started)
             busy = await client.call_tool("run_chaos_experiment", {"experiment": "high_latency", "duration_ms": 500})
             assert busy.is_error and "one experiment runs at a time" in text_of(busy)
-            sent = (await client.call_tool("send_telegram_message", {"message": "during the partition"}))
+            sent = await client.call_tool("send_telegram_message", {"message": "during the partition"})
             assert sent.structured_content is not None and sent.structured_content["status"] == "queued"
             history = (await client.call_tool("get_chaos_history", {})).structured_content
             assert history is not None and history["active"]["experiment"] == "network_partition"

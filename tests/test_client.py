@@ -20,14 +20,14 @@ pytestmark = pytest.mark.anyio
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
-
 def env_for(standin: TelegramStandIn, tmp_path: Path) -> dict[str, str]:
     return standin.server_env(tmp_path, USERS)
 
 
 async def test_send_event_and_status(standin: TelegramStandIn, tmp_path: Path) -> None:
-    async with ResilientBridgeClient({"retry": {"telegram": {"maxAttempts": 2}}},
-                                     environ=env_for(standin, tmp_path)) as client:  # fmt: skip
+    async with ResilientBridgeClient(
+        {"retry": {"telegram": {"maxAttempts": 2}}}, environ=env_for(standin, tmp_path)
+    ) as client:
         result = await client.send_event("git_push", "Pushed", "3 commits to main", data={"branch_name": "main"})
         status = await client.get_resilience_status()
         metrics = await client.get_resilience_metrics()
@@ -50,8 +50,9 @@ async def test_errors_are_resilience_errors_with_a_category(standin: TelegramSta
     assert info.value.recovery.strategy is not None
 
 
-def test_the_readme_example_runs(standin: TelegramStandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                 anyio_backend: str) -> None:  # fmt: skip
+def test_the_readme_example_runs(
+    standin: TelegramStandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, anyio_backend: str
+) -> None:
     text = README.read_text()
     match = re.search(r"<!-- example: library -->\s*```python\n(.*?)```", text, re.S)
     assert match, "README lost its library example"

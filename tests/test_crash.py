@@ -39,7 +39,6 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-
 def server_env(standin: TelegramStandIn, data_dir: Path, **extra: str) -> dict[str, str]:
     config = data_dir.parent / f"{data_dir.name}-resilience.json"
     config.write_text(json.dumps(FAST))
@@ -56,8 +55,9 @@ def server_env(standin: TelegramStandIn, data_dir: Path, **extra: str) -> dict[s
 
 
 def params(env: dict[str, str], backend: str) -> StdioServerParameters:
-    return StdioServerParameters(command=sys.executable, args=["-m", "cctg_mcp", "serve", "--backend", backend],
-                                 env=env)  # fmt: skip
+    return StdioServerParameters(
+        command=sys.executable, args=["-m", "cctg_mcp", "serve", "--backend", backend], env=env
+    )
 
 
 def server_pid() -> int:
@@ -124,8 +124,12 @@ class Run:
 
 
 @pytest.mark.anyio
-async def test_sigkill_at_three_points_loses_nothing(standin: TelegramStandIn, tmp_path: Path) -> None:
-    run = Run(standin, server_env(standin, tmp_path / "data"), "asyncio", (tmp_path / "stderr.log").open("w"))
+async def test_sigkill_at_three_points_loses_nothing(
+    standin: TelegramStandIn, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    errlog = (tmp_path / "stderr.log").open("w")
+    request.addfinalizer(errlog.close)
+    run = Run(standin, server_env(standin, tmp_path / "data"), "asyncio", errlog)
 
     async def mid_stream(client: Client, tg: Any) -> None:
         async def stream() -> None:
@@ -176,8 +180,14 @@ def test_a_corrupt_outbox_stops_start_up_naming_the_file(standin: TelegramStandI
     garbage = b"not a database, but maybe someone's undelivered events " * 50
     (data / "outbox.sqlite3").write_bytes(garbage)
     env = {**server_env(standin, data), "PATH": os.environ.get("PATH", "")}
-    result = subprocess.run([sys.executable, "-m", "cctg_mcp", "serve"], env=env, capture_output=True,
-                            stdin=subprocess.DEVNULL, timeout=60, check=False)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "cctg_mcp", "serve"],
+        env=env,
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+        check=False,
+    )
     stderr = result.stderr.decode()
     assert result.returncode != 0, stderr
     assert str(data / "outbox.sqlite3") in stderr, stderr
@@ -194,6 +204,12 @@ def test_an_unreadable_outbox_is_an_error_too(standin: TelegramStandIn, tmp_path
     (data / "outbox.sqlite3").write_bytes(b"")
     (data / "outbox.sqlite3").chmod(0)
     env = {**server_env(standin, data), "PATH": os.environ.get("PATH", "")}
-    result = subprocess.run([sys.executable, "-m", "cctg_mcp", "serve"], env=env, capture_output=True,
-                            stdin=subprocess.DEVNULL, timeout=60, check=False)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "cctg_mcp", "serve"],
+        env=env,
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode != 0 and str(data / "outbox.sqlite3") in result.stderr.decode()

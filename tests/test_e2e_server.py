@@ -17,7 +17,6 @@ from cctg_mcp.testing import FaultMode, TelegramStandIn
 pytestmark = pytest.mark.anyio
 
 
-
 async def test_every_send_tool_delivers_to_every_allowed_user(standin: TelegramStandIn, tmp_path: Path) -> None:
     calls = [
         ("send_telegram_event", {"type": "build_completed", "title": "Build", "description": "green"}),

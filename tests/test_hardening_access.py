@@ -24,7 +24,6 @@ pytestmark = pytest.mark.anyio
 STRANGER = 999_999
 
 
-
 async def outbox(client: Client) -> dict[str, Any]:
     status = (await client.call_tool("get_resilience_status", {})).structured_content
     assert status is not None
@@ -129,12 +128,18 @@ def test_hardening_settings_defaults(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "value"),
     [
-        ("CCTG_HTTP_PORT", "http"), ("CCTG_HTTP_PORT", "70000"), ("CCTG_HTTP_HOST", "evil.com/x"),
-        ("CCTG_HTTP_TOKEN", "short"), ("CCTG_HTTP_TOKEN", "has a space in it 123456"),
-        ("CCTG_TOOL_RATE_LIMIT", "lots"), ("CCTG_TOOL_RATE_LIMIT", "-5"),
-        ("CCTG_OUTBOX_MAX_PENDING", "0"), ("CCTG_OUTBOX_MAX_PENDING", "1e3"), ("CCTG_LEASE_SECONDS", "1"),
+        ("CCTG_HTTP_PORT", "http"),
+        ("CCTG_HTTP_PORT", "70000"),
+        ("CCTG_HTTP_HOST", "evil.com/x"),
+        ("CCTG_HTTP_TOKEN", "short"),
+        ("CCTG_HTTP_TOKEN", "has a space in it 123456"),
+        ("CCTG_TOOL_RATE_LIMIT", "lots"),
+        ("CCTG_TOOL_RATE_LIMIT", "-5"),
+        ("CCTG_OUTBOX_MAX_PENDING", "0"),
+        ("CCTG_OUTBOX_MAX_PENDING", "1e3"),
+        ("CCTG_LEASE_SECONDS", "1"),
     ],
-)  # fmt: skip
+)
 def test_a_malformed_hardening_variable_is_an_error_naming_it(tmp_path: Path, name: str, value: str) -> None:
     with pytest.raises(ConfigurationError) as info:
         load_settings({"CCTG_DATA_DIR": str(tmp_path), name: value})

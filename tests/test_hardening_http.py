@@ -37,10 +37,11 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-
 def env_for(standin: TelegramStandIn, data_dir: Path, **extra: str) -> dict[str, str]:
-    return {"PATH": os.environ.get("PATH", ""),
-            **standin.server_env(data_dir, USERS, CCTG_ENVIRONMENT="development", **extra)}  # fmt: skip
+    return {
+        "PATH": os.environ.get("PATH", ""),
+        **standin.server_env(data_dir, USERS, CCTG_ENVIRONMENT="development", **extra),
+    }
 
 
 async def test_http_transport_auth_rebinding_healthz_and_sigterm(standin: TelegramStandIn, tmp_path: Path) -> None:
@@ -106,11 +107,18 @@ async def test_http_transport_auth_rebinding_healthz_and_sigterm(standin: Telegr
         (["--backend", "trio"], {}, "stdio only"),
     ],
 )
-def test_http_start_up_refusals(standin: TelegramStandIn, tmp_path: Path, args: list[str], extra: dict[str, str],
-                                needle: str) -> None:  # fmt: skip
+def test_http_start_up_refusals(
+    standin: TelegramStandIn, tmp_path: Path, args: list[str], extra: dict[str, str], needle: str
+) -> None:
     command = [sys.executable, "-m", "cctg_mcp", "serve", "--transport", "http", "--port", "0", *args]
-    result = subprocess.run(command, env=env_for(standin, tmp_path, **extra), capture_output=True, timeout=60,
-                            stdin=subprocess.DEVNULL, check=False)  # fmt: skip
+    result = subprocess.run(
+        command,
+        env=env_for(standin, tmp_path, **extra),
+        capture_output=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
     stderr = result.stderr.decode()
     assert result.returncode == 2, stderr
     assert needle in stderr and "short" not in stderr.split("CCTG_HTTP_TOKEN", 1)[-1][:40]

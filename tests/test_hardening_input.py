@@ -81,8 +81,13 @@ ID_BAD = st.one_of(
 
 
 def json_values(max_leaves: int = 10) -> st.SearchStrategy[Any]:
-    scalars = st.one_of(st.none(), st.booleans(), st.integers(-(10**9), 10**9),
-                        st.floats(allow_nan=False, allow_infinity=False), good_text(40))  # fmt: skip
+    scalars = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(10**9), 10**9),
+        st.floats(allow_nan=False, allow_infinity=False),
+        good_text(40),
+    )
     return st.recursive(
         scalars,
         lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
@@ -105,8 +110,11 @@ DATA_BAD = st.one_of(
     st.one_of(st.integers(), st.text(max_size=5), st.lists(st.integers(), max_size=3)),
 )
 FLOAT_BAD = st.one_of(st.sampled_from([math.nan, math.inf, -math.inf, "abc", "", None]), st.lists(st.integers()))
-EXTRA = st.dictionaries(st.sampled_from(["chat_id", "parse_mode", "token", "zzz", "__proto__", "recipients"]),
-                        st.one_of(st.integers(), st.text(max_size=5)), max_size=2)  # fmt: skip
+EXTRA = st.dictionaries(
+    st.sampled_from(["chat_id", "parse_mode", "token", "zzz", "__proto__", "recipients"]),
+    st.one_of(st.integers(), st.text(max_size=5)),
+    max_size=2,
+)
 
 # tool -> field -> (valid strategy or MISSING-able, invalid strategy, required?)
 FieldSpec = tuple[st.SearchStrategy[Any], st.SearchStrategy[Any], bool]
@@ -116,8 +124,11 @@ TOOLS: dict[str, dict[str, FieldSpec]] = {
         "source": (ID_OK, ID_BAD, False),
     },
     "send_telegram_event": {
-        "type": (st.sampled_from(["custom_event", "build_failed", "info_notification"]),
-                 st.one_of(st.sampled_from(["nope", "", "BUILD_FAILED", "../x"]), st.integers()), True),
+        "type": (
+            st.sampled_from(["custom_event", "build_failed", "info_notification"]),
+            st.one_of(st.sampled_from(["nope", "", "BUILD_FAILED", "../x"]), st.integers()),
+            True,
+        ),
         "title": (good_text(200), bad_text(200), True),
         "description": (good_text(2000), bad_text(2000), True),
         "task_id": (ID_OK, ID_BAD, False),
@@ -128,28 +139,49 @@ TOOLS: dict[str, dict[str, FieldSpec]] = {
         "task_id": (ID_OK, ID_BAD, True),
         "title": (good_text(200), bad_text(200), True),
         "results": (good_text(5000), bad_text(5000).filter(lambda v: not isinstance(v, str) or v.strip()), False),
-        "files_affected": (st.lists(good_text(100), max_size=5),
-                           st.one_of(st.lists(st.just("f"), min_size=51, max_size=55), st.just(["x" * 501]),
-                                     st.just("not-a-list"), st.lists(st.integers(), min_size=1, max_size=2)), False),
-        "duration_ms": (st.integers(0, 86_400_000),
-                        st.one_of(st.integers(max_value=-1), st.integers(min_value=86_400_001),
-                                  st.sampled_from(["abc", 1.5, [1]])), False),
+        "files_affected": (
+            st.lists(good_text(100), max_size=5),
+            st.one_of(
+                st.lists(st.just("f"), min_size=51, max_size=55),
+                st.just(["x" * 501]),
+                st.just("not-a-list"),
+                st.lists(st.integers(), min_size=1, max_size=2),
+            ),
+            False,
+        ),
+        "duration_ms": (
+            st.integers(0, 86_400_000),
+            st.one_of(st.integers(max_value=-1), st.integers(min_value=86_400_001), st.sampled_from(["abc", 1.5, [1]])),
+            False,
+        ),
     },
     "send_performance_alert": {
         "title": (good_text(200), bad_text(200), True),
         "current_value": (st.floats(allow_nan=False, allow_infinity=False), FLOAT_BAD, True),
         "threshold": (st.floats(allow_nan=False, allow_infinity=False), FLOAT_BAD, True),
-        "severity": (st.sampled_from(["low", "medium", "high", "critical"]),
-                     st.one_of(st.sampled_from(["urgent", "", "HIGH"]), st.integers()), False),
+        "severity": (
+            st.sampled_from(["low", "medium", "high", "critical"]),
+            st.one_of(st.sampled_from(["urgent", "", "HIGH"]), st.integers()),
+            False,
+        ),
     },
     "send_approval_request": {
         "title": (good_text(200), bad_text(200), True),
         "description": (good_text(2000), bad_text(2000), True),
-        "options": (st.lists(good_text(30), min_size=1, max_size=4, unique=True),
-                    st.one_of(st.just([]), st.lists(st.just("o"), min_size=11, max_size=12), st.just(["x" * 101]),
-                              st.just([""]), st.just("Approve"), st.just([1, 2])), False),
+        "options": (
+            st.lists(good_text(30), min_size=1, max_size=4, unique=True),
+            st.one_of(
+                st.just([]),
+                st.lists(st.just("o"), min_size=11, max_size=12),
+                st.just(["x" * 101]),
+                st.just([""]),
+                st.just("Approve"),
+                st.just([1, 2]),
+            ),
+            False,
+        ),
     },
-}  # fmt: skip
+}
 
 
 @st.composite
@@ -205,7 +237,6 @@ def check_call(client: Client, standin: TelegramStandIn, tool: str, args: dict[s
         received = "".join(m.plain_text for m in sent if m.chat_id == user)
         for expected in _expected_texts(tool, args):
             assert expected in received, f"{expected!r} did not arrive intact: {received!r}"
-
 
 
 async def _run(standin: TelegramStandIn, tmp_path: Path, body: Callable[[Client], None]) -> None:

@@ -31,7 +31,6 @@ from cctg_mcp.testing import FaultMode, TelegramStandIn
 pytestmark = pytest.mark.anyio
 
 
-
 async def poll(predicate: Any, limit: float) -> None:
     with anyio.fail_after(limit):
         while not predicate():  # noqa: ASYNC110  (state changed by other threads / processes)
@@ -62,13 +61,21 @@ async def read_response(proc: Process, request_id: int) -> dict[str, Any]:
 
 @pytest.mark.parametrize(("how", "backend"), [("stdin-close", "trio"), ("sigterm", "asyncio")])
 async def test_shutdown_exits_0_and_leaves_no_leased_rows(
-    standin: TelegramStandIn, tmp_path: Path, how: str, backend: str, anyio_backend: str
+    standin: TelegramStandIn,
+    tmp_path: Path,
+    how: str,
+    backend: str,
+    anyio_backend: str,
+    request: pytest.FixtureRequest,
 ) -> None:
     if anyio_backend != "asyncio":
         pytest.skip("one client backend is enough: the server backend is the parameter")
-    env = {"PATH": os.environ.get("PATH", ""), **standin.server_env(
-        tmp_path, USERS, CCTG_ENVIRONMENT="development", HEALTH_CHECK_ENABLED="false")}  # fmt: skip
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        **standin.server_env(tmp_path, USERS, CCTG_ENVIRONMENT="development", HEALTH_CHECK_ENABLED="false"),
+    }
     stderr = (tmp_path / "stderr.log").open("wb")
+    request.addfinalizer(stderr.close)
     command = [sys.executable, "-m", "cctg_mcp", "serve", "--backend", backend]
     with anyio.fail_after(60):
         async with await anyio.open_process(command, env=env, stderr=stderr) as proc:
@@ -77,8 +84,15 @@ async def test_shutdown_exits_0_and_leaves_no_leased_rows(
             assert "result" in await read_response(proc, 1)
             await rpc(proc, {"jsonrpc": "2.0", "method": "notifications/initialized"})
             standin.set_fault(FaultMode.HANG, methods={"sendMessage"})
-            await rpc(proc, {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
-                "name": "send_telegram_message", "arguments": {"message": "in flight at shutdown"}}})  # fmt: skip
+            await rpc(
+                proc,
+                {
+                    "jsonrpc": "2.0",
+                    "id": 2,
+                    "method": "tools/call",
+                    "params": {"name": "send_telegram_message", "arguments": {"message": "in flight at shutdown"}},
+                },
+            )
             await poll(lambda: standin.hanging >= 1, 30)
             assert statuses(tmp_path / "outbox.sqlite3").get("in_flight") == len(USERS)
             started = time.monotonic()

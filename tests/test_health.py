@@ -58,8 +58,13 @@ class Scripted:
 
 
 def monitor(clock: FakeClock | None = None, **settings: Any) -> HealthMonitor:
-    base: dict[str, Any] = {"interval": 30.0, "timeout": 5.0, "failure_threshold": 3, "recovery_threshold": 2,
-                            "grace_period": 10.0}  # fmt: skip
+    base: dict[str, Any] = {
+        "interval": 30.0,
+        "timeout": 5.0,
+        "failure_threshold": 3,
+        "recovery_threshold": 2,
+        "grace_period": 10.0,
+    }
     return HealthMonitor(HealthSettings(**{**base, **settings}), clock or FakeClock())
 
 
@@ -119,11 +124,27 @@ async def test_overall_critical_vs_non_critical_and_readiness() -> None:
 
 
 async def test_settings_from_config_are_seconds_and_validated() -> None:
-    cfg = parse_resilience_config({"health": {"interval": 1500, "timeout": 250, "failureThreshold": 4,
-                                              "recoveryThreshold": 1, "gracePeriod": 0, "enabled": False}})
+    cfg = parse_resilience_config(
+        {
+            "health": {
+                "interval": 1500,
+                "timeout": 250,
+                "failureThreshold": 4,
+                "recoveryThreshold": 1,
+                "gracePeriod": 0,
+                "enabled": False,
+            }
+        }
+    )
     s = HealthSettings.from_config(cfg.health)
     assert (s.enabled, s.interval, s.timeout, s.failure_threshold, s.recovery_threshold, s.grace_period) == (
-        False, 1.5, 0.25, 4, 1, 0.0)  # fmt: skip
+        False,
+        1.5,
+        0.25,
+        4,
+        1,
+        0.0,
+    )
     with pytest.raises(ValueError, match="failure_threshold"):
         HealthSettings(failure_threshold=0)
     with pytest.raises(ValueError, match="interval"):
@@ -383,7 +404,6 @@ async def test_disk_check_reads_real_free_space(tmp_path: Path) -> None:
     assert result.status is H and result.details["path"] == str(tmp_path)
     assert (await disk_check(tmp_path, min_free_mb=free_mb * 10)()).status is U
     assert (await disk_check(tmp_path, min_free_mb=free_mb / 1.5)()).status is D
-
 
 
 async def test_telegram_check_through_the_real_transport(standin: TelegramStandIn) -> None:

@@ -18,10 +18,8 @@ pytestmark = pytest.mark.anyio
 
 #: The background loop waits ten minutes before its first round, so every check in these
 #: tests is one the test asked for (``refresh``): deterministic, no sleeps.
-HEALTH = {"interval": 600_000, "timeout": 3000, "failureThreshold": 2, "recoveryThreshold": 1,
-          "gracePeriod": 600_000}  # fmt: skip
+HEALTH = {"interval": 600_000, "timeout": 3000, "failureThreshold": 2, "recoveryThreshold": 1, "gracePeriod": 600_000}
 DEFAULTS = ["disk", "dispatcher", "outbox", "telegram", "telegram_breaker"]
-
 
 
 async def report(client: Client, **args: Any) -> dict[str, Any]:
@@ -45,7 +43,12 @@ async def test_telegram_failing_and_recovering_shows_in_the_health_report(
         assert before["overall"] == "unknown" and before["live"] is True and before["ready"] is True
         assert sorted(c["name"] for c in before["components"]) == DEFAULTS
         assert {c["name"]: c["critical"] for c in before["components"]} == {
-            "disk": False, "dispatcher": True, "outbox": False, "telegram": True, "telegram_breaker": True}
+            "disk": False,
+            "dispatcher": True,
+            "outbox": False,
+            "telegram": True,
+            "telegram_breaker": True,
+        }
 
         healthy = await report(client, refresh=True)
         assert healthy["overall"] == "healthy" and healthy["ready"] is True

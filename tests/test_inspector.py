@@ -22,7 +22,6 @@ pytestmark = [
 INSPECTOR = ["npx", "-y", "@modelcontextprotocol/inspector@0", "--cli"]
 
 
-
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"  # the Inspector is the client here; the backend under test is the subprocess's
@@ -45,8 +44,16 @@ async def test_inspector_lists_tools_and_calls_one(standin: TelegramStandIn, tmp
     listed = await inspect(standin, tmp_path, "--method", "tools/list")
     names = {tool["name"] for tool in listed["tools"]}  # type: ignore[attr-defined]
     assert {"send_telegram_message", "get_resilience_status", "list_event_types"} <= names
-    called = await inspect(standin, tmp_path, "--method", "tools/call", "--tool-name", "send_telegram_message",
-                           "--tool-arg", "message=hello from the inspector")  # fmt: skip
+    called = await inspect(
+        standin,
+        tmp_path,
+        "--method",
+        "tools/call",
+        "--tool-name",
+        "send_telegram_message",
+        "--tool-arg",
+        "message=hello from the inspector",
+    )
     assert called.get("isError") in (None, False), called
     assert called["structuredContent"]["status"] == "delivered"  # type: ignore[index]
     assert "hello from the inspector" in standin.messages_for(USERS[0])[-1].plain_text

@@ -14,8 +14,20 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "cctg_mcp"
 
 #: Our top-level units (packages and the modules beside them).
-RUNTIME = {"answers", "delivery", "events", "ops", "resilience", "server", "transports", "testing",
-           "app", "cli", "client", "config"}
+RUNTIME = {
+    "answers",
+    "delivery",
+    "events",
+    "ops",
+    "resilience",
+    "server",
+    "transports",
+    "testing",
+    "app",
+    "cli",
+    "client",
+    "config",
+}
 EDGE = {"server", "app", "cli", "client", "dev"}  # what the inner layers never import
 
 

@@ -379,14 +379,10 @@ async def test_prometheus_text_follows_the_exposition_grammar() -> None:
         assert [float(le) for le, _ in buckets] == sorted(float(le) for le, _ in buckets)
         assert buckets[-1][0] == "+Inf"
         [count] = [
-            v
-            for n, lb, v in samples
-            if n == "cctg_operation_duration_seconds_count" and lb["component"] == comp
+            v for n, lb, v in samples if n == "cctg_operation_duration_seconds_count" and lb["component"] == comp
         ]
         assert buckets[-1][1] == count
-    [total] = [
-        v for n, lb, v in samples if n == "cctg_operation_duration_seconds_sum" and lb["component"] == nasty
-    ]
+    [total] = [v for n, lb, v in samples if n == "cctg_operation_duration_seconds_sum" and lb["component"] == nasty]
     assert total == pytest.approx(sum(ms / 1000 for ms in range(1, 101)))
     assert (
         "cctg_breaker_transitions_total",
@@ -409,10 +405,7 @@ async def test_serve_prometheus_answers_a_real_get() -> None:
                 r = await client.get("/metrics")
                 assert r.status_code == 200
                 assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
-                assert (
-                    'cctg_operation_calls_total{component="telegram",operation="send",outcome="success"} 1'
-                    in r.text
-                )
+                assert 'cctg_operation_calls_total{component="telegram",operation="send",outcome="success"} 1' in r.text
                 assert (await client.get("/nope")).status_code == 404
                 assert (await client.post("/metrics")).status_code == 405
             tg.cancel_scope.cancel()

@@ -17,8 +17,14 @@ TOKEN = "123456:SECRET-token-abcdefghijklmnopqrstuvwxyz"
 
 
 def event(n: int = 1, priority: str = "normal") -> Event:
-    return Event(event_id=f"ev-{n}", type="info_notification", title=f"t{n}", description="d", task_id=f"task-{n}",
-                 priority=priority)  # type: ignore[arg-type]  # fmt: skip
+    return Event(
+        event_id=f"ev-{n}",
+        type="info_notification",
+        title=f"t{n}",
+        description="d",
+        task_id=f"task-{n}",
+        priority=priority,
+    )  # type: ignore[arg-type]
 
 
 async def test_enqueue_commits_and_is_visible_to_a_new_connection(tmp_path: Path) -> None:

@@ -25,8 +25,9 @@ async def send_times(pacer: Pacer, clock: FakeClock, chats: list[int]) -> list[f
 
 async def test_one_chat_gets_its_burst_then_one_message_per_second() -> None:
     clock = FakeClock()
-    pacer = Pacer(PacingSettings(per_chat_per_second=1, per_chat_burst=3, global_per_second=30), clock=clock,
-                  margin_s=0)  # fmt: skip
+    pacer = Pacer(
+        PacingSettings(per_chat_per_second=1, per_chat_burst=3, global_per_second=30), clock=clock, margin_s=0
+    )
     assert await send_times(pacer, clock, [7] * 7) == [0, 0, 0, 1, 2, 3, 4]
 
 

@@ -22,13 +22,27 @@ from cctg_mcp.resilience.retry import RetryExecutor, RetryPolicy
 pytestmark = pytest.mark.anyio
 
 
-def build(clock: FakeClock, *, fail_max: int = 2, attempts: int = 4, attempt_timeout: float | None = None,
-          wait_for_open_breaker: bool = False, metrics: MetricsRegistry | None = None) -> Pipeline:  # fmt: skip
+def build(
+    clock: FakeClock,
+    *,
+    fail_max: int = 2,
+    attempts: int = 4,
+    attempt_timeout: float | None = None,
+    wait_for_open_breaker: bool = False,
+    metrics: MetricsRegistry | None = None,
+) -> Pipeline:
     settings = BreakerSettings(failure_threshold=fail_max, success_threshold=1, open_timeout=30)
     breaker = CircuitBreaker("telegram", settings, clock=clock)
     retry = RetryExecutor(RetryPolicy(max_attempts=attempts, base_delay=0.1, max_delay=1, jitter=False), clock=clock)
-    return Pipeline("telegram", breaker, retry, clock=clock, metrics=metrics, attempt_timeout=attempt_timeout,
-                    wait_for_open_breaker=wait_for_open_breaker)  # fmt: skip
+    return Pipeline(
+        "telegram",
+        breaker,
+        retry,
+        clock=clock,
+        metrics=metrics,
+        attempt_timeout=attempt_timeout,
+        wait_for_open_breaker=wait_for_open_breaker,
+    )
 
 
 async def test_retry_outside_the_breaker_calls_the_dependency_at_most_fail_max_times() -> None:

@@ -78,9 +78,10 @@ def test_settings_from_config_are_the_seeds_defaults_in_seconds() -> None:
     assert (s.max_recovery_attempts, s.recovery_delay, s.escalation_threshold) == (5, 5.0, 3)
     assert (s.graceful_shutdown_timeout, s.restart_delay, s.auto_recovery_enabled) == (30.0, 2.0, True)
     assert [(b.name, b.priority, b.strategy, b.timeout, b.max_attempts) for b in s.backup_strategies] == [
-        ("bridge-restart", 1, S.RESTART, 15.0, 3), ("process-restart", 2, S.RESTART, 30.0, 2),
+        ("bridge-restart", 1, S.RESTART, 15.0, 3),
+        ("process-restart", 2, S.RESTART, 30.0, 2),
         ("fallback-mode", 3, S.FALLBACK, 5.0, 1),
-    ]  # fmt: skip
+    ]
     assert backup_strategy_of("graceful_degradation") is S.GRACEFUL_DEGRADATION
     assert backup_strategy_of("page-the-oncall") is None
 
@@ -108,10 +109,21 @@ async def test_escalates_along_the_order_after_the_threshold() -> None:
 
 async def test_threshold_one_walks_the_whole_order_and_ends_escalated() -> None:
     clock, script = FakeClock(), Script()
-    session = await run_session(manager(script, clock, escalation_threshold=1, max_recovery_attempts=10,
-                                        recovery_delay=0.5), clock)  # fmt: skip
-    assert script.order == ["retry", "circuit_breaker", "restart", "fallback", "graceful_degradation", "escalate",
-                            "manual", "manual", "manual", "manual"]  # fmt: skip
+    session = await run_session(
+        manager(script, clock, escalation_threshold=1, max_recovery_attempts=10, recovery_delay=0.5), clock
+    )
+    assert script.order == [
+        "retry",
+        "circuit_breaker",
+        "restart",
+        "fallback",
+        "graceful_degradation",
+        "escalate",
+        "manual",
+        "manual",
+        "manual",
+        "manual",
+    ]
     assert session.status == "escalated"  # ended on manual: a person has it now
     assert session.escalation_level == 6
 
@@ -138,8 +150,12 @@ async def test_manual_needs_a_person_at_once_with_steps() -> None:
 
 async def test_start_strategy_comes_from_the_error_then_the_component_default() -> None:
     clock, script = FakeClock(), Script(graceful_degradation=[True], restart=[True])
-    m = RecoveryManager(RecoverySettings(), clock=clock, strategies=script.strategies(),
-                        default_strategy=lambda component, code: S.RESTART)  # fmt: skip
+    m = RecoveryManager(
+        RecoverySettings(),
+        clock=clock,
+        strategies=script.strategies(),
+        default_strategy=lambda component, code: S.RESTART,
+    )
     first = await run_session(m, clock, "a", error=ResourceError("queue full"))
     second = await run_session(m, clock, "b")
     assert (first.strategy, second.strategy) == (S.GRACEFUL_DEGRADATION, S.RESTART)
@@ -160,8 +176,9 @@ async def test_backups_run_by_priority_when_the_primary_chain_fails() -> None:
 async def test_all_failing_including_backups_is_failed() -> None:
     clock, script = FakeClock(), Script()
     settings = RecoverySettings.from_config(parse_resilience_config({}).recovery)
-    session = await run_session(RecoveryManager(settings, clock=clock, strategies=script.strategies()), clock,
-                                error=TelegramServerError("502"))  # fmt: skip
+    session = await run_session(
+        RecoveryManager(settings, clock=clock, strategies=script.strategies()), clock, error=TelegramServerError("502")
+    )
     assert script.order == ["retry"] * 3 + ["circuit_breaker"] * 2 + ["fallback"]  # bridge backups don't match
     assert session.status == "failed"
 
@@ -176,11 +193,16 @@ async def test_a_raising_or_hanging_action_is_a_failed_attempt() -> None:
         await anyio.sleep_forever()
         raise AssertionError
 
-    m = RecoveryManager(RecoverySettings(max_recovery_attempts=2, escalation_threshold=1, attempt_timeout=7.0),
-                        clock=clock, strategies={S.RETRY: boom, S.CIRCUIT_BREAKER: hang})  # fmt: skip
+    m = RecoveryManager(
+        RecoverySettings(max_recovery_attempts=2, escalation_threshold=1, attempt_timeout=7.0),
+        clock=clock,
+        strategies={S.RETRY: boom, S.CIRCUIT_BREAKER: hang},
+    )
     session = await run_session(m, clock)
-    assert [a.detail for a in session.attempts] == ["retry raised RuntimeError: kaput",
-                                                    "circuit_breaker took longer than 7.0s"]  # fmt: skip
+    assert [a.detail for a in session.attempts] == [
+        "retry raised RuntimeError: kaput",
+        "circuit_breaker took longer than 7.0s",
+    ]
     assert session.attempts[1].duration_s == pytest.approx(7.0)
 
 
@@ -239,8 +261,14 @@ async def test_unhealthy_transition_starts_a_background_session_and_healthy_undo
     async def on_healthy(component: str) -> None:
         healed.append(component)
 
-    m = RecoveryManager(RecoverySettings(), clock=clock, strategies=script.strategies(), canonical=family,
-                        default_strategy=lambda c, code: S.CIRCUIT_BREAKER, on_healthy=on_healthy)  # fmt: skip
+    m = RecoveryManager(
+        RecoverySettings(),
+        clock=clock,
+        strategies=script.strategies(),
+        canonical=family,
+        default_strategy=lambda c, code: S.CIRCUIT_BREAKER,
+        on_healthy=on_healthy,
+    )
     monitor = HealthMonitor(HealthSettings(failure_threshold=1, recovery_threshold=1, grace_period=0), clock)
 
     async def check() -> CheckResult:
@@ -282,13 +310,15 @@ async def test_no_background_session_when_auto_recovery_is_off() -> None:
 # ---- the real actions on a running service ------------------------------------------------
 
 
-
 SLOW_BREAKER = {"telegram": {"failureThreshold": 2, "successThreshold": 2, "timeout": 600_000}}
 
 
 async def service_for(standin: TelegramStandIn, tmp_path: Path) -> AsyncIterator[NotificationService]:
-    config = fast_config(circuitBreaker=SLOW_BREAKER, health={"enabled": False},
-                         recovery={"recoveryDelay": 0, "maxRecoveryAttempts": 1, "backupStrategies": []})  # fmt: skip
+    config = fast_config(
+        circuitBreaker=SLOW_BREAKER,
+        health={"enabled": False},
+        recovery={"recoveryDelay": 0, "maxRecoveryAttempts": 1, "backupStrategies": []},
+    )
     async with open_service(make_settings(standin, tmp_path), resilience=config) as service:
         yield service
 
@@ -403,8 +433,9 @@ async def test_escalate_sends_an_alert_the_person_sees(service: NotificationServ
         session = await service.recovery.recover("telegram", strategy=S.ESCALATE, error=TelegramServerError("502"))
     assert session.status == "escalated" and "alert sent to 2 recipient(s)" in session.summary
     assert {m.chat_id for m in standin.sent} == set(USERS)
-    assert all("recovery of telegram needs attention" in m.text and "TELEGRAM_SERVER_ERROR" in m.text
-               for m in standin.sent)  # fmt: skip
+    assert all(
+        "recovery of telegram needs attention" in m.text and "TELEGRAM_SERVER_ERROR" in m.text for m in standin.sent
+    )
 
 
 async def test_escalate_records_that_it_could_not_alert(service: NotificationService, standin: TelegramStandIn) -> None:

@@ -31,7 +31,6 @@ CONFIG = fast_config(
 )
 
 
-
 async def call(client: Client, tool: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
     with anyio.fail_after(15):
         result = await client.call_tool(tool, args or {})
@@ -94,7 +93,7 @@ async def test_requeue_dead_letters_through_the_outbox_component(standin: Telegr
 
 async def test_manual_returns_steps_and_escalate_alerts_the_person(standin: TelegramStandIn, tmp_path: Path) -> None:
     async with connected(make_settings(standin, tmp_path), CONFIG) as client:
-        manual = (await call(client, "trigger_recovery", {"component": "telegram", "strategy": "manual"}))
+        manual = await call(client, "trigger_recovery", {"component": "telegram", "strategy": "manual"})
         manual = manual["sessions"][0]
         escalate = (await call(client, "trigger_recovery", {"strategy": "escalate"}))["sessions"][0]
     assert manual["status"] == "escalated" and manual["needs_person"] and manual["steps"]
@@ -151,13 +150,33 @@ def test_sigterm_exits_zero_and_returns_in_flight_rows(tmp_path: Path, backend: 
     anyio.run(_seed_and_count, outbox_path, True)
     with TelegramStandIn(max_hang=60) as standin:
         standin.set_fault(FaultMode.HANG, methods={"sendMessage"})  # the dispatcher's send stays in flight
-        env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "CCTG_ENVIRONMENT": "development",
-               **standin.server_env(tmp_path / "data", [USERS[0]])}  # fmt: skip
-        proc = subprocess.Popen([sys.executable, "-m", "cctg_mcp", "serve", "--backend", backend], env=env,
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": str(tmp_path),
+            "CCTG_ENVIRONMENT": "development",
+            **standin.server_env(tmp_path / "data", [USERS[0]]),
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cctg_mcp", "serve", "--backend", backend],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         try:
-            _rpc(proc, {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-                "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
+            _rpc(
+                proc,
+                {
+                    "jsonrpc": "2.0",
+                    "id": 1,
+                    "method": "initialize",
+                    "params": {
+                        "protocolVersion": "2025-06-18",
+                        "capabilities": {},
+                        "clientInfo": {"name": "t", "version": "1"},
+                    },
+                },
+            )
             assert proc.stdout is not None and b'"id":1' in proc.stdout.readline().replace(b" ", b"")
             assert standin.wait_until(lambda: standin.hanging >= 1, timeout=30), "the send never reached Telegram"
             assert anyio.run(_seed_and_count, outbox_path, False).in_flight == 1

@@ -19,7 +19,6 @@ pytestmark = pytest.mark.anyio
 CONFIG = fast_config(health={"enabled": False}, recovery={"recoveryDelay": 0, "maxRecoveryAttempts": 1})
 
 
-
 async def test_restart_brings_a_killed_dispatcher_loop_back_and_it_delivers(
     standin: TelegramStandIn, tmp_path: Path
 ) -> None:

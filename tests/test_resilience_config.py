@@ -196,9 +196,7 @@ def test_default_operations_match_seed(
         ("system_health", "normal", 5000, None),
     ],
 )
-def test_default_events_match_seed(
-    event: str, priority: str, timeout: int, retry: dict[str, int] | None
-) -> None:
+def test_default_events_match_seed(event: str, priority: str, timeout: int, retry: dict[str, int] | None) -> None:
     ev = DEFAULT.events[event]
     assert (ev.priority, ev.timeout) == (priority, timeout)
     assert (ev.retry.model_dump(exclude_none=True) if ev.retry else None) == retry
@@ -265,9 +263,7 @@ def test_toml_file(tmp_path: Path, text: str) -> None:
     assert config.operations["sendMessage"].timeout == 5000  # merged, not replaced
 
 
-@pytest.mark.parametrize(
-    "text", ['{"retry": {"telegram": {"maxAttempts": 9}}}', "[retry.telegram]\nmaxAttempts = 9\n"]
-)
+@pytest.mark.parametrize("text", ['{"retry": {"telegram": {"maxAttempts": 9}}}', "[retry.telegram]\nmaxAttempts = 9\n"])
 def test_unknown_extension_is_sniffed(tmp_path: Path, text: str) -> None:
     config = load_resilience_config({}, write(tmp_path, "resilience.conf", text))
     assert config.retry["telegram"].max_attempts == 9
@@ -340,9 +336,7 @@ def test_partial_config_deep_merges_over_defaults() -> None:
 
 
 def test_lists_replace_rather_than_merge() -> None:
-    config = parse_resilience_config(
-        {"retry": {"bridge": {"retryableErrors": ["X"]}}, "health": {"endpoints": []}}
-    )
+    config = parse_resilience_config({"retry": {"bridge": {"retryableErrors": ["X"]}}, "health": {"endpoints": []}})
     assert config.retry["bridge"].retryable_errors == ["X"]
     assert config.retry["bridge"].non_retryable_errors == DEFAULT.retry["bridge"].non_retryable_errors
     assert config.health.endpoints == []
@@ -522,9 +516,7 @@ def test_precedence_env_over_file_over_defaults(tmp_path: Path) -> None:
             }
         ),
     )
-    config = load_resilience_config(
-        {"CIRCUIT_BREAKER_FAILURE_THRESHOLD": "9", "HEALTH_CHECK_TIMEOUT": "800"}, path
-    )
+    config = load_resilience_config({"CIRCUIT_BREAKER_FAILURE_THRESHOLD": "9", "HEALTH_CHECK_TIMEOUT": "800"}, path)
     telegram = config.circuit_breaker["telegram"]
     assert telegram.failure_threshold == 9  # env beats file
     assert telegram.success_threshold == 4  # file beats default
@@ -551,15 +543,13 @@ def test_breaker_vars_apply_to_all_components_without_a_gate() -> None:
             "CIRCUIT_BREAKER_MONITORING_WINDOW": "9000",
         }
     )
-    assert {
-        (c.failure_threshold, c.success_threshold, c.monitoring_window) for c in both.circuit_breaker.values()
-    } == {(4, 1, 9000)}
+    assert {(c.failure_threshold, c.success_threshold, c.monitoring_window) for c in both.circuit_breaker.values()} == {
+        (4, 1, 9000)
+    }
 
 
 def test_retry_vars_follow_the_seeds_per_component_derivation() -> None:
-    config = load_resilience_config(
-        {"RETRY_MAX_ATTEMPTS": "4", "RETRY_BASE_DELAY": "1000", "RETRY_MAX_DELAY": "8000"}
-    )
+    config = load_resilience_config({"RETRY_MAX_ATTEMPTS": "4", "RETRY_BASE_DELAY": "1000", "RETRY_MAX_DELAY": "8000"})
     got = {c: (r.max_attempts, r.base_delay, r.max_delay) for c, r in config.retry.items()}
     assert got == {
         "bridge": (4, 1000, 8000),
@@ -573,9 +563,7 @@ def test_retry_jitter_and_base_apply_to_all_components() -> None:
     config = load_resilience_config(
         {"RETRY_EXPONENTIAL_BASE": "3.5", "RETRY_JITTER_ENABLED": "no", "RETRY_JITTER_MAX": "0"}
     )
-    assert {(r.exponential_base, r.jitter_enabled, r.jitter_max) for r in config.retry.values()} == {
-        (3.5, False, 0)
-    }
+    assert {(r.exponential_base, r.jitter_enabled, r.jitter_max) for r in config.retry.values()} == {(3.5, False, 0)}
     assert config.retry["telegram"].max_attempts == 5  # untouched without RETRY_MAX_ATTEMPTS
 
 
@@ -761,9 +749,7 @@ def test_kwargs_are_in_seconds() -> None:
         "jitter": True,
         "jitter_max": 1.0,
         "retryable_codes": frozenset({"TELEGRAM_RATE_LIMIT", "TELEGRAM_SERVER_ERROR", "NETWORK_ERROR"}),
-        "non_retryable_codes": frozenset(
-            {"TELEGRAM_INVALID_TOKEN", "TELEGRAM_FORBIDDEN", "TELEGRAM_INVALID_CHAT"}
-        ),
+        "non_retryable_codes": frozenset({"TELEGRAM_INVALID_TOKEN", "TELEGRAM_FORBIDDEN", "TELEGRAM_INVALID_CHAT"}),
     }
     assert RetryConfig(enabled=False).to_retry_kwargs()["max_attempts"] == 1
     assert CircuitBreakerConfig().seconds("monitoring_window") == 60.0

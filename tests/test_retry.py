@@ -181,9 +181,7 @@ def test_delay_for_bounds(
     policy = RetryPolicy(
         base_delay=base, max_delay=base + extra, exponential_base=factor, backoff=kind, jitter_max=jitter_max
     )
-    plain = RetryPolicy(
-        base_delay=base, max_delay=base + extra, exponential_base=factor, backoff=kind, jitter=False
-    )
+    plain = RetryPolicy(base_delay=base, max_delay=base + extra, exponential_base=factor, backoff=kind, jitter=False)
     d = plain.delay_for(n, random.Random(seed))
     jittered = policy.delay_for(n, random.Random(seed))
     assert base <= d <= policy.max_delay
@@ -362,9 +360,7 @@ async def test_cancellation_during_backoff_sleep_stops_at_once() -> None:
 
 
 async def test_code_overrides() -> None:
-    server_once = RetryPolicy(
-        max_attempts=3, jitter=False, non_retryable_codes=frozenset({"TELEGRAM_SERVER_ERROR"})
-    )
+    server_once = RetryPolicy(max_attempts=3, jitter=False, non_retryable_codes=frozenset({"TELEGRAM_SERVER_ERROR"}))
     executor, _ = make(server_once)
     fn = always(lambda: TelegramServerError("502"))
     await drive(executor, fn)

@@ -20,10 +20,15 @@ def test_defaults_without_a_token_choose_bridge_delivery(tmp_path: Path) -> None
 
 
 def test_a_full_configuration(tmp_path: Path) -> None:
-    s = load_settings({
-        "TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_ALLOWED_USERS": " 1, 2,2 ,3", "CCTG_DATA_DIR": str(tmp_path),
-        "TELEGRAM_API_BASE_URL": "http://127.0.0.1:9/", "CCTG_ENVIRONMENT": "Staging",
-    })  # fmt: skip
+    s = load_settings(
+        {
+            "TELEGRAM_BOT_TOKEN": TOKEN,
+            "TELEGRAM_ALLOWED_USERS": " 1, 2,2 ,3",
+            "CCTG_DATA_DIR": str(tmp_path),
+            "TELEGRAM_API_BASE_URL": "http://127.0.0.1:9/",
+            "CCTG_ENVIRONMENT": "Staging",
+        }
+    )
     assert s.delivery == "telegram" and s.allowed_users == (1, 2, 3)
     assert s.api_base_url == "http://127.0.0.1:9" and s.environment == "staging"
     assert s.problems() == [] and s.token == TOKEN

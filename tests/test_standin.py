@@ -19,7 +19,6 @@ from cctg_mcp.testing import DEFAULT_TOKEN, FaultMode, TelegramStandIn, parse_te
 TOKEN = DEFAULT_TOKEN
 
 
-
 @pytest.fixture(scope="module")
 def client() -> Iterator[httpx.Client]:
     with httpx.Client(timeout=5) as c:
@@ -276,44 +275,44 @@ async def test_await_messages_on_both_backends(standin: TelegramStandIn) -> None
 
 
 def test_runs_as_a_separate_process() -> None:
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-m", "cctg_mcp.testing", "--port", "0"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-    )
-    try:
-        assert proc.stdout is not None and proc.stdin is not None
-        info = json.loads(proc.stdout.readline())
-        assert info["token"] == TOKEN and info["base_url"].startswith("http://127.0.0.1:")
-        r = httpx.get(f"{info['base_url']}/bot{info['token']}/getMe", timeout=5)
-        assert r.json()["result"]["username"] == "cctg_test_bot"
-        proc.stdin.close()  # closing stdin stops it
-        assert proc.wait(timeout=10) == 0
-        assert proc.stdout.read() == ""  # exactly one line on stdout
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    ) as proc:
+        try:
+            assert proc.stdout is not None and proc.stdin is not None
+            info = json.loads(proc.stdout.readline())
+            assert info["token"] == TOKEN and info["base_url"].startswith("http://127.0.0.1:")
+            r = httpx.get(f"{info['base_url']}/bot{info['token']}/getMe", timeout=5)
+            assert r.json()["result"]["username"] == "cctg_test_bot"
+            proc.stdin.close()  # closing stdin stops it
+            assert proc.wait(timeout=10) == 0
+            assert proc.stdout.read() == ""  # exactly one line on stdout
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def test_sigterm_stops_the_process() -> None:
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-m", "cctg_mcp.testing", "--ignore-stdin"],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        assert json.loads(proc.stdout.readline())["base_url"]
-        proc.terminate()
-        assert proc.wait(timeout=10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            assert json.loads(proc.stdout.readline())["base_url"]
+            proc.terminate()
+            assert proc.wait(timeout=10) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def test_restart_comes_back_on_the_same_port(client: httpx.Client) -> None:

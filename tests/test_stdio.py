@@ -16,11 +16,11 @@ from cctg_mcp.testing import FaultMode, TelegramStandIn
 pytestmark = pytest.mark.anyio
 
 
-
 def params(standin: TelegramStandIn, data_dir: Path, backend: str, **extra: str) -> StdioServerParameters:
     env = standin.server_env(data_dir, USERS, **extra)
-    return StdioServerParameters(command=sys.executable, args=["-m", "cctg_mcp", "serve", "--backend", backend],
-                                 env=env)  # fmt: skip
+    return StdioServerParameters(
+        command=sys.executable, args=["-m", "cctg_mcp", "serve", "--backend", backend], env=env
+    )
 
 
 async def test_send_over_stdio_on_both_server_backends(
@@ -47,8 +47,9 @@ async def test_send_over_stdio_on_both_server_backends(
 async def test_a_malformed_variable_stops_start_up_naming_it(standin: TelegramStandIn, tmp_path: Path) -> None:
     env = params(standin, tmp_path, "asyncio", TELEGRAM_ALLOWED_USERS="12,not-a-number").env or {}
     with anyio.fail_after(30):
-        result = await anyio.run_process([sys.executable, "-m", "cctg_mcp", "serve"], env={**env, "PATH": ""},
-                                         check=False)  # fmt: skip
+        result = await anyio.run_process(
+            [sys.executable, "-m", "cctg_mcp", "serve"], env={**env, "PATH": ""}, check=False
+        )
     assert result.returncode == 2
     assert b"TELEGRAM_ALLOWED_USERS" in result.stderr and result.stdout == b""
 

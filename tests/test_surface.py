@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 from helpers import connected, make_settings
 
 from cctg_mcp import __version__
 from cctg_mcp.testing import TelegramStandIn
 
 ROOT = Path(__file__).resolve().parent.parent
-
 
 
 def test_versions_agree_across_package_and_registry_manifest() -> None:
@@ -79,8 +78,15 @@ async def test_read_only_tools_are_annotated_and_senders_are_not() -> None:
     from cctg_mcp.dev.surface import tool_surface
 
     surface = {t["name"]: t for t in await tool_surface()}
-    for name in ("get_resilience_status", "get_health_report", "get_metrics", "list_event_types",
-                 "get_telegram_responses", "get_recovery_history", "get_chaos_history"):  # fmt: skip
+    for name in (
+        "get_resilience_status",
+        "get_health_report",
+        "get_metrics",
+        "list_event_types",
+        "get_telegram_responses",
+        "get_recovery_history",
+        "get_chaos_history",
+    ):
         assert surface[name]["annotations"].get("readOnlyHint") is True, name
     for name in ("send_telegram_event", "send_telegram_message", "send_approval_request", "trigger_recovery"):
         assert surface[name]["annotations"].get("readOnlyHint") is False, name

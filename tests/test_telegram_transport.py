@@ -261,11 +261,15 @@ async def test_migrated_group_is_retried_once_with_the_new_id() -> None:
         chat = json.loads(request.content)["chat_id"]
         seen.append(chat)
         if chat == -100:
-            return httpx.Response(400, json={
-                "ok": False, "error_code": 400,
-                "description": "Bad Request: group chat was upgraded to a supergroup chat",
-                "parameters": {"migrate_to_chat_id": -1001234567890123},
-            })  # fmt: skip
+            return httpx.Response(
+                400,
+                json={
+                    "ok": False,
+                    "error_code": 400,
+                    "description": "Bad Request: group chat was upgraded to a supergroup chat",
+                    "parameters": {"migrate_to_chat_id": -1001234567890123},
+                },
+            )
         return httpx.Response(200, json={"ok": True, "result": {"message_id": 5}})
 
     async with mock(handler) as t:
@@ -276,8 +280,12 @@ async def test_migrated_group_is_retried_once_with_the_new_id() -> None:
 
 
 async def test_migration_error_exposes_the_new_id() -> None:
-    body = {"ok": False, "error_code": 400, "description": "Bad Request: upgraded",
-            "parameters": {"migrate_to_chat_id": -200}}  # fmt: skip
+    body = {
+        "ok": False,
+        "error_code": 400,
+        "description": "Bad Request: upgraded",
+        "parameters": {"migrate_to_chat_id": -200},
+    }
     async with mock(lambda r: httpx.Response(400, json=body)) as t:
         with pytest.raises(TelegramBadRequest) as info:
             await t.send_message(-100, "x")  # retried once with -200, which fails the same way

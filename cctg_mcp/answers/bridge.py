@@ -69,8 +69,11 @@ class EventIndex:
             conn = sqlite3.connect(outbox_path.resolve().as_uri() + "?mode=ro", uri=True, check_same_thread=False)
             conn.execute("SELECT 1 FROM events LIMIT 1")
         except sqlite3.DatabaseError as exc:
-            log.warning("answers: cannot read the outbox at %s (%s); bridge answers will not name their events",
-                        outbox_path, exc)  # fmt: skip
+            log.warning(
+                "answers: cannot read the outbox at %s (%s); bridge answers will not name their events",
+                outbox_path,
+                exc,
+            )
             return None
         return cls(conn)
 
@@ -162,8 +165,12 @@ class BridgeAnswers:
             await anyio.to_thread.run_sync(self.index.close)
 
     def status(self) -> dict[str, Any]:
-        return {"mode": "bridge", "responses_dir": str(self.responses_dir), "poller": None,
-                "events_resolvable": self.index is not None}  # fmt: skip
+        return {
+            "mode": "bridge",
+            "responses_dir": str(self.responses_dir),
+            "poller": None,
+            "events_resolvable": self.index is not None,
+        }
 
     # ---- reading ------------------------------------------------------------------------
 
@@ -198,8 +205,10 @@ class BridgeAnswers:
     async def clear(self, older_than_hours: int = 24, *, now: float | None = None) -> ClearResult:
         cutoff = (time.time() if now is None else now) - older_than_hours * 3600.0
         n = await self._run(delete_old_response_files, self.responses_dir, cutoff)
-        return ClearResult(deleted_count=n, message=f"Cleared {n} old response files (older than "
-                                                    f"{older_than_hours} h) from {self.responses_dir}")  # fmt: skip
+        return ClearResult(
+            deleted_count=n,
+            message=f"Cleared {n} old response files (older than {older_than_hours} h) from {self.responses_dir}",
+        )
 
     async def pending(self, since_minutes: int = 10, *, now: float | None = None) -> PendingResponses:
         rows = await self._window(since_minutes, now)
@@ -231,5 +240,12 @@ class BridgeAnswers:
         async def pause(seconds: float) -> None:
             await self.clock.sleep(min(seconds, self.rescan_interval))
 
-        return await wait_for_answer(event_id, timeout_s, clock=self.clock, check=check, pause=pause,
-                                     progress_interval=self.progress_interval, on_progress=on_progress)  # fmt: skip
+        return await wait_for_answer(
+            event_id,
+            timeout_s,
+            clock=self.clock,
+            check=check,
+            pause=pause,
+            progress_interval=self.progress_interval,
+            on_progress=on_progress,
+        )

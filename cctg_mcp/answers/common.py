@@ -44,12 +44,18 @@ def summarise_pending(total: int, rows: list[TelegramResponse], since_minutes: i
     """``process_pending_responses`` from the answers of the window (newest first)."""
     actionable = [
         ActionableResponse(
-            action=r.action, event_id=r.event_id, task_id=r.task_id, option=r.option,  # type: ignore[arg-type]
-            user_id=r.user_id, username=r.username, timestamp=r.timestamp, callback_data=r.callback_data,
+            action=r.action,  # type: ignore[arg-type]
+            event_id=r.event_id,
+            task_id=r.task_id,
+            option=r.option,
+            user_id=r.user_id,
+            username=r.username,
+            timestamp=r.timestamp,
+            callback_data=r.callback_data,
         )
         for r in rows
         if r.action in ACTIONABLE
-    ]  # fmt: skip
+    ]
     summary = PendingSummary(
         total_recent_responses=total,
         actionable_responses=len(actionable),
@@ -83,14 +89,21 @@ async def wait_for_answer(
         found = await check()
         now = clock.monotonic()
         if found is not None:
-            return WaitResult(status="answered", event_id=event_id, waited_seconds=round(now - start, 3),
-                              action=found.action, option=found.option, response=found)  # fmt: skip
+            return WaitResult(
+                status="answered",
+                event_id=event_id,
+                waited_seconds=round(now - start, 3),
+                action=found.action,
+                option=found.option,
+                response=found,
+            )
         if now >= deadline:
             return WaitResult(status="timeout", event_id=event_id, waited_seconds=round(now - start, 3))
         if on_progress is not None and now >= next_report:
             elapsed = now - start
-            await on_progress(elapsed, timeout_s, f"Waiting for an answer on Telegram ({elapsed:.0f}s of "
-                                                  f"{timeout_s:.0f}s)")  # fmt: skip
+            await on_progress(
+                elapsed, timeout_s, f"Waiting for an answer on Telegram ({elapsed:.0f}s of {timeout_s:.0f}s)"
+            )
             while next_report <= now:
                 next_report += progress_interval
         until = min(deadline, next_report) if on_progress is not None else deadline
@@ -110,8 +123,10 @@ def _recommend(rows: list[TelegramResponse], actionable: list[ActionableResponse
     if s.pending_approvals:
         out.append(f"{s.pending_approvals} approval(s): proceed with event(s) {_short(events('approve'))}.")
     if s.pending_denials:
-        out.append(f"{s.pending_denials} denial(s): do not proceed with event(s) {_short(events('deny'))}; "
-                   "ask the person what to change if unclear.")  # fmt: skip
+        out.append(
+            f"{s.pending_denials} denial(s): do not proceed with event(s) {_short(events('deny'))}; "
+            "ask the person what to change if unclear."
+        )
     choices = [a for a in actionable if a.action == "option"]
     if choices:
         picked = [f"{a.option or '?'} (event {a.event_id or '?'})" for a in choices]
@@ -123,12 +138,16 @@ def _recommend(rows: list[TelegramResponse], actionable: list[ActionableResponse
     for event_id, answers in by_event.items():
         if len({(a.action, a.option) for a in answers}) > 1:
             latest = answers[0]
-            out.append(f"Event {event_id} got conflicting answers; the latest ({latest.option or latest.action} "
-                       f"at {latest.timestamp}) is the person's current decision.")  # fmt: skip
+            out.append(
+                f"Event {event_id} got conflicting answers; the latest ({latest.option or latest.action} "
+                f"at {latest.timestamp}) is the person's current decision."
+            )
     unresolved = sum(a.event_id is None for a in actionable)
     if unresolved:
-        out.append(f"{unresolved} press(es) could not be tied to an event sent by this server; check "
-                   "callback_data and task_id.")  # fmt: skip
+        out.append(
+            f"{unresolved} press(es) could not be tied to an event sent by this server; check "
+            "callback_data and task_id."
+        )
     if texts:
         out.append(f"{texts} text message(s) arrived in {window}; read them with get_telegram_responses.")
     return out

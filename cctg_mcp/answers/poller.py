@@ -213,8 +213,9 @@ class ResponsePoller:
             self.unauthorized += 1
             if self.metrics is not None:
                 self.metrics.incr("unauthorized_updates_total")
-            log.warning("answers: ignored an update from user %s, who is not in TELEGRAM_ALLOWED_USERS",
-                        stranger.user_id)  # fmt: skip
+            log.warning(
+                "answers: ignored an update from user %s, who is not in TELEGRAM_ALLOWED_USERS", stranger.user_id
+            )
             if stranger.callback_query_id:
                 await self._answer(stranger.callback_query_id, "Unauthorized")
         queries = {p.update_id: p.callback_query_id for p in allowed if p.callback_query_id}

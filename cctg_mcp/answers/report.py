@@ -35,9 +35,16 @@ def answers_summary(service: NotificationService, issues: list[str]) -> AnswersS
     """The summary, appending any problem to ``issues`` in words; None when answers are off."""
     answers = service.answers
     if isinstance(answers, BridgeAnswers):
-        return AnswersSummary(mode="bridge", poller_running=None, consecutive_failures=0, getupdates_conflicts=0,
-                              in_conflict=False, last_error=None, responses_dir=str(answers.responses_dir),
-                              healthy=True)  # fmt: skip
+        return AnswersSummary(
+            mode="bridge",
+            poller_running=None,
+            consecutive_failures=0,
+            getupdates_conflicts=0,
+            in_conflict=False,
+            last_error=None,
+            responses_dir=str(answers.responses_dir),
+            healthy=True,
+        )
     if not isinstance(answers, Answers) or answers.poller is None:
         return None
     poller = answers.poller
@@ -47,14 +54,20 @@ def answers_summary(service: NotificationService, issues: list[str]) -> AnswersS
         issues.append(f"Answers from Telegram are not read: {CONFLICT_ISSUE}.")
         healthy = False
     elif poller.consecutive_failures >= FAILING_AFTER:
-        issues.append(f"Answers from Telegram are not read: getUpdates failed {poller.consecutive_failures} times "
-                      f"in a row (last error: {last_error}).")  # fmt: skip
+        issues.append(
+            f"Answers from Telegram are not read: getUpdates failed {poller.consecutive_failures} times "
+            f"in a row (last error: {last_error})."
+        )
         healthy = False
     elif not poller.running:
         issues.append("The getUpdates poller is not running: answers from Telegram are not read.")
         healthy = False
     return AnswersSummary(
-        mode="telegram", poller_running=poller.running, consecutive_failures=poller.consecutive_failures,
-        getupdates_conflicts=poller.conflicts, in_conflict=poller.in_conflict, last_error=last_error,
+        mode="telegram",
+        poller_running=poller.running,
+        consecutive_failures=poller.consecutive_failures,
+        getupdates_conflicts=poller.conflicts,
+        in_conflict=poller.in_conflict,
+        last_error=last_error,
         healthy=healthy,
-    )  # fmt: skip
+    )

@@ -78,9 +78,14 @@ class Answers:
             settings.data_dir / ANSWERS_FILE, outbox_path=settings.outbox_path, bot_id=bot_id_of(settings.token)
         )
         poller = ResponsePoller(
-            store, transport, updates_pipeline(pipelines), allowed_users=settings.allowed_users,
-            clock=clock, metrics=metrics, poll_timeout=poll_timeout,
-        )  # fmt: skip
+            store,
+            transport,
+            updates_pipeline(pipelines),
+            allowed_users=settings.allowed_users,
+            clock=clock,
+            metrics=metrics,
+            poll_timeout=poll_timeout,
+        )
         return cls(store, poller, clock=clock)
 
     async def aclose(self) -> None:
@@ -124,8 +129,15 @@ class Answers:
             with self.clock.timeout_scope(seconds):
                 await changed.wait()
 
-        return await wait_for_answer(event_id, timeout_s, clock=self.clock, check=check, pause=pause,
-                                     progress_interval=self.progress_interval, on_progress=on_progress)  # fmt: skip
+        return await wait_for_answer(
+            event_id,
+            timeout_s,
+            clock=self.clock,
+            check=check,
+            pause=pause,
+            progress_interval=self.progress_interval,
+            on_progress=on_progress,
+        )
 
 
 #: What ``answers_of`` returns: both have the same interface.

@@ -109,8 +109,9 @@ class ResponseStore(ThreadedSqlite):
                 conn.execute("SELECT 1 FROM ob.events LIMIT 1")
                 attached = True
             except sqlite3.DatabaseError as exc:
-                log.warning("answers: cannot read the outbox at %s (%s); answers will not name their events",
-                            outbox_path, exc)  # fmt: skip
+                log.warning(
+                    "answers: cannot read the outbox at %s (%s); answers will not name their events", outbox_path, exc
+                )
         return cls(conn, path, bot_id=bot_id, outbox_attached=attached)
 
     # ---- change notification ------------------------------------------------------------
@@ -188,9 +189,24 @@ class ResponseStore(ThreadedSqlite):
             label = _option_label(event, action, index)
         event_id = event.get("event_id") if event is not None else None
         return (
-            self.bot_id, u.update_id, u.kind, action, u.user_id, u.username, u.first_name, u.chat_id,
-            u.message_id, u.text, u.callback_data, ref, event_id, task_id, index, label, now,
-        )  # fmt: skip
+            self.bot_id,
+            u.update_id,
+            u.kind,
+            action,
+            u.user_id,
+            u.username,
+            u.first_name,
+            u.chat_id,
+            u.message_id,
+            u.text,
+            u.callback_data,
+            ref,
+            event_id,
+            task_id,
+            index,
+            label,
+            now,
+        )
 
     def _event_by_ref(self, ref: str, *, legacy: bool) -> dict[str, Any] | None:
         if not self.outbox_attached:

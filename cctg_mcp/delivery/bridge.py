@@ -22,7 +22,7 @@ any delivery mode), for the bridge tools and the recovery ``restart`` strategy.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -81,9 +81,14 @@ def bridge_dispatcher(
 ) -> BridgeDispatcher:
     """The composition root's bridge-mode dispatcher."""
     return BridgeDispatcher(
-        outbox, EventFileWriter(settings.events_dir), pipelines.for_component(BRIDGE_COMPONENT), pacer,
-        clock=clock, lease_s=settings.lease_seconds, send_timeout_s=min(30.0, settings.lease_seconds / 2),
-    )  # fmt: skip
+        outbox,
+        EventFileWriter(settings.events_dir),
+        pipelines.for_component(BRIDGE_COMPONENT),
+        pacer,
+        clock=clock,
+        lease_s=settings.lease_seconds,
+        send_timeout_s=min(30.0, settings.lease_seconds / 2),
+    )
 
 
 def bridge_of(service: NotificationService) -> BridgeProcessManager:
@@ -91,15 +96,23 @@ def bridge_of(service: NotificationService) -> BridgeProcessManager:
     if isinstance(service.bridge, BridgeProcessManager):
         return service.bridge
     s = service.settings
-    env = {"CC_TELEGRAM_EVENTS_DIR": str(s.events_dir.absolute()),
-           "CC_TELEGRAM_RESPONSES_DIR": str(s.responses_dir.absolute())}  # fmt: skip
+    env = {
+        "CC_TELEGRAM_EVENTS_DIR": str(s.events_dir.absolute()),
+        "CC_TELEGRAM_RESPONSES_DIR": str(s.responses_dir.absolute()),
+    }
     if s.token:
         env["TELEGRAM_BOT_TOKEN"] = s.token
     if s.allowed_users:
         env["TELEGRAM_ALLOWED_USERS"] = ",".join(map(str, s.allowed_users))
     restart_delay = service.resilience.recovery.seconds("restart_delay") if service.resilience is not None else 2.0
-    manager = BridgeProcessManager(data_dir=s.data_dir, health_url=s.bridge_health_url, executable=s.bridge_path,
-                                   env_overrides=env, restart_delay_s=restart_delay, clock=service.clock)  # fmt: skip
+    manager = BridgeProcessManager(
+        data_dir=s.data_dir,
+        health_url=s.bridge_health_url,
+        executable=s.bridge_path,
+        env_overrides=env,
+        restart_delay_s=restart_delay,
+        clock=service.clock,
+    )
     service.bridge = manager
     return manager
 
@@ -131,15 +144,18 @@ class BridgeStatus(BaseModel):
 def _iso(epoch: float | None) -> str | None:
     if epoch is None:
         return None
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 async def bridge_status(service: NotificationService) -> BridgeStatus:
     """Process, health and the events directory; on any error ``running: false, unhealthy``."""
     manager = bridge_of(service)
     settings = service.settings
-    base: dict[str, Any] = {"delivery": settings.delivery, "events_dir": str(settings.events_dir),
-                            "log_file": str(manager.log_file)}  # fmt: skip
+    base: dict[str, Any] = {
+        "delivery": settings.delivery,
+        "events_dir": str(settings.events_dir),
+        "log_file": str(manager.log_file),
+    }
     try:
         process = manager.check_process()
         health: BridgeHealth = await manager.health()
@@ -149,15 +165,28 @@ async def bridge_status(service: NotificationService) -> BridgeStatus:
         last = max((t for t in (written, newest) if t is not None), default=None)
         exe = manager.executable_or_none()
     except Exception as exc:  # the seed's contract: a status, never an exception
-        return BridgeStatus(running=False, health="unhealthy", health_detail=f"{type(exc).__name__}: {exc}",
-                            pending_events=0, message="Bridge status could not be read.", **base)  # fmt: skip
+        return BridgeStatus(
+            running=False,
+            health="unhealthy",
+            health_detail=f"{type(exc).__name__}: {exc}",
+            pending_events=0,
+            message="Bridge status could not be read.",
+            **base,
+        )
     words = [process.message + (f" (pid {process.pid})" if process.pid else ""), f"health {health.status}"]
     if pending:
         words.append(f"{pending} event file(s) waiting in {settings.events_dir}")
     if exe is None and not process.running:
         words.append("no bridge executable found (set CC_TELEGRAM_BRIDGE_PATH)")
     return BridgeStatus(
-        running=process.running, health=health.status, health_detail=health.detail, pid=process.pid,
-        pending_events=pending, last_event_time=_iso(last), executable=str(exe) if exe else None,
-        metrics=BridgeMetrics(**health.metrics), message="; ".join(words) + ".", **base,
-    )  # fmt: skip
+        running=process.running,
+        health=health.status,
+        health_detail=health.detail,
+        pid=process.pid,
+        pending_events=pending,
+        last_event_time=_iso(last),
+        executable=str(exe) if exe else None,
+        metrics=BridgeMetrics(**health.metrics),
+        message="; ".join(words) + ".",
+        **base,
+    )

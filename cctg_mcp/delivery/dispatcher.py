@@ -39,9 +39,7 @@ T = TypeVar("T")
 class CallPipeline(Protocol):
     """What the dispatcher needs from the resilience pipeline."""
 
-    async def call(
-        self, operation: str, fn: Callable[[], Awaitable[T]], *, deadline: float | None = None
-    ) -> T: ...
+    async def call(self, operation: str, fn: Callable[[], Awaitable[T]], *, deadline: float | None = None) -> T: ...
 
 
 class MessageSender(Protocol):
@@ -126,11 +124,14 @@ class Dispatcher:
         """Why a new event of ``priority`` is queued without a direct attempt (the recovery
         levers ``paused`` and ``min_priority``), or None when it may be sent at once."""
         if self.paused:
-            return ("delivery is paused by recovery (fallback mode): the event is stored and goes out "
-                    "when delivery resumes")  # fmt: skip
+            return (
+                "delivery is paused by recovery (fallback mode): the event is stored and goes out when delivery resumes"
+            )
         if PRIORITY_RANK.get(priority, 1) < PRIORITY_RANK.get(self.min_priority, 0):
-            return (f"degraded mode: only {self.min_priority}-priority events or above are sent now; "
-                    "this one waits in the outbox")  # fmt: skip
+            return (
+                f"degraded mode: only {self.min_priority}-priority events or above are sent now; "
+                "this one waits in the outbox"
+            )
         return None
 
     def _lock(self, chat_id: int) -> anyio.Lock:
@@ -217,14 +218,16 @@ class Dispatcher:
                 await self.outbox.mark_dead(delivery.id, reason)
                 self.dead += 1
                 log.warning("delivery %s to chat %s is dead: %s", delivery.id, delivery.chat_id, reason)
-                return Outcome(delivery.id, delivery.chat_id, "dead", message_ids, reason, error.code,
-                               attempts=attempts)
+                return Outcome(
+                    delivery.id, delivery.chat_id, "dead", message_ids, reason, error.code, attempts=attempts
+                )
             due = time.time() + requeue_delay(attempts, error)
             await self.outbox.release(delivery.id, reason, due)
             self.requeued += 1
             self.wake()
-            return Outcome(delivery.id, delivery.chat_id, "queued", message_ids, reason, error.code, due,
-                           attempts=attempts)
+            return Outcome(
+                delivery.id, delivery.chat_id, "queued", message_ids, reason, error.code, due, attempts=attempts
+            )
         self.delivered += 1
         return Outcome(delivery.id, delivery.chat_id, "delivered", message_ids, attempts=attempts)
 
@@ -246,9 +249,12 @@ class Dispatcher:
                     # batch is waited for as a whole, so a chat with more rows than its rate lets
                     # out would hold every other chat's backlog back.
                     batch = await self.outbox.claim_due(
-                        self.owner, self.lease_s, limit=self.concurrency * 4, min_priority=self.min_priority,
+                        self.owner,
+                        self.lease_s,
+                        limit=self.concurrency * 4,
+                        min_priority=self.min_priority,
                         per_chat=max(1, int(self.pacer.settings.per_chat_per_second)),
-                    )  # fmt: skip
+                    )
                 if batch:
                     async with anyio.create_task_group() as tg:
                         for delivery in batch:

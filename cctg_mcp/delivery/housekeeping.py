@@ -30,8 +30,7 @@ async def purge_once(service: NotificationService, retention_s: float) -> Purged
     store = getattr(service.answers, "store", None)  # the Telegram answers store (bridge files age by mtime)
     answers = await store.delete_older_than(retention_s) if store is not None else 0
     if rows or answers:
-        log.info("retention: purged %d finished deliveries and %d answers older than %.0fs", rows, answers,
-                 retention_s)  # fmt: skip
+        log.info("retention: purged %d finished deliveries and %d answers older than %.0fs", rows, answers, retention_s)
     return Purged(rows, answers)
 
 

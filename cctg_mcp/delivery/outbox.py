@@ -336,8 +336,7 @@ class Outbox(ThreadedSqlite):
 
     def _deliveries(self, event_id: str) -> list[Delivery]:
         rows = self._conn.execute(
-            "SELECT d.*, e.payload FROM deliveries d JOIN events e USING (event_id) WHERE d.event_id=?"
-            " ORDER BY d.id",
+            "SELECT d.*, e.payload FROM deliveries d JOIN events e USING (event_id) WHERE d.event_id=? ORDER BY d.id",
             (event_id,),
         ).fetchall()
         return [self._delivery(r) for r in rows]
@@ -359,12 +358,8 @@ class Outbox(ThreadedSqlite):
         return await self._run(self._next_due)
 
     def _next_due(self) -> float | None:
-        (due,) = self._conn.execute(
-            "SELECT MIN(next_attempt_at) FROM deliveries WHERE status='pending'"
-        ).fetchone()
-        (lease,) = self._conn.execute(
-            "SELECT MIN(lease_until) FROM deliveries WHERE status='in_flight'"
-        ).fetchone()
+        (due,) = self._conn.execute("SELECT MIN(next_attempt_at) FROM deliveries WHERE status='pending'").fetchone()
+        (lease,) = self._conn.execute("SELECT MIN(lease_until) FROM deliveries WHERE status='in_flight'").fetchone()
         candidates = [t for t in (due, lease) if t is not None]
         return min(candidates) if candidates else None
 

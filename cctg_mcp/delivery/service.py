@@ -11,7 +11,7 @@ import json
 import re
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import anyio
@@ -121,7 +121,7 @@ def _check_data(data: dict[str, Any]) -> None:
 
 
 def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 class NotificationService:
@@ -221,8 +221,14 @@ class NotificationService:
         """A free-form message (send_telegram_message): an info notification up to 20 000 chars."""
         if not message.strip():  # e.g. only U+001C..U+001F: non-blank to a JSON schema, blank to Python
             raise ValidationError("message must be non-empty text.")
-        return self.build_event(type="info_notification", title="Message", description=message, source=source,
-                                data={"message": True}, max_description=20_000)  # fmt: skip
+        return self.build_event(
+            type="info_notification",
+            title="Message",
+            description=message,
+            source=source,
+            data={"message": True},
+            max_description=20_000,
+        )
 
     def _ready(self) -> tuple[Outbox, Dispatcher]:
         problems = self.settings.problems()
@@ -254,15 +260,19 @@ class NotificationService:
                 message="This event was already accepted earlier (same type and task_id); it was not sent again.",
                 recipients=[
                     RecipientResult(
-                        chat_id=d.chat_id, status=d.status if d.status != "in_flight" else "queued",  # type: ignore[arg-type]
-                        message_ids=d.message_ids, attempts=d.attempts, reason=d.last_error,
+                        chat_id=d.chat_id,
+                        status=d.status if d.status != "in_flight" else "queued",  # type: ignore[arg-type]
+                        message_ids=d.message_ids,
+                        attempts=d.attempts,
+                        reason=d.last_error,
                     )
                     for d in await outbox.deliveries(event.event_id)
                 ],
             )
         if held:
-            return await self._result(event, [Outcome(d.id, d.chat_id, "queued", [], held, None, d.next_attempt_at)
-                                              for d in claimed])  # fmt: skip
+            return await self._result(
+                event, [Outcome(d.id, d.chat_id, "queued", [], held, None, d.next_attempt_at) for d in claimed]
+            )
         budget = self.deadlines.get(operation, self.deadlines["sendEvent"])
         deadline = self.clock.monotonic() + budget
         outcomes: list[Outcome] = []
@@ -283,11 +293,21 @@ class NotificationService:
         seen = {o.delivery_id for o in outcomes}
         for row in rows.values():  # cut short by the safety timeout: report the row as it is
             if row.id not in seen:
-                outcomes.append(Outcome(row.id, row.chat_id, "queued", row.message_ids, row.last_error or
-                                        "the delivery deadline was reached", None, row.next_attempt_at))
+                outcomes.append(
+                    Outcome(
+                        row.id,
+                        row.chat_id,
+                        "queued",
+                        row.message_ids,
+                        row.last_error or "the delivery deadline was reached",
+                        None,
+                        row.next_attempt_at,
+                    )
+                )
         recipients = [
-            RecipientResult(chat_id=o.chat_id, status=o.status, message_ids=o.message_ids,
-                            attempts=o.attempts, reason=o.reason)
+            RecipientResult(
+                chat_id=o.chat_id, status=o.status, message_ids=o.message_ids, attempts=o.attempts, reason=o.reason
+            )
             for o in sorted(outcomes, key=lambda o: o.chat_id)
         ]
         dead = [o for o in outcomes if o.status == "dead"]
@@ -295,8 +315,7 @@ class NotificationService:
             delivered = sum(o.status == "delivered" for o in outcomes)
             raise DeliveryFailedError(
                 f"Event {event.event_id} cannot be delivered to {len(dead)} of {len(outcomes)} recipient(s) "
-                f"({delivered} delivered; do not resend): {dead[0].reason} "
-                + _advice(dead[0].error_code),
+                f"({delivered} delivered; do not resend): {dead[0].reason} " + _advice(dead[0].error_code),
                 code=dead[0].error_code or "DELIVERY_FAILED",
             )
         queued = [o for o in outcomes if o.status == "queued"]

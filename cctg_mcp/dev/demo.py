@@ -27,9 +27,15 @@ USERS = (111111111, 222222222)
 def _server_env(standin: TelegramStandIn, data_dir: Path) -> dict[str, str]:
     # Short timings so the demo takes seconds, in the seed's units (milliseconds).
     return standin.server_env(
-        data_dir, USERS, CCTG_ENVIRONMENT="development", CIRCUIT_BREAKER_FAILURE_THRESHOLD="2",
-        CIRCUIT_BREAKER_TIMEOUT="1500", RETRY_MAX_ATTEMPTS="2", RETRY_BASE_DELAY="100", RETRY_MAX_DELAY="400",
-    )  # fmt: skip
+        data_dir,
+        USERS,
+        CCTG_ENVIRONMENT="development",
+        CIRCUIT_BREAKER_FAILURE_THRESHOLD="2",
+        CIRCUIT_BREAKER_TIMEOUT="1500",
+        RETRY_MAX_ATTEMPTS="2",
+        RETRY_BASE_DELAY="100",
+        RETRY_MAX_DELAY="400",
+    )
 
 
 async def _call(client: Client, tool: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -53,23 +59,38 @@ async def _demo(report: dict[str, Any]) -> None:
             async def send(phase: str, tool: str, args: dict[str, Any]) -> None:
                 started = time.monotonic()
                 out = await _call(client, tool, args)
-                sends.append({"phase": phase, "tool": tool, "status": out.get("status"),
-                              "event_id": out.get("event_id"), "reason": out.get("reason") or out.get("message"),
-                              "ms": round((time.monotonic() - started) * 1000)})  # fmt: skip
+                sends.append(
+                    {
+                        "phase": phase,
+                        "tool": tool,
+                        "status": out.get("status"),
+                        "event_id": out.get("event_id"),
+                        "reason": out.get("reason") or out.get("message"),
+                        "ms": round((time.monotonic() - started) * 1000),
+                    }
+                )
 
             await send("healthy", "send_telegram_message", {"message": "Hello from cctg-mcp <demo> & friends"})
-            await send("healthy", "send_task_completion",
-                       {"task_id": "demo-task-1", "title": "Build", "results": "42 tests passed",
-                        "duration_ms": 1234})  # fmt: skip
+            await send(
+                "healthy",
+                "send_task_completion",
+                {"task_id": "demo-task-1", "title": "Build", "results": "42 tests passed", "duration_ms": 1234},
+            )
             await send("healthy", "send_approval_request", {"title": "Deploy?", "description": "Ship v1 to prod"})
             await send("healthy", "send_task_completion", {"task_id": "demo-task-1", "title": "Build"})
 
             standin.set_fault(FaultMode.SERVER_ERROR, status=502)
             report["outage_started"] = True
             for i in range(3):
-                await send("outage", "send_telegram_event",
-                           {"type": "build_failed", "title": f"Nightly build {i}",
-                            "description": "Sent while Telegram answers 502"})  # fmt: skip
+                await send(
+                    "outage",
+                    "send_telegram_event",
+                    {
+                        "type": "build_failed",
+                        "title": f"Nightly build {i}",
+                        "description": "Sent while Telegram answers 502",
+                    },
+                )
             during = await _call(client, "get_resilience_status", {})
             report["during_outage"] = {
                 "overall": during.get("overall"),
@@ -121,8 +142,10 @@ def _print(report: dict[str, Any]) -> None:
     d, a = report["during_outage"], report["after_recovery"]
     w(f"\nduring the outage: overall={d['overall']} telegram breaker={d['telegram_breaker']} outbox={d['outbox']}\n")
     w(f"after recovery:    overall={a['overall']} telegram breaker={a['telegram_breaker']} outbox={a['outbox']}\n")
-    w(f"recovered in {report['recovery_seconds']} s; messages at Telegram: {report['messages_at_telegram']} "
-      f"(expected {report['expected_messages']})\n")  # fmt: skip
+    w(
+        f"recovered in {report['recovery_seconds']} s; messages at Telegram: {report['messages_at_telegram']} "
+        f"(expected {report['expected_messages']})\n"
+    )
     verdict = "every accepted event was delivered" if report["all_delivered"] else "SOMETHING WAS NOT DELIVERED"
     w(f"\nresult: {verdict}\n")
 

@@ -38,9 +38,11 @@ from cctg_mcp.testing import TelegramStandIn
 USERS = (111111111, 222222222)
 CYCLE = ("network_partition", "high_latency", "message_loss", "error_responses", "bridge_crash")
 #: Runs the server after writing its pid (for SIGKILL) and sending its stderr to a log file.
-LAUNCH = ("import os,sys; open(sys.argv[1],'w').write(str(os.getpid())); "
-          "os.dup2(os.open(sys.argv[2], os.O_WRONLY | os.O_CREAT | os.O_APPEND), 2); "
-          "from cctg_mcp.cli import main; main(['serve'])")
+LAUNCH = (
+    "import os,sys; open(sys.argv[1],'w').write(str(os.getpid())); "
+    "os.dup2(os.open(sys.argv[2], os.O_WRONLY | os.O_CREAT | os.O_APPEND), 2); "
+    "from cctg_mcp.cli import main; main(['serve'])"
+)
 EV = re.compile(r"ev-(\d{5})")
 
 
@@ -48,12 +50,18 @@ def server_env(standin: TelegramStandIn, data_dir: Path, lease_s: int) -> dict[s
     return {
         **{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "PYTHONPATH", "VIRTUAL_ENV")},
         **standin.server_env(data_dir, USERS),
-        "CCTG_ENVIRONMENT": "development", "CCTG_LEASE_SECONDS": str(lease_s),
-        "CCTG_RATE_PER_CHAT": "200", "CCTG_RATE_PER_CHAT_BURST": "50", "CCTG_RATE_GLOBAL": "400",
-        "CIRCUIT_BREAKER_FAILURE_THRESHOLD": "3", "CIRCUIT_BREAKER_TIMEOUT": "1000",
-        "RETRY_MAX_ATTEMPTS": "3", "RETRY_BASE_DELAY": "100", "RETRY_MAX_DELAY": "500",
+        "CCTG_ENVIRONMENT": "development",
+        "CCTG_LEASE_SECONDS": str(lease_s),
+        "CCTG_RATE_PER_CHAT": "200",
+        "CCTG_RATE_PER_CHAT_BURST": "50",
+        "CCTG_RATE_GLOBAL": "400",
+        "CIRCUIT_BREAKER_FAILURE_THRESHOLD": "3",
+        "CIRCUIT_BREAKER_TIMEOUT": "1000",
+        "RETRY_MAX_ATTEMPTS": "3",
+        "RETRY_BASE_DELAY": "100",
+        "RETRY_MAX_DELAY": "500",
         "CCTG_TOOL_RATE_LIMIT": "0",  # the per-client guard (120 calls/min) would throttle the soak's senders
-    }  # fmt: skip
+    }
 
 
 class Soak:
@@ -89,9 +97,15 @@ class Soak:
             i = self.todo.pop(0)
             out: dict[str, Any] | None = None
             try:
-                out = await self.call(client, "send_task_completion",
-                                      {"task_id": f"soak-{self.seed}-{i}", "title": f"soak ev-{i:05d}",
-                                       "results": f"event {i} of {self.events}"})  # fmt: skip
+                out = await self.call(
+                    client,
+                    "send_task_completion",
+                    {
+                        "task_id": f"soak-{self.seed}-{i}",
+                        "title": f"soak ev-{i:05d}",
+                        "results": f"event {i} of {self.events}",
+                    },
+                )
             except Exception:
                 pass
             finally:
@@ -123,9 +137,11 @@ class Soak:
             while not dead.is_set():
                 name = CYCLE[self.k % len(CYCLE)]
                 self.k += 1
-                out = await self.call(client, "run_chaos_experiment",
-                                      {"experiment": name, "duration_ms": 2000, "intensity": 0.5,
-                                       "seed": self.seed + self.k})  # fmt: skip
+                out = await self.call(
+                    client,
+                    "run_chaos_experiment",
+                    {"experiment": name, "duration_ms": 2000, "intensity": 0.5, "seed": self.seed + self.k},
+                )
                 if "error" in out:
                     await anyio.sleep(0.5)
                     continue
@@ -142,8 +158,9 @@ class Soak:
             if not dead.is_set():
                 raise
 
-    async def incarnation(self, params: StdioServerParameters, pidfile: Path, stop_at: int | None,
-                          standin: TelegramStandIn) -> None:  # fmt: skip
+    async def incarnation(
+        self, params: StdioServerParameters, pidfile: Path, stop_at: int | None, standin: TelegramStandIn
+    ) -> None:
         dead = anyio.Event()
         before = set(self.accepted)
         restarted = time.monotonic()
@@ -193,8 +210,7 @@ class Soak:
                     break
                 await anyio.sleep(0.5)
         runs = (await self.call(client, "get_chaos_history", {"limit": 1})).get("runs", [])
-        if runs and not any(r["id"] == runs[0]["id"] and r["started_at"] == runs[0]["started_at"]
-                            for r in self.runs):  # fmt: skip
+        if runs and not any(r["id"] == runs[0]["id"] and r["started_at"] == runs[0]["started_at"] for r in self.runs):
             self.runs.extend(runs)
         self.final_status = await self.call(client, "get_resilience_status", {})
 
@@ -213,17 +229,28 @@ class Soak:
         ttr = [float(r["time_to_recover_s"]) for r in self.runs if r.get("time_to_recover_s") is not None]
         breaker = next((b["state"] for b in self.final_status.get("breakers", []) if b["name"] == "telegram"), None)
         return {
-            "events": self.events, "seed": self.seed, "seconds": round(seconds, 1), "recipients": len(USERS),
-            "accepted_events": len(self.accepted), "answers": dict(self.answers),
-            "calls_interrupted_by_kills": self.interrupted, "kills": len(self.kill_recovery),
+            "events": self.events,
+            "seed": self.seed,
+            "seconds": round(seconds, 1),
+            "recipients": len(USERS),
+            "accepted_events": len(self.accepted),
+            "answers": dict(self.answers),
+            "calls_interrupted_by_kills": self.interrupted,
+            "kills": len(self.kill_recovery),
             "killed_during_experiment": self.killed_during,
-            "expected_deliveries": len(expected), "delivered": len(expected & set(counts)),
-            "lost": len(expected - set(counts)) - int(box.get("dead", 0)), "dead": int(box.get("dead", 0)),
-            "duplicated_deliveries": len(dup_pairs), "extra_messages": sum(n - 1 for n in dup_pairs.values()),
+            "expected_deliveries": len(expected),
+            "delivered": len(expected & set(counts)),
+            "lost": len(expected - set(counts)) - int(box.get("dead", 0)),
+            "dead": int(box.get("dead", 0)),
+            "duplicated_deliveries": len(dup_pairs),
+            "extra_messages": sum(n - 1 for n in dup_pairs.values()),
             "response_lost_faults": faults.get("response_lost", 0),
-            "outbox": box, "telegram_breaker": breaker,
-            "experiments": [{k: r.get(k) for k in ("id", "experiment", "ended_by", "aborted", "recovered",
-                                                   "time_to_recover_s")} for r in self.runs],
+            "outbox": box,
+            "telegram_breaker": breaker,
+            "experiments": [
+                {k: r.get(k) for k in ("id", "experiment", "ended_by", "aborted", "recovered", "time_to_recover_s")}
+                for r in self.runs
+            ],
             "faults_injected": dict(faults),
             "worst_chaos_time_to_recover_s": max(ttr, default=None),
             "chaos_runs_not_recovered": sum(1 for r in self.runs if r.get("recovered") is not True),
@@ -238,8 +265,11 @@ async def run_soak(events: int, seed: int, concurrency: int, lease_s: int, kills
         pidfile = Path(tmp) / "server.pid"
         log_path = Path(tempfile.gettempdir()) / "cctg-soak-server.log"
         log_path.write_text("")
-        params = StdioServerParameters(command=sys.executable, args=["-c", LAUNCH, str(pidfile), str(log_path)],
-                                       env=server_env(standin, Path(tmp) / "data", lease_s))  # fmt: skip
+        params = StdioServerParameters(
+            command=sys.executable,
+            args=["-c", LAUNCH, str(pidfile), str(log_path)],
+            env=server_env(standin, Path(tmp) / "data", lease_s),
+        )
         async with anyio.create_task_group() as soak.watchers:  # recovery watches outlive a server
             for stop_at in [*soak.kill_at, None]:
                 await soak.incarnation(params, pidfile, stop_at, standin)
@@ -249,7 +279,9 @@ async def run_soak(events: int, seed: int, concurrency: int, lease_s: int, kills
 def render(r: dict[str, Any]) -> str:
     rows = [
         ("events sent (accepted)", f"{r['events']} ({r['accepted_events']})"),
-        ("deliveries expected", r["expected_deliveries"]), ("delivered", r["delivered"]), ("lost", r["lost"]),
+        ("deliveries expected", r["expected_deliveries"]),
+        ("delivered", r["delivered"]),
+        ("lost", r["lost"]),
         ("dead", r["dead"]),
         ("duplicated deliveries", f"{r['duplicated_deliveries']} ({r['extra_messages']} extra messages)"),
         ("response-lost faults injected", r["response_lost_faults"]),
@@ -257,8 +289,9 @@ def render(r: dict[str, Any]) -> str:
         ("chaos runs (not recovered)", f"{len(r['experiments'])} ({r['chaos_runs_not_recovered']})"),
         ("worst chaos time to recover", f"{r['worst_chaos_time_to_recover_s']} s"),
         ("time to recover after each kill", ", ".join(f"{t} s" for t in r["kill_time_to_recover_s"])),
-        ("telegram breaker at the end", r["telegram_breaker"]), ("wall time", f"{r['seconds']} s"),
-    ]  # fmt: skip
+        ("telegram breaker at the end", r["telegram_breaker"]),
+        ("wall time", f"{r['seconds']} s"),
+    ]
     width = max(len(k) for k, _ in rows)
     lines = [f"cctg-mcp chaos soak (seed {r['seed']}, {r['recipients']} recipients)", ""]
     lines += [f"  {k:<{width}}  {v}" for k, v in rows]
@@ -267,8 +300,9 @@ def render(r: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="scripts/chaos", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="scripts/chaos", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=4)

@@ -35,13 +35,15 @@ async def tool_surface() -> list[dict[str, Any]]:
     out = []
     for tool in sorted(tools, key=lambda t: t.name):
         ann = tool.annotations.model_dump(exclude_none=True, by_alias=True) if tool.annotations else {}
-        out.append({
-            "name": tool.name,
-            "description": tool.description or "",
-            "annotations": ann,
-            "inputSchema": tool.input_schema,
-            "outputSchema": tool.output_schema,
-        })  # fmt: skip
+        out.append(
+            {
+                "name": tool.name,
+                "description": tool.description or "",
+                "annotations": ann,
+                "inputSchema": tool.input_schema,
+                "outputSchema": tool.output_schema,
+            }
+        )
     return out
 
 
@@ -64,9 +66,15 @@ def _limits(schema: dict[str, Any]) -> str:
         if sub.get("type") != "null":
             schema = {**sub, **{k: v for k, v in schema.items() if k != "anyOf"}}
     parts = []
-    for key, label in (("minLength", "min length"), ("maxLength", "max length"), ("minimum", "≥"),
-                       ("maximum", "≤"), ("minItems", "min items"), ("maxItems", "max items"),
-                       ("pattern", "pattern")):  # fmt: skip
+    for key, label in (
+        ("minLength", "min length"),
+        ("maxLength", "max length"),
+        ("minimum", "≥"),
+        ("maximum", "≤"),
+        ("minItems", "min items"),
+        ("maxItems", "max items"),
+        ("pattern", "pattern"),
+    ):
         if key in schema:
             value = f"`{schema[key]}`" if key == "pattern" else schema[key]
             parts.append(f"{label} {value}")
@@ -76,12 +84,18 @@ def _limits(schema: dict[str, Any]) -> str:
 
 
 def markdown(surface: list[dict[str, Any]]) -> str:
-    lines = ["# Tool reference", "", "Generated from the live server by `python -m cctg_mcp.dev.surface --write`; "
-             "a test fails when this file and the server disagree.", ""]  # fmt: skip
+    lines = [
+        "# Tool reference",
+        "",
+        "Generated from the live server by `python -m cctg_mcp.dev.surface --write`; "
+        "a test fails when this file and the server disagree.",
+        "",
+    ]
     for tool in surface:
         ann = tool["annotations"]
-        flags = ", ".join(k for k in ("readOnlyHint", "destructiveHint", "idempotentHint", "openWorldHint")
-                          if ann.get(k))  # fmt: skip
+        flags = ", ".join(
+            k for k in ("readOnlyHint", "destructiveHint", "idempotentHint", "openWorldHint") if ann.get(k)
+        )
         lines += [f"## `{tool['name']}`", "", inspect.cleandoc(tool["description"]), ""]
         if flags:
             lines += [f"Annotations: {flags}.", ""]
@@ -90,8 +104,9 @@ def markdown(surface: list[dict[str, Any]]) -> str:
         if props:
             lines += ["| argument | type | required | limits |", "|---|---|---|---|"]
             for name, schema in props.items():
-                lines.append(f"| `{name}` | {_type(schema)} | {'yes' if name in required else 'no'} | "
-                             f"{_limits(schema)} |")  # fmt: skip
+                lines.append(
+                    f"| `{name}` | {_type(schema)} | {'yes' if name in required else 'no'} | {_limits(schema)} |"
+                )
             lines.append("")
         out = tool.get("outputSchema") or {}
         if out.get("properties"):

@@ -4,7 +4,7 @@ to Telegram text (HTML escaping, 4096-character splitting, approval keyboards)."
 from __future__ import annotations
 
 import html
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -81,20 +81,54 @@ EVENT_TYPES: tuple[str, ...] = tuple(t for types in CATALOGUE.values() for t in 
 CATEGORY_OF: dict[str, str] = {t: cat for cat, types in CATALOGUE.items() for t in types}
 
 EventType = Literal[
-    "task_completion", "task_started", "task_failed", "task_progress", "task_cancelled",
-    "code_generation", "code_analysis", "code_refactoring", "code_review", "code_testing",
+    "task_completion",
+    "task_started",
+    "task_failed",
+    "task_progress",
+    "task_cancelled",
+    "code_generation",
+    "code_analysis",
+    "code_refactoring",
+    "code_review",
+    "code_testing",
     "code_deployment",
-    "file_created", "file_modified", "file_deleted", "directory_created", "directory_deleted",
-    "build_started", "build_completed", "build_failed", "test_suite_run", "test_passed",
-    "test_failed", "lint_check", "type_check",
-    "git_commit", "git_push", "git_merge", "git_branch", "git_tag", "pull_request_created",
+    "file_created",
+    "file_modified",
+    "file_deleted",
+    "directory_created",
+    "directory_deleted",
+    "build_started",
+    "build_completed",
+    "build_failed",
+    "test_suite_run",
+    "test_passed",
+    "test_failed",
+    "lint_check",
+    "type_check",
+    "git_commit",
+    "git_push",
+    "git_merge",
+    "git_branch",
+    "git_tag",
+    "pull_request_created",
     "pull_request_merged",
-    "system_health", "performance_alert", "security_alert", "error_occurred", "resource_usage",
-    "approval_request", "user_response", "command_executed",
-    "progress_update", "status_change", "alert_notification", "info_notification",
-    "api_call", "webhook_received", "service_integration",
+    "system_health",
+    "performance_alert",
+    "security_alert",
+    "error_occurred",
+    "resource_usage",
+    "approval_request",
+    "user_response",
+    "command_executed",
+    "progress_update",
+    "status_change",
+    "alert_notification",
+    "info_notification",
+    "api_call",
+    "webhook_received",
+    "service_integration",
     "custom_event",
-]  # fmt: skip
+]
 
 Priority = Literal["low", "normal", "high", "critical"]
 
@@ -113,7 +147,7 @@ TELEGRAM_TEXT_LIMIT = 4096
 
 
 def utc_now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 class Event(BaseModel):

@@ -23,32 +23,63 @@ _MIN_FILL = 256
 CALLBACK_DATA_MAX_BYTES = 64
 
 _EMOJI_BY_TYPE = {
-    "task_completion": "✅", "build_completed": "✅", "test_passed": "✅",
-    "pull_request_merged": "✅", "code_deployment": "🚀", "task_started": "🚀",
-    "build_started": "🔨", "task_progress": "⏳", "progress_update": "⏳",
-    "task_cancelled": "🚫", "error_occurred": "❌", "performance_alert": "⚠️",
-    "alert_notification": "⚠️", "security_alert": "🛡️", "approval_request": "🔐",
-    "user_response": "💬", "info_notification": "\u2139\ufe0f", "status_change": "🔄",
-}  # fmt: skip
+    "task_completion": "✅",
+    "build_completed": "✅",
+    "test_passed": "✅",
+    "pull_request_merged": "✅",
+    "code_deployment": "🚀",
+    "task_started": "🚀",
+    "build_started": "🔨",
+    "task_progress": "⏳",
+    "progress_update": "⏳",
+    "task_cancelled": "🚫",
+    "error_occurred": "❌",
+    "performance_alert": "⚠️",
+    "alert_notification": "⚠️",
+    "security_alert": "🛡️",
+    "approval_request": "🔐",
+    "user_response": "💬",
+    "info_notification": "\u2139\ufe0f",
+    "status_change": "🔄",
+}
 _EMOJI_BY_CATEGORY = {
-    "Task Management": "📋", "Code Operations": "💻", "File System": "📁",
-    "Build & Development": "🔨", "Git": "🌿", "System Monitoring": "📊",
-    "User Interaction": "💬", "Notifications": "🔔", "Integration": "🔌", "Custom": "📌",
-}  # fmt: skip
+    "Task Management": "📋",
+    "Code Operations": "💻",
+    "File System": "📁",
+    "Build & Development": "🔨",
+    "Git": "🌿",
+    "System Monitoring": "📊",
+    "User Interaction": "💬",
+    "Notifications": "🔔",
+    "Integration": "🔌",
+    "Custom": "📌",
+}
 _PRIORITY_MARK = {"high": "🟠 high", "critical": "🔴 critical"}
 
 #: data keys shown under the description, in this order, with their labels.
 _FIELDS: tuple[tuple[str, str], ...] = (
-    ("results", "Results"), ("error_message", "Error"), ("exit_code", "Exit code"),
-    ("files_affected", "Files"), ("duration_ms", "Duration"), ("duration", "Duration"),
-    ("current_value", "Current value"), ("threshold", "Threshold"), ("severity", "Severity"),
-    ("build_target", "Target"), ("test_count", "Tests"), ("tests_passed", "Passed"),
-    ("tests_failed", "Failed"), ("coverage", "Coverage"), ("branch", "Branch"),
-    ("commit", "Commit"), ("url", "Link"), ("memory_usage", "Memory"), ("cpu_usage", "CPU"),
-)  # fmt: skip
+    ("results", "Results"),
+    ("error_message", "Error"),
+    ("exit_code", "Exit code"),
+    ("files_affected", "Files"),
+    ("duration_ms", "Duration"),
+    ("duration", "Duration"),
+    ("current_value", "Current value"),
+    ("threshold", "Threshold"),
+    ("severity", "Severity"),
+    ("build_target", "Target"),
+    ("test_count", "Tests"),
+    ("tests_passed", "Passed"),
+    ("tests_failed", "Failed"),
+    ("coverage", "Coverage"),
+    ("branch", "Branch"),
+    ("commit", "Commit"),
+    ("url", "Link"),
+    ("memory_usage", "Memory"),
+    ("cpu_usage", "CPU"),
+)
 
-_APPROVE_WORDS = {"approve", "approved", "yes", "allow", "accept", "ok", "confirm", "proceed",
-                  "continue", "lgtm", "go"}  # fmt: skip
+_APPROVE_WORDS = {"approve", "approved", "yes", "allow", "accept", "ok", "confirm", "proceed", "continue", "lgtm", "go"}
 _DENY_WORDS = {"deny", "denied", "no", "reject", "decline", "cancel", "abort", "stop", "block"}
 _REF_RE = re.compile(r"[A-Za-z0-9_-]{1,40}")
 _CALLBACK_RE = re.compile(r"(approve|deny|opt|ack):([A-Za-z0-9_-]{1,40}):(\d{1,3})")
@@ -209,11 +240,7 @@ def approval_keyboard(event: Event) -> dict[str, Any]:
 
 
 def ack_keyboard(event: Event) -> dict[str, Any]:
-    return {
-        "inline_keyboard": [
-            [{"text": "✅ Acknowledge", "callback_data": f"ack:{callback_ref(event.event_id)}:0"}]
-        ]
-    }
+    return {"inline_keyboard": [[{"text": "✅ Acknowledge", "callback_data": f"ack:{callback_ref(event.event_id)}:0"}]]}
 
 
 def parse_callback_data(data: str) -> tuple[str, str, int] | None:

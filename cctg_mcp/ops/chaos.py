@@ -75,10 +75,11 @@ class NetworkFault:
         if self.delays:
             ordered = sorted(self.delays)
             out["added_latency_ms"] = {
-                "count": len(ordered), "mean": round(1000 * sum(ordered) / len(ordered), 1),
+                "count": len(ordered),
+                "mean": round(1000 * sum(ordered) / len(ordered), 1),
                 "p95": round(1000 * ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 1),
                 "max": round(1000 * ordered[-1], 1),
-            }  # fmt: skip
+            }
         return out
 
 
@@ -167,9 +168,12 @@ class ChaosSender:
             if rng.random() < 0.3:
                 after = rng.randint(1, 1 + round(4 * fault.intensity))
                 fault.count("429")
-                envelope: dict[str, Any] = {"ok": False, "error_code": 429,
-                                            "description": f"Too Many Requests: retry after {after}",
-                                            "parameters": {"retry_after": after}}  # fmt: skip
+                envelope: dict[str, Any] = {
+                    "ok": False,
+                    "error_code": 429,
+                    "description": f"Too Many Requests: retry after {after}",
+                    "parameters": {"retry_after": after},
+                }
             else:
                 status = rng.choice((500, 502, 503, 504))
                 fault.count(str(status))
@@ -251,8 +255,11 @@ class BridgeCrashExperiment:
         if not sup.running:
             await sup.restart()
             by = "rollback"
-        ctx.observations.update(restarted_by=by, dispatcher_running=sup.running,
-                                downtime_s=round(ctx.clock.monotonic() - self._killed_at, 3))  # fmt: skip
+        ctx.observations.update(
+            restarted_by=by,
+            dispatcher_running=sup.running,
+            downtime_s=round(ctx.clock.monotonic() - self._killed_at, 3),
+        )
 
 
 class MemoryPressureExperiment:
@@ -334,8 +341,13 @@ class CpuSpikeExperiment:
 class ServiceProbe:
     """Safety readings and the recovery check, from the live service."""
 
-    def __init__(self, service: NotificationService, sender: ChaosSender, supervisor: DispatcherSupervisor | None,
-                 component: str = "telegram") -> None:  # fmt: skip
+    def __init__(
+        self,
+        service: NotificationService,
+        sender: ChaosSender,
+        supervisor: DispatcherSupervisor | None,
+        component: str = "telegram",
+    ) -> None:
         self.service, self.sender, self.supervisor, self.component = service, sender, supervisor, component
 
     async def reading(self) -> SafetyReading:
@@ -394,7 +406,16 @@ def build_chaos(
 ) -> ChaosController:
     """The controller with every experiment, for the composition root (development/staging)."""
     experiments: list[Any] = [NetworkExperiment(n, DESCRIPTIONS[n], sender) for n in NETWORK_FAULTS]
-    experiments += [BridgeCrashExperiment(supervisor, service.settings.delivery), MemoryPressureExperiment(),
-                    CpuSpikeExperiment()]  # fmt: skip
-    return ChaosController(service.settings.environment, experiments, ServiceProbe(service, sender, supervisor),
-                           clock=service.clock, limits=limits, seed=seed)  # fmt: skip
+    experiments += [
+        BridgeCrashExperiment(supervisor, service.settings.delivery),
+        MemoryPressureExperiment(),
+        CpuSpikeExperiment(),
+    ]
+    return ChaosController(
+        service.settings.environment,
+        experiments,
+        ServiceProbe(service, sender, supervisor),
+        clock=service.clock,
+        limits=limits,
+        seed=seed,
+    )

@@ -39,8 +39,11 @@ def breaker_check(breaker: CircuitBreaker) -> CheckFn:
 
     async def check() -> CheckResult:
         st = breaker.statistics()
-        details = {"state": st.state.value, "retry_after_s": st.retry_after,
-                   "consecutive_failures": st.consecutive_failures}  # fmt: skip
+        details = {
+            "state": st.state.value,
+            "retry_after_s": st.retry_after,
+            "consecutive_failures": st.consecutive_failures,
+        }
         state = st.state
         if state is BreakerState.CLOSED:
             return CheckResult.healthy(f"breaker {breaker.name} is closed", **details)
@@ -91,9 +94,15 @@ def dispatcher_check(dispatcher: Dispatcher, max_silence_s: float | None = None)
     async def check() -> CheckResult:
         beat = dispatcher.heartbeat
         age = None if beat is None else max(0.0, dispatcher.clock.monotonic() - beat)
-        details = {"running": dispatcher.running, "heartbeat_age_s": age, "paused": dispatcher.paused,
-                   "min_priority": dispatcher.min_priority, "delivered": dispatcher.delivered,
-                   "requeued": dispatcher.requeued, "dead": dispatcher.dead}  # fmt: skip
+        details = {
+            "running": dispatcher.running,
+            "heartbeat_age_s": age,
+            "paused": dispatcher.paused,
+            "min_priority": dispatcher.min_priority,
+            "delivered": dispatcher.delivered,
+            "requeued": dispatcher.requeued,
+            "dead": dispatcher.dead,
+        }
         if not dispatcher.running:
             return CheckResult.unhealthy("dispatcher is not running: queued events are not delivered", **details)
         if age is None or age > bound:
@@ -107,8 +116,9 @@ def dispatcher_check(dispatcher: Dispatcher, max_silence_s: float | None = None)
             )
         paused_for = dispatcher.pacer.paused_for()
         if paused_for > 0:
-            return CheckResult.degraded(f"Telegram asked to slow down: sending resumes in {paused_for:.1f}s",
-                                        pause_s=paused_for, **details)  # fmt: skip
+            return CheckResult.degraded(
+                f"Telegram asked to slow down: sending resumes in {paused_for:.1f}s", pause_s=paused_for, **details
+            )
         return CheckResult.healthy("dispatcher running", **details)
 
     return check
@@ -150,8 +160,9 @@ def telegram_check(transport: BotApi) -> CheckFn:
         try:
             me = await transport.get_me()
         except TelegramRateLimited as exc:
-            return CheckResult.degraded(f"getMe rate limited: {exc}", error_code=exc.code,
-                                        retry_after_s=exc.retry_after)  # fmt: skip
+            return CheckResult.degraded(
+                f"getMe rate limited: {exc}", error_code=exc.code, retry_after_s=exc.retry_after
+            )
         except BaseResilienceError as exc:
             return CheckResult.unhealthy(f"{exc.code}: {exc}", error_code=exc.code)
         except Exception as exc:
@@ -163,12 +174,28 @@ def telegram_check(transport: BotApi) -> CheckFn:
     return check
 
 
-def http_endpoint_check(name: str, url: str, method: str = "GET", timeout: float = 3.0,
-                        expected_status: Iterable[int] = (200,), *, headers: Mapping[str, str] | None = None,
-                        retries: int = 0, http_transport: Any = None) -> CheckFn:  # fmt: skip
+def http_endpoint_check(
+    name: str,
+    url: str,
+    method: str = "GET",
+    timeout: float = 3.0,
+    expected_status: Iterable[int] = (200,),
+    *,
+    headers: Mapping[str, str] | None = None,
+    retries: int = 0,
+    http_transport: Any = None,
+) -> CheckFn:
     """An HTTP endpoint (the bridge's ``/health``): expected status healthy, 429 degraded, else unhealthy."""
-    return HttpEndpointProbe(name, url, method=method, timeout=timeout, expected_status=expected_status,
-                             headers=headers, retries=retries, http_transport=http_transport)  # fmt: skip
+    return HttpEndpointProbe(
+        name,
+        url,
+        method=method,
+        timeout=timeout,
+        expected_status=expected_status,
+        headers=headers,
+        retries=retries,
+        http_transport=http_transport,
+    )
 
 
 def install_default_checks(monitor: HealthMonitor, service: NotificationService) -> list[str]:
@@ -191,8 +218,15 @@ def install_default_checks(monitor: HealthMonitor, service: NotificationService)
         for ep in endpoints:
             if ep.name == BRIDGE_HEALTH or ep.url == settings.bridge_health_url:
                 continue  # CC_TELEGRAM_BRIDGE_HEALTH_URL is the more specific setting
-            probe = http_endpoint_check(ep.name, ep.url, ep.method, ep.seconds("timeout"), ep.expected_status,
-                                        headers=ep.headers, retries=ep.retries)  # fmt: skip
+            probe = http_endpoint_check(
+                ep.name,
+                ep.url,
+                ep.method,
+                ep.seconds("timeout"),
+                ep.expected_status,
+                headers=ep.headers,
+                retries=ep.retries,
+            )
             add(ep.name, probe, critical=ep.critical, kind="http")
     if service.pipelines is not None:
         add(breaker_name(active), breaker_check(service.pipelines.for_component(active).breaker), critical=True)

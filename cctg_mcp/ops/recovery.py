@@ -54,27 +54,48 @@ log = logging.getLogger(__name__)
 #: Recovery components; health check names map onto them (``telegram_breaker`` → ``telegram``).
 FAMILIES = ("telegram", "bridge", "outbox", "dispatcher", "filesystem", "network", "disk")
 #: Error codes no automatic action can fix: the default strategy for them is ``manual``.
-NEEDS_PERSON = frozenset({
-    "TELEGRAM_INVALID_TOKEN", "TELEGRAM_FORBIDDEN", "TELEGRAM_BAD_REQUEST", "TELEGRAM_CONFLICT",
-    "MISSING_TOKEN", "NOT_CONFIGURED", "INVALID_CONFIG", "CIRCUIT_ISOLATED", "ENOSPC", "EACCES", "EROFS",
-})  # fmt: skip
+NEEDS_PERSON = frozenset(
+    {
+        "TELEGRAM_INVALID_TOKEN",
+        "TELEGRAM_FORBIDDEN",
+        "TELEGRAM_BAD_REQUEST",
+        "TELEGRAM_CONFLICT",
+        "MISSING_TOKEN",
+        "NOT_CONFIGURED",
+        "INVALID_CONFIG",
+        "CIRCUIT_ISOLATED",
+        "ENOSPC",
+        "EACCES",
+        "EROFS",
+    }
+)
 _REQUEUE = "then requeue the dead deliveries: trigger_recovery(component='outbox', strategy='retry')"
 _STEPS: dict[str, list[str]] = {
-    "TELEGRAM_INVALID_TOKEN": ["Get a valid token from @BotFather and set TELEGRAM_BOT_TOKEN in the server's "
-                               "environment.", "Restart the MCP server.", f"Once it answers, {_REQUEUE}."],
+    "TELEGRAM_INVALID_TOKEN": [
+        "Get a valid token from @BotFather and set TELEGRAM_BOT_TOKEN in the server's environment.",
+        "Restart the MCP server.",
+        f"Once it answers, {_REQUEUE}.",
+    ],
     "MISSING_TOKEN": ["Set TELEGRAM_BOT_TOKEN (from @BotFather) and restart the MCP server."],
     "NOT_CONFIGURED": ["Set TELEGRAM_BOT_TOKEN and TELEGRAM_ALLOWED_USERS, then restart the MCP server."],
-    "TELEGRAM_FORBIDDEN": ["Each recipient must open the bot in Telegram and press Start (or unblock it).",
-                           f"Afterwards {_REQUEUE}."],
-    "TELEGRAM_BAD_REQUEST": ["Check TELEGRAM_ALLOWED_USERS: each id must be a user who started the bot "
-                             "(400 'chat not found' otherwise).", f"Fix it, restart the server, {_REQUEUE}."],
-    "TELEGRAM_CONFLICT": ["Another process polls this bot or a webhook is set: stop the other poller or call "
-                          "deleteWebhook, then restart the server."],
-    "CIRCUIT_ISOLATED": ["A breaker was isolated by hand: run trigger_recovery(strategy='circuit_breaker') "
-                         "once the dependency is fixed."],
+    "TELEGRAM_FORBIDDEN": [
+        "Each recipient must open the bot in Telegram and press Start (or unblock it).",
+        f"Afterwards {_REQUEUE}.",
+    ],
+    "TELEGRAM_BAD_REQUEST": [
+        "Check TELEGRAM_ALLOWED_USERS: each id must be a user who started the bot (400 'chat not found' otherwise).",
+        f"Fix it, restart the server, {_REQUEUE}.",
+    ],
+    "TELEGRAM_CONFLICT": [
+        "Another process polls this bot or a webhook is set: stop the other poller or call "
+        "deleteWebhook, then restart the server."
+    ],
+    "CIRCUIT_ISOLATED": [
+        "A breaker was isolated by hand: run trigger_recovery(strategy='circuit_breaker') once the dependency is fixed."
+    ],
     "ENOSPC": ["Free disk space where CCTG_DATA_DIR lives (the outbox needs room to commit events)."],
     "EACCES": ["Make CCTG_DATA_DIR writable by the server's user, then restart it."],
-}  # fmt: skip
+}
 
 
 def family(component: str) -> str:
@@ -95,9 +116,16 @@ class RecoveryActions:
 
     def strategies(self) -> dict[RecoveryStrategy, StrategyFn]:
         S = RecoveryStrategy
-        return {S.RETRY: self.retry, S.CIRCUIT_BREAKER: self.circuit_breaker, S.RESTART: self.restart,
-                S.FALLBACK: self.fallback, S.GRACEFUL_DEGRADATION: self.graceful_degradation,
-                S.ESCALATE: self.escalate, S.IGNORE: self.ignore, S.MANUAL: self.manual}  # fmt: skip
+        return {
+            S.RETRY: self.retry,
+            S.CIRCUIT_BREAKER: self.circuit_breaker,
+            S.RESTART: self.restart,
+            S.FALLBACK: self.fallback,
+            S.GRACEFUL_DEGRADATION: self.graceful_degradation,
+            S.ESCALATE: self.escalate,
+            S.IGNORE: self.ignore,
+            S.MANUAL: self.manual,
+        }
 
     def components(self) -> list[str]:
         """Components ``trigger_recovery`` accepts."""
@@ -114,8 +142,7 @@ class RecoveryActions:
         if fam == "dispatcher" and dispatcher is not None and not dispatcher.running:
             return RecoveryStrategy.RESTART
         breaker = self._breaker(fam)
-        if breaker is not None and breaker.state in (BreakerState.OPEN, BreakerState.HALF_OPEN,
-                                                     BreakerState.ISOLATED):  # fmt: skip
+        if breaker is not None and breaker.state in (BreakerState.OPEN, BreakerState.HALF_OPEN, BreakerState.ISOLATED):
             return RecoveryStrategy.CIRCUIT_BREAKER
         return RecoveryStrategy.RETRY
 
@@ -187,14 +214,19 @@ class RecoveryActions:
             made_due = await outbox.retry_now()
             dispatcher.wake()
             after = await outbox.counts()
-            detail = (f"requeued {requeued} dead delivery(ies) and made {made_due} more due now "
-                      f"(dead {before.dead} → {after.dead}, pending {after.pending})")  # fmt: skip
+            detail = (
+                f"requeued {requeued} dead delivery(ies) and made {made_due} more due now "
+                f"(dead {before.dead} → {after.dead}, pending {after.pending})"
+            )
             return StrategyOutcome(after.dead < before.dead or before.dead == 0, detail)
         counts = await outbox.counts()
         made_due = await outbox.retry_now()
         dispatcher.wake()
-        rows = (f"made {made_due} pending delivery(ies) due now" if made_due
-                else f"nothing was waiting for a later retry ({counts.pending} pending)")  # fmt: skip
+        rows = (
+            f"made {made_due} pending delivery(ies) due now"
+            if made_due
+            else f"nothing was waiting for a later retry ({counts.pending} pending)"
+        )
         passed, seen = await self._check(fam)
         if passed is False:
             return StrategyOutcome(False, f"{rows}, but {seen}")
@@ -212,8 +244,11 @@ class RecoveryActions:
         if probe is None:
             breaker.probe_now()
             ok = breaker.state is not BreakerState.ISOLATED
-            return StrategyOutcome(ok, f"{before.value} → {breaker.state.value}: the next call is a probe "
-                                       f"(no check for {fam} to close it now)")  # fmt: skip
+            return StrategyOutcome(
+                ok,
+                f"{before.value} → {breaker.state.value}: the next call is a probe "
+                f"(no check for {fam} to close it now)",
+            )
         if before is BreakerState.OPEN:
             breaker.probe_now()
         passed: bool
@@ -274,15 +309,22 @@ class RecoveryActions:
         if self.delivery == "bridge":
             # Event files *are* the fallback path: they are written whether or not the bridge
             # runs and it delivers them when it is back. Pausing would only stop writing them.
-            return StrategyOutcome(True, "bridge delivery already falls back to event files on disk; "
-                                         "the bridge delivers them when it runs again")  # fmt: skip
+            return StrategyOutcome(
+                True,
+                "bridge delivery already falls back to event files on disk; "
+                "the bridge delivers them when it runs again",
+            )
         dispatcher.paused = True
         dispatcher.wake()
         counts = await outbox.counts()
-        return StrategyOutcome(dispatcher.paused, (
-            f"fallback mode: delivery attempts paused; events are still accepted and queued durably "
-            f"({counts.pending + counts.in_flight} waiting). Delivery resumes after a successful retry, "
-            f"circuit_breaker or restart recovery, or when {self.delivery} is healthy again."))  # fmt: skip
+        return StrategyOutcome(
+            dispatcher.paused,
+            (
+                f"fallback mode: delivery attempts paused; events are still accepted and queued durably "
+                f"({counts.pending + counts.in_flight} waiting). Delivery resumes after a successful retry, "
+                f"circuit_breaker or restart recovery, or when {self.delivery} is healthy again."
+            ),
+        )
 
     async def graceful_degradation(self, req: RecoveryRequest) -> StrategyOutcome:
         dispatcher = self.service.dispatcher
@@ -290,9 +332,13 @@ class RecoveryActions:
             return StrategyOutcome(False, "no dispatcher (not configured)")
         dispatcher.min_priority = "high"
         dispatcher.wake()
-        return StrategyOutcome(dispatcher.min_priority == "high", (
-            "degraded mode: only high and critical events are sent; lower priorities wait in the outbox "
-            "until a successful recovery or the component is healthy again"))  # fmt: skip
+        return StrategyOutcome(
+            dispatcher.min_priority == "high",
+            (
+                "degraded mode: only high and critical events are sent; lower priorities wait in the outbox "
+                "until a successful recovery or the component is healthy again"
+            ),
+        )
 
     async def escalate(self, req: RecoveryRequest) -> StrategyOutcome:
         service = self.service
@@ -302,13 +348,18 @@ class RecoveryActions:
         code = req.error.code if req.error is not None else req.error_code
         try:
             event = service.build_event(
-                type="alert_notification", priority="critical", source="cctg-mcp-recovery",
-                task_id=req.session_id, title=f"cctg-mcp: recovery of {req.component} needs attention",
-                description=(f"Automatic recovery of {req.component} did not succeed (attempt {req.attempt}, "
-                             f"escalation level {req.escalation_level}, error {code or 'unknown'}). "
-                             "Check get_resilience_status / get_recovery_history."),
+                type="alert_notification",
+                priority="critical",
+                source="cctg-mcp-recovery",
+                task_id=req.session_id,
+                title=f"cctg-mcp: recovery of {req.component} needs attention",
+                description=(
+                    f"Automatic recovery of {req.component} did not succeed (attempt {req.attempt}, "
+                    f"escalation level {req.escalation_level}, error {code or 'unknown'}). "
+                    "Check get_resilience_status / get_recovery_history."
+                ),
                 data={"session_id": req.session_id, "component": req.component, "error_code": code},
-            )  # fmt: skip
+            )
             result = await service.submit(event, operation="sendPerformanceAlert", bypass_holds=True)
         except BaseResilienceError as exc:
             return StrategyOutcome(False, f"could not alert: {exc}")
@@ -316,8 +367,9 @@ class RecoveryActions:
             return StrategyOutcome(True, "the alert for this session was already sent")
         if result.status == "delivered":
             return StrategyOutcome(True, f"alert sent to {len(result.recipients)} recipient(s) on Telegram")
-        return StrategyOutcome(False, f"could not alert now (queued: {result.reason}); it goes out when Telegram "
-                                      "recovers")  # fmt: skip
+        return StrategyOutcome(
+            False, f"could not alert now (queued: {result.reason}); it goes out when Telegram recovers"
+        )
 
     async def ignore(self, req: RecoveryRequest) -> StrategyOutcome:
         log.info("recovery %s: ignoring %s on %s", req.session_id, req.error_code or "the report", req.component)
@@ -330,15 +382,17 @@ class RecoveryActions:
         if self.service.outbox is not None:
             dead = (await self.service.outbox.counts()).dead
             if dead and not any("requeue" in s for s in steps):
-                steps.append(f"{dead} delivery(ies) are dead: fix their cause (see get_resilience_status), "
-                             f"{_REQUEUE}.")  # fmt: skip
+                steps.append(f"{dead} delivery(ies) are dead: fix their cause (see get_resilience_status), {_REQUEUE}.")
         if fam == "disk" and not steps:
             steps = list(_STEPS["ENOSPC"])
         if not steps:
-            steps = [f"Look at get_resilience_status and the server log (stderr) for {req.component}.",
-                     f"Fix the cause, then run trigger_recovery(component='{fam}')."]  # fmt: skip
-        return StrategyOutcome(False, f"needs a person ({code or req.component}): {steps[0]}",
-                               needs_person=True, steps=steps)  # fmt: skip
+            steps = [
+                f"Look at get_resilience_status and the server log (stderr) for {req.component}.",
+                f"Fix the cause, then run trigger_recovery(component='{fam}').",
+            ]
+        return StrategyOutcome(
+            False, f"needs a person ({code or req.component}): {steps[0]}", needs_person=True, steps=steps
+        )
 
 
 def build_strategies(service: NotificationService) -> dict[RecoveryStrategy, StrategyFn]:
@@ -351,6 +405,11 @@ def build_manager(service: NotificationService, settings: RecoverySettings | Non
     if settings is None:
         config = service.resilience.recovery if service.resilience is not None else None
         settings = RecoverySettings.from_config(config) if config is not None else RecoverySettings()
-    return RecoveryManager(settings, clock=service.clock, strategies=actions.strategies(),
-                           default_strategy=actions.default_strategy, on_healthy=actions.restore,
-                           canonical=family)  # fmt: skip
+    return RecoveryManager(
+        settings,
+        clock=service.clock,
+        strategies=actions.strategies(),
+        default_strategy=actions.default_strategy,
+        on_healthy=actions.restore,
+        canonical=family,
+    )

@@ -75,12 +75,16 @@ class ResilienceStatus(BaseModel):
     dispatcher_running: bool
     sending_paused_for_s: float = Field(description="Seconds left of a Telegram 429 pause (0 when none).")
     active_issues: list[str]
-    health: HealthSummary | None = Field(default=None, description="The health monitor's cached view; "
-                                         "details in get_health_report.")  # fmt: skip
-    recovery: RecoverySummary | None = Field(default=None, description="Recovery sessions; details in "
-                                             "get_recovery_history.")  # fmt: skip
-    answers: AnswersSummary | None = Field(default=None, description="Reading the person's answers: getUpdates "
-                                           "poller (telegram) or the bridge's response files.")  # fmt: skip
+    health: HealthSummary | None = Field(
+        default=None, description="The health monitor's cached view; details in get_health_report."
+    )
+    recovery: RecoverySummary | None = Field(
+        default=None, description="Recovery sessions; details in get_recovery_history."
+    )
+    answers: AnswersSummary | None = Field(
+        default=None,
+        description="Reading the person's answers: getUpdates poller (telegram) or the bridge's response files.",
+    )
 
 
 async def resilience_status(service: NotificationService) -> ResilienceStatus:
@@ -102,17 +106,28 @@ async def resilience_status(service: NotificationService) -> ResilienceStatus:
             st = pipe.breaker.statistics()
             breakers.append(
                 BreakerStatus(
-                    name=name, state=st.state.value, retry_after_s=st.retry_after,
-                    consecutive_failures=st.consecutive_failures, failures=st.failures,
-                    successes=st.successes, rejections=st.rejections, transitions=st.transitions,
+                    name=name,
+                    state=st.state.value,
+                    retry_after_s=st.retry_after,
+                    consecutive_failures=st.consecutive_failures,
+                    failures=st.failures,
+                    successes=st.successes,
+                    rejections=st.rejections,
+                    transitions=st.transitions,
                     last_failure=st.last_failure,
                 )
-            )  # fmt: skip
+            )
             rs = pipe.retry.statistics
             retries.append(
-                RetryStatus(component=name, operations=rs.operations, first_try_successes=rs.first_try_successes,
-                            retried_operations=rs.retried_operations, retries=rs.retries, gave_up=rs.gave_up)
-            )  # fmt: skip
+                RetryStatus(
+                    component=name,
+                    operations=rs.operations,
+                    first_try_successes=rs.first_try_successes,
+                    retried_operations=rs.retried_operations,
+                    retries=rs.retries,
+                    gave_up=rs.gave_up,
+                )
+            )
             in_use = name == _active_component(service)
             if st.state.value in ("open", "isolated"):
                 after = f"; next probe in {st.retry_after:.1f}s" if st.retry_after is not None else ""
@@ -183,9 +198,11 @@ def _recovery_summary(service: NotificationService, issues: list[str]) -> Recove
         issues.append(f"Degraded mode: only {dispatcher.min_priority}-priority events or above are sent now.")
     last = next(iter(manager.history(1)), None)
     return RecoverySummary(
-        statistics=manager.statistics(), delivery_paused=dispatcher.paused, min_priority=dispatcher.min_priority,
+        statistics=manager.statistics(),
+        delivery_paused=dispatcher.paused,
+        min_priority=dispatcher.min_priority,
         last_session=None if last is None else f"{last.id} {last.component}: {last.status} ({last.summary})",
-    )  # fmt: skip
+    )
 
 
 def _health_summary(service: NotificationService, issues: list[str]) -> HealthSummary | None:
@@ -197,9 +214,12 @@ def _health_summary(service: NotificationService, issues: list[str]) -> HealthSu
         if c.status is HealthStatus.UNHEALTHY:
             issues.append(f"Health check {c.name!r} is unhealthy: {c.last_error or c.message}.")
     return HealthSummary(
-        overall=report.overall.value, ready=report.ready, live=report.live, unhealthy=report.unhealthy,
+        overall=report.overall.value,
+        ready=report.ready,
+        live=report.live,
+        unhealthy=report.unhealthy,
         degraded=[c.name for c in report.components if c.status.value == "degraded"],
-    )  # fmt: skip
+    )
 
 
 def _active_component(service: NotificationService) -> str:

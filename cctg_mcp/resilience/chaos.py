@@ -26,7 +26,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 import anyio
@@ -140,7 +140,7 @@ class ChaosRun(BaseModel):
 
 
 def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -193,8 +193,7 @@ class ChaosController:
         out = []
         for e in self.experiments.values():
             reason = e.unavailable()
-            out.append(ExperimentInfo(name=e.name, description=e.description, available=reason is None,
-                                      reason=reason))  # fmt: skip
+            out.append(ExperimentInfo(name=e.name, description=e.description, available=reason is None, reason=reason))
         return out
 
     @property
@@ -205,8 +204,9 @@ class ChaosController:
         """Newest first; the active run (if any) is included with its live state."""
         runs = list(self._history)[::-1][: max(0, limit)]
         if self._active is not None:
-            runs = [self._snapshot(self._active) if r.id == self._active.run.id else r.model_copy(deep=True)
-                    for r in runs]  # fmt: skip
+            runs = [
+                self._snapshot(self._active) if r.id == self._active.run.id else r.model_copy(deep=True) for r in runs
+            ]
         else:
             runs = [r.model_copy(deep=True) for r in runs]
         return runs
@@ -266,10 +266,17 @@ class ChaosController:
         run_id = f"chaos-{self._count}"
         ctx = RunContext(run_id, intensity, target, seed, duration_s, self.clock, random.Random(seed))
         run = ChaosRun(
-            id=run_id, experiment=name, state="active", started_at=_iso(time.time()),
-            parameters={"duration_ms": round(duration_s * 1000), "intensity": intensity, "target": target,
-                        "seed": seed},
-        )  # fmt: skip
+            id=run_id,
+            experiment=name,
+            state="active",
+            started_at=_iso(time.time()),
+            parameters={
+                "duration_ms": round(duration_s * 1000),
+                "intensity": intensity,
+                "target": target,
+                "seed": seed,
+            },
+        )
         now = self.clock.monotonic()
         a = _Active(run, experiment, ctx, SafetyReading(0, 0, 0, 0), now, now + duration_s)
         self._active = a  # taken before any await: a concurrent start is refused

@@ -22,7 +22,7 @@ import copy
 import difflib
 import functools
 import json
-import sys
+import tomllib
 import types
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -42,11 +42,6 @@ from cctg_mcp.resilience.config_tables import Component as Component
 from cctg_mcp.resilience.config_tables import Environment as Environment
 from cctg_mcp.resilience.config_tables import Priority as Priority
 from cctg_mcp.resilience.errors import ConfigurationError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 PosInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
@@ -291,9 +286,7 @@ class ResilienceConfig(_Model):
         result: CircuitBreakerConfig = self._effective("circuit_breaker", component, operation, event_type)
         return result
 
-    def retry_for(
-        self, component: str, operation: str | None = None, event_type: str | None = None
-    ) -> RetryConfig:
+    def retry_for(self, component: str, operation: str | None = None, event_type: str | None = None) -> RetryConfig:
         """The component's retry with the operation's, then the event's, overrides applied."""
         result: RetryConfig = self._effective("retry", component, operation, event_type)
         return result
@@ -416,9 +409,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     raise ConfigurationError(f"config file {file}: not valid {' or '.join(tried)}: {'; '.join(problems)}")
 
 
-def load_resilience_config(
-    environ: Mapping[str, str], config_path: str | Path | None = None
-) -> ResilienceConfig:
+def load_resilience_config(environ: Mapping[str, str], config_path: str | Path | None = None) -> ResilienceConfig:
     """Defaults < file (``config_path``, else ``CCTG_CONFIG`` from ``environ``) < environment."""
     path = config_path if config_path is not None else (environ.get("CCTG_CONFIG", "").strip() or None)
     data = read_config_file(path) if path is not None else {}

@@ -37,11 +37,11 @@ import errno
 import re
 import time
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 
-class ErrorCategory(str, Enum):
+class ErrorCategory(StrEnum):
     BRIDGE = "bridge"
     NETWORK = "network"
     TELEGRAM = "telegram"
@@ -54,14 +54,14 @@ class ErrorCategory(str, Enum):
     SYSTEM = "system"
 
 
-class Severity(str, Enum):
+class Severity(StrEnum):
     LOW = "low"
     MEDIUM = "medium"
     HIGH = "high"
     CRITICAL = "critical"
 
 
-class RecoveryStrategy(str, Enum):
+class RecoveryStrategy(StrEnum):
     RETRY = "retry"
     CIRCUIT_BREAKER = "circuit_breaker"
     RESTART = "restart"
@@ -436,9 +436,7 @@ def classify(exc: BaseException) -> BaseResilienceError:
         if err in _FS_TRANSIENT:
             return FilesystemError(text, code=_FS_TRANSIENT[err], retryable=True)
         if err in _FS_PERMANENT:
-            return FilesystemError(
-                text, code=_FS_PERMANENT[err], retryable=False, counts_as_failure=False
-            )
+            return FilesystemError(text, code=_FS_PERMANENT[err], retryable=False, counts_as_failure=False)
         return SystemFailure(text, code="OS_ERROR")
     if isinstance(exc, MemoryError):
         return ResourceError("out of memory", code="ENOMEM", severity=Severity.CRITICAL)

@@ -35,7 +35,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
-from enum import Enum
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
@@ -58,7 +58,7 @@ TREND_WINDOW = 10
 TREND_MIN_SHIFT = 0.15
 
 
-class HealthStatus(str, Enum):
+class HealthStatus(StrEnum):
     HEALTHY = "healthy"
     DEGRADED = "degraded"
     UNHEALTHY = "unhealthy"
@@ -175,8 +175,9 @@ class HealthReport:
 
 
 class _Component:
-    def __init__(self, name: str, fn: CheckFn, *, critical: bool, kind: CheckKind, timeout: float | None,
-                 history_size: int) -> None:  # fmt: skip
+    def __init__(
+        self, name: str, fn: CheckFn, *, critical: bool, kind: CheckKind, timeout: float | None, history_size: int
+    ) -> None:
         self.name, self.fn, self.critical, self.kind, self.timeout = name, fn, critical, kind, timeout
         self.status = HealthStatus.UNKNOWN
         self.last: CheckResult | None = None
@@ -214,14 +215,22 @@ class HealthMonitor:
 
     # -- registration ----------------------------------------------------------------------
 
-    def add_check(self, name: str, fn: CheckFn, *, critical: bool = False, kind: CheckKind = "component",
-                  timeout: float | None = None) -> None:  # fmt: skip
+    def add_check(
+        self,
+        name: str,
+        fn: CheckFn,
+        *,
+        critical: bool = False,
+        kind: CheckKind = "component",
+        timeout: float | None = None,
+    ) -> None:
         if name in self._components:
             raise ValueError(f"a health check named {name!r} is already registered")
         if timeout is not None and not timeout > 0:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
-        self._components[name] = _Component(name, fn, critical=critical, kind=kind, timeout=timeout,
-                                            history_size=self.settings.history_size)  # fmt: skip
+        self._components[name] = _Component(
+            name, fn, critical=critical, kind=kind, timeout=timeout, history_size=self.settings.history_size
+        )
 
     def remove_check(self, name: str) -> None:
         self._components.pop(name, None)
@@ -375,22 +384,35 @@ class HealthMonitor:
         now, wall = self.clock.monotonic(), time.time()
         parts = [self._component_report(c, now, wall) for c in comps]
         everything = list(self._components.values())
-        return HealthReport(overall=aggregate(everything), ready=is_ready(everything), live=self._live,
-                            components=parts, generated_at=wall)  # fmt: skip
+        return HealthReport(
+            overall=aggregate(everything),
+            ready=is_ready(everything),
+            live=self._live,
+            components=parts,
+            generated_at=wall,
+        )
 
     @staticmethod
     def _component_report(c: _Component, now: float, wall: float) -> ComponentReport:
         age = None if c.last_at is None else max(0.0, now - c.last_at)
         last = c.last
         return ComponentReport(
-            name=c.name, kind=c.kind, critical=c.critical, status=c.status,
+            name=c.name,
+            kind=c.kind,
+            critical=c.critical,
+            status=c.status,
             message=None if last is None else redact(last.message),
-            last_check_at=None if age is None else wall - age, last_check_age_s=age,
+            last_check_at=None if age is None else wall - age,
+            last_check_age_s=age,
             latency_s=None if last is None else last.latency_s,
-            consecutive_failures=c.consecutive_failures, consecutive_successes=c.consecutive_successes,
-            last_error=c.last_error, trend=c.trend(), checks=c.checks, failures=c.failures,
+            consecutive_failures=c.consecutive_failures,
+            consecutive_successes=c.consecutive_successes,
+            last_error=c.last_error,
+            trend=c.trend(),
+            checks=c.checks,
+            failures=c.failures,
             details={} if last is None else dict(last.details),
-        )  # fmt: skip
+        )
 
 
 def aggregate(components: Iterable[Any]) -> HealthStatus:

@@ -54,6 +54,11 @@ class Histogram:
 
     def snapshot(self) -> dict[str, Any]:
         n = self.count
-        return {"count": n, "sum_seconds": round(self.sum, 6), "min_ms": to_ms(self.min) if n else None,
-                "max_ms": to_ms(self.max) if n else None, "mean_ms": to_ms(self.sum / n) if n else None,
-                **{f"p{int(q * 100)}_ms": to_ms(self.quantile(q)) for q in (0.5, 0.95, 0.99)}}
+        return {
+            "count": n,
+            "sum_seconds": round(self.sum, 6),
+            "min_ms": to_ms(self.min) if n else None,
+            "max_ms": to_ms(self.max) if n else None,
+            "mean_ms": to_ms(self.sum / n) if n else None,
+            **{f"p{int(q * 100)}_ms": to_ms(self.quantile(q)) for q in (0.5, 0.95, 0.99)},
+        }

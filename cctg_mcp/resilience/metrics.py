@@ -42,8 +42,20 @@ _NAME = re.compile(r"[^a-zA-Z0-9_]")
 
 
 class OperationMetrics:
-    __slots__ = ("_mark", "by_error_code", "calls", "component", "failures", "latency", "operation",
-                 "rejections", "retries", "retry_delay_s", "successes", "timeouts")
+    __slots__ = (
+        "_mark",
+        "by_error_code",
+        "calls",
+        "component",
+        "failures",
+        "latency",
+        "operation",
+        "rejections",
+        "retries",
+        "retry_delay_s",
+        "successes",
+        "timeouts",
+    )
 
     def __init__(self, component: str, operation: str) -> None:
         self.component, self.operation = component, operation
@@ -83,11 +95,17 @@ class OperationMetrics:
 
     def snapshot(self, uptime: float) -> dict[str, Any]:
         return {
-            "calls": self.calls, "successes": self.successes, "failures": self.failures,
-            "rejections": self.rejections, "timeouts": self.timeouts, "retries": self.retries,
-            "retry_delay_s": round(self.retry_delay_s, 6), "error_rate": round(self.error_rate, 6),
+            "calls": self.calls,
+            "successes": self.successes,
+            "failures": self.failures,
+            "rejections": self.rejections,
+            "timeouts": self.timeouts,
+            "retries": self.retries,
+            "retry_delay_s": round(self.retry_delay_s, 6),
+            "error_rate": round(self.error_rate, 6),
             "throughput_per_s": round(self.calls / uptime, 6) if uptime > 0 else None,
-            "latency": self.latency.snapshot(), "errors_by_code": dict(self.by_error_code),
+            "latency": self.latency.snapshot(),
+            "errors_by_code": dict(self.by_error_code),
         }
 
 
@@ -130,10 +148,18 @@ Labels = tuple[tuple[str, str], ...]
 
 
 class MetricsRegistry:
-    def __init__(self, *, clock: Clock = SYSTEM_CLOCK, thresholds: AlertThresholds | None = None,
-                 history_retention: float = 86400.0, history_interval: float = 10.0,
-                 max_series: int = 200, max_labelled: int = 500, alert_history: int = 1000,
-                 process: ProcessSampler | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        thresholds: AlertThresholds | None = None,
+        history_retention: float = 86400.0,
+        history_interval: float = 10.0,
+        max_series: int = 200,
+        max_labelled: int = 500,
+        alert_history: int = 1000,
+        process: ProcessSampler | None = None,
+    ) -> None:
         self.clock = clock
         self.thresholds = thresholds or AlertThresholds()
         self.history_retention, self.history_interval = history_retention, history_interval
@@ -147,13 +173,13 @@ class MetricsRegistry:
         self.dropped_series = 0
         self.breaker_transitions: dict[tuple[str, str, str], int] = {}
         self.breaker_states: dict[str, str] = {}
-        self.history: deque[HistoryEntry] = deque(
-            maxlen=max(1, math.ceil(history_retention / history_interval)))
+        self.history: deque[HistoryEntry] = deque(maxlen=max(1, math.ceil(history_retention / history_interval)))
         self._alerts: dict[tuple[str, str], Alert] = {}
         self.alert_history: deque[Alert] = deque(maxlen=alert_history)
 
-    def record_call(self, component: str, operation: str, *, duration: float, outcome: Outcome,
-                    error_code: str | None = None) -> None:
+    def record_call(
+        self, component: str, operation: str, *, duration: float, outcome: Outcome, error_code: str | None = None
+    ) -> None:
         ops = self._series.get(component)
         m = ops.get(operation) if ops is not None else None
         (m or self.operation(component, operation)).record(duration, outcome, error_code)
@@ -177,8 +203,9 @@ class MetricsRegistry:
     def incr(self, name: str, value: float = 1, **labels: str) -> None:
         self._put(self._counters, name, labels, value, add=True)
 
-    def _put(self, store: dict[tuple[str, Labels], float], name: str, labels: dict[str, str],
-             value: float, *, add: bool) -> None:
+    def _put(
+        self, store: dict[tuple[str, Labels], float], name: str, labels: dict[str, str], value: float, *, add: bool
+    ) -> None:
         key = (name, tuple(sorted((_NAME.sub("_", k), v) for k, v in labels.items())) if labels else ())
         old = store.get(key)
         if old is None and len(self._gauges) + len(self._counters) >= self.max_labelled:
@@ -231,12 +258,19 @@ class MetricsRegistry:
             self._judge("cpu_usage", "process", stats.cpu_percent / 100.0, th.cpu_usage, now)
         lo = min((m.latency.min for m in self.series()), default=math.inf)
         hi = max((m.latency.max for m in self.series()), default=-math.inf)
-        self.history.append(HistoryEntry(
-            at=now, interval_s=round(interval, 6), calls=calls, errors=errors,
-            error_rate=round(errors / calls, 6) if calls else None,
-            p95_ms=to_ms(bucket_quantile(merged, sum(merged), 0.95, lo, hi)),
-            throughput_per_s=round(calls / interval, 6) if interval > 0 else None,
-            cpu_percent=stats.cpu_percent, rss_mb=stats.rss_mb))
+        self.history.append(
+            HistoryEntry(
+                at=now,
+                interval_s=round(interval, 6),
+                calls=calls,
+                errors=errors,
+                error_rate=round(errors / calls, 6) if calls else None,
+                p95_ms=to_ms(bucket_quantile(merged, sum(merged), 0.95, lo, hi)),
+                throughput_per_s=round(calls / interval, 6) if interval > 0 else None,
+                cpu_percent=stats.cpu_percent,
+                rss_mb=stats.rss_mb,
+            )
+        )
         self.purge_history(now)
 
     def _judge(self, name: str, metric: str, value: float, threshold: float, now: float) -> None:
@@ -290,14 +324,23 @@ class MetricsRegistry:
         ok = sum(o["successes"] for o in picked)
         return {
             "uptime_s": round(uptime, 3),
-            "totals": {"calls": calls, "successes": ok, "errors": calls - ok,
-                       "retries": sum(o["retries"] for o in picked),
-                       "throughput_per_s": round(calls / uptime, 6) if uptime > 0 else None},
-            "operations": ops, "last_interval": asdict(self.history[-1]) if self.history else None,
-            "breakers": breakers, "dropped_series": self.dropped_series,
-            **{k: [{"name": n, "labels": dict(lb), "value": v} for (n, lb), v in store.items()]
-               for k, store in (("gauges", self._gauges), ("counters", self._counters))},
-            "process": asdict(self.process_stats()), "alerts": [asdict(a) for a in self.alerts()],
+            "totals": {
+                "calls": calls,
+                "successes": ok,
+                "errors": calls - ok,
+                "retries": sum(o["retries"] for o in picked),
+                "throughput_per_s": round(calls / uptime, 6) if uptime > 0 else None,
+            },
+            "operations": ops,
+            "last_interval": asdict(self.history[-1]) if self.history else None,
+            "breakers": breakers,
+            "dropped_series": self.dropped_series,
+            **{
+                k: [{"name": n, "labels": dict(lb), "value": v} for (n, lb), v in store.items()]
+                for k, store in (("gauges", self._gauges), ("counters", self._counters))
+            },
+            "process": asdict(self.process_stats()),
+            "alerts": [asdict(a) for a in self.alerts()],
         }
 
     def prometheus_text(self) -> str:

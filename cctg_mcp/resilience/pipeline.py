@@ -151,12 +151,18 @@ class PipelineSet:
             breaker = CircuitBreaker(component, breaker_settings(config, component), clock=clock)
             if metrics is not None:
                 breaker.add_listener(self._record_transition)
-            retry = RetryExecutor(retry_policy(config, component), clock=clock,
-                                  rng=random.Random(rng.random()), name=component)  # fmt: skip
+            retry = RetryExecutor(
+                retry_policy(config, component), clock=clock, rng=random.Random(rng.random()), name=component
+            )
             self.pipelines[component] = Pipeline(
-                component, breaker, retry, clock=clock, metrics=metrics,
-                attempt_timeout=(attempt_timeouts or {}).get(component), enabled=config.enabled,
-            )  # fmt: skip
+                component,
+                breaker,
+                retry,
+                clock=clock,
+                metrics=metrics,
+                attempt_timeout=(attempt_timeouts or {}).get(component),
+                enabled=config.enabled,
+            )
 
     def _record_transition(self, transition: BreakerTransition) -> None:
         assert self.metrics is not None

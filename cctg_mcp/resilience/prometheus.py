@@ -41,21 +41,44 @@ def prometheus_text(registry: MetricsRegistry) -> str:
 
     ms = [(m, _labels((("component", m.component), ("operation", m.operation)))) for m in registry.series()]
     n = "cctg_operation_"
-    fam(f"{n}calls_total", "counter", "Calls by outcome.",
-        (f'{n}calls_total{{{lb},outcome="{o}"}} {v}' for m, lb in ms
-         for o, v in zip(_OUTCOMES, (m.successes, m.failures, m.rejections, m.timeouts), strict=True)))
-    fam(f"{n}retries_total", "counter", "Retries scheduled.",
-        (f"{n}retries_total{{{lb}}} {m.retries}" for m, lb in ms))
-    fam(f"{n}errors_total", "counter", "Failed calls by error code.",
-        (f'{n}errors_total{{{lb},code="{_escape(c)}"}} {k}'
-         for m, lb in ms for c, k in m.by_error_code.items()))
-    fam(f"{n}duration_seconds", "histogram", "Call latency in seconds.",
-        (row for m, lb in ms for row in _histogram_lines(f"{n}duration_seconds", lb, m.latency)))
-    fam("cctg_breaker_transitions_total", "counter", "Circuit breaker state changes.",
-        (_line("cctg_breaker_transitions_total", (("breaker", b), ("from_state", f), ("to_state", t)), k)
-         for (b, f, t), k in registry.breaker_transitions.items()))
-    fam("cctg_breaker_state", "gauge", "Current breaker state (1 for the state it is in).",
-        (_line("cctg_breaker_state", (("breaker", b), ("state", s)), 1) for b, s in registry.breaker_states.items()))
+    fam(
+        f"{n}calls_total",
+        "counter",
+        "Calls by outcome.",
+        (
+            f'{n}calls_total{{{lb},outcome="{o}"}} {v}'
+            for m, lb in ms
+            for o, v in zip(_OUTCOMES, (m.successes, m.failures, m.rejections, m.timeouts), strict=True)
+        ),
+    )
+    fam(f"{n}retries_total", "counter", "Retries scheduled.", (f"{n}retries_total{{{lb}}} {m.retries}" for m, lb in ms))
+    fam(
+        f"{n}errors_total",
+        "counter",
+        "Failed calls by error code.",
+        (f'{n}errors_total{{{lb},code="{_escape(c)}"}} {k}' for m, lb in ms for c, k in m.by_error_code.items()),
+    )
+    fam(
+        f"{n}duration_seconds",
+        "histogram",
+        "Call latency in seconds.",
+        (row for m, lb in ms for row in _histogram_lines(f"{n}duration_seconds", lb, m.latency)),
+    )
+    fam(
+        "cctg_breaker_transitions_total",
+        "counter",
+        "Circuit breaker state changes.",
+        (
+            _line("cctg_breaker_transitions_total", (("breaker", b), ("from_state", f), ("to_state", t)), k)
+            for (b, f, t), k in registry.breaker_transitions.items()
+        ),
+    )
+    fam(
+        "cctg_breaker_state",
+        "gauge",
+        "Current breaker state (1 for the state it is in).",
+        (_line("cctg_breaker_state", (("breaker", b), ("state", s)), 1) for b, s in registry.breaker_states.items()),
+    )
     for store, kind in ((registry.labelled("counter"), "counter"), (registry.labelled("gauge"), "gauge")):
         for name in sorted({k for k, _ in store}):
             f = "cctg_" + re.sub(r"[^a-zA-Z0-9_:]", "_", name)
@@ -64,18 +87,30 @@ def prometheus_text(registry: MetricsRegistry) -> str:
     p = registry.process_stats()
     rss = None if p.rss_mb is None else round(p.rss_mb * 2**20)
     for f, kind, value in (
-        ("cpu_seconds_total", "counter", p.cpu_seconds), ("cpu_percent", "gauge", p.cpu_percent),
-        ("resident_memory_bytes", "gauge", rss), ("open_fds", "gauge", p.open_files),
-        ("threads", "gauge", p.threads), ("read_bytes_total", "counter", p.read_bytes),
-        ("write_bytes_total", "counter", p.write_bytes), ("uptime_seconds", "gauge", p.uptime_s),
+        ("cpu_seconds_total", "counter", p.cpu_seconds),
+        ("cpu_percent", "gauge", p.cpu_percent),
+        ("resident_memory_bytes", "gauge", rss),
+        ("open_fds", "gauge", p.open_files),
+        ("threads", "gauge", p.threads),
+        ("read_bytes_total", "counter", p.read_bytes),
+        ("write_bytes_total", "counter", p.write_bytes),
+        ("uptime_seconds", "gauge", p.uptime_s),
     ):
         if value is not None:
             f = f"cctg_process_{f}"
             fam(f, kind, f.replace("_", " ")[5:] + ".", [f"{f} {_num(value)}"])
-    fam("cctg_alert_active", "gauge", "Active alerts (1 each).",
-        (_line("cctg_alert_active", (("name", a.name), ("metric", a.metric)), 1) for a in registry.alerts()))
-    fam("cctg_metrics_dropped_series_total", "counter", "Series refused by the cardinality caps.",
-        [f"cctg_metrics_dropped_series_total {registry.dropped_series}"])
+    fam(
+        "cctg_alert_active",
+        "gauge",
+        "Active alerts (1 each).",
+        (_line("cctg_alert_active", (("name", a.name), ("metric", a.metric)), 1) for a in registry.alerts()),
+    )
+    fam(
+        "cctg_metrics_dropped_series_total",
+        "counter",
+        "Series refused by the cardinality caps.",
+        [f"cctg_metrics_dropped_series_total {registry.dropped_series}"],
+    )
     return "\n".join(out) + "\n"
 
 
@@ -105,8 +140,13 @@ def _escape(text: str, *, quote: bool = True) -> str:
     return text.replace('"', '\\"') if quote else text
 
 
-async def serve_prometheus(registry: MetricsRegistry, host: str = "127.0.0.1", port: int = 9464, *,
-                           task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
+async def serve_prometheus(
+    registry: MetricsRegistry,
+    host: str = "127.0.0.1",
+    port: int = 9464,
+    *,
+    task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
+) -> None:
     """Answer ``GET /metrics`` with the exposition text until cancelled.
 
     ``task_status.started`` reports the bound port (pass ``port=0`` for any free one)."""
@@ -140,7 +180,8 @@ async def _answer(registry: MetricsRegistry, stream: SocketStream) -> None:
                 log.exception("rendering metrics failed")
                 status = "500 Internal Server Error"
         body = body or f"{status}\n".encode()
-        head = (f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-                "Connection: close\r\n\r\n").encode()
+        head = (
+            f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode()
         with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
             await stream.send(head + (b"" if parts[:1] == ["HEAD"] else body))

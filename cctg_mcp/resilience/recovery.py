@@ -34,7 +34,7 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -61,7 +61,7 @@ _HANDED_OFF = (RecoveryStrategy.ESCALATE, RecoveryStrategy.MANUAL)
 
 
 def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def next_strategy(current: RecoveryStrategy) -> RecoveryStrategy:
@@ -136,8 +136,9 @@ class RecoveryManager:
                 send.close()
 
     async def _background(self, job: _Job) -> None:
-        await self.recover(job.component, error=job.error, strategy=job.strategy, trigger=job.trigger,
-                           error_code=job.error_code)
+        await self.recover(
+            job.component, error=job.error, strategy=job.strategy, trigger=job.trigger, error_code=job.error_code
+        )
 
     async def _healthy(self, component: str) -> None:
         assert self.on_healthy is not None
@@ -146,9 +147,15 @@ class RecoveryManager:
         except Exception:
             log.exception("undoing recovery mitigations for %s failed", component)
 
-    def request(self, component: str, *, error: BaseResilienceError | None = None,
-                strategy: RecoveryStrategy | None = None, trigger: str = "api",
-                error_code: str | None = None) -> bool:  # fmt: skip
+    def request(
+        self,
+        component: str,
+        *,
+        error: BaseResilienceError | None = None,
+        strategy: RecoveryStrategy | None = None,
+        trigger: str = "api",
+        error_code: str | None = None,
+    ) -> bool:
         """Start a session in the background (without waiting); False if it could not be queued."""
         if self._send is None:
             log.warning("recovery for %s not started: the recovery manager is not running", component)
@@ -169,8 +176,12 @@ class RecoveryManager:
             error = getattr(result, "error", None)
             details = getattr(result, "details", None)
             code = details.get("error_code") if isinstance(details, dict) else None
-            self.request(component, error=error if isinstance(error, BaseResilienceError) else None,
-                         trigger="health", error_code=code if isinstance(code, str) else None)  # fmt: skip
+            self.request(
+                component,
+                error=error if isinstance(error, BaseResilienceError) else None,
+                trigger="health",
+                error_code=code if isinstance(code, str) else None,
+            )
         elif new_s == "healthy" and old_s in ("unhealthy", "degraded") and self._send is not None:
             try:
                 self._send.send_nowait(self.canonical(component))
@@ -194,11 +205,15 @@ class RecoveryManager:
         c = self._counts
         finished = c["succeeded"] + c["failed"] + c["escalated"]
         return RecoveryStatistics(
-            sessions=c["sessions"], in_progress=len(self._active), succeeded=c["succeeded"], failed=c["failed"],
-            escalated=c["escalated"], success_rate=round(c["succeeded"] / finished, 4) if finished else None,
+            sessions=c["sessions"],
+            in_progress=len(self._active),
+            succeeded=c["succeeded"],
+            failed=c["failed"],
+            escalated=c["escalated"],
+            success_rate=round(c["succeeded"] / finished, 4) if finished else None,
             mean_time_to_recover_s=round(self._recover_time / c["succeeded"], 3) if c["succeeded"] else None,
             active_components=sorted(self._active),
-        )  # fmt: skip
+        )
 
     async def recover(
         self,
@@ -220,11 +235,16 @@ class RecoveryManager:
         if code is None and trigger == "health":
             code = f"{component.upper().replace('-', '_')}_UNHEALTHY"  # e.g. BRIDGE_UNHEALTHY (a backup condition)
         session = RecoverySession(
-            id=f"rec-{uuid.uuid4().hex[:12]}", component=component, trigger=trigger, error_code=code,
+            id=f"rec-{uuid.uuid4().hex[:12]}",
+            component=component,
+            trigger=trigger,
+            error_code=code,
             category=error.category.value if error is not None else None,
             severity=error.severity.value if error is not None else None,
-            status="in_progress", strategy=first, started_at=_iso(time.time()),
-        )  # fmt: skip
+            status="in_progress",
+            strategy=first,
+            started_at=_iso(time.time()),
+        )
         self._active[component] = session
         self._done[session.id] = anyio.Event()
         self._counts["sessions"] += 1
@@ -255,8 +275,7 @@ class RecoveryManager:
                 if nxt is not strategy:
                     strategy, failures_here = nxt, 0
                     session.escalation_level += 1
-                    log.info("recovery %s escalates to %s (level %d)", session.id, nxt.value,
-                             session.escalation_level)  # fmt: skip
+                    log.info("recovery %s escalates to %s (level %d)", session.id, nxt.value, session.escalation_level)
         last = session.attempts[-1] if session.attempts else None
         if last is not None and last.strategy in _HANDED_OFF:
             session.status, session.summary = "escalated", f"handed to a person after {len(session.attempts)} attempts"
@@ -283,8 +302,14 @@ class RecoveryManager:
                     return True
         return False
 
-    def _conclude(self, session: RecoverySession, strategy: RecoveryStrategy, outcome: StrategyOutcome,
-                  *, backup: str | None = None) -> None:  # fmt: skip
+    def _conclude(
+        self,
+        session: RecoverySession,
+        strategy: RecoveryStrategy,
+        outcome: StrategyOutcome,
+        *,
+        backup: str | None = None,
+    ) -> None:
         session.needs_person = outcome.needs_person
         session.steps = list(outcome.steps)
         handed_off = outcome.needs_person or strategy in _HANDED_OFF
@@ -302,8 +327,9 @@ class RecoveryManager:
         *,
         backup: str | None = None,
     ) -> StrategyOutcome:
-        request = RecoveryRequest(session.component, error, number, session.escalation_level, session.id,
-                                  strategy, backup, session.error_code)  # fmt: skip
+        request = RecoveryRequest(
+            session.component, error, number, session.escalation_level, session.id, strategy, backup, session.error_code
+        )
         fn = self.strategies.get(strategy)
         started, wall = self.clock.monotonic(), time.time()
         if fn is None:
@@ -314,18 +340,31 @@ class RecoveryManager:
                 try:
                     outcome = await fn(request)
                 except Exception as exc:  # an action that raises failed; the session goes on
-                    log.warning("recovery action %s for %s raised", strategy.value, session.component,
-                                exc_info=True)  # fmt: skip
+                    log.warning("recovery action %s for %s raised", strategy.value, session.component, exc_info=True)
                     outcome = StrategyOutcome(False, f"{strategy.value} raised {type(exc).__name__}: {exc}")
-        kind: AttemptOutcome = "needs_person" if outcome.needs_person else (
-            "succeeded" if outcome.succeeded else "failed")  # fmt: skip
-        session.attempts.append(RecoveryAttempt(
-            strategy=strategy, outcome=kind, detail=outcome.detail, started_at=_iso(wall),
-            duration_s=round(self.clock.monotonic() - started, 6), escalation_level=session.escalation_level,
-            backup=backup,
-        ))  # fmt: skip
-        log.info("recovery %s attempt %d (%s) for %s: %s — %s", session.id, number, strategy.value,
-                 session.component, kind, outcome.detail)  # fmt: skip
+        kind: AttemptOutcome = (
+            "needs_person" if outcome.needs_person else ("succeeded" if outcome.succeeded else "failed")
+        )
+        session.attempts.append(
+            RecoveryAttempt(
+                strategy=strategy,
+                outcome=kind,
+                detail=outcome.detail,
+                started_at=_iso(wall),
+                duration_s=round(self.clock.monotonic() - started, 6),
+                escalation_level=session.escalation_level,
+                backup=backup,
+            )
+        )
+        log.info(
+            "recovery %s attempt %d (%s) for %s: %s — %s",
+            session.id,
+            number,
+            strategy.value,
+            session.component,
+            kind,
+            outcome.detail,
+        )
         return outcome
 
     def _finish(self, session: RecoverySession, duration: float) -> None:

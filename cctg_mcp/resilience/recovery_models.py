@@ -64,9 +64,12 @@ def backup_strategy_of(name: str) -> RecoveryStrategy | None:
     for strategy in RecoveryStrategy:
         if lowered == strategy.value:
             return strategy
-    for needle, strategy in (("restart", RecoveryStrategy.RESTART), ("fallback", RecoveryStrategy.FALLBACK),
-                             ("degrad", RecoveryStrategy.GRACEFUL_DEGRADATION),
-                             ("escalat", RecoveryStrategy.ESCALATE)):  # fmt: skip
+    for needle, strategy in (
+        ("restart", RecoveryStrategy.RESTART),
+        ("fallback", RecoveryStrategy.FALLBACK),
+        ("degrad", RecoveryStrategy.GRACEFUL_DEGRADATION),
+        ("escalat", RecoveryStrategy.ESCALATE),
+    ):
         if needle in lowered:
             return strategy
     return None
@@ -113,8 +116,14 @@ def _plan(backup: BackupStrategy) -> BackupPlan | None:
         if strategy is None:
             log.warning("backup strategy %r names no known recovery strategy; ignored", backup.name)
         return None
-    return BackupPlan(backup.name, backup.priority, strategy, backup.seconds("timeout"),
-                      backup.max_attempts, frozenset(backup.conditions))  # fmt: skip
+    return BackupPlan(
+        backup.name,
+        backup.priority,
+        strategy,
+        backup.seconds("timeout"),
+        backup.max_attempts,
+        frozenset(backup.conditions),
+    )
 
 
 class RecoveryAttempt(BaseModel):

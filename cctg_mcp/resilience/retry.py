@@ -46,7 +46,7 @@ import random
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, fields
-from enum import Enum
+from enum import StrEnum
 from typing import Any, TypeVar
 
 import stamina
@@ -61,7 +61,7 @@ log = logging.getLogger(__name__)
 STAMINA_NAME_PREFIX = "cctg_mcp.retry."
 
 
-class BackoffKind(str, Enum):
+class BackoffKind(StrEnum):
     EXPONENTIAL = "exponential"
     LINEAR = "linear"
     FIXED = "fixed"
@@ -262,9 +262,7 @@ class RetryExecutor:
         if deadline is not None and delay > deadline - self.clock.monotonic():
             run.reason = f"next wait of {delay:.3g}s passes the deadline"
             return False
-        run.pending = RetryEvent(
-            self.name, run.attempt, policy.max_attempts, delay, exc, err.code, server_directed
-        )
+        run.pending = RetryEvent(self.name, run.attempt, policy.max_attempts, delay, exc, err.code, server_directed)
         return True
 
     def _notify(self, event: RetryEvent, on_retry: Callable[[RetryEvent], None] | None) -> None:
@@ -334,6 +332,5 @@ class RetryExecutor:
             stats.deadline_give_ups += 1
         _add_note(
             exc,
-            f"retry {self.name}: gave up after attempt {run.attempt} of "
-            f"{self.policy.max_attempts} ({reason})",
+            f"retry {self.name}: gave up after attempt {run.attempt} of {self.policy.max_attempts} ({reason})",
         )

@@ -13,9 +13,14 @@ from cctg_mcp.resilience.chaos import ChaosController, ChaosRun, ExperimentInfo
 from cctg_mcp.server.common import ACT, READ, call, service_of
 
 ExperimentName = Literal[
-    "network_partition", "high_latency", "message_loss", "error_responses", "bridge_crash", "memory_pressure",
+    "network_partition",
+    "high_latency",
+    "message_loss",
+    "error_responses",
+    "bridge_crash",
+    "memory_pressure",
     "cpu_spike",
-]  # fmt: skip
+]
 DISABLED = (
     "Chaos experiments are disabled: CCTG_ENVIRONMENT is {env!r} (production is the default, and chaos is "
     "refused there). To enable them, restart the server with CCTG_ENVIRONMENT=development or "
@@ -46,9 +51,16 @@ def _controller(service: NotificationService) -> ChaosController:
     if chaos is None:
         if service.settings.environment == "production":
             raise ToolError(DISABLED.format(env=service.settings.environment))
-        raise ToolError("Chaos experiments are not available: " + " ".join(
-            service.settings.problems() or ["they need direct Telegram delivery (CCTG_DELIVERY=telegram); "
-                                            "bridge mode has no fault-injection seam yet."]))  # fmt: skip
+        raise ToolError(
+            "Chaos experiments are not available: "
+            + " ".join(
+                service.settings.problems()
+                or [
+                    "they need direct Telegram delivery (CCTG_DELIVERY=telegram); "
+                    "bridge mode has no fault-injection seam yet."
+                ]
+            )
+        )
     assert isinstance(chaos, ChaosController)
     return chaos
 
@@ -61,28 +73,48 @@ def register(mcp: MCPServer[Any]) -> None:
         chaos = svc.chaos if isinstance(svc.chaos, ChaosController) else None
         if chaos is None:
             return ExperimentList(environment=svc.settings.environment, enabled=False, experiments=[])
-        return ExperimentList(environment=svc.settings.environment, enabled=True,
-                              experiments=chaos.catalogue(), active=chaos.active)  # fmt: skip
+        return ExperimentList(
+            environment=svc.settings.environment, enabled=True, experiments=chaos.catalogue(), active=chaos.active
+        )
 
     @mcp.tool(annotations=ACT)
     async def run_chaos_experiment(
         ctx: Context,
         experiment: Annotated[ExperimentName, Field(description="See list_chaos_experiments.")],
-        duration_ms: Annotated[int, Field(ge=100, le=600_000, description="How long the fault lasts; it rolls "
-                                          "back by itself after this, even if this client goes away.")],
-        intensity: Annotated[float, Field(ge=0.0, le=1.0, description="0..1: share of calls hit, or "
-                                          "strength (latency, memory, CPU duty cycle).")] = 0.5,
-        target: Annotated[str | None, Field(max_length=64, pattern=r"^(telegram|chat:-?\d+|dispatcher)$",
-                                            description="telegram (default) or chat:<id> for network faults.")] = None,
-        seed: Annotated[int | None, Field(ge=0, le=2**31 - 1, description="RNG seed; the same seed "
-                                          "reproduces the same faults.")] = None,
+        duration_ms: Annotated[
+            int,
+            Field(
+                ge=100,
+                le=600_000,
+                description="How long the fault lasts; it rolls "
+                "back by itself after this, even if this client goes away.",
+            ),
+        ],
+        intensity: Annotated[
+            float,
+            Field(
+                ge=0.0, le=1.0, description="0..1: share of calls hit, or strength (latency, memory, CPU duty cycle)."
+            ),
+        ] = 0.5,
+        target: Annotated[
+            str | None,
+            Field(
+                max_length=64,
+                pattern=r"^(telegram|chat:-?\d+|dispatcher)$",
+                description="telegram (default) or chat:<id> for network faults.",
+            ),
+        ] = None,
+        seed: Annotated[
+            int | None, Field(ge=0, le=2**31 - 1, description="RNG seed; the same seed reproduces the same faults.")
+        ] = None,
     ) -> ChaosRun:
         """Start a chaos experiment (one at a time; refused in production). Returns the active run.
 
         Safety checks abort it early (dead rows, backlog, error-rate bound); stop_chaos_experiment ends it now."""
         chaos = _controller(service_of(ctx))
-        return await call(chaos.start(experiment, duration_s=duration_ms / 1000.0, intensity=intensity,
-                                      target=target, seed=seed))  # fmt: skip
+        return await call(
+            chaos.start(experiment, duration_s=duration_ms / 1000.0, intensity=intensity, target=target, seed=seed)
+        )
 
     @mcp.tool(annotations=ACT)
     async def stop_chaos_experiment(ctx: Context) -> StopResult:
@@ -91,8 +123,11 @@ def register(mcp: MCPServer[Any]) -> None:
         run = await call(chaos.stop())
         if run is None:
             return StopResult(stopped=False, message="No chaos experiment is running.")
-        verdict = {True: "the system recovered", False: "the system did not recover",
-                   None: "recovery is still being measured (see get_chaos_history)"}[run.recovered]  # fmt: skip
+        verdict = {
+            True: "the system recovered",
+            False: "the system did not recover",
+            None: "recovery is still being measured (see get_chaos_history)",
+        }[run.recovered]
         return StopResult(stopped=True, message=f"{run.experiment} ({run.id}) rolled back; {verdict}.", run=run)
 
     @mcp.tool(annotations=READ)

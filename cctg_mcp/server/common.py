@@ -34,9 +34,7 @@ TaskId = Annotated[
         "task_id is one event: sending it again is answered `duplicate`, so retries are safe.",
     ),
 ]
-Source = Annotated[
-    str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_-]+$", description="Who sends it.")
-]
+Source = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_-]+$", description="Who sends it.")]
 SEND = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
 READ = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
 ACT = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)

@@ -9,7 +9,7 @@ resources; reading the plain URI works. They are listed by ``resources/templates
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context, MCPServer
@@ -46,8 +46,10 @@ class ComponentHealth(BaseModel):
 
 
 class HealthReportResult(BaseModel):
-    overall: Status = Field(description="unhealthy: a critical component is down; degraded: something is "
-                            "impaired; unknown: nothing checked yet.")  # fmt: skip
+    overall: Status = Field(
+        description="unhealthy: a critical component is down; degraded: something is "
+        "impaired; unknown: nothing checked yet."
+    )
     ready: bool = Field(description="No critical component is unhealthy (sends can go out now).")
     live: bool = Field(description="The health monitor's background loop is running.")
     generated_at: str
@@ -73,27 +75,37 @@ class MetricsResult(BaseModel):
 def _iso(epoch: float | None) -> str | None:
     if epoch is None:
         return None
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _component(c: ComponentReport) -> ComponentHealth:
     return ComponentHealth(
-        name=c.name, kind=c.kind, critical=c.critical, status=c.status.value, message=c.message,
+        name=c.name,
+        kind=c.kind,
+        critical=c.critical,
+        status=c.status.value,
+        message=c.message,
         last_check_at=_iso(c.last_check_at),
         last_check_age_s=None if c.last_check_age_s is None else round(c.last_check_age_s, 3),
-        consecutive_failures=c.consecutive_failures, consecutive_successes=c.consecutive_successes,
-        last_error=c.last_error, trend=c.trend,
+        consecutive_failures=c.consecutive_failures,
+        consecutive_successes=c.consecutive_successes,
+        last_error=c.last_error,
+        trend=c.trend,
         latency_ms=None if c.latency_s is None else round(c.latency_s * 1000.0, 3),
-        checks=c.checks, failures=c.failures,
-    )  # fmt: skip
+        checks=c.checks,
+        failures=c.failures,
+    )
 
 
 def health_result(report: HealthReport) -> HealthReportResult:
     return HealthReportResult(
-        overall=report.overall.value, ready=report.ready, live=report.live,
-        generated_at=_iso(report.generated_at) or "", unhealthy_components=report.unhealthy,
+        overall=report.overall.value,
+        ready=report.ready,
+        live=report.live,
+        generated_at=_iso(report.generated_at) or "",
+        unhealthy_components=report.unhealthy,
         components=[_component(c) for c in report.components],
-    )  # fmt: skip
+    )
 
 
 def _monitor(service: NotificationService) -> HealthMonitor | None:
@@ -101,17 +113,22 @@ def _monitor(service: NotificationService) -> HealthMonitor | None:
     return monitor if isinstance(monitor, HealthMonitor) else None
 
 
-async def health_report(service: NotificationService, component: str | None = None,
-                        refresh: bool = False) -> HealthReportResult:  # fmt: skip
+async def health_report(
+    service: NotificationService, component: str | None = None, refresh: bool = False
+) -> HealthReportResult:
     monitor = _monitor(service)
     if monitor is None:
         problems = " ".join(service.settings.problems())
         return HealthReportResult(
-            overall="unknown", ready=False, live=False, generated_at=_iso(datetime.now(timezone.utc).timestamp()) or "",
-            unhealthy_components=[], components=[],
-            note="Health monitoring is not running" + (f": {problems}" if problems else
-                                                       " (disabled by HEALTH_CHECK_ENABLED or the config)."),
-        )  # fmt: skip
+            overall="unknown",
+            ready=False,
+            live=False,
+            generated_at=_iso(datetime.now(UTC).timestamp()) or "",
+            unhealthy_components=[],
+            components=[],
+            note="Health monitoring is not running"
+            + (f": {problems}" if problems else " (disabled by HEALTH_CHECK_ENABLED or the config)."),
+        )
     if component is not None and component not in monitor.components:
         known = ", ".join(sorted(monitor.components)) or "none"
         raise ValidationError(f"Unknown component {component!r}. Known components: {known}.")
@@ -119,8 +136,9 @@ async def health_report(service: NotificationService, component: str | None = No
     return health_result(report)
 
 
-def metrics_result(service: NotificationService, component: str | None = None,
-                   operation: str | None = None) -> MetricsResult:  # fmt: skip
+def metrics_result(
+    service: NotificationService, component: str | None = None, operation: str | None = None
+) -> MetricsResult:
     if service.metrics is None:
         raise ValidationError("Metrics are not collected in this server.")
     snap = service.metrics.snapshot(component, operation)
@@ -133,12 +151,18 @@ def metrics_result(service: NotificationService, component: str | None = None,
 
     calls = int(totals["calls"])
     return MetricsResult(
-        calls=calls, successes=int(totals["successes"]), errors=int(totals["errors"]),
-        retries=int(totals["retries"]), error_rate=round(totals["errors"] / calls, 6) if calls else None,
-        throughput_per_s=totals["throughput_per_s"], p50_ms=worst("p50_ms"), p95_ms=worst("p95_ms"),
-        p99_ms=worst("p99_ms"), active_alerts=[redact(a["message"]) for a in snap["alerts"]],
+        calls=calls,
+        successes=int(totals["successes"]),
+        errors=int(totals["errors"]),
+        retries=int(totals["retries"]),
+        error_rate=round(totals["errors"] / calls, 6) if calls else None,
+        throughput_per_s=totals["throughput_per_s"],
+        p50_ms=worst("p50_ms"),
+        p95_ms=worst("p95_ms"),
+        p99_ms=worst("p99_ms"),
+        active_alerts=[redact(a["message"]) for a in snap["alerts"]],
         metrics=json.loads(json.dumps(snap, default=str)),
-    )  # fmt: skip
+    )
 
 
 def register(mcp: MCPServer[Any]) -> None:
@@ -168,12 +192,20 @@ def register(mcp: MCPServer[Any]) -> None:
         except ValidationError as exc:
             raise ToolError(str(exc)) from None
 
-    @mcp.resource("cctg://health{?component}", name="health", mime_type="application/json",
-                  description="The cached health report (optionally ?component=NAME).")  # fmt: skip
+    @mcp.resource(
+        "cctg://health{?component}",
+        name="health",
+        mime_type="application/json",
+        description="The cached health report (optionally ?component=NAME).",
+    )
     async def health_resource(ctx: Context, component: str | None = None) -> str:
         return (await health_report(service_of(ctx), component)).model_dump_json(indent=2)
 
-    @mcp.resource("cctg://metrics{?component,operation}", name="metrics", mime_type="application/json",
-                  description="The metrics snapshot (optionally ?component=NAME&operation=NAME).")  # fmt: skip
+    @mcp.resource(
+        "cctg://metrics{?component,operation}",
+        name="metrics",
+        mime_type="application/json",
+        description="The metrics snapshot (optionally ?component=NAME&operation=NAME).",
+    )
     async def metrics_resource(ctx: Context, component: str | None = None, operation: str | None = None) -> str:
         return metrics_result(service_of(ctx), component, operation).model_dump_json(indent=2)

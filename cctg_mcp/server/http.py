@@ -127,21 +127,24 @@ class HttpGuard:
         )
 
 
-def http_app(server: MCPServer[Any], service: NotificationService, *, host: str, port: int,
-             token: str | None) -> ASGIApp:  # fmt: skip
+def http_app(
+    server: MCPServer[Any], service: NotificationService, *, host: str, port: int, token: str | None
+) -> ASGIApp:
     """The streamable HTTP app of ``server`` behind ``HttpGuard``, with ``/healthz``."""
     started = time.monotonic()
 
     @server.custom_route(HEALTH_PATH, methods=["GET"], include_in_schema=False)  # type: ignore[untyped-decorator]
     async def healthz(_: Request) -> Response:
         dispatcher = service.dispatcher
-        return JSONResponse({
-            "status": "ok",
-            "version": __version__,
-            "uptime_s": round(time.monotonic() - started, 3),
-            "configured": not service.settings.problems(),
-            "dispatcher_running": bool(dispatcher is not None and dispatcher.running),
-        })  # fmt: skip
+        return JSONResponse(
+            {
+                "status": "ok",
+                "version": __version__,
+                "uptime_s": round(time.monotonic() - started, 3),
+                "configured": not service.settings.problems(),
+                "dispatcher_running": bool(dispatcher is not None and dispatcher.running),
+            }
+        )
 
     hosts = allowed_hosts(host, port)
     origins = [f"http://{h}" for h in hosts or [f"{n}:{port}" for n in LOOPBACK_NAMES]]
@@ -180,8 +183,9 @@ def _quiet_signals() -> Any:
             signal.signal(sig, handler)
 
 
-async def serve_http(open_service: OpenService, build_server: BuildServer, sock: socket.socket, *,
-                     token: str | None) -> None:  # fmt: skip
+async def serve_http(
+    open_service: OpenService, build_server: BuildServer, sock: socket.socket, *, token: str | None
+) -> None:
     """Serve streamable HTTP on the bound ``sock`` until SIGTERM/SIGINT (asyncio only)."""
     import uvicorn
 
@@ -191,8 +195,14 @@ async def serve_http(open_service: OpenService, build_server: BuildServer, sock:
         app = http_app(server, service, host=host, port=port, token=token)
         config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=3)
         shown = f"[{host}]" if ":" in host else host
-        log.info("serving MCP over streamable HTTP at http://%s:%d%s (liveness: %s)%s", shown, port, MCP_PATH,
-                 HEALTH_PATH, "; bearer token required" if token else "")  # fmt: skip
+        log.info(
+            "serving MCP over streamable HTTP at http://%s:%d%s (liveness: %s)%s",
+            shown,
+            port,
+            MCP_PATH,
+            HEALTH_PATH,
+            "; bearer token required" if token else "",
+        )
         with _quiet_signals():
             await uvicorn.Server(config).serve(sockets=[sock])
         log.info("HTTP server stopped; finishing deliveries in progress")
@@ -283,12 +293,15 @@ async def serve_stdio(open_service: OpenService, build_server: BuildServer) -> N
                 tg.cancel_scope.cancel()
 
 
-def run_http(open_service: OpenService, build_server: BuildServer, *, backend: str, host: str, port: int,
-             token: str | None) -> int:  # fmt: skip
+def run_http(
+    open_service: OpenService, build_server: BuildServer, *, backend: str, host: str, port: int, token: str | None
+) -> int:
     """``cctg-mcp serve --transport http``: check the address, bind it, serve; the exit code."""
     if backend != "asyncio":
-        sys.stderr.write("cctg-mcp: --backend trio applies to stdio only; streamable HTTP runs on uvicorn "
-                         "(asyncio). Drop --backend or use --transport stdio.\n")  # fmt: skip
+        sys.stderr.write(
+            "cctg-mcp: --backend trio applies to stdio only; streamable HTTP runs on uvicorn "
+            "(asyncio). Drop --backend or use --transport stdio.\n"
+        )
         return 2
     refusal = check_bind(host, token)
     if refusal is not None:
@@ -297,8 +310,10 @@ def run_http(open_service: OpenService, build_server: BuildServer, *, backend: s
     try:
         sock = bind_socket(host, port)
     except OSError as exc:
-        sys.stderr.write(f"cctg-mcp: cannot listen on {host}:{port}: {exc.strerror or exc}. "
-                         "Pick another --port (CCTG_HTTP_PORT) or stop what uses it.\n")  # fmt: skip
+        sys.stderr.write(
+            f"cctg-mcp: cannot listen on {host}:{port}: {exc.strerror or exc}. "
+            "Pick another --port (CCTG_HTTP_PORT) or stop what uses it.\n"
+        )
         return 2
     with sock:
         anyio.run(functools.partial(serve_http, open_service, build_server, sock, token=token), backend="asyncio")

@@ -66,15 +66,19 @@ def register(mcp: MCPServer[Any]) -> None:
         ctx: Context,
         component: Annotated[
             str | None,
-            Field(description="What to recover: telegram, bridge, outbox, dispatcher, disk (or a health check "
-                  "name). Default: every component the health monitor reports unhealthy, else the active "
-                  "delivery component."),
+            Field(
+                description="What to recover: telegram, bridge, outbox, dispatcher, disk (or a health check "
+                "name). Default: every component the health monitor reports unhealthy, else the active "
+                "delivery component."
+            ),
         ] = None,
         strategy: Annotated[
             StrategyName | None,
-            Field(description="Where to start. Default: the component's own (circuit_breaker when its breaker "
-                  "is open, manual for errors only a person can fix, else retry). retry on component "
-                  "'outbox' requeues dead deliveries."),
+            Field(
+                description="Where to start. Default: the component's own (circuit_breaker when its breaker "
+                "is open, manual for errors only a person can fix, else retry). retry on component "
+                "'outbox' requeues dead deliveries."
+            ),
         ] = None,
     ) -> RecoveryRun:
         """Run a recovery now and return the finished session(s): each attempt's strategy, outcome and detail.
@@ -105,5 +109,6 @@ def register(mcp: MCPServer[Any]) -> None:
     ) -> RecoveryHistory:
         """Recovery sessions (running, and finished newest first) with success rate and mean time to recover."""
         manager = _manager(service_of(ctx))
-        return RecoveryHistory(active=manager.active(), sessions=manager.history(limit),
-                               statistics=manager.statistics())  # fmt: skip
+        return RecoveryHistory(
+            active=manager.active(), sessions=manager.history(limit), statistics=manager.statistics()
+        )

@@ -17,34 +17,67 @@ from cctg_mcp.events.catalogue import CATALOGUE
 from cctg_mcp.ops.status import resilience_status
 
 EVENT_TEMPLATES: list[dict[str, Any]] = [
-    {"name": "claude-task-complete", "tool": "send_task_completion",
-     "arguments": {"task_id": "feature-x", "title": "Implement feature X", "results": "All tests pass",
-                   "duration_ms": 120000}},
-    {"name": "build-success", "tool": "send_telegram_event",
-     "arguments": {"type": "build_completed", "title": "Build succeeded", "description": "main is green"}},
-    {"name": "performance-warning", "tool": "send_performance_alert",
-     "arguments": {"title": "p95 latency", "current_value": 850, "threshold": 500, "severity": "high"}},
-    {"name": "approval-needed", "tool": "send_approval_request",
-     "arguments": {"title": "Deploy to production?", "description": "v1.4.0 passed staging",
-                   "options": ["Approve", "Deny"]}},
-]  # fmt: skip
+    {
+        "name": "claude-task-complete",
+        "tool": "send_task_completion",
+        "arguments": {
+            "task_id": "feature-x",
+            "title": "Implement feature X",
+            "results": "All tests pass",
+            "duration_ms": 120000,
+        },
+    },
+    {
+        "name": "build-success",
+        "tool": "send_telegram_event",
+        "arguments": {"type": "build_completed", "title": "Build succeeded", "description": "main is green"},
+    },
+    {
+        "name": "performance-warning",
+        "tool": "send_performance_alert",
+        "arguments": {"title": "p95 latency", "current_value": 850, "threshold": 500, "severity": "high"},
+    },
+    {
+        "name": "approval-needed",
+        "tool": "send_approval_request",
+        "arguments": {
+            "title": "Deploy to production?",
+            "description": "v1.4.0 passed staging",
+            "options": ["Approve", "Deny"],
+        },
+    },
+]
 
 
 def register(mcp: MCPServer[Any], current: Callable[[], NotificationService]) -> None:
-    @mcp.resource("cctg://event-types", mime_type="application/json",
-                  description="Every event type send_telegram_event accepts, by category.")  # fmt: skip
+    @mcp.resource(
+        "cctg://event-types",
+        mime_type="application/json",
+        description="Every event type send_telegram_event accepts, by category.",
+    )
     def event_types() -> str:
         return json.dumps(
-            [{"type": t, "category": cat, "description": d} for cat, types in CATALOGUE.items()
-             for t, d in types.items()], indent=2)  # fmt: skip
+            [
+                {"type": t, "category": cat, "description": d}
+                for cat, types in CATALOGUE.items()
+                for t, d in types.items()
+            ],
+            indent=2,
+        )
 
-    @mcp.resource("cctg://event-templates", mime_type="application/json",
-                  description="Ready-made arguments for the common notifications.")  # fmt: skip
+    @mcp.resource(
+        "cctg://event-templates",
+        mime_type="application/json",
+        description="Ready-made arguments for the common notifications.",
+    )
     def event_templates() -> str:
         return json.dumps(EVENT_TEMPLATES, indent=2)
 
-    @mcp.resource("cctg://status", mime_type="application/json",
-                  description="The resilience status: breakers, retries, outbox, issues in words.")  # fmt: skip
+    @mcp.resource(
+        "cctg://status",
+        mime_type="application/json",
+        description="The resilience status: breakers, retries, outbox, issues in words.",
+    )
     async def status() -> str:
         return (await resilience_status(current())).model_dump_json(indent=2)
 

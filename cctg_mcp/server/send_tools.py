@@ -29,9 +29,20 @@ def register(mcp: MCPServer[Any]) -> None:
 
         Answers `delivered` or `queued` (stored; will be delivered automatically; do not resend)."""
         svc = service_of(ctx)
-        return await call(svc.submit(
-            checked(svc.build_event, type=type, title=title, description=description, task_id=task_id,
-                            source=source, data=data), operation="sendEvent"))  # fmt: skip
+        return await call(
+            svc.submit(
+                checked(
+                    svc.build_event,
+                    type=type,
+                    title=title,
+                    description=description,
+                    task_id=task_id,
+                    source=source,
+                    data=data,
+                ),
+                operation="sendEvent",
+            )
+        )
 
     @mcp.tool(annotations=SEND)
     async def send_telegram_message(
@@ -67,9 +78,14 @@ def register(mcp: MCPServer[Any]) -> None:
             data["files_affected"] = files_affected
         if duration_ms is not None:
             data["duration_ms"] = duration_ms
-        event = checked(svc.build_event, type="task_completion", title=title,
-                                description=f'Task "{title}" completed successfully',
-                                task_id=task_id, data=data)  # fmt: skip
+        event = checked(
+            svc.build_event,
+            type="task_completion",
+            title=title,
+            description=f'Task "{title}" completed successfully',
+            task_id=task_id,
+            data=data,
+        )
         return await call(svc.submit(event, operation="sendTaskCompletion"))
 
     @mcp.tool(annotations=SEND)
@@ -82,11 +98,20 @@ def register(mcp: MCPServer[Any]) -> None:
     ) -> SendResult:
         """Alert the person that a measured value crossed its threshold."""
         svc = service_of(ctx)
-        data = {"current_value": current_value, "threshold": threshold, "severity": severity,
-                "error_message": f"{title} is {current_value}, which exceeds threshold of {threshold}"}  # fmt: skip
-        event = checked(svc.build_event, type="performance_alert", title=title,
-                                description=f"Performance threshold exceeded: {title}", data=data,
-                                priority="critical" if severity in ("high", "critical") else "high")  # fmt: skip
+        data = {
+            "current_value": current_value,
+            "threshold": threshold,
+            "severity": severity,
+            "error_message": f"{title} is {current_value}, which exceeds threshold of {threshold}",
+        }
+        event = checked(
+            svc.build_event,
+            type="performance_alert",
+            title=title,
+            description=f"Performance threshold exceeded: {title}",
+            data=data,
+            priority="critical" if severity in ("high", "critical") else "high",
+        )
         return await call(svc.submit(event, operation="sendPerformanceAlert"))
 
     @mcp.tool(annotations=SEND)
@@ -101,8 +126,13 @@ def register(mcp: MCPServer[Any]) -> None:
     ) -> SendResult:
         """Ask the person a question with buttons on Telegram (e.g. before deploying)."""
         svc = service_of(ctx)
-        data = {"approval_prompt": description, "options": list(options), "requires_response": True,
-                "response_options": list(options), "timeout_minutes": 30}  # fmt: skip
+        data = {
+            "approval_prompt": description,
+            "options": list(options),
+            "requires_response": True,
+            "response_options": list(options),
+            "timeout_minutes": 30,
+        }
         event = checked(svc.build_event, type="approval_request", title=title, description=description, data=data)
         return await call(svc.submit(event, operation="sendApprovalRequest"))
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 
-class FaultMode(str, Enum):
+class FaultMode(StrEnum):
     NONE = "none"
     SERVER_ERROR = "server_error"
     RATE_LIMIT = "rate_limit"

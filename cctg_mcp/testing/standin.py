@@ -135,9 +135,7 @@ class TelegramStandIn:
         with self._cond:
             self._epoch += 1
             self._fault = (
-                None
-                if mode is FaultMode.NONE
-                else Fault(mode, methods, chats, retry_after, status, count, self._epoch)
+                None if mode is FaultMode.NONE else Fault(mode, methods, chats, retry_after, status, count, self._epoch)
             )
             self._cond.notify_all()
 

@@ -44,8 +44,12 @@ class HttpEndpointProbe:
 
     async def __call__(self) -> CheckResult:
         result = CheckResult.unhealthy("not probed")
-        async with httpx.AsyncClient(timeout=httpx.Timeout(self.timeout), transport=self._http_transport,
-                                     follow_redirects=False, headers=self.headers) as client:  # fmt: skip
+        async with httpx.AsyncClient(
+            timeout=httpx.Timeout(self.timeout),
+            transport=self._http_transport,
+            follow_redirects=False,
+            headers=self.headers,
+        ) as client:
             for attempt in range(1, self.retries + 2):
                 result = await self._once(client, attempt)
                 if result.status.value != "unhealthy":
@@ -58,8 +62,9 @@ class HttpEndpointProbe:
             response = await client.request(self.method, self.url)
         except httpx.HTTPError as exc:
             detail = redact(str(exc)) or "no detail"
-            return CheckResult.unhealthy(f"{where}: {type(exc).__name__}: {detail}",
-                                         error=type(exc).__name__, attempts=attempt)  # fmt: skip
+            return CheckResult.unhealthy(
+                f"{where}: {type(exc).__name__}: {detail}", error=type(exc).__name__, attempts=attempt
+            )
         status = response.status_code
         details = {"status_code": status, "attempts": attempt}
         if status in self.expected_status:

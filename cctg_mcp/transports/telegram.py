@@ -151,7 +151,7 @@ class TelegramTransport:
         self,
         offset: int | None,
         *,
-        timeout: int = 25,
+        timeout: int = 25,  # noqa: ASYNC109 (getUpdates' long-poll parameter, sent to Telegram)
         limit: int = 100,
         allowed_updates: list[str] | None = None,
     ) -> list[dict[str, Any]]:

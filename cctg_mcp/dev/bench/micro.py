@@ -95,8 +95,9 @@ async def rss_worker(sends: int, warmup: int) -> dict[str, Any]:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, content=payload, headers={"Content-Type": "application/json"})
 
-    transport = TelegramTransport("123456:TEST-TOKEN", "http://telegram.invalid",
-                                  http_transport=httpx.MockTransport(handler))  # fmt: skip
+    transport = TelegramTransport(
+        "123456:TEST-TOKEN", "http://telegram.invalid", http_transport=httpx.MockTransport(handler)
+    )
     pipeline = PipelineSet(load_resilience_config({}, None), metrics=MetricsRegistry()).for_component("telegram")
     chats = [100_000_001 + i for i in range(6)]
 
@@ -127,8 +128,11 @@ async def rss_worker(sends: int, warmup: int) -> dict[str, Any]:
 def rss_phase(plan: Plan) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, "-m", "cctg_mcp.dev.bench", "--rss-worker", str(plan.rss_sends), str(plan.rss_warmup)],
-        capture_output=True, text=True, check=True, cwd=ROOT,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
     worker = json.loads(out.stdout.strip().splitlines()[-1])
     return {
         "rss_growth_mb_100k": round(worker["rss_after_mb"] - worker["rss_before_mb"], 2),

@@ -22,10 +22,16 @@ BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 def git_sha() -> str:
     try:
-        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, cwd=ROOT,
-                             check=True).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, cwd=ROOT, check=True).stdout.strip()  # fmt: skip
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, cwd=ROOT, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return sha + ("-dirty" if dirty else "")
@@ -42,21 +48,36 @@ def _rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
 
     return [
         ("bare `await` of a no-op (p50)", f"{r['bare_call_us_p50']:.2f} µs", "", ""),
-        ("pipeline overhead on success (p50)", f"{r['pipeline_overhead_us_p50']:.2f} µs",
-         f"≤ {PIPELINE_GOAL_US:g} µs", verdict(r["pipeline_overhead_us_p50"] <= PIPELINE_GOAL_US)),
+        (
+            "pipeline overhead on success (p50)",
+            f"{r['pipeline_overhead_us_p50']:.2f} µs",
+            f"≤ {PIPELINE_GOAL_US:g} µs",
+            verdict(r["pipeline_overhead_us_p50"] <= PIPELINE_GOAL_US),
+        ),
         ("open-breaker rejection (p50)", f"{r['breaker_rejection_us_p50']:.2f} µs", "", ""),
         ("echo (`ping`) roundtrip over stdio (p50)", f"{echo:.2f} ms", "", ""),
-        ("`send_telegram_message` roundtrip (p50)", f"{send:.2f} ms ({ratio:.2f}x echo)",
-         f"≤ {SEND_VS_ECHO_GOAL:g}x echo", verdict(ratio <= SEND_VS_ECHO_GOAL)),
+        (
+            "`send_telegram_message` roundtrip (p50)",
+            f"{send:.2f} ms ({ratio:.2f}x echo)",
+            f"≤ {SEND_VS_ECHO_GOAL:g}x echo",
+            verdict(ratio <= SEND_VS_ECHO_GOAL),
+        ),
         ("sends, sequential", f"{r['throughput_sequential_calls_per_s']:.0f} calls/s", "", ""),
         (f"sends, {s['concurrency']} concurrent", f"{r['throughput_concurrent_calls_per_s']:.0f} calls/s", "", ""),
-        (f"drain of {s['drain_messages']} messages / {s['drain_chats']} chats after an outage",
-         f"{r['drain_seconds']:.1f} s (ideal {r['drain_ideal_seconds']:.1f} s, {drain_ratio:.3f}x)",
-         f"≤ {DRAIN_GOAL:.2f}x ideal", verdict(drain_ratio <= DRAIN_GOAL)),
+        (
+            f"drain of {s['drain_messages']} messages / {s['drain_chats']} chats after an outage",
+            f"{r['drain_seconds']:.1f} s (ideal {r['drain_ideal_seconds']:.1f} s, {drain_ratio:.3f}x)",
+            f"≤ {DRAIN_GOAL:.2f}x ideal",
+            verdict(drain_ratio <= DRAIN_GOAL),
+        ),
         ("429s provoked by the drain", str(r["drain_429s"]), "0", verdict(r["drain_429s"] == 0)),
-        (f"RSS growth over {s['rss_sends']:,} sends (HTTP stubbed)", f"{r['rss_growth_mb_100k']:.2f} MB",
-         f"≤ {RSS_GOAL_MB:g} MB", verdict(r["rss_growth_mb_100k"] <= RSS_GOAL_MB)),
-    ]  # fmt: skip
+        (
+            f"RSS growth over {s['rss_sends']:,} sends (HTTP stubbed)",
+            f"{r['rss_growth_mb_100k']:.2f} MB",
+            f"≤ {RSS_GOAL_MB:g} MB",
+            verdict(r["rss_growth_mb_100k"] <= RSS_GOAL_MB),
+        ),
+    ]
 
 
 def markdown(r: dict[str, Any]) -> str:

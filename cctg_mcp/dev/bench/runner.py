@@ -39,8 +39,10 @@ def run(plan: Plan) -> dict[str, Any]:
     logging.getLogger("cctg_mcp").setLevel(logging.ERROR)  # the tripped breaker would log a warning
     results: dict[str, Any] = {}
     load_before = os.getloadavg()[0]
-    write(f"cctg-mcp bench ({plan.mode}) on {platform.python_implementation()} {platform.python_version()}, "
-          f"{os.cpu_count()} CPUs\n")  # fmt: skip
+    write(
+        f"cctg-mcp bench ({plan.mode}) on {platform.python_implementation()} {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs\n"
+    )
     with tempfile.TemporaryDirectory(prefix="cctg-bench-") as tmp_name:
         tmp = Path(tmp_name)
         with open(tmp / "server-stderr.log", "w") as errlog:
@@ -72,12 +74,14 @@ def run(plan: Plan) -> dict[str, Any]:
         "rss_seconds": extras["_rss"]["seconds"],
         "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
-    results.update({
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "platform": f"{platform.system()} {platform.release()} {platform.machine()}, {os.cpu_count()} CPUs",
-        "git_sha": git_sha(),
-        "samples": samples,
-    })  # fmt: skip
+    results.update(
+        {
+            "python": f"{platform.python_implementation()} {platform.python_version()}",
+            "platform": f"{platform.system()} {platform.release()} {platform.machine()}, {os.cpu_count()} CPUs",
+            "git_sha": git_sha(),
+            "samples": samples,
+        }
+    )
     return results
 
 

@@ -35,7 +35,7 @@ import secrets
 import time
 import zlib
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -94,8 +94,8 @@ def parse_time(value: str) -> datetime | None:
     except ValueError:
         return None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
 
 
 def rfc3339(value: str | None = None) -> tuple[str, int]:
@@ -104,9 +104,9 @@ def rfc3339(value: str | None = None) -> tuple[str, int]:
     ``value`` is an RFC 3339 time; None or unparsable: now."""
     moment = parse_time(value) if value else None
     if moment is None:
-        moment = datetime.now(timezone.utc)
+        moment = datetime.now(UTC)
     epoch_ms = int(moment.timestamp() * 1000)
-    moment = datetime.fromtimestamp(epoch_ms / 1000, timezone.utc)
+    moment = datetime.fromtimestamp(epoch_ms / 1000, UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"), epoch_ms
 
 
@@ -245,8 +245,10 @@ class EventFileWriter:
         if isinstance(error, ResourceError) and exc.errno == errno.ENOSPC:
             return ResourceError(
                 f"Cannot write event files to {where}: no space left on device (ENOSPC). The event stays "
-                "queued and is written when space is freed.", code="ENOSPC", severity=Severity.CRITICAL,
-            )  # fmt: skip
+                "queued and is written when space is freed.",
+                code="ENOSPC",
+                severity=Severity.CRITICAL,
+            )
         error.message = f"Writing an event file to {where} failed: {error.message}"
         return error
 
@@ -339,8 +341,16 @@ def _parse_response(name: str, raw: bytes, resolve: Callable[[str], str | None] 
         elif data.startswith("details_"):
             task_id = data[len("details_") :] or None
         event_id = resolve(task_id) if (resolve is not None and task_id) else None
-        return TelegramResponse(kind="callback", action=action, event_id=event_id, task_id=task_id, option=option,
-                                option_index=index, callback_data=data, **common)  # fmt: skip
+        return TelegramResponse(
+            kind="callback",
+            action=action,
+            event_id=event_id,
+            task_id=task_id,
+            option=option,
+            option_index=index,
+            callback_data=data,
+            **common,
+        )
     text = _str(doc.get("message_text"))
     if text is None:
         return None

@@ -43,8 +43,14 @@ log = logging.getLogger(__name__)
 
 BRIDGE_NAME = "cctelegram-bridge"
 HealthState = Literal["healthy", "degraded", "unhealthy"]
-_METRIC_KEYS = ("uptime_seconds", "events_processed", "telegram_messages_sent", "error_count",
-                "memory_usage_mb", "cpu_usage_percent")  # fmt: skip
+_METRIC_KEYS = (
+    "uptime_seconds",
+    "events_processed",
+    "telegram_messages_sent",
+    "error_count",
+    "memory_usage_mb",
+    "cpu_usage_percent",
+)
 
 
 class BridgeNotFoundError(ConfigurationError):
@@ -78,8 +84,9 @@ async def probe_bridge_health(
     """One GET of the bridge's health URL, mapped to healthy | degraded | unhealthy."""
     where = redact(url)
     try:
-        async with httpx.AsyncClient(timeout=httpx.Timeout(timeout_s), transport=http_transport,
-                                     follow_redirects=False) as client:  # fmt: skip
+        async with httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout_s), transport=http_transport, follow_redirects=False
+        ) as client:
             response = await client.get(url)
     except httpx.HTTPError as exc:
         return BridgeHealth(status="unhealthy", detail=f"{where}: {type(exc).__name__}: {redact(str(exc))}".strip())
@@ -219,8 +226,7 @@ class BridgeProcessManager:
         proc = self._process
         if proc is not None:
             if proc.returncode is None:
-                return ProcessCheck(running=True, pid=proc.pid, message="Bridge process is running",
-                                    started_here=True)  # fmt: skip
+                return ProcessCheck(running=True, pid=proc.pid, message="Bridge process is running", started_here=True)
             log.warning("the bridge (pid %s) exited with status %s", proc.pid, proc.returncode)
             self._process = None
             self._clear_pid(proc.pid)
@@ -249,21 +255,29 @@ class BridgeProcessManager:
     async def _start(self) -> BridgeActionResult:
         state = self.check_process()
         if state.running:
-            return BridgeActionResult(success=True, message="Bridge is already running", pid=state.pid,
-                                      action="already_running")  # fmt: skip
+            return BridgeActionResult(
+                success=True, message="Bridge is already running", pid=state.pid, action="already_running"
+            )
         exe = self.find_executable()
         try:
             log_fd = await anyio.to_thread.run_sync(self._prepare)
             try:
-                proc = await anyio.open_process([str(exe)], stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd,
-                                                env=self._child_env(), start_new_session=True)  # fmt: skip
+                proc = await anyio.open_process(
+                    [str(exe)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_fd,
+                    stderr=log_fd,
+                    env=self._child_env(),
+                    start_new_session=True,
+                )
             finally:
                 os.close(log_fd)
             self._process = proc
             self._write_pid(proc.pid)
         except OSError as exc:
-            return BridgeActionResult(success=False, message=f"Failed to start bridge: {redact(str(exc))}",
-                                      action="failed")  # fmt: skip
+            return BridgeActionResult(
+                success=False, message=f"Failed to start bridge: {redact(str(exc))}", action="failed"
+            )
         self.starts += 1
         log.info("started the bridge %s (pid %s)", exe, proc.pid)
         return await self._await_started(proc)
@@ -283,22 +297,26 @@ class BridgeProcessManager:
             while proc.returncode is None:
                 health = await self.health(timeout_s=1.0)
                 if health.status == "healthy":
-                    return BridgeActionResult(success=True, message="Bridge started successfully", pid=proc.pid,
-                                              action="started")  # fmt: skip
+                    return BridgeActionResult(
+                        success=True, message="Bridge started successfully", pid=proc.pid, action="started"
+                    )
                 await anyio.sleep(0.05)  # waiting on a subprocess
         if proc.returncode is not None:
             self._process = None
             self._clear_pid(proc.pid)
             return BridgeActionResult(
-                success=False, action="failed",
+                success=False,
+                action="failed",
                 message=f"Bridge failed to start: it exited with status {proc.returncode}. See {self.log_file}; "
                 "the bridge needs TELEGRAM_BOT_TOKEN and TELEGRAM_ALLOWED_USERS in its environment.",
-            )  # fmt: skip
+            )
         why = health.detail if health is not None else "no answer"
         return BridgeActionResult(
-            success=True, pid=proc.pid, action="started",
+            success=True,
+            pid=proc.pid,
+            action="started",
             message=f"Bridge started (pid {proc.pid}), but its health endpoint is not healthy yet ({why}).",
-        )  # fmt: skip
+        )
 
     async def stop(self) -> BridgeActionResult:
         async with self._lock:
@@ -315,19 +333,26 @@ class BridgeProcessManager:
             log.warning("the bridge (pid %s) ignored SIGTERM for %.1fs: killing it", pid, self.grace_s)
             self._signal(pid, proc, signal.SIGKILL)
             if not await self._wait_exit(pid, proc, 5.0):
-                return BridgeActionResult(success=False, pid=pid, action="failed",
-                                          message=f"Failed to stop bridge: pid {pid} survived SIGKILL")  # fmt: skip
+                return BridgeActionResult(
+                    success=False,
+                    pid=pid,
+                    action="failed",
+                    message=f"Failed to stop bridge: pid {pid} survived SIGKILL",
+                )
         self._process = None
         self._clear_pid(pid)
         self.stops += 1
         if forced:
             return BridgeActionResult(
-                success=True, pid=pid, action="killed",
+                success=True,
+                pid=pid,
+                action="killed",
                 message=f"Bridge process (pid {pid}) did not stop within {self.grace_s:g}s of SIGTERM and was "
                 "forcefully terminated (SIGKILL)",
-            )  # fmt: skip
-        return BridgeActionResult(success=True, pid=pid, action="stopped",
-                                  message=f"Stopped bridge process (pid {pid})")  # fmt: skip
+            )
+        return BridgeActionResult(
+            success=True, pid=pid, action="stopped", message=f"Stopped bridge process (pid {pid})"
+        )
 
     @staticmethod
     def _signal(pid: int, proc: anyio.abc.Process | None, sig: signal.Signals) -> None:
@@ -355,13 +380,18 @@ class BridgeProcessManager:
         async with self._lock:
             stopped = await self._stop()
             if not stopped.success:
-                return BridgeActionResult(success=False, action="failed", pid=stopped.pid,
-                                          message=f"Restart failed: {stopped.message}")  # fmt: skip
+                return BridgeActionResult(
+                    success=False, action="failed", pid=stopped.pid, message=f"Restart failed: {stopped.message}"
+                )
             await self.clock.sleep(self.restart_delay_s)
             started = await self._start()
         prefix = "Restart successful" if started.success else "Restart failed"
-        return BridgeActionResult(success=started.success, message=f"{prefix}: {started.message}", pid=started.pid,
-                                  action="restarted" if started.success else "failed")  # fmt: skip
+        return BridgeActionResult(
+            success=started.success,
+            message=f"{prefix}: {started.message}",
+            pid=started.pid,
+            action="restarted" if started.success else "failed",
+        )
 
     async def ensure_running(self) -> BridgeActionResult:
         return await self.start()
