@@ -129,7 +129,7 @@ async def open_service(
             )
             stack.push_async_callback(service.answers.aclose)
         else:  # bridge: the bridge reads Telegram; answers come from its response files
-            service.answers = await BridgeAnswers.open(settings, clock=clock)
+            service.answers = await BridgeAnswers.open(settings, clock=clock, metrics=metrics)
             stack.push_async_callback(service.answers.aclose)
         async with anyio.create_task_group() as tg:
             await tg.start(supervisor.run)

@@ -136,7 +136,9 @@ async def bridge_answers(
         await box.enqueue(e, [0])
     index = EventIndex.open_sync(box.path)
     assert index is not None
-    answers = BridgeAnswers(tmp_path / "responses", index, clock=clock or FakeClock(), progress_interval=5.0)
+    answers = BridgeAnswers(
+        tmp_path / "responses", index, clock=clock or FakeClock(), progress_interval=5.0, allowed_users=USERS
+    )
     try:
         yield answers
     finally:
@@ -266,7 +268,7 @@ async def test_wait_answers_at_once_when_already_answered(tmp_path: Path) -> Non
 async def test_without_a_readable_outbox_answers_are_listed_unresolved(tmp_path: Path) -> None:
     assert EventIndex.open_sync(tmp_path / "missing" / "outbox.sqlite3") is None
     callback_file(tmp_path / "responses", "ack_build-1", at=NOW - 1)
-    answers = BridgeAnswers(tmp_path / "responses", None, clock=FakeClock())
+    answers = BridgeAnswers(tmp_path / "responses", None, clock=FakeClock(), allowed_users=USERS)
     listed = await answers.responses()
     assert listed.total == 1
     (press,) = listed.responses
@@ -276,6 +278,8 @@ async def test_without_a_readable_outbox_answers_are_listed_unresolved(tmp_path:
         "responses_dir": str(tmp_path / "responses"),
         "poller": None,
         "events_resolvable": False,
+        "allowed_users": 2,
+        "unauthorized_ignored": 0,
     }
 
 
@@ -305,7 +309,11 @@ async def send_approval(client: Client, events_dir: Path, title: str) -> tuple[s
 
 async def test_bridge_mode_answers_through_the_mcp_tools(tmp_path: Path) -> None:
     settings = make_settings(
-        None, tmp_path / "data", CCTG_DELIVERY="bridge", CC_TELEGRAM_BRIDGE_HEALTH_URL="http://127.0.0.1:9/health"
+        None,
+        tmp_path / "data",
+        CCTG_DELIVERY="bridge",
+        CC_TELEGRAM_BRIDGE_HEALTH_URL="http://127.0.0.1:9/health",
+        TELEGRAM_ALLOWED_USERS=",".join(map(str, USERS)),
     )
     assert settings.token == "" and settings.delivery == "bridge"
     responses = settings.responses_dir

@@ -11,6 +11,11 @@ parses them). ``BridgeAnswers`` gives the response tools the same interface as `
   of the outbox's ``events`` table). A task id shared by several events resolves to its
   newest approval request first (only approvals carry approve/deny buttons), else its newest
   event.
+- Only answers from ``TELEGRAM_ALLOWED_USERS`` count, exactly as for getUpdates answers: a
+  response file from anyone else (anyone who can write the directory can forge one) is
+  ignored, counted once per file (``unauthorized_ignored``, ``unauthorized_updates_total``)
+  and logged at most once a minute. With the allow-list empty no answer is accepted (fail
+  closed; the status says why).
 - ``clear`` deletes response files whose **mtime** is older than N hours (the bridge's own
   rule), and nothing else: never ``bridge_mode.json``, other files, directories or symlinks.
 - ``wait``: the standard library has no portable directory watch, so a waiter re-scans the
@@ -38,6 +43,8 @@ from cctg_mcp.answers.common import ProgressFn, summarise_pending, unknown_event
 from cctg_mcp.answers.models import ClearResult, PendingResponses, ResponseList, TelegramResponse, WaitResult
 from cctg_mcp.config import Settings
 from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
+from cctg_mcp.resilience.logthrottle import ThrottledLog
+from cctg_mcp.resilience.metrics import MetricsRegistry
 
 # A module import, used only inside functions: bridge.files imports answers.models, so when
 # it is imported first this module runs while bridge.files is still half-initialised.
@@ -50,6 +57,8 @@ T = TypeVar("T")
 DEFAULT_RESCAN_INTERVAL = 1.0
 
 Signature = frozenset[tuple[str, int, int]]
+#: Stranger files remembered (so each is counted once); past it the set starts over.
+MAX_STRANGER_FILES = 10_000
 
 
 class EventIndex:
@@ -145,10 +154,20 @@ class BridgeAnswers:
         clock: Clock = SYSTEM_CLOCK,
         progress_interval: float = 5.0,
         rescan_interval: float = DEFAULT_RESCAN_INTERVAL,
+        allowed_users: tuple[int, ...] | frozenset[int] = (),
+        metrics: MetricsRegistry | None = None,
     ) -> None:
         self.responses_dir = Path(responses_dir)
         self.index = index
         self.clock = clock
+        #: Whose answers count (TELEGRAM_ALLOWED_USERS); empty: nobody's.
+        self.allowed_users = frozenset(allowed_users)
+        self.metrics = metrics
+        #: Response files from users not in the allow-list, each counted once.
+        self.unauthorized = 0
+        self._strangers: set[str] = set()
+        self._strangers_lock = threading.Lock()
+        self._stranger_log = ThrottledLog(log, clock=clock)
         #: Seconds between progress notifications of ``wait``.
         self.progress_interval = progress_interval
         #: Seconds between directory scans of ``wait`` (see the module docstring).
@@ -156,9 +175,16 @@ class BridgeAnswers:
         self.scans = 0
 
     @classmethod
-    async def open(cls, settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> BridgeAnswers:
+    async def open(
+        cls, settings: Settings, *, clock: Clock = SYSTEM_CLOCK, metrics: MetricsRegistry | None = None
+    ) -> BridgeAnswers:
         index = await anyio.to_thread.run_sync(EventIndex.open_sync, settings.outbox_path)
-        return cls(settings.responses_dir, index, clock=clock)
+        if not settings.allowed_users:
+            log.warning(
+                "answers: TELEGRAM_ALLOWED_USERS is empty, so no answer from the bridge's response files "
+                "is accepted; set it to the same user ids as the bridge's"
+            )
+        return cls(settings.responses_dir, index, clock=clock, allowed_users=settings.allowed_users, metrics=metrics)
 
     async def aclose(self) -> None:
         if self.index is not None:
@@ -170,6 +196,13 @@ class BridgeAnswers:
             "responses_dir": str(self.responses_dir),
             "poller": None,
             "events_resolvable": self.index is not None,
+            "allowed_users": len(self.allowed_users),
+            "unauthorized_ignored": self.unauthorized,
+            **(
+                {}
+                if self.allowed_users
+                else {"answers_refused": "TELEGRAM_ALLOWED_USERS is empty: no bridge answer is accepted"}
+            ),
         }
 
     # ---- reading ------------------------------------------------------------------------
@@ -177,15 +210,39 @@ class BridgeAnswers:
     def _read_sync(self, since: float | None) -> list[TelegramResponse]:
         index = self.index
         if index is None:
-            return bridge_files.read_bridge_responses(self.responses_dir, since)
-        cache: dict[str, str | None] = {}  # one lookup per task id per read
+            rows = bridge_files.read_bridge_responses(self.responses_dir, since)
+        else:
+            cache: dict[str, str | None] = {}  # one lookup per task id per read
 
-        def resolve(task_id: str) -> str | None:
-            if task_id not in cache:
-                cache[task_id] = index.event_for_task(task_id)
-            return cache[task_id]
+            def resolve(task_id: str) -> str | None:
+                if task_id not in cache:
+                    cache[task_id] = index.event_for_task(task_id)
+                return cache[task_id]
 
-        return bridge_files.read_bridge_responses(self.responses_dir, since, resolve=resolve)
+            rows = bridge_files.read_bridge_responses(self.responses_dir, since, resolve=resolve)
+        return [r for r in rows if self._allowed(r)]
+
+    def _allowed(self, response: TelegramResponse) -> bool:
+        """True for an answer from the allow-list; a stranger's is counted (once per file) and logged."""
+        if response.user_id in self.allowed_users:
+            return True
+        key = f"{response.user_id}/{response.timestamp}/{response.id}"
+        with self._strangers_lock:
+            if key in self._strangers:
+                return False
+            if len(self._strangers) >= MAX_STRANGER_FILES:
+                self._strangers.clear()
+            self._strangers.add(key)
+            self.unauthorized += 1
+            self._stranger_log.note(
+                "stranger",
+                logging.WARNING,
+                "answers: ignored a bridge response file from user %s, who is not in TELEGRAM_ALLOWED_USERS",
+                response.user_id,
+            )
+        if self.metrics is not None:
+            self.metrics.incr("unauthorized_updates_total")
+        return False
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await anyio.to_thread.run_sync(fn, *args)

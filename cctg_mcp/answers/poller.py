@@ -8,7 +8,10 @@ unique on update_id, so a re-read stores nothing twice.
 
 Only updates from ``TELEGRAM_ALLOWED_USERS`` are stored. Others are counted
 (``unauthorized_updates_total``) and dropped; a stranger's button press is answered
-"Unauthorized". Allowed presses are acknowledged after they are stored.
+"Unauthorized". Allowed presses are acknowledged after they are stored. A flood of strangers
+writes one warning line a minute (with a count), not one per update. An update whose id does
+not fit SQLite's 64-bit integer (Telegram's own are far below) is skipped and logged, so it
+cannot block every later answer.
 
 Why a pipeline of its own (``telegram_updates``, built from the telegram component's
 breaker and retry settings) rather than the send pipeline: a long poll holds its call for
@@ -34,6 +37,7 @@ from cctg_mcp.answers.store import ResponseStore
 from cctg_mcp.resilience.breaker import CircuitBreaker
 from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
 from cctg_mcp.resilience.errors import BaseResilienceError, TelegramConflict, TelegramUnauthorized, redact
+from cctg_mcp.resilience.logthrottle import ThrottledLog
 from cctg_mcp.resilience.metrics import MetricsRegistry
 from cctg_mcp.resilience.pipeline import Pipeline, PipelineSet, breaker_settings, retry_policy
 from cctg_mcp.resilience.retry import RetryExecutor
@@ -43,6 +47,8 @@ log = logging.getLogger(__name__)
 DEFAULT_POLL_TIMEOUT = 25
 UPDATES_COMPONENT = "telegram_updates"
 ALLOWED_UPDATES = ["message", "callback_query"]
+#: Update ids must fit SQLite's signed 64-bit integer (and the offset one above them).
+MAX_UPDATE_ID = 2**63 - 2
 _ACK_TEXT = {"approve": "Approved ✅", "deny": "Denied ❌", "acknowledge": "Acknowledged 👍"}
 
 
@@ -103,6 +109,9 @@ class ResponsePoller:
         self.last_error: str | None = None
         self.last_success_at: float | None = None  # clock.monotonic()
         self._round: anyio.Event | None = None
+        self._throttled = ThrottledLog(log, clock=clock)
+        #: Updates skipped because their id is out of range.
+        self.skipped = 0
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -193,12 +202,24 @@ class ResponsePoller:
             ),
         )
         self.polls += 1
-        ids = [u["update_id"] for u in updates if isinstance(u.get("update_id"), int)]
+        usable: list[dict[str, Any]] = []
+        for update in updates:
+            update_id = update.get("update_id")
+            if not isinstance(update_id, int) or isinstance(update_id, bool):
+                continue
+            if not 0 <= update_id <= MAX_UPDATE_ID:
+                self.skipped += 1
+                self._throttled.note(
+                    "update_id", logging.WARNING, "answers: skipped an update whose id %s is out of range", update_id
+                )
+                continue
+            usable.append(update)
+        ids = [u["update_id"] for u in usable]
         if not ids:
             return []
         allowed: list[ParsedUpdate] = []
         strangers: list[ParsedUpdate] = []
-        for update in updates:
+        for update in usable:
             parsed = parse_update(update)
             if parsed is None:
                 continue
@@ -213,8 +234,11 @@ class ResponsePoller:
             self.unauthorized += 1
             if self.metrics is not None:
                 self.metrics.incr("unauthorized_updates_total")
-            log.warning(
-                "answers: ignored an update from user %s, who is not in TELEGRAM_ALLOWED_USERS", stranger.user_id
+            self._throttled.note(
+                "stranger",
+                logging.WARNING,
+                "answers: ignored an update from user %s, who is not in TELEGRAM_ALLOWED_USERS",
+                stranger.user_id,
             )
             if stranger.callback_query_id:
                 await self._answer(stranger.callback_query_id, "Unauthorized")

@@ -28,6 +28,9 @@ class AnswersSummary(BaseModel):
     in_conflict: bool = Field(description="The last getUpdates round was refused with 409.")
     last_error: str | None = Field(description="The poller's last error (redacted), None after a success.")
     responses_dir: str | None = Field(default=None, description="The bridge's responses directory (bridge mode).")
+    unauthorized_ignored: int = Field(
+        default=0, description="Answers from users not in TELEGRAM_ALLOWED_USERS, ignored so far."
+    )
     healthy: bool = Field(description="Answers are being read.")
 
 
@@ -35,6 +38,11 @@ def answers_summary(service: NotificationService, issues: list[str]) -> AnswersS
     """The summary, appending any problem to ``issues`` in words; None when answers are off."""
     answers = service.answers
     if isinstance(answers, BridgeAnswers):
+        if not answers.allowed_users:
+            issues.append(
+                "Answers from the bridge are not accepted: TELEGRAM_ALLOWED_USERS is empty "
+                "(set it to the same user ids as the bridge's)."
+            )
         return AnswersSummary(
             mode="bridge",
             poller_running=None,
@@ -43,7 +51,8 @@ def answers_summary(service: NotificationService, issues: list[str]) -> AnswersS
             in_conflict=False,
             last_error=None,
             responses_dir=str(answers.responses_dir),
-            healthy=True,
+            unauthorized_ignored=answers.unauthorized,
+            healthy=bool(answers.allowed_users),
         )
     if not isinstance(answers, Answers) or answers.poller is None:
         return None
@@ -69,5 +78,6 @@ def answers_summary(service: NotificationService, issues: list[str]) -> AnswersS
         getupdates_conflicts=poller.conflicts,
         in_conflict=poller.in_conflict,
         last_error=last_error,
+        unauthorized_ignored=poller.unauthorized,
         healthy=healthy,
     )

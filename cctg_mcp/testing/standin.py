@@ -224,6 +224,12 @@ class TelegramStandIn:
             self._cond.notify_all()
             return int(update["update_id"])
 
+    def push_raw_update(self, update: dict[str, Any]) -> None:
+        """Queue an update exactly as given, ``update_id`` included (odd or hostile ids)."""
+        with self._cond:
+            self._updates.append(dict(update))
+            self._cond.notify_all()
+
     def _user(self, user_id: int) -> dict[str, Any]:
         return {"id": user_id, "is_bot": False, "first_name": f"User{user_id}", "username": f"user{user_id}"}
 
