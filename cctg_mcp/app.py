@@ -22,6 +22,8 @@ from cctg_mcp.config import Settings
 from cctg_mcp.delivery.bridge import bridge_dispatcher
 from cctg_mcp.delivery.dispatcher import Dispatcher
 from cctg_mcp.delivery.housekeeping import run_housekeeping
+from cctg_mcp.delivery.mode import MODE_FILE, ModeStore
+from cctg_mcp.delivery.mode_switch import on_telegram_command
 from cctg_mcp.delivery.outbox import Outbox
 from cctg_mcp.delivery.pacing import Pacer
 from cctg_mcp.delivery.service import NotificationService
@@ -115,6 +117,8 @@ async def open_service(
             resilience=config,
             transport=sender,
         )
+        if transport is not None:  # direct delivery: the server owns the mode (bridge: the bridge does)
+            service.mode = dispatcher.mode = ModeStore(settings.data_dir / MODE_FILE)
         supervisor = DispatcherSupervisor(dispatcher, clock=clock)  # restarts a crashed/killed dispatcher loop
         service.supervisor = supervisor
         if chaos_sender is not None:
@@ -128,6 +132,8 @@ async def open_service(
                 settings, transport, pipelines, clock=clock, metrics=metrics, poll_timeout=poll_timeout
             )
             stack.push_async_callback(service.answers.aclose)
+            if service.answers.poller is not None:  # /cct:nomad, /cct:local, /cct:mute from Telegram
+                service.answers.poller.on_command = partial(on_telegram_command, service)
         else:  # bridge: the bridge reads Telegram; answers come from its response files
             service.answers = await BridgeAnswers.open(settings, clock=clock, metrics=metrics)
             stack.push_async_callback(service.answers.aclose)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -34,6 +35,7 @@ from anyio.abc import TaskStatus
 
 from cctg_mcp.answers.models import ParsedUpdate, TelegramResponse, parse_update
 from cctg_mcp.answers.store import ResponseStore
+from cctg_mcp.delivery.mode import Mode, parse_command
 from cctg_mcp.resilience.breaker import CircuitBreaker
 from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
 from cctg_mcp.resilience.errors import BaseResilienceError, TelegramConflict, TelegramUnauthorized, redact
@@ -50,6 +52,8 @@ ALLOWED_UPDATES = ["message", "callback_query"]
 #: Update ids must fit SQLite's signed 64-bit integer (and the offset one above them).
 MAX_UPDATE_ID = 2**63 - 2
 _ACK_TEXT = {"approve": "Approved ✅", "deny": "Denied ❌", "acknowledge": "Acknowledged 👍"}
+#: Handles a mode command (``/cct:nomad`` ...) from an allowed user: (mode, user_id, update_id).
+CommandHandler = Callable[[Mode, int, int], Awaitable[None]]
 
 
 def updates_pipeline(pipelines: PipelineSet) -> Pipeline:
@@ -112,6 +116,9 @@ class ResponsePoller:
         self._throttled = ThrottledLog(log, clock=clock)
         #: Updates skipped because their id is out of range.
         self.skipped = 0
+        #: Set by the composition root: mode commands are handed to it, not stored as answers.
+        self.on_command: CommandHandler | None = None
+        self.commands = 0
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -224,6 +231,8 @@ class ResponsePoller:
             if parsed is None:
                 continue
             (allowed if parsed.user_id in self.allowed_users else strangers).append(parsed)
+        if self.on_command is not None:
+            allowed = await self._commands(allowed)
         next_offset = max(ids) + 1
         rows, new = await self.store.store_batch(allowed, next_offset)
         self.offset = next_offset
@@ -249,6 +258,23 @@ class ResponsePoller:
                 await self._answer(query_id, ack_text(row))
         return rows
 
+    async def _commands(self, allowed: list[ParsedUpdate]) -> list[ParsedUpdate]:
+        """Apply the mode commands among ``allowed`` (before the offset is committed: a crash
+        re-reads and re-applies them, which is idempotent); the rest are answers."""
+        assert self.on_command is not None
+        answers: list[ParsedUpdate] = []
+        for update in allowed:
+            mode = parse_command(update.text) if update.kind == "text" else None
+            if mode is None:
+                answers.append(update)
+                continue
+            self.commands += 1
+            try:
+                await self.on_command(mode, update.user_id, update.update_id)
+            except Exception:  # a failed switch or confirmation must not stop reading answers
+                log.exception("answers: the mode command %r from user %s failed", update.text, update.user_id)
+        return answers
+
     async def _answer(self, query_id: str, text: str) -> None:
         """Acknowledge a button press (stops the spinner); a failure only costs the toast."""
         try:
@@ -266,6 +292,7 @@ class ResponsePoller:
             "polls": self.polls,
             "stored": self.stored,
             "unauthorized_ignored": self.unauthorized,
+            "mode_commands": self.commands,
             "conflicts": self.conflicts,
             "in_conflict": self.in_conflict,
             "consecutive_failures": self.consecutive_failures,

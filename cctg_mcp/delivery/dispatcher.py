@@ -18,8 +18,10 @@ from typing import Any, Literal, Protocol, TypeVar
 
 import anyio
 
+from cctg_mcp.delivery.mode import ModeStore
 from cctg_mcp.delivery.outbox import PRIORITY_RANK, Delivery, Outbox
 from cctg_mcp.delivery.pacing import Pacer
+from cctg_mcp.events.catalogue import Event
 from cctg_mcp.events.rendering import render_event
 from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
 from cctg_mcp.resilience.errors import (
@@ -108,6 +110,8 @@ class Dispatcher:
         #: ``min_priority`` above "low" is graceful degradation (only urgent rows go out).
         self.paused = False
         self.min_priority = "low"
+        #: The direct-delivery mode (nomad/local/muted, delivery/mode.py); None in bridge mode.
+        self.mode: ModeStore | None = None
         self.heartbeat: float | None = None
         #: Deliveries in progress (tool calls and the background loop), for a graceful drain.
         self.active = 0
@@ -120,9 +124,12 @@ class Dispatcher:
         """Look at the outbox now (new work, or due times changed)."""
         self._wake.set()
 
-    def hold_reason(self, priority: str) -> str | None:
-        """Why a new event of ``priority`` is queued without a direct attempt (the recovery
-        levers ``paused`` and ``min_priority``), or None when it may be sent at once."""
+    def hold_reason(self, priority: str, event: Event | None = None) -> str | None:
+        """Why a new event of ``priority`` is queued without a direct attempt (the mode, then
+        the recovery levers ``paused`` and ``min_priority``), or None when it may be sent at once."""
+        held = self.mode.hold_reason(event) if self.mode is not None else None
+        if held is not None:
+            return held
         if self.paused:
             return (
                 "delivery is paused by recovery (fallback mode): the event is stored and goes out when delivery resumes"
@@ -242,7 +249,8 @@ class Dispatcher:
         try:
             while True:
                 self.heartbeat = self.clock.monotonic()
-                if self.paused:
+                mode = self.mode.get() if self.mode is not None else "nomad"
+                if self.paused or mode == "muted":
                     batch: list[Delivery] = []
                 else:
                     # At most one second's worth of rows per chat (1 at Telegram's 1 msg/s): the
@@ -254,6 +262,7 @@ class Dispatcher:
                         limit=self.concurrency * 4,
                         min_priority=self.min_priority,
                         per_chat=max(1, int(self.pacer.settings.per_chat_per_second)),
+                        skip_answer_requests=mode == "local",
                     )
                 if batch:
                     async with anyio.create_task_group() as tg:
@@ -262,11 +271,13 @@ class Dispatcher:
                     continue
                 await self.outbox.recover_expired_leases()
                 due = await self.outbox.next_due_at()
-                if due is not None and due <= time.time() and self.min_priority != "low":
-                    due = None  # due rows below min_priority are not claimable: idle-poll, don't spin
+                held = self.paused or mode == "muted"
+                gated = held or self.min_priority != "low" or mode == "local"
+                if due is not None and due <= time.time() and gated:
+                    due = None  # due rows the levers or the mode hold back are not claimable: don't spin
                 wait = self.idle_poll_s if due is None else min(self.idle_poll_s, max(0.0, due - time.time()))
-                if wait > 0 or self.paused:
-                    with self.clock.timeout_scope(wait if not self.paused else self.idle_poll_s):
+                if wait > 0 or held:
+                    with self.clock.timeout_scope(wait if not held else self.idle_poll_s):
                         await self._wake.wait()
                 self._wake = anyio.Event()
         finally:

@@ -60,6 +60,10 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 PRIORITY_RANK = {"low": 0, "normal": 1, "high": 2, "critical": 3}
+#: Rows local mode holds back (delivery/mode.py ``asks_for_answer``, in SQL).
+ASKS_FOR_ANSWER_SQL = (
+    "(json_extract(e.payload,'$.type')='approval_request' OR json_extract(e.payload,'$.data.requires_response') IS 1)"
+)
 
 
 @dataclass(frozen=True)
@@ -191,23 +195,42 @@ class Outbox(ThreadedSqlite):
         return [Delivery(row["id"], event, row["chat_id"], status, 0, now, 0, [], None) for row in ids]
 
     async def claim_due(
-        self, owner: str, lease_s: float, *, limit: int = 50, min_priority: str = "low", per_chat: int | None = None
+        self,
+        owner: str,
+        lease_s: float,
+        *,
+        limit: int = 50,
+        min_priority: str = "low",
+        per_chat: int | None = None,
+        skip_answer_requests: bool = False,
     ) -> list[Delivery]:
         """Lease up to ``limit`` due deliveries of at least ``min_priority``, most urgent first.
+        ``skip_answer_requests`` (local mode) leaves events that ask for an answer pending.
 
         ``per_chat`` caps the rows taken per chat (the most urgent, then the oldest of each), so
         a batch spreads over every chat with a backlog instead of queueing behind one chat's
         rate limit."""
         now = time.time()
-        return await self._run(self._claim, now, owner, lease_s, limit, PRIORITY_RANK[min_priority], per_chat)
+        return await self._run(
+            self._claim, now, owner, lease_s, limit, PRIORITY_RANK[min_priority], per_chat, skip_answer_requests
+        )
 
     def _claim(
-        self, now: float, owner: str, lease_s: float, limit: int, min_rank: int, per_chat: int | None = None
+        self,
+        now: float,
+        owner: str,
+        lease_s: float,
+        limit: int,
+        min_rank: int,
+        per_chat: int | None = None,
+        skip_answer_requests: bool = False,
     ) -> list[Delivery]:
         due = (
             " FROM deliveries d JOIN events e USING (event_id)"
             " WHERE d.status='pending' AND d.next_attempt_at<=? AND d.priority>=?"
         )
+        if skip_answer_requests:
+            due += f" AND NOT {ASKS_FOR_ANSWER_SQL}"
         with self._conn:
             self._conn.execute("BEGIN IMMEDIATE")
             if per_chat is None:

@@ -154,6 +154,7 @@ class NotificationService:
         self.supervisor: Any = None  # supervisor.DispatcherSupervisor (restarts the delivery loop)
         self.prometheus_port: int | None = None  # bound port when Prometheus exposition is enabled
         self.bridge: Any = None  # transports.bridge.process.BridgeProcessManager (bridge_delivery.bridge_of)
+        self.mode: Any = None  # delivery.mode.ModeStore in direct delivery (nomad/local/muted)
         self.deadlines = {**DEFAULT_TOOL_DEADLINES, **(deadlines or {})}
         if resilience is not None:
             for operation in DEFAULT_TOOL_DEADLINES:
@@ -250,7 +251,7 @@ class NotificationService:
         While a recovery lever holds delivery (fallback pause, degraded mode below the event's
         priority) the event is only queued; ``bypass_holds`` (recovery's own alert) sends anyway."""
         outbox, dispatcher = self._ready()
-        held = None if bypass_holds else dispatcher.hold_reason(event.priority)
+        held = None if bypass_holds else dispatcher.hold_reason(event.priority, event)
         lease = None if held else (dispatcher.owner, dispatcher.lease_s)
         claimed = await outbox.enqueue(event, self.recipients(), lease=lease)
         if claimed is None:
@@ -332,13 +333,25 @@ class NotificationService:
         return SendResult(
             event_id=event.event_id,
             status="queued",
-            message="Stored durably; it will be delivered automatically when Telegram is reachable. "
-            "Do not send it again.",
+            message=_HELD_MESSAGE.get(
+                queued[0].reason or "",
+                "Stored durably; it will be delivered automatically when Telegram is reachable. Do not send it again.",
+            ),
             recipients=recipients,
             reason=queued[0].reason,
-            next_attempt_at=_iso(due),
-            retry_in_seconds=round(max(0.0, due - time.time()), 3),
+            # Held by the mode: no attempt is due until the mode changes.
+            next_attempt_at=None if queued[0].reason in _HELD_MESSAGE else _iso(due),
+            retry_in_seconds=None if queued[0].reason in _HELD_MESSAGE else round(max(0.0, due - time.time()), 3),
         )
+
+
+#: What a send held by the mode (delivery/mode.py) answers.
+_HELD_MESSAGE = {
+    "muted": "Muted: nothing is sent now. Stored durably; it goes out when the mode is switched back "
+    "(switch_to_nomad_mode or switch_to_local_mode, or /cct:nomad in Telegram). Do not send it again.",
+    "local": "Local mode: approval requests are not sent now. Stored durably; it goes out in nomad mode "
+    "(switch_to_nomad_mode, or /cct:nomad in Telegram). Do not send it again.",
+}
 
 
 def _advice(code: str | None) -> str:

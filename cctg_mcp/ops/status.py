@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from cctg_mcp.answers.report import AnswersSummary, answers_summary
+from cctg_mcp.delivery.mode_switch import ModeStatus, mode_status
 from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.resilience.health import HealthMonitor, HealthStatus
 from cctg_mcp.resilience.recovery import RecoveryManager, RecoveryStatistics
@@ -84,6 +85,9 @@ class ResilienceStatus(BaseModel):
     answers: AnswersSummary | None = Field(
         default=None,
         description="Reading the person's answers: getUpdates poller (telegram) or the bridge's response files.",
+    )
+    mode: ModeStatus | None = Field(
+        default=None, description="nomad / local / muted (switch_to_*_mode, or /cct:* in Telegram)."
     )
 
 
@@ -166,6 +170,9 @@ async def resilience_status(service: NotificationService) -> ResilienceStatus:
     answers = answers_summary(service, issues)
     if answers is not None and not answers.healthy:
         degrade("degraded")
+    mode = mode_status(service)
+    if mode is not None and mode.managed_by == "server" and mode.mode != "nomad":
+        issues.append(f"{mode.mode.capitalize() if mode.mode else ''} mode: {mode.meaning}.")
     health = _health_summary(service, issues)
     if health is not None:
         degrade("unhealthy" if not health.ready else "degraded" if health.unhealthy or health.degraded else "healthy")
@@ -185,6 +192,7 @@ async def resilience_status(service: NotificationService) -> ResilienceStatus:
         health=health,
         recovery=recovery,
         answers=answers,
+        mode=mode,
     )
 
 

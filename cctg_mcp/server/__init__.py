@@ -22,6 +22,7 @@ from cctg_mcp.server import (
     chaos_tools,
     diagnostic_tools,
     health_tools,
+    mode_tools,
     recovery_tools,
     resources,
     send_tools,
@@ -75,4 +76,5 @@ def build_server(
     health_tools.register(mcp)
     recovery_tools.register(mcp)
     bridge_tools.register(mcp)
+    mode_tools.register(mcp)
     return mcp

@@ -1,0 +1,181 @@
+"""Modes (nomad / local / muted) through the running server: a real mcp.Client, the server's
+poller and dispatcher, the Telegram stand-in over HTTP; bridge mode writes the original's
+Mode Switch Request event file."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from helpers import USERS, connected, fast_config, make_settings, text_of
+from mcp import Client
+
+from cctg_mcp.app import open_service
+from cctg_mcp.config import Settings
+from cctg_mcp.delivery.mode import ModeStore, parse_command, read_mode_file
+from cctg_mcp.server import build_server
+from cctg_mcp.testing import TelegramStandIn
+
+pytestmark = pytest.mark.anyio
+
+ALICE, BOB = USERS
+STRANGER = 999
+
+
+@asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[Client]:
+    """The server with a 1-second long poll, so Telegram commands are read promptly."""
+    server = build_server(lambda: open_service(settings, resilience=fast_config(), poll_timeout=1))
+    async with Client(server) as client:
+        yield client
+
+
+async def call(client: Client, tool: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
+    with anyio.fail_after(15):
+        result = await client.call_tool(tool, args or {})
+    assert not result.is_error, text_of(result)
+    content: dict[str, Any] | None = result.structured_content
+    assert content is not None
+    return content
+
+
+def mode_file(data_dir: Path) -> Any:
+    return json.loads((data_dir / "bridge_mode.json").read_text())
+
+
+async def until(predicate: Any, limit_s: float = 15.0) -> None:
+    with anyio.fail_after(limit_s):
+        while not predicate():  # noqa: ASYNC110  (waiting on the server's poller, another thread's HTTP)
+            await anyio.sleep(0.02)
+
+
+def test_commands_are_parsed_like_the_bridge() -> None:
+    assert parse_command("/cct:nomad") == "nomad"
+    assert parse_command("  /cct:mute@CCTelegramBot ") == "muted"
+    assert parse_command("/CCT:LOCAL now") == "local"
+    assert parse_command("/cct:nomadx") is None and parse_command("please /cct:mute") is None
+    assert parse_command("") is None and parse_command(None) is None
+
+
+def test_the_mode_file_is_the_bridges_format(tmp_path: Path) -> None:
+    store = ModeStore(tmp_path / "bridge_mode.json")
+    assert store.get() == "nomad" and not store.path.exists()  # no file: nomad
+    assert store.set("muted", by="tool") == "nomad"
+    assert json.loads(store.path.read_text()) == "Muted"
+    (tmp_path / "bridge_mode.json").write_text('"Local"')  # another process (or the bridge) wrote it
+    assert ModeStore(store.path).get() == "local" and store.get() == "local"
+    store.path.write_text('"Loud"')
+    with pytest.raises(ValueError, match='"Nomad", "Local", "Muted"'):
+        read_mode_file(store.path)
+    assert store.get() == "local" and store.error is not None  # a bad file keeps the last good mode
+
+
+async def test_mute_queues_every_send_and_unmuting_delivers_them(standin: TelegramStandIn, tmp_path: Path) -> None:
+    async with connected(make_settings(standin, tmp_path)) as client:
+        muted = await call(client, "switch_to_mute_mode")
+        assert (muted["success"], muted["mode"], muted["previous_mode"]) == (True, "muted", "nomad")
+        assert mode_file(tmp_path) == "Muted"
+
+        sent = await call(client, "send_telegram_message", {"message": "build green"})
+        assert (sent["status"], sent["reason"]) == ("queued", "muted")
+        assert sent["next_attempt_at"] is None and "Muted" in sent["message"]
+        approval = await call(client, "send_approval_request", {"title": "Deploy?", "description": "prod"})
+        assert (approval["status"], approval["reason"]) == ("queued", "muted")
+        status = await call(client, "get_resilience_status")
+        assert status["mode"]["mode"] == "muted" and status["mode"]["changed_by"] == "tool"
+        assert status["outbox"]["pending"] == 4  # two events x two people, none sent
+        assert standin.sent == []
+
+        back = await call(client, "switch_to_nomad_mode")
+        assert (back["mode"], back["previous_mode"]) == ("nomad", "muted")
+        await standin.await_messages(4)
+        texts = [m.text for m in standin.messages_for(ALICE)]
+        assert any("build green" in t for t in texts) and any("Deploy?" in t for t in texts)
+        assert mode_file(tmp_path) == "Nomad"
+
+
+async def test_local_mode_sends_notifications_and_holds_approvals(standin: TelegramStandIn, tmp_path: Path) -> None:
+    async with connected(make_settings(standin, tmp_path)) as client:
+        assert (await call(client, "switch_to_local_mode"))["mode"] == "local"
+        assert mode_file(tmp_path) == "Local"
+        note = await call(client, "send_telegram_message", {"message": "tests pass"})
+        assert note["status"] == "delivered"
+        approval = await call(client, "send_approval_request", {"title": "Merge?", "description": "PR 7"})
+        assert (approval["status"], approval["reason"]) == ("queued", "local")
+        asks = await call(
+            client,
+            "send_telegram_event",
+            {"type": "info_notification", "title": "Q", "description": "?", "data": {"requires_response": True}},
+        )
+        assert asks["reason"] == "local"
+        assert len(standin.sent) == 2 and all("tests pass" in m.text for m in standin.sent)
+
+        await call(client, "switch_to_nomad_mode")
+        await standin.await_messages(6)
+        keyboards = [m.reply_markup for m in standin.messages_for(ALICE) if "Merge?" in m.text]
+        assert len(keyboards) == 1 and keyboards[0] is not None  # the approval went out with its buttons
+
+
+async def test_a_mode_file_from_before_the_start_is_in_force(standin: TelegramStandIn, tmp_path: Path) -> None:
+    (tmp_path / "bridge_mode.json").write_text('"Muted"')  # e.g. switched by another session
+    async with connected(make_settings(standin, tmp_path)) as client:
+        sent = await call(client, "send_telegram_message", {"message": "quiet"})
+        status = await call(client, "get_resilience_status")
+    assert (sent["status"], sent["reason"]) == ("queued", "muted") and standin.sent == []
+    assert status["mode"]["mode"] == "muted" and status["mode"]["persisted"] is True
+    assert any(issue.startswith("Muted mode") for issue in status["active_issues"])
+
+
+async def test_telegram_commands_from_an_allowed_user_switch_the_mode(standin: TelegramStandIn, tmp_path: Path) -> None:
+    async with serving(make_settings(standin, tmp_path)) as client:
+        standin.push_text(STRANGER, "/cct:mute")  # not in TELEGRAM_ALLOWED_USERS: ignored
+        standin.push_text(ALICE, "/cct:mute")
+        await until(lambda: (tmp_path / "bridge_mode.json").exists())
+        assert mode_file(tmp_path) == "Muted"
+        await standin.await_messages(2)  # the confirmation goes to both people, even when muting
+        assert all("Muted mode" in m.text for m in standin.sent)
+
+        sent = await call(client, "send_telegram_message", {"message": "held"})
+        assert (sent["status"], sent["reason"]) == ("queued", "muted")
+        status = await call(client, "get_resilience_status")
+        assert status["mode"]["changed_by"] == f"telegram:{ALICE}"
+
+        standin.push_text(BOB, "/cct:nomad@CCTelegramBot")
+        await standin.await_messages(6)  # the Nomad confirmation and the held message, to both
+        assert mode_file(tmp_path) == "Nomad"
+        assert any("held" in m.text for m in standin.messages_for(BOB))
+        responses = await call(client, "get_telegram_responses", {"limit": 10})
+    assert responses["total"] == 0  # commands are not answers
+
+
+async def test_bridge_mode_asks_the_bridge_as_the_original_did(tmp_path: Path) -> None:
+    settings = make_settings(
+        None, tmp_path, CCTG_DELIVERY="bridge", CC_TELEGRAM_BRIDGE_HEALTH_URL="http://127.0.0.1:9/health"
+    )
+    (settings.responses_dir).mkdir(parents=True, exist_ok=True)
+    (settings.responses_dir / "bridge_mode.json").write_text('"Local"')  # what the bridge saved
+    async with connected(settings) as client:
+        result = await call(client, "switch_to_mute_mode")
+        status = await call(client, "get_resilience_status")
+    assert (result["success"], result["mode"]) == (True, "muted")
+    (written,) = [json.loads(p.read_text()) for p in settings.events_dir.glob("*.json")]
+    assert (written["type"], written["title"], written["description"]) == (
+        "info_notification",
+        "Mode Switch Request",
+        "/cct:mute",
+    )
+    assert (written["data"]["command"], written["data"]["requested_mode"]) == ("/cct:mute", "muted")
+    assert written["event_id"] == result["event_id"]
+    assert (status["mode"]["managed_by"], status["mode"]["mode"]) == ("bridge", "local")  # the bridge decides
+    assert not (tmp_path / "bridge_mode.json").exists()  # the server does not switch itself in bridge mode
+
+
+async def test_mode_tools_without_configuration_say_what_to_set(tmp_path: Path) -> None:
+    async with connected(make_settings(None, tmp_path, CCTG_DELIVERY="telegram")) as client:
+        result = await client.call_tool("switch_to_nomad_mode", {})
+    assert result.is_error and "TELEGRAM_BOT_TOKEN" in text_of(result)
