@@ -1,27 +1,38 @@
 """Settings: the one place that reads the environment.
 
-``load_settings(environ)`` turns environment variables (names in DESIGN.md §4) into a
-validated ``Settings``. A malformed value raises ``ConfigurationError`` naming the variable
-and what is allowed; nothing falls back silently. A missing token is *not* an error here:
-the server still starts, lists its tools and reports "not configured" from them.
+One ``pydantic-settings`` model, ``Settings``: every variable is ``CCTG_<FIELD>``, and the
+seed's names (``TELEGRAM_BOT_TOKEN``, ``CC_TELEGRAM_EVENTS_DIR``, ...) stay accepted as
+aliases (the ``CCTG_`` name wins when both are set). ``load_settings(environ)`` reads a given
+mapping (``os.environ`` when not given). A malformed value raises ``ConfigurationError`` naming
+the variable that was read and what is allowed, in one style; nothing falls back silently.
+A missing token is *not* an error here: the server still starts, lists its tools and reports
+"not configured" from them. Booleans and durations use ``resilience.units`` (one parser each;
+``CCTG_LEASE_SECONDS=2m`` works). The resilience variables of the seed (``CIRCUIT_BREAKER_*``,
+``HEALTH_CHECK_*``, ...) are read by ``resilience.config_env`` with the same parsers.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.sources.utils import parse_env_vars
 
+from cctg_mcp.resilience.config_tables import Environment
 from cctg_mcp.resilience.errors import ConfigurationError
+from cctg_mcp.resilience.units import parse_bool, parse_duration
 
 Delivery = Literal["telegram", "bridge"]
-Environment = Literal["development", "staging", "production"]
 
 DEFAULT_API_BASE_URL = "https://api.telegram.org"
 DEFAULT_BRIDGE_HEALTH_URL = "http://localhost:8080/health"
+#: Prefixes of the variables this server reads (``sources`` lists those that were set).
+PREFIXES = ("TELEGRAM_", "CCTG_", "CC_TELEGRAM_")
 
 
 class PacingSettings(BaseModel):
@@ -35,38 +46,240 @@ class PacingSettings(BaseModel):
     group_per_minute: float = 20.0
 
 
-class Settings(BaseModel):
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+# ---- value parsers: each raises ValueError("<what is wrong>: use <what is allowed>").
+def _token(raw: Any) -> SecretStr | None:
+    value = (raw.get_secret_value() if isinstance(raw, SecretStr) else str(raw or "")).strip()
+    if not value:
+        return None
+    if ":" not in value or any(c.isspace() for c in value):
+        raise ValueError("does not look like a bot token (expected '<digits>:<secret>' as given by @BotFather)")
+    return SecretStr(value)
 
-    telegram_bot_token: SecretStr | None = None
-    allowed_users: tuple[int, ...] = ()
-    api_base_url: str = DEFAULT_API_BASE_URL
-    data_dir: Path
-    delivery: Delivery = "telegram"
-    environment: Environment = "production"
-    config_path: Path | None = None
-    events_dir: Path
-    responses_dir: Path
-    bridge_health_url: str = DEFAULT_BRIDGE_HEALTH_URL
-    #: The CCTelegram bridge executable (CC_TELEGRAM_BRIDGE_PATH); None: ``cctelegram-bridge`` on PATH.
-    bridge_path: Path | None = None
-    pacing: PacingSettings = PacingSettings()
-    #: Seconds a claimed delivery stays leased (CCTG_LEASE_SECONDS, >= 5): after a crash
-    #: (SIGKILL) its rows go back to the queue once this runs out. Default 120.
-    lease_seconds: float = 120.0
+
+def _users(raw: Any) -> tuple[int, ...]:
+    if isinstance(raw, list | tuple):
+        return tuple(dict.fromkeys(int(x) for x in raw))
+    users: list[int] = []
+    for part in str(raw).split(","):
+        item = part.strip()
+        if not item:
+            continue
+        try:
+            users.append(int(item))
+        except ValueError:
+            raise ValueError(
+                f"contains {item!r}, which is not a numeric Telegram user id: "
+                "use comma-separated integers such as 123456789,987654321"
+            ) from None
+    return tuple(dict.fromkeys(users))
+
+
+def _url(raw: Any) -> str:
+    value = str(raw).strip().rstrip("/")
+    if not value.startswith(("http://", "https://")) or len(value) < 10:
+        raise ValueError("is not an http(s) URL")
+    return value
+
+
+def _choice(*allowed: str) -> BeforeValidator:
+    def check(raw: Any) -> str:
+        value = str(raw).strip().lower()
+        if value not in allowed:
+            raise ValueError(f"is not allowed: use one of {', '.join(allowed)}")
+        return value
+
+    return BeforeValidator(check)
+
+
+def _path(raw: Any) -> Path | None:
+    value = str(raw).strip() if raw is not None else ""
+    return Path(os.path.expanduser(value)) if value else None
+
+
+def _positive(raw: Any) -> float:
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise ValueError("is not a number: use a positive number") from None
+    if not value > 0 or value == float("inf"):
+        raise ValueError("must be a positive, finite number")
+    return value
+
+
+def _rate_limit(raw: Any) -> float:
+    return 0.0 if str(raw).strip().lower() in ("0", "0.0", "off") else _positive(raw)
+
+
+def _whole(low: int, high: int) -> BeforeValidator:
+    def check(raw: Any) -> int:
+        try:
+            value = int(str(raw).strip())
+        except ValueError:
+            raise ValueError(f"is not a whole number: use {low}..{high}") from None
+        if not low <= value <= high:
+            raise ValueError(f"is out of range: use {low}..{high}")
+        return value
+
+    return BeforeValidator(check)
+
+
+def _lease(raw: Any) -> float:
+    seconds = parse_duration(raw, "s")
+    if seconds < 5:
+        raise ValueError("is too short: use at least 5 seconds")
+    return seconds
+
+
+def _host(raw: Any) -> str:
+    host = str(raw).strip()
+    if not host or any(c.isspace() or c in "/?#@" for c in host):
+        raise ValueError("is not a host name or IP address")
+    return host
+
+
+def _http_token(raw: Any) -> SecretStr | None:
+    value = (raw.get_secret_value() if isinstance(raw, SecretStr) else str(raw or "")).strip()
+    if not value:
+        return None
+    if len(value) < 16 or any(c.isspace() or not c.isprintable() for c in value):
+        raise ValueError(
+            "is too weak or malformed: use at least 16 printable characters without spaces (for example "
+            "the output of `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+        )
+    return SecretStr(value)
+
+
+def _names(raw: Any) -> tuple[str, ...]:
+    items = raw if isinstance(raw, list | tuple) else str(raw).split(",")
+    return tuple(dict.fromkeys(str(x).strip().lower() for x in items if str(x).strip()))
+
+
+def _env(*names: str) -> Any:
+    """An optional field and the variables it reads, in priority order (``CCTG_`` name first)."""
+    return Field(None, validation_alias=AliasChoices(*names))
+
+
+#: Values whose text is never echoed in an error.
+_SECRETS = frozenset({"telegram_bot_token", "http_token"})
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("cctg_environ", default=None)
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    """The environment source, reading the mapping ``load_settings`` was given."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        environ = _ENVIRON.get()
+        return parse_env_vars(
+            os.environ if environ is None else environ,
+            self.case_sensitive,
+            self.env_ignore_empty,
+            self.env_parse_none_str,
+        )
+
+
+class Settings(BaseSettings):
+    """The server's settings, validated; build with ``load_settings``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CCTG_",
+        case_sensitive=True,
+        env_ignore_empty=True,
+        enable_decoding=False,
+        frozen=True,
+        extra="ignore",
+        validate_default=True,
+        populate_by_name=True,
+    )
+
+    telegram_bot_token: Annotated[SecretStr | None, BeforeValidator(_token)] = _env(
+        "CCTG_TELEGRAM_BOT_TOKEN", "TELEGRAM_BOT_TOKEN"
+    )
+    allowed_users: Annotated[tuple[int, ...], BeforeValidator(_users)] = Field(
+        (), validation_alias=AliasChoices("CCTG_ALLOWED_USERS", "TELEGRAM_ALLOWED_USERS")
+    )
+    api_base_url: Annotated[str, BeforeValidator(_url)] = Field(
+        DEFAULT_API_BASE_URL, validation_alias=AliasChoices("CCTG_API_BASE_URL", "TELEGRAM_API_BASE_URL")
+    )
+    data_dir: Annotated[Path, BeforeValidator(_path)] = Field(
+        Path("~/.cc_telegram"), validation_alias=AliasChoices("CCTG_DATA_DIR")
+    )
+    #: Default: ``telegram`` with a token, ``bridge`` without one.
+    delivery: Annotated[Delivery, _choice("telegram", "bridge")] = Field(
+        default_factory=lambda data: "telegram" if data.get("telegram_bot_token") else "bridge",
+        validation_alias=AliasChoices("CCTG_DELIVERY"),
+    )
+    environment: Annotated[Environment, _choice("development", "staging", "production")] = Field(
+        "production", validation_alias=AliasChoices("CCTG_ENVIRONMENT")
+    )
+    config_path: Annotated[Path | None, BeforeValidator(_path)] = _env("CCTG_CONFIG")
+    events_dir: Annotated[Path, BeforeValidator(_path)] = Field(
+        default_factory=lambda data: data["data_dir"] / "events",
+        validation_alias=AliasChoices("CCTG_EVENTS_DIR", "CC_TELEGRAM_EVENTS_DIR"),
+    )
+    responses_dir: Annotated[Path, BeforeValidator(_path)] = Field(
+        default_factory=lambda data: data["data_dir"] / "responses",
+        validation_alias=AliasChoices("CCTG_RESPONSES_DIR", "CC_TELEGRAM_RESPONSES_DIR"),
+    )
+    bridge_health_url: Annotated[str, BeforeValidator(_url)] = Field(
+        DEFAULT_BRIDGE_HEALTH_URL,
+        validation_alias=AliasChoices("CCTG_BRIDGE_HEALTH_URL", "CC_TELEGRAM_BRIDGE_HEALTH_URL"),
+    )
+    #: The CCTelegram bridge executable; None: ``cctelegram-bridge`` on PATH.
+    bridge_path: Annotated[Path | None, BeforeValidator(_path)] = _env("CCTG_BRIDGE_PATH", "CC_TELEGRAM_BRIDGE_PATH")
+    rate_per_chat: Annotated[float, BeforeValidator(_positive)] = Field(1.0, validation_alias="CCTG_RATE_PER_CHAT")
+    rate_per_chat_burst: Annotated[float, BeforeValidator(_positive)] = Field(
+        3, validation_alias="CCTG_RATE_PER_CHAT_BURST"
+    )
+    rate_global: Annotated[float, BeforeValidator(_positive)] = Field(30.0, validation_alias="CCTG_RATE_GLOBAL")
+    rate_group_per_minute: Annotated[float, BeforeValidator(_positive)] = Field(
+        20.0, validation_alias="CCTG_RATE_GROUP_PER_MINUTE"
+    )
+    #: Seconds a claimed delivery stays leased (>= 5; units accepted: ``2m``): after a crash
+    #: (SIGKILL) its rows go back to the queue once this runs out.
+    lease_seconds: Annotated[float, BeforeValidator(_lease)] = Field(120.0, validation_alias="CCTG_LEASE_SECONDS")
     #: Streamable HTTP transport (``serve --transport http``): bind address, port, and the
     #: bearer token clients must send (required to bind anything but loopback).
-    http_host: str = "127.0.0.1"
-    http_port: int = 8765
-    http_token: SecretStr | None = None
-    #: Tool calls per minute per client session (CCTG_TOOL_RATE_LIMIT; 0 turns the limit off).
-    tool_rate_limit: float = 120.0
-    #: Most deliveries waiting in the outbox (CCTG_OUTBOX_MAX_PENDING); past it sends are refused.
-    outbox_max_pending: int = 100_000
-    #: Most bytes of event payload waiting (CCTG_OUTBOX_MAX_BYTES); past it sends are refused.
-    outbox_max_bytes: int = 256 * 1024 * 1024
+    http_host: Annotated[str, BeforeValidator(_host)] = Field("127.0.0.1", validation_alias="CCTG_HTTP_HOST")
+    http_port: Annotated[int, _whole(0, 65535)] = Field(8765, validation_alias="CCTG_HTTP_PORT")
+    http_token: Annotated[SecretStr | None, BeforeValidator(_http_token)] = _env("CCTG_HTTP_TOKEN")
+    #: Tool calls per minute per client session (0 or ``off`` turns the limit off).
+    tool_rate_limit: Annotated[float, BeforeValidator(_rate_limit)] = Field(
+        120.0, validation_alias="CCTG_TOOL_RATE_LIMIT"
+    )
+    #: Most deliveries waiting in the outbox; past it sends are refused.
+    outbox_max_pending: Annotated[int, _whole(1, 1_000_000_000)] = Field(
+        100_000, validation_alias="CCTG_OUTBOX_MAX_PENDING"
+    )
+    #: Most bytes of event payload waiting; past it sends are refused.
+    outbox_max_bytes: Annotated[int, _whole(1024, 2**40)] = Field(
+        256 * 1024 * 1024, validation_alias="CCTG_OUTBOX_MAX_BYTES"
+    )
+    #: Tool sets to list (``server.toolsets``); empty: the default for the delivery and environment.
+    toolsets: Annotated[tuple[str, ...], BeforeValidator(_names)] = Field((), validation_alias="CCTG_TOOLSETS")
+    #: List only the tools that change nothing (readOnlyHint).
+    read_only: Annotated[bool, BeforeValidator(parse_bool)] = Field(False, validation_alias="CCTG_READ_ONLY")
     #: Variables that were read, for ``cctg-mcp check`` and the status tool (no secrets).
-    sources: tuple[str, ...] = ()
+    sources: tuple[str, ...] = Field((), exclude=False)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, _MappingEnvSource(settings_cls))
+
+    @property
+    def pacing(self) -> PacingSettings:
+        return PacingSettings(
+            per_chat_per_second=self.rate_per_chat,
+            per_chat_burst=int(self.rate_per_chat_burst),
+            global_per_second=self.rate_global,
+            group_per_minute=self.rate_group_per_minute,
+        )
 
     @property
     def outbox_path(self) -> Path:
@@ -101,147 +314,37 @@ class Settings(BaseModel):
         return out
 
 
-def _bool(name: str, raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ConfigurationError(f"{name}={raw!r} is not a boolean: use true or false.")
+def _variables(field: str) -> tuple[str, ...]:
+    info = Settings.model_fields[field]
+    alias = info.validation_alias
+    if isinstance(alias, AliasChoices):
+        return tuple(str(choice) for choice in alias.choices)
+    return (str(alias),) if alias else (f"CCTG_{field.upper()}",)
 
 
-def _positive_float(name: str, raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigurationError(f"{name}={raw!r} is not a number: use a positive number.") from None
-    if not value > 0 or value != value or value == float("inf"):
-        raise ConfigurationError(f"{name}={raw!r} must be a positive, finite number.")
-    return value
-
-
-def _users(raw: str) -> tuple[int, ...]:
-    users: list[int] = []
-    for part in raw.split(","):
-        item = part.strip()
-        if not item:
-            continue
-        try:
-            users.append(int(item))
-        except ValueError:
-            raise ConfigurationError(
-                f"TELEGRAM_ALLOWED_USERS contains {item!r}, which is not a numeric Telegram user id: "
-                "use comma-separated integers such as 123456789,987654321."
-            ) from None
-    return tuple(dict.fromkeys(users))
-
-
-def _url(name: str, raw: str) -> str:
-    value = raw.strip().rstrip("/")
-    if not value.startswith(("http://", "https://")) or len(value) < 10:
-        raise ConfigurationError(f"{name}={raw!r} is not an http(s) URL.")
-    return value
-
-
-def _choice(name: str, raw: str, allowed: tuple[str, ...]) -> str:
-    value = raw.strip().lower()
-    if value not in allowed:
-        raise ConfigurationError(f"{name}={raw!r} is not allowed: use one of {', '.join(allowed)}.")
-    return value
-
-
-def _path(raw: str) -> Path:
-    return Path(os.path.expanduser(raw.strip()))
-
-
-def _int(name: str, raw: str, low: int, high: int) -> int:
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise ConfigurationError(f"{name}={raw!r} is not a whole number: use {low}..{high}.") from None
-    if not low <= value <= high:
-        raise ConfigurationError(f"{name}={raw!r} is out of range: use {low}..{high}.")
-    return value
-
-
-def _http_settings(env: Mapping[str, str]) -> dict[str, Any]:
-    """CCTG_HTTP_*, CCTG_TOOL_RATE_LIMIT and CCTG_OUTBOX_MAX_PENDING/_BYTES (hardening settings)."""
-    host = env.get("CCTG_HTTP_HOST", "127.0.0.1").strip()
-    if not host or any(c.isspace() or c in "/?#@" for c in host):
-        raise ConfigurationError(f"CCTG_HTTP_HOST={host!r} is not a host name or IP address.")
-    token = env.get("CCTG_HTTP_TOKEN", "").strip()
-    if token and (len(token) < 16 or any(c.isspace() or not c.isprintable() for c in token)):
-        # Never echo the value.
-        raise ConfigurationError(
-            "CCTG_HTTP_TOKEN is too weak or malformed: use at least 16 printable characters without "
-            "spaces (for example the output of `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)."
-        )
-    raw_rate = env.get("CCTG_TOOL_RATE_LIMIT", "120").strip()
-    rate = 0.0 if raw_rate in ("0", "0.0", "off") else _positive_float("CCTG_TOOL_RATE_LIMIT", raw_rate)
-    return {
-        "http_host": host,
-        "http_port": _int("CCTG_HTTP_PORT", env.get("CCTG_HTTP_PORT", "8765"), 0, 65535),
-        "http_token": SecretStr(token) if token else None,
-        "tool_rate_limit": rate,
-        "outbox_max_pending": _int(
-            "CCTG_OUTBOX_MAX_PENDING", env.get("CCTG_OUTBOX_MAX_PENDING", "100000"), 1, 1_000_000_000
-        ),
-        "outbox_max_bytes": _int(
-            "CCTG_OUTBOX_MAX_BYTES", env.get("CCTG_OUTBOX_MAX_BYTES", str(256 * 1024 * 1024)), 1024, 2**40
-        ),
-    }
+def _configuration_error(exc: ValidationError, env: Mapping[str, str]) -> ConfigurationError:
+    """The first problem, as ``NAME='value' <what is wrong>: use <what is allowed>.``"""
+    err = exc.errors(include_url=False)[0]
+    loc = str(err["loc"][0]) if err["loc"] else ""
+    field = next((name for name in Settings.model_fields if loc == name or loc in _variables(name)), loc)
+    names = _variables(field) if field in Settings.model_fields else (loc,)
+    var = next((name for name in names if env.get(name, "").strip()), names[0])
+    ctx = err.get("ctx") or {}
+    reason = str(ctx["error"]) if "error" in ctx else str(err["msg"])
+    if field in _SECRETS:  # never echo the value: it may be a real secret with a typo
+        return ConfigurationError(f"{var} {reason}.")
+    return ConfigurationError(f"{var}={env.get(var, '')!r} {reason}.")
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and validate the environment (``os.environ`` when not given)."""
     env = dict(os.environ if environ is None else environ)
-    sources = tuple(sorted(k for k in env if k.startswith(("TELEGRAM_", "CCTG_", "CC_TELEGRAM_"))))
-
-    token = env.get("TELEGRAM_BOT_TOKEN", "").strip() or None
-    if token is not None and (":" not in token or any(c.isspace() for c in token)):
-        # Never echo the value: it may be a real token with a typo.
-        raise ConfigurationError(
-            "TELEGRAM_BOT_TOKEN does not look like a bot token (expected '<digits>:<secret>' as given by @BotFather)."
-        )
-    users = _users(env.get("TELEGRAM_ALLOWED_USERS", ""))
-    base_url = _url("TELEGRAM_API_BASE_URL", env.get("TELEGRAM_API_BASE_URL", DEFAULT_API_BASE_URL))
-    data_dir = _path(env.get("CCTG_DATA_DIR", "~/.cc_telegram"))
-    default_delivery = "telegram" if token else "bridge"
-    delivery = _choice("CCTG_DELIVERY", env.get("CCTG_DELIVERY", default_delivery), ("telegram", "bridge"))
-    environment = _choice(
-        "CCTG_ENVIRONMENT", env.get("CCTG_ENVIRONMENT", "production"), ("development", "staging", "production")
-    )
-    config_path = _path(env["CCTG_CONFIG"]) if env.get("CCTG_CONFIG", "").strip() else None
-    events_dir = _path(env.get("CC_TELEGRAM_EVENTS_DIR", str(data_dir / "events")))
-    responses_dir = _path(env.get("CC_TELEGRAM_RESPONSES_DIR", str(data_dir / "responses")))
-    health_url = _url(
-        "CC_TELEGRAM_BRIDGE_HEALTH_URL", env.get("CC_TELEGRAM_BRIDGE_HEALTH_URL", DEFAULT_BRIDGE_HEALTH_URL)
-    )
-    bridge_path = _path(env["CC_TELEGRAM_BRIDGE_PATH"]) if env.get("CC_TELEGRAM_BRIDGE_PATH", "").strip() else None
-    pacing = PacingSettings(
-        per_chat_per_second=_positive_float("CCTG_RATE_PER_CHAT", env.get("CCTG_RATE_PER_CHAT", "1")),
-        per_chat_burst=int(_positive_float("CCTG_RATE_PER_CHAT_BURST", env.get("CCTG_RATE_PER_CHAT_BURST", "3"))),
-        global_per_second=_positive_float("CCTG_RATE_GLOBAL", env.get("CCTG_RATE_GLOBAL", "30")),
-        group_per_minute=_positive_float("CCTG_RATE_GROUP_PER_MINUTE", env.get("CCTG_RATE_GROUP_PER_MINUTE", "20")),
-    )
-    lease_seconds = _positive_float("CCTG_LEASE_SECONDS", env.get("CCTG_LEASE_SECONDS", "120"))
-    if lease_seconds < 5:
-        raise ConfigurationError(f"CCTG_LEASE_SECONDS={lease_seconds:g} is too short: use at least 5 seconds.")
-    http = _http_settings(env)
-    return Settings(
-        **http,
-        telegram_bot_token=SecretStr(token) if token else None,
-        allowed_users=users,
-        api_base_url=base_url,
-        data_dir=data_dir,
-        delivery=delivery,  # type: ignore[arg-type]
-        environment=environment,  # type: ignore[arg-type]
-        config_path=config_path,
-        events_dir=events_dir,
-        responses_dir=responses_dir,
-        bridge_health_url=health_url,
-        bridge_path=bridge_path,
-        pacing=pacing,
-        lease_seconds=lease_seconds,
-        sources=sources,
-    )
+    sources = tuple(sorted(k for k in env if k.startswith(PREFIXES)))
+    reset = _ENVIRON.set(env)
+    try:
+        init: dict[str, Any] = {"sources": sources}  # the rest comes from the environment source
+        return Settings(**init)
+    except ValidationError as exc:
+        raise _configuration_error(exc, env) from None
+    finally:
+        _ENVIRON.reset(reset)

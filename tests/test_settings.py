@@ -65,3 +65,45 @@ def test_problems_say_what_to_set(tmp_path: Path) -> None:
     s = load_settings({"CCTG_DATA_DIR": str(tmp_path), "CCTG_DELIVERY": "telegram"})
     text = " ".join(s.problems())
     assert "TELEGRAM_BOT_TOKEN" in text and "TELEGRAM_ALLOWED_USERS" in text
+
+
+def test_cctg_names_and_the_seed_aliases(tmp_path: Path) -> None:
+    seed = load_settings({"CCTG_DATA_DIR": str(tmp_path), "CC_TELEGRAM_EVENTS_DIR": str(tmp_path / "seed")})
+    assert seed.events_dir == tmp_path / "seed"
+    both = load_settings(
+        {
+            "CCTG_DATA_DIR": str(tmp_path),
+            "CC_TELEGRAM_EVENTS_DIR": str(tmp_path / "seed"),
+            "CCTG_EVENTS_DIR": str(tmp_path / "ours"),
+            "CCTG_ALLOWED_USERS": "7",
+            "TELEGRAM_ALLOWED_USERS": "8",
+        }
+    )
+    assert both.events_dir == tmp_path / "ours" and both.allowed_users == (7,)  # the CCTG_ name wins
+    assert load_settings({"CCTG_DATA_DIR": str(tmp_path), "CCTG_TELEGRAM_BOT_TOKEN": TOKEN}).token == TOKEN
+
+
+@pytest.mark.parametrize(("raw", "seconds"), [("120", 120.0), ("30s", 30.0), ("2m", 120.0), ("90000ms", 90.0)])
+def test_durations_accept_units(tmp_path: Path, raw: str, seconds: float) -> None:
+    assert load_settings({"CCTG_DATA_DIR": str(tmp_path), "CCTG_LEASE_SECONDS": raw}).lease_seconds == seconds
+
+
+def test_one_error_style_without_class_names_or_urls(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        load_settings({"CCTG_DATA_DIR": str(tmp_path), "CCTG_HTTP_PORT": "http"})
+    assert str(info.value) == "CCTG_HTTP_PORT='http' is not a whole number: use 0..65535."
+    with pytest.raises(ConfigurationError) as info:
+        load_settings({"CCTG_DATA_DIR": str(tmp_path), "CCTG_READ_ONLY": "maybe"})
+    assert "CCTG_READ_ONLY='maybe' is not a boolean" in str(info.value)
+    assert "pydantic" not in str(info.value) and "http" not in str(info.value)
+
+
+def test_seed_durations_accept_units() -> None:
+    from cctg_mcp.resilience.config import load_resilience_config
+
+    config = load_resilience_config({"HEALTH_CHECK_INTERVAL": "30s", "CIRCUIT_BREAKER_TIMEOUT": "500ms"})
+    assert config.health.interval == 30_000
+    assert config.circuit_breaker["telegram"].timeout == 500
+    assert load_resilience_config({"HEALTH_CHECK_INTERVAL": "45000"}).health.interval == 45_000
+    with pytest.raises(ConfigurationError, match=r"HEALTH_CHECK_INTERVAL='soon'.*500ms, 30s"):
+        load_resilience_config({"HEALTH_CHECK_INTERVAL": "soon"})

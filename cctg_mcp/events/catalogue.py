@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from cctg_mcp.resilience.config_tables import Priority as Priority
+
 CATALOGUE: dict[str, dict[str, str]] = {
     "Task Management": {
         "task_completion": "A task finished successfully",
@@ -130,7 +132,6 @@ EventType = Literal[
     "custom_event",
 ]
 
-Priority = Literal["low", "normal", "high", "critical"]
 
 #: Default priority per event type (the seed's per-event settings); others are "normal".
 EVENT_PRIORITY: dict[str, Priority] = {

@@ -12,8 +12,10 @@ Deliberate differences from the seed's ``createResilienceConfigFromEnv``:
   ``_MAX_DELAY`` are derived per component the seed's way (telegram: attempts+2, base x2, max x3;
   filesystem: base/2, max/2, at least 1 ms); ``RETRY_EXPONENTIAL_BASE`` / ``_JITTER_ENABLED`` /
   ``_JITTER_MAX`` apply to all four components (the seed hard-codes them for all but bridge).
-- Booleans are true/false/1/0/yes/no (any case); anything else is an error, never a fallback.
-  An empty variable counts as unset.
+- Booleans are true/false/1/0/yes/no/on/off (any case; ``units.parse_bool``, the one parser);
+  anything else is an error, never a fallback. An empty variable counts as unset.
+- Durations accept units (``500ms``, ``30s``, ``5m``, ``1h``); a plain number is milliseconds
+  as in the seed.
 """
 
 from __future__ import annotations
@@ -23,12 +25,17 @@ from typing import Any, get_args
 
 from cctg_mcp.resilience.config_tables import COMPONENTS, Environment
 from cctg_mcp.resilience.errors import ConfigurationError
+from cctg_mcp.resilience.units import BOOL_ALLOWED, parse_bool, parse_duration
 
 
-def _bool(raw: str) -> bool:
-    if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
-        raise ValueError(raw)
-    return raw.lower() in ("true", "1", "yes")
+def _ms(raw: str) -> int:
+    value = parse_duration(raw, "ms")
+    if value != int(value):
+        raise ValueError(raw)  # a fraction of a millisecond
+    return int(value)
+
+
+_UNITS = ", or a duration with a unit such as 500ms, 30s, 5m, 1h"
 
 
 _ENVIRONMENTS = get_args(Environment)
@@ -36,12 +43,12 @@ _ENVIRONMENTS = get_args(Environment)
 _KINDS: dict[str, tuple[Callable[[str], Any], Callable[[Any], bool], str]] = {
     "pos": (int, lambda v: v > 0, "a whole number > 0"),
     "nonneg": (int, lambda v: v >= 0, "a whole number >= 0"),
-    "ms": (int, lambda v: v > 0, "a whole number of milliseconds > 0"),
-    "ms0": (int, lambda v: v >= 0, "a whole number of milliseconds >= 0"),
+    "ms": (_ms, lambda v: v > 0, "a whole number of milliseconds > 0" + _UNITS),
+    "ms0": (_ms, lambda v: v >= 0, "a whole number of milliseconds >= 0" + _UNITS),
     "ratio": (float, lambda v: 0 <= v <= 1, "a number between 0 and 1"),
     "gt1": (float, lambda v: v > 1, "a number > 1"),
     "port": (int, lambda v: 1 <= v <= 65535, "a port number 1-65535"),
-    "bool": (_bool, lambda v: True, "true, false, 1, 0, yes or no"),
+    "bool": (parse_bool, lambda v: True, BOOL_ALLOWED),
     "url": (str, lambda v: v.startswith(("http://", "https://")), "an http(s) URL"),
     "env": (str.lower, lambda v: v in _ENVIRONMENTS, "one of " + ", ".join(_ENVIRONMENTS)),
 }

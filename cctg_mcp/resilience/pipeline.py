@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from cctg_mcp.resilience.breaker import BreakerSettings, BreakerTransition, CircuitBreaker
 from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
+from cctg_mcp.resilience.config_tables import COMPONENTS
 from cctg_mcp.resilience.errors import (
     AttemptTimeoutError,
     BaseResilienceError,
@@ -33,8 +34,6 @@ if TYPE_CHECKING:
     from cctg_mcp.resilience.config import ResilienceConfig
 
 T = TypeVar("T")
-
-COMPONENTS = ("telegram", "bridge", "filesystem", "network")
 
 
 class Pipeline:
