@@ -10,6 +10,12 @@ Progress is kept per delivery and per message part, so a retry never re-sends a 
 Telegram already accepted. Times stored here are wall-clock epoch seconds (they must
 survive a restart); waiting is the dispatcher's business, on the injected clock.
 
+A row that cannot be read back (its stored payload no longer parses, or bytes on disk were
+damaged so its text is not UTF-8) is quarantined when it is claimed: marked dead in the same
+transaction with the reason, logged, and counted (``quarantined``); every other row flows.
+Reads that list rows skip such a row instead of failing. ``text_factory`` keeps undecodable
+text as ``UnreadableText`` (bytes) so one damaged row cannot fail a whole query.
+
 SQLite runs in WAL mode with ``synchronous=FULL`` (an acknowledged send survives power
 loss). All calls go through one connection guarded by a lock, in anyio worker threads, so
 the event loop never blocks on disk and the store works under asyncio and trio alike.
@@ -18,6 +24,7 @@ the event loop never blocks on disk and the store works under asyncio and trio a
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -61,9 +68,27 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 PRIORITY_RANK = {"low": 0, "normal": 1, "high": 2, "critical": 3}
 #: Rows local mode holds back (delivery/mode.py ``asks_for_answer``, in SQL).
+#: (``json_valid`` first: a damaged payload must not fail the whole claim; it is quarantined.)
 ASKS_FOR_ANSWER_SQL = (
-    "(json_extract(e.payload,'$.type')='approval_request' OR json_extract(e.payload,'$.data.requires_response') IS 1)"
+    "(CASE WHEN json_valid(e.payload) THEN json_extract(e.payload,'$.type')='approval_request'"
+    " OR json_extract(e.payload,'$.data.requires_response') IS 1 ELSE 0 END)"
 )
+log = logging.getLogger(__name__)
+
+
+class UnreadableText(bytes):
+    """A TEXT value whose bytes are not UTF-8 (damaged on disk): kept as bytes, never decoded."""
+
+
+def _decode_text(raw: bytes) -> str | UnreadableText:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return UnreadableText(raw)
+
+
+class UnreadableRow(ValueError):
+    """A stored delivery that cannot be turned back into an event (the reason says why)."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +130,8 @@ class Outbox(ThreadedSqlite):
         self.path = path
         self.max_pending = max_pending
         self.max_bytes = max_bytes
+        #: Rows found unreadable and marked dead by this process.
+        self.quarantined = 0
 
     @classmethod
     async def open(cls, path: Path, *, max_pending: int = 100_000, max_bytes: int = 256 * 1024 * 1024) -> Outbox:
@@ -129,6 +156,7 @@ class Outbox(ThreadedSqlite):
                 "to another directory, then start again."
             ) from None
         conn.row_factory = sqlite3.Row
+        conn.text_factory = _decode_text
         return cls(conn, path, max_pending=max_pending, max_bytes=max_bytes)
 
     # ---- writes -------------------------------------------------------------------------
@@ -245,26 +273,64 @@ class Outbox(ThreadedSqlite):
                     " WHERE rank_in_chat<=? ORDER BY priority DESC, next_attempt_at, id LIMIT ?",
                     (now, min_rank, per_chat, limit),
                 ).fetchall()
+            claimed: list[Delivery] = []
+            poisoned: list[tuple[int, str]] = []
+            for row in rows:
+                try:
+                    claimed.append(self._delivery(row, status="in_flight"))
+                except UnreadableRow as exc:
+                    poisoned.append((row["id"], str(exc)))
             self._conn.executemany(
                 "UPDATE deliveries SET status='in_flight', lease_until=?, lease_owner=?, updated_at=?"
                 " WHERE id=? AND status='pending'",
-                [(now + lease_s, owner, now, r["id"]) for r in rows],
+                [(now + lease_s, owner, now, d.id) for d in claimed],
             )
-        return [self._delivery(r, status="in_flight") for r in rows]
+            self._conn.executemany(
+                "UPDATE deliveries SET status='dead', lease_until=NULL, lease_owner=NULL, last_error=?,"
+                " updated_at=? WHERE id=? AND status='pending'",
+                [(reason[:500], now, row_id) for row_id, reason in poisoned],
+            )
+        for row_id, reason in poisoned:
+            self.quarantined += 1
+            log.error("outbox: delivery %s quarantined as dead: %s", row_id, reason)
+        return claimed
 
     @staticmethod
     def _delivery(row: sqlite3.Row, *, status: str | None = None) -> Delivery:
+        """The delivery of a row; ``UnreadableRow`` (with the reason) when it cannot be read back."""
+        payload, message_ids = row["payload"], row["message_ids"]
+        try:
+            if not isinstance(payload, str) or not isinstance(message_ids, str):
+                raise ValueError("its stored text is not valid UTF-8 (damaged on disk)")
+            event = Event.model_validate_json(payload)
+            ids = json.loads(message_ids)
+            if not (isinstance(ids, list) and all(isinstance(i, int) for i in ids)):
+                raise ValueError("its stored message ids are not a list of integers")
+        except ValueError as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise UnreadableRow(f"the stored event cannot be read back ({redact(first)[:200]}); quarantined") from None
         return Delivery(
             id=row["id"],
-            event=Event.model_validate_json(row["payload"]),
+            event=event,
             chat_id=row["chat_id"],
             status=status or row["status"],
             attempts=row["attempts"],
             next_attempt_at=row["next_attempt_at"],
             parts_sent=row["parts_sent"],
-            message_ids=json.loads(row["message_ids"]),
-            last_error=row["last_error"],
+            message_ids=ids,
+            last_error=row["last_error"] if isinstance(row["last_error"], str) else None,
         )
+
+    @classmethod
+    def _readable(cls, rows: list[sqlite3.Row]) -> list[Delivery]:
+        """The rows that can be read back; the others are skipped (claiming quarantines them)."""
+        out: list[Delivery] = []
+        for row in rows:
+            try:
+                out.append(cls._delivery(row))
+            except UnreadableRow as exc:
+                log.warning("outbox: skipped delivery %s: %s", row["id"], exc)
+        return out
 
     async def record_part(self, delivery_id: int, parts_sent: int, message_ids: list[int]) -> None:
         await self._run(
@@ -362,7 +428,7 @@ class Outbox(ThreadedSqlite):
             "SELECT d.*, e.payload FROM deliveries d JOIN events e USING (event_id) WHERE d.event_id=? ORDER BY d.id",
             (event_id,),
         ).fetchall()
-        return [self._delivery(r) for r in rows]
+        return self._readable(rows)
 
     async def counts(self) -> OutboxCounts:
         return await self._run(self._counts)
@@ -395,7 +461,7 @@ class Outbox(ThreadedSqlite):
             " ORDER BY d.updated_at DESC LIMIT ?",
             (limit,),
         ).fetchall()
-        return [self._delivery(r) for r in rows]
+        return self._readable(rows)
 
     async def purge(self, older_than_s: float) -> int:
         """Delete delivered and dead rows (and their events) older than the retention."""
