@@ -21,6 +21,7 @@ RUNTIME = {
     "ops",
     "resilience",
     "server",
+    "tasks",
     "transports",
     "testing",
     "app",
@@ -91,7 +92,9 @@ def test_only_transports_import_httpx(unit: str) -> None:
         assert "ext:httpx" not in GRAPH[unit], f"{unit} imports httpx; foreign errors are mapped in transports/"
 
 
-@pytest.mark.parametrize("unit", ["answers", "config", "delivery", "events", "ops", "resilience", "transports"])
+@pytest.mark.parametrize(
+    "unit", ["answers", "config", "delivery", "events", "ops", "resilience", "tasks", "transports"]
+)
 def test_inner_layers_never_import_the_edge(unit: str) -> None:
     assert not GRAPH[unit] & EDGE, f"{unit} imports {sorted(GRAPH[unit] & EDGE)}"
 

@@ -26,6 +26,7 @@ from cctg_mcp.server import (
     recovery_tools,
     resources,
     send_tools,
+    task_tools,
 )
 from cctg_mcp.server.ratelimit import ToolRateLimiter
 
@@ -77,4 +78,5 @@ def build_server(
     recovery_tools.register(mcp)
     bridge_tools.register(mcp)
     mode_tools.register(mcp)
+    task_tools.register(mcp)
     return mcp
