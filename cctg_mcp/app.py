@@ -79,13 +79,21 @@ async def open_service(
 
     async with AsyncExitStack() as stack:
         outbox = await Outbox.open(
-            settings.outbox_path, max_pending=settings.outbox_max_pending, max_bytes=settings.outbox_max_bytes
+            settings.outbox_path,
+            max_pending=settings.outbox_max_pending,
+            max_bytes=settings.outbox_max_bytes,
+            max_due_s=settings.max_server_wait,
         )
         stack.push_async_callback(outbox.close)
         # Bridge delivery writes CCTelegram event files (bridge_delivery): no Bot API client.
         transport = None
         if settings.delivery == "telegram":
-            transport = TelegramTransport(settings.token, settings.api_base_url, http_transport=http_transport)
+            transport = TelegramTransport(
+                settings.token,
+                settings.api_base_url,
+                http_transport=http_transport,
+                max_server_wait=settings.max_server_wait,
+            )
             stack.push_async_callback(transport.aclose)
         # Chaos faults are injected at this seam, outside production only (see ops/chaos.py).
         chaos_sender = (

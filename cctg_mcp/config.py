@@ -130,6 +130,13 @@ def _lease(raw: Any) -> float:
     return seconds
 
 
+def _server_wait(raw: Any) -> float:
+    seconds = parse_duration(raw, "s")
+    if not 1 <= seconds <= 7 * 86400:
+        raise ValueError("is out of range: use 1s..7d")
+    return seconds
+
+
 def _host(raw: Any) -> str:
     host = str(raw).strip()
     if not host or any(c.isspace() or c in "/?#@" for c in host):
@@ -237,6 +244,11 @@ class Settings(BaseSettings):
     #: Seconds a claimed delivery stays leased (>= 5; units accepted: ``2m``): after a crash
     #: (SIGKILL) its rows go back to the queue once this runs out.
     lease_seconds: Annotated[float, BeforeValidator(_lease)] = Field(120.0, validation_alias="CCTG_LEASE_SECONDS")
+    #: Longest wait a server may dictate (a 429's ``retry_after``): longer ones are capped to
+    #: this and logged, and no stored due time lies further ahead (units accepted: ``1h``).
+    max_server_wait: Annotated[float, BeforeValidator(_server_wait)] = Field(
+        3600.0, validation_alias="CCTG_MAX_SERVER_WAIT"
+    )
     #: Streamable HTTP transport (``serve --transport http``): bind address, port, and the
     #: bearer token clients must send (required to bind anything but loopback).
     http_host: Annotated[str, BeforeValidator(_host)] = Field("127.0.0.1", validation_alias="CCTG_HTTP_HOST")

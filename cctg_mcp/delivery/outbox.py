@@ -125,17 +125,41 @@ class OutboxCounts:
 class Outbox(ThreadedSqlite):
     """Durable queue of deliveries. Open with ``await Outbox.open(path)``."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path, *, max_pending: int, max_bytes: int) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, path: Path, *, max_pending: int, max_bytes: int, max_due_s: float = 3600.0
+    ) -> None:
         super().__init__(conn)
         self.path = path
         self.max_pending = max_pending
         self.max_bytes = max_bytes
+        #: No due time is stored further ahead than this (CCTG_MAX_SERVER_WAIT).
+        self.max_due_s = max_due_s
         #: Rows found unreadable and marked dead by this process.
         self.quarantined = 0
 
     @classmethod
-    async def open(cls, path: Path, *, max_pending: int = 100_000, max_bytes: int = 256 * 1024 * 1024) -> Outbox:
-        return await anyio.to_thread.run_sync(cls._open_sync, path, max_pending, max_bytes)
+    async def open(
+        cls,
+        path: Path,
+        *,
+        max_pending: int = 100_000,
+        max_bytes: int = 256 * 1024 * 1024,
+        max_due_s: float = 3600.0,
+    ) -> Outbox:
+        """Open (or create) the outbox; due times further ahead than ``max_due_s`` (left by an
+        older version, or a server's huge wait) are brought back to ``max_due_s`` from now."""
+        box = await anyio.to_thread.run_sync(cls._open_sync, path, max_pending, max_bytes)
+        box.max_due_s = max_due_s
+        capped = await box._run(
+            box._exec,
+            "UPDATE deliveries SET next_attempt_at=? WHERE status='pending' AND next_attempt_at>?",
+            (time.time() + max_due_s, time.time() + max_due_s),
+        )
+        if capped:
+            log.warning(
+                "outbox: %d delivery(ies) were due more than %g s ahead; now due in %g s", capped, max_due_s, max_due_s
+            )
+        return box
 
     @classmethod
     def _open_sync(cls, path: Path, max_pending: int, max_bytes: int) -> Outbox:
@@ -348,12 +372,14 @@ class Outbox(ThreadedSqlite):
         )
 
     async def release(self, delivery_id: int, error: str, next_attempt_at: float) -> None:
-        """Back to pending after a transient failure; due again at ``next_attempt_at``."""
+        """Back to pending after a transient failure; due again at ``next_attempt_at`` (at most
+        ``max_due_s`` from now)."""
+        now = time.time()
         await self._run(
             self._exec,
             "UPDATE deliveries SET status='pending', lease_until=NULL, lease_owner=NULL, attempts=attempts+1,"
             " last_error=?, next_attempt_at=?, updated_at=? WHERE id=? AND status='in_flight'",
-            (redact(error)[:500], next_attempt_at, time.time(), delivery_id),
+            (redact(error)[:500], min(next_attempt_at, now + self.max_due_s), now, delivery_id),
         )
 
     async def mark_dead(self, delivery_id: int, error: str) -> None:

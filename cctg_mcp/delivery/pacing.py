@@ -82,6 +82,12 @@ class Pacer:
             self.paused_until = until
             self.pauses += 1
 
+    def clear_pause(self) -> float:
+        """End a 429 pause now (``trigger_recovery``); the seconds it still had to run."""
+        left = self.paused_for()
+        self.paused_until = 0.0
+        return left
+
     def refund(self, chat_id: int) -> None:
         """Give back the slot ``acquire`` took for a message that was never sent (the breaker
         rejected it): an outage must not use up the rate budget the recovery needs."""

@@ -221,12 +221,15 @@ class RecoveryActions:
             return StrategyOutcome(after.dead < before.dead or before.dead == 0, detail)
         counts = await outbox.counts()
         made_due = await outbox.retry_now()
+        cleared = dispatcher.pacer.clear_pause()  # a server-dictated pause (429) ends on request
         dispatcher.wake()
         rows = (
             f"made {made_due} pending delivery(ies) due now"
             if made_due
             else f"nothing was waiting for a later retry ({counts.pending} pending)"
         )
+        if cleared > 0:
+            rows += f", ended a 429 pause that had {cleared:.0f}s left"
         passed, seen = await self._check(fam)
         if passed is False:
             return StrategyOutcome(False, f"{rows}, but {seen}")

@@ -4,6 +4,10 @@ Every failure leaves this module as one of our errors (``resilience.errors``), r
 no ``__cause__`` or ``__context__``: httpx exceptions carry the request URL, and the URL
 carries the bot token. Error texts are redacted, and httpx/httpcore loggers (which log
 request URLs at INFO/DEBUG) are held at WARNING.
+
+A wait the server dictates (a 429's ``retry_after``) is capped at ``max_server_wait``
+seconds (CCTG_MAX_SERVER_WAIT, one hour by default) and the cap is logged (at most once a
+minute): a hostile or broken server cannot pause sending for years.
 """
 
 from __future__ import annotations
@@ -21,10 +25,12 @@ from cctg_mcp.resilience.errors import (
     ResourceError,
     TelegramBadRequest,
     TelegramError,
+    TelegramRateLimited,
     TelegramServerError,
     redact,
     telegram_error_from_envelope,
 )
+from cctg_mcp.resilience.logthrottle import ThrottledLog
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +56,8 @@ for _name in _NOISY:
         _logger.setLevel(logging.WARNING)
 
 DEFAULT_BASE_URL = "https://api.telegram.org"
+#: The longest wait a server may dictate by default (CCTG_MAX_SERVER_WAIT).
+DEFAULT_MAX_SERVER_WAIT = 3600.0
 #: Seconds added to a getUpdates long-poll timeout for the HTTP read timeout.
 LONG_POLL_MARGIN = 10.0
 
@@ -81,6 +89,7 @@ class TelegramTransport:
         timeout: float = 10.0,
         connect_timeout: float = 5.0,
         http_transport: httpx.AsyncBaseTransport | None = None,
+        max_server_wait: float = DEFAULT_MAX_SERVER_WAIT,
     ) -> None:
         if not token:
             raise ConfigurationError("TELEGRAM_BOT_TOKEN is empty", code="MISSING_TOKEN")
@@ -90,6 +99,10 @@ class TelegramTransport:
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self._http_transport = http_transport
+        self.max_server_wait = max_server_wait
+        #: Server-dictated waits that were longer than ``max_server_wait`` and were capped.
+        self.waits_capped = 0
+        self._cap_log = ThrottledLog(log)
         self._client = self._new_client()
         self._closed = False
         #: Increments on every ``rebuild()``.
@@ -228,6 +241,21 @@ class TelegramTransport:
         detail = self._redact(str(exc)) or "no detail"
         return cls(f"Telegram {method}: {type(exc).__name__}: {detail}", code=code)
 
+    def _cap_wait(self, method: str, error: TelegramRateLimited) -> None:
+        asked = error.retry_after
+        if asked is None or asked <= self.max_server_wait:
+            return
+        error.retry_after = self.max_server_wait
+        self.waits_capped += 1
+        self._cap_log.note(
+            "cap",
+            logging.WARNING,
+            "Telegram %s asked to wait %g s (429 retry_after); capped at %g s (CCTG_MAX_SERVER_WAIT)",
+            method,
+            asked,
+            self.max_server_wait,
+        )
+
     def _result(self, method: str, response: httpx.Response) -> Any:
         status = response.status_code
         try:
@@ -244,6 +272,8 @@ class TelegramTransport:
         if not isinstance(envelope.get("error_code"), int):
             envelope = {**envelope, "error_code": status}
         error = telegram_error_from_envelope(envelope, method=method)
+        if isinstance(error, TelegramRateLimited):
+            self._cap_wait(method, error)
         params = envelope.get("parameters")
         migrate = params.get("migrate_to_chat_id") if isinstance(params, dict) else None
         error.migrate_to_chat_id = migrate if isinstance(migrate, int) else None  # type: ignore[attr-defined]
