@@ -12,6 +12,8 @@ from typing import Any
 
 from mcp.server.mcpserver import MCPServer
 
+from cctg_mcp.answers import answers_of
+from cctg_mcp.delivery.bridge import bridge_status
 from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.events.catalogue import CATALOGUE
 from cctg_mcp.ops.status import resilience_status
@@ -50,11 +52,6 @@ EVENT_TEMPLATES: list[dict[str, Any]] = [
 
 
 def register(mcp: MCPServer[Any], current: Callable[[], NotificationService]) -> None:
-    @mcp.resource(
-        "cctg://event-types",
-        mime_type="application/json",
-        description="Every event type send_telegram_event accepts, by category.",
-    )
     def event_types() -> str:
         return json.dumps(
             [
@@ -65,13 +62,40 @@ def register(mcp: MCPServer[Any], current: Callable[[], NotificationService]) ->
             indent=2,
         )
 
-    @mcp.resource(
-        "cctg://event-templates",
-        mime_type="application/json",
-        description="Ready-made arguments for the common notifications.",
-    )
     def event_templates() -> str:
         return json.dumps(EVENT_TEMPLATES, indent=2)
+
+    async def bridge() -> str:
+        return (await bridge_status(current())).model_dump_json(indent=2)
+
+    async def responses() -> str:
+        return (await answers_of(current()).responses(limit=20)).model_dump_json(indent=2)
+
+    # Our names, then the original CCTelegram server's (REFERENCE §A 2.6), which resolve too.
+    for uri, name, fn, description in (
+        (
+            "cctg://event-types",
+            "event_types",
+            event_types,
+            "Every event type send_telegram_event accepts, by category.",
+        ),
+        (
+            "cctg://event-templates",
+            "event_templates",
+            event_templates,
+            "Ready-made arguments for the common notifications.",
+        ),
+        ("cctelegram://event-types", "cctelegram_event_types", event_types, "The original's name for event-types."),
+        (
+            "cctelegram://event-templates",
+            "cctelegram_event_templates",
+            event_templates,
+            "The original's name for event-templates.",
+        ),
+        ("cctelegram://bridge-status", "cctelegram_bridge_status", bridge, "The bridge status (get_bridge_status)."),
+        ("cctelegram://responses", "cctelegram_responses", responses, "The 20 newest answers from the person."),
+    ):
+        mcp.resource(uri, name=name, mime_type="application/json", description=description)(fn)
 
     @mcp.resource(
         "cctg://status",
