@@ -35,7 +35,7 @@ import anyio.to_thread
 
 from cctg_mcp.delivery.sqlite_worker import ThreadedSqlite
 from cctg_mcp.events.catalogue import Event
-from cctg_mcp.resilience.errors import ConfigurationError, ResourceError, redact
+from cctg_mcp.resilience.errors import ConfigurationError, FilesystemError, ResourceError, redact
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -85,6 +85,13 @@ def _decode_text(raw: bytes) -> str | UnreadableText:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         return UnreadableText(raw)
+
+
+class OutboxGoneError(FilesystemError):
+    """The outbox file was deleted or replaced under the running server: sends are refused."""
+
+    code = "OUTBOX_GONE"
+    retryable = False
 
 
 class UnreadableRow(ValueError):
@@ -181,7 +188,9 @@ class Outbox(ThreadedSqlite):
             ) from None
         conn.row_factory = sqlite3.Row
         conn.text_factory = _decode_text
-        return cls(conn, path, max_pending=max_pending, max_bytes=max_bytes)
+        box = cls(conn, path, max_pending=max_pending, max_bytes=max_bytes)
+        box.watch_file(path)
+        return box
 
     # ---- writes -------------------------------------------------------------------------
 
@@ -203,6 +212,13 @@ class Outbox(ThreadedSqlite):
     def _enqueue(
         self, event: Event, chat_ids: list[int], lease: tuple[str, float] | None, now: float
     ) -> list[Delivery] | None:
+        gone = self.store_problem()
+        if gone is not None:
+            raise OutboxGoneError(
+                f"The outbox is gone: {gone}. Nothing was accepted: an event stored now would be lost at "
+                "the next start. Restart the server (it creates a new outbox in CCTG_DATA_DIR); events "
+                "accepted before this are in the old file only if it still exists somewhere."
+            )
         rank = PRIORITY_RANK[event.priority]
         status, lease_until, owner = ("in_flight", now + lease[1], lease[0]) if lease else ("pending", None, None)
         with self._conn:  # one transaction

@@ -61,11 +61,15 @@ def breaker_check(breaker: CircuitBreaker) -> CheckFn:
 
 
 def outbox_check(outbox: Outbox, max_oldest_age_s: float = 300.0, full_fraction: float = 0.9) -> CheckFn:
-    """Backlog and oldest pending age. Dead rows or an old backlog → degraded; nearly full → unhealthy."""
+    """Backlog and oldest pending age. Dead rows or an old backlog → degraded; nearly full, or the
+    file deleted or replaced under the running server → unhealthy."""
 
     async def check() -> CheckResult:
         counts = await outbox.counts()
         details = counts.to_dict()
+        gone = outbox.store_problem()
+        if gone is not None:
+            return CheckResult.unhealthy(f"outbox gone: {gone}; sends are refused until a restart", **details)
         backlog = counts.pending + counts.in_flight
         age = counts.oldest_pending_age_s
         if backlog >= outbox.max_pending * full_fraction:

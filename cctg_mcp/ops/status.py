@@ -47,6 +47,9 @@ class OutboxStatus(BaseModel):
     delivered: int
     dead: int
     oldest_pending_age_s: float | None
+    problem: str | None = Field(
+        default=None, description="Why the outbox cannot accept sends (its file deleted or replaced), else None."
+    )
 
 
 class HealthSummary(BaseModel):
@@ -145,7 +148,11 @@ async def resilience_status(service: NotificationService) -> ResilienceStatus:
     outbox = None
     if service.outbox is not None:
         counts = await service.outbox.counts()
-        outbox = OutboxStatus(**counts.to_dict())
+        gone = service.outbox.store_problem()
+        outbox = OutboxStatus(**counts.to_dict(), problem=gone)
+        if gone is not None:
+            issues.append(f"The outbox is gone: {gone}. Sends are refused until the server restarts.")
+            degrade("unhealthy")
         if counts.dead:
             issues.append(
                 f"{counts.dead} delivery(ies) are dead (permanent failures such as a blocked bot or bad token); "
