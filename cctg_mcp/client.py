@@ -21,6 +21,7 @@ from cctg_mcp.app import open_service
 from cctg_mcp.config import Settings, load_settings
 from cctg_mcp.delivery.service import NotificationService, SendResult
 from cctg_mcp.ops.status import ResilienceStatus, resilience_status
+from cctg_mcp.ops.verdict import verdict
 from cctg_mcp.resilience.config import ResilienceConfig, load_resilience_config, parse_resilience_config
 
 
@@ -80,15 +81,18 @@ class ResilientBridgeClient:
         event = self.service.message_event(message, source=source)
         return await self.service.submit(event, operation="sendMessage")
 
-    async def get_resilience_status(self) -> ResilienceStatus:
-        return await resilience_status(self.service)
+    async def get_resilience_status(self, *, refresh: bool = False) -> ResilienceStatus:
+        """The status; ``overall`` is ``unknown`` until the first health checks ran (``refresh`` runs them now)."""
+        return await resilience_status(self.service, refresh=refresh)
 
     async def get_resilience_health_report(self) -> dict[str, Any]:
         health = self.service.health
+        overall = verdict(self.service)  # the same verdict as the status and the MCP tools
         if health is None:
-            return {"overall": "unknown", "components": [], "note": "health monitoring is not running"}
-        report = health.report()
-        return dict(report.to_dict()) if hasattr(report, "to_dict") else dict(report)
+            return {"overall": overall.overall, "ready": overall.ready, "components": [], "note": overall.reason}
+        data = dict(health.report().to_dict())
+        data.update(overall=overall.overall, ready=overall.ready, verdict_reason=overall.reason)
+        return data
 
     async def get_resilience_metrics(self) -> dict[str, Any]:
         metrics = self.service.metrics

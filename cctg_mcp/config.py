@@ -210,10 +210,10 @@ class Settings(BaseSettings):
     data_dir: Annotated[Path, BeforeValidator(_path)] = Field(
         Path("~/.cc_telegram"), validation_alias=AliasChoices("CCTG_DATA_DIR")
     )
-    #: Default: ``telegram`` with a token, ``bridge`` without one.
+    #: Default ``telegram``, also without a token (then "not configured"): bridge delivery only
+    #: when asked for, never a silent switch to writing files nobody may read.
     delivery: Annotated[Delivery, _choice("telegram", "bridge")] = Field(
-        default_factory=lambda data: "telegram" if data.get("telegram_bot_token") else "bridge",
-        validation_alias=AliasChoices("CCTG_DELIVERY"),
+        "telegram", validation_alias=AliasChoices("CCTG_DELIVERY")
     )
     environment: Annotated[Environment, _choice("development", "staging", "production")] = Field(
         "production", validation_alias=AliasChoices("CCTG_ENVIRONMENT")

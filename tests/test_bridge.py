@@ -295,12 +295,20 @@ def test_directory_errors_are_permanent_configuration_problems(tmp_path: Path) -
 
 
 def test_bridge_settings_read_the_bridge_path_and_need_a_creatable_events_dir(tmp_path: Path) -> None:
-    s = load_settings({"CCTG_DATA_DIR": str(tmp_path), "CC_TELEGRAM_BRIDGE_PATH": "~/bin/cctelegram-bridge"})
+    s = load_settings(
+        {
+            "CCTG_DATA_DIR": str(tmp_path),
+            "CCTG_DELIVERY": "bridge",
+            "CC_TELEGRAM_BRIDGE_PATH": "~/bin/cctelegram-bridge",
+        }
+    )
     assert s.delivery == "bridge" and s.bridge_path == Path.home() / "bin" / "cctelegram-bridge"
     assert s.problems() == [] and (tmp_path / "events").is_dir()
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    bad = load_settings({"CCTG_DATA_DIR": str(tmp_path), "CC_TELEGRAM_EVENTS_DIR": str(blocker / "events")})
+    bad = load_settings(
+        {"CCTG_DATA_DIR": str(tmp_path), "CCTG_DELIVERY": "bridge", "CC_TELEGRAM_EVENTS_DIR": str(blocker / "events")}
+    )
     (problem,) = bad.problems()
     assert "CC_TELEGRAM_EVENTS_DIR" in problem and str(blocker) in problem
 

@@ -101,7 +101,7 @@ async def test_outage_queues_then_the_dispatcher_delivers(standin: TelegramStand
             statuses.append(result.structured_content["status"])
             assert result.structured_content["next_attempt_at"]
         assert statuses == ["queued"] * 3
-        status = (await client.call_tool("get_resilience_status", {})).structured_content
+        status = (await client.call_tool("get_resilience_status", {"refresh": True})).structured_content
         assert status is not None
         telegram = next(b for b in status["breakers"] if b["name"] == "telegram")
         assert telegram["state"] in ("open", "half_open")

@@ -12,9 +12,12 @@ from cctg_mcp.resilience.errors import ConfigurationError
 TOKEN = "123456:ABCdefGhIJKlmnOPQrstUVwxyz0123456789"
 
 
-def test_defaults_without_a_token_choose_bridge_delivery(tmp_path: Path) -> None:
+def test_defaults_without_a_token_stay_telegram_delivery_and_say_what_is_missing(tmp_path: Path) -> None:
     s = load_settings({"CCTG_DATA_DIR": str(tmp_path)})
-    assert s.delivery == "bridge" and s.environment == "production"
+    assert s.delivery == "telegram" and s.environment == "production"
+    problems = " ".join(s.problems())
+    assert "TELEGRAM_BOT_TOKEN" in problems and "TELEGRAM_ALLOWED_USERS" in problems
+    assert load_settings({"CCTG_DATA_DIR": str(tmp_path), "CCTG_DELIVERY": "bridge"}).delivery == "bridge"
     assert s.events_dir == tmp_path / "events" and s.responses_dir == tmp_path / "responses"
     assert s.api_base_url == "https://api.telegram.org"
 

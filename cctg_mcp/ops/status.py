@@ -13,10 +13,10 @@ from pydantic import BaseModel, Field
 from cctg_mcp.answers.report import AnswersSummary, answers_summary
 from cctg_mcp.delivery.mode_switch import ModeStatus, mode_status
 from cctg_mcp.delivery.service import NotificationService
+from cctg_mcp.ops.verdict import Overall, verdict
 from cctg_mcp.resilience.health import HealthMonitor, HealthStatus
 from cctg_mcp.resilience.recovery import RecoveryManager, RecoveryStatistics
 
-Overall = Literal["healthy", "degraded", "unhealthy", "unknown"]
 BACKLOG_WARN_S = 300.0
 
 
@@ -68,7 +68,12 @@ class RecoverySummary(BaseModel):
 
 
 class ResilienceStatus(BaseModel):
-    overall: Overall
+    overall: Overall = Field(
+        description="The same verdict as get_health_report: unknown until the first health checks ran; "
+        "unhealthy when not configured or a critical component is down; degraded when something is impaired."
+    )
+    ready: bool = Field(description="Sends can go out now: configured and no critical component unhealthy.")
+    verdict_reason: str = Field(description="Why the overall verdict is what it is, in words.")
     configured: bool
     delivery: str
     environment: str
@@ -94,20 +99,13 @@ class ResilienceStatus(BaseModel):
     )
 
 
-async def resilience_status(service: NotificationService) -> ResilienceStatus:
+async def resilience_status(service: NotificationService, *, refresh: bool = False) -> ResilienceStatus:
+    """The status document. ``refresh`` runs the health checks first (as get_health_report does)."""
     issues = list(service.settings.problems())
     breakers: list[BreakerStatus] = []
     retries: list[RetryStatus] = []
-    worst: Overall = "healthy"
-
-    def degrade(to: Overall) -> None:
-        nonlocal worst
-        rank = {"healthy": 0, "unknown": 1, "degraded": 2, "unhealthy": 3}
-        if rank[to] > rank[worst]:
-            worst = to
-
-    if issues:
-        degrade("unhealthy")
+    if refresh and isinstance(service.health, HealthMonitor):
+        await service.health.check_now()
     if service.pipelines is not None:
         for name, pipe in service.pipelines.pipelines.items():
             st = pipe.breaker.statistics()
@@ -135,16 +133,13 @@ async def resilience_status(service: NotificationService) -> ResilienceStatus:
                     gave_up=rs.gave_up,
                 )
             )
-            in_use = name == _active_component(service)
             if st.state.value in ("open", "isolated"):
                 after = f"; next probe in {st.retry_after:.1f}s" if st.retry_after is not None else ""
                 issues.append(
                     f"The {name} circuit breaker is {st.state.value}: sends are queued, not attempted{after}."
                 )
-                degrade("unhealthy" if in_use else "degraded")
             elif st.state.value == "half_open":
                 issues.append(f"The {name} circuit breaker is half-open: probing whether {name} recovered.")
-                degrade("degraded")
     outbox = None
     if service.outbox is not None:
         counts = await service.outbox.counts()
@@ -158,35 +153,28 @@ async def resilience_status(service: NotificationService) -> ResilienceStatus:
                 f"{counts.dead} delivery(ies) are dead (permanent failures such as a blocked bot or bad token); "
                 "fix the cause, then requeue them."
             )
-            degrade("degraded")
         if counts.oldest_pending_age_s is not None and counts.oldest_pending_age_s > BACKLOG_WARN_S:
             issues.append(f"The oldest queued delivery has waited {counts.oldest_pending_age_s:.0f}s.")
-            degrade("degraded")
     dispatcher = service.dispatcher
     running = bool(dispatcher and dispatcher.running)
     if dispatcher is not None and not running:
         issues.append("The dispatcher is not running: queued events are not being delivered.")
-        degrade("unhealthy")
     paused = dispatcher.pacer.paused_for() if dispatcher is not None else 0.0
     if paused > 0:
         issues.append(f"Telegram asked us to slow down (429): sending resumes in {paused:.1f}s.")
-        degrade("degraded")
     recovery = _recovery_summary(service, issues)
-    if recovery is not None and (recovery.delivery_paused or recovery.min_priority != "low"):
-        degrade("degraded")
     answers = answers_summary(service, issues)
-    if answers is not None and not answers.healthy:
-        degrade("degraded")
     mode = mode_status(service)
     if mode is not None and mode.managed_by == "server" and mode.mode != "nomad":
         issues.append(f"{mode.mode.capitalize() if mode.mode else ''} mode: {mode.meaning}.")
     health = _health_summary(service, issues)
-    if health is not None:
-        degrade("unhealthy" if not health.ready else "degraded" if health.unhealthy or health.degraded else "healthy")
+    overall = verdict(service)
     config = service.resilience
     return ResilienceStatus(
-        overall=worst,
-        configured=not service.settings.problems(),
+        overall=overall.overall,
+        ready=overall.ready,
+        verdict_reason=overall.reason,
+        configured=overall.configured,
         delivery=service.settings.delivery,
         environment=service.settings.environment,
         resilience_enabled=bool(config.enabled) if config is not None else False,
@@ -228,14 +216,11 @@ def _health_summary(service: NotificationService, issues: list[str]) -> HealthSu
     for c in report.components:
         if c.status is HealthStatus.UNHEALTHY:
             issues.append(f"Health check {c.name!r} is unhealthy: {c.last_error or c.message}.")
+    overall = verdict(service, report)
     return HealthSummary(
-        overall=report.overall.value,
-        ready=report.ready,
+        overall=overall.overall,
+        ready=overall.ready,
         live=report.live,
         unhealthy=report.unhealthy,
         degraded=[c.name for c in report.components if c.status.value == "degraded"],
     )
-
-
-def _active_component(service: NotificationService) -> str:
-    return "telegram" if service.settings.delivery == "telegram" else "bridge"

@@ -20,7 +20,8 @@ HTTP or MCP (``cctg_mcp.ops.health`` builds the real checks).
     makes the component ``degraded`` (an ``unhealthy`` one stays unhealthy: recovery needs
     real successes).
 * Overall: any critical component unhealthy → unhealthy; any component unhealthy or degraded
-  → degraded; every component unknown (or none) → unknown; else healthy. ``ready`` is "no
+  → degraded; every component unknown (or none), or a critical component not checked yet
+  → unknown; else healthy. ``ready`` is "no
   critical component unhealthy"; ``live`` is "the monitor loop is running".
 * Listeners ``fn(component, old, new, result)`` hear every status change (the recovery
   manager reacts to them); sync or async, errors are logged and swallowed.
@@ -424,6 +425,8 @@ def aggregate(components: Iterable[Any]) -> HealthStatus:
         return HealthStatus.DEGRADED
     if all(c.status is HealthStatus.UNKNOWN for c in comps):
         return HealthStatus.UNKNOWN
+    if any(c.critical and c.status is HealthStatus.UNKNOWN for c in comps):
+        return HealthStatus.UNKNOWN  # "healthy" only once every critical component was seen working
     return HealthStatus.HEALTHY
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated, Any
 
 from mcp.server.mcpserver import Context, MCPServer
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from cctg_mcp import __version__
 from cctg_mcp.ops.status import ResilienceStatus, resilience_status
@@ -28,8 +28,14 @@ def register(mcp: MCPServer[Any]) -> None:
         return Ping(ok=True, version=__version__, uptime_s=round(time.monotonic() - started, 3))
 
     @mcp.tool(annotations=READ)
-    async def get_resilience_status(ctx: Context) -> ResilienceStatus:
+    async def get_resilience_status(
+        ctx: Context,
+        refresh: Annotated[
+            bool, Field(description="Run the health checks now (bounded by the check timeout) before answering.")
+        ] = False,
+    ) -> ResilienceStatus:
         """Is the notification channel healthy? Breakers, retries, the outbox backlog and issues in words.
 
+        `overall` is the same verdict as get_health_report (`unknown` until the first health checks ran).
         Use it when a send came back `queued` or failed, before deciding what to tell the person."""
-        return await call(resilience_status(service_of(ctx)))
+        return await call(resilience_status(service_of(ctx), refresh=refresh))

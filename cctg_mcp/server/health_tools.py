@@ -17,6 +17,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
 
 from cctg_mcp.delivery.service import NotificationService
+from cctg_mcp.ops.verdict import verdict
 from cctg_mcp.resilience.errors import ValidationError, redact
 from cctg_mcp.resilience.health import ComponentReport, HealthMonitor, HealthReport
 from cctg_mcp.server.common import READ, call, service_of
@@ -47,10 +48,12 @@ class ComponentHealth(BaseModel):
 
 class HealthReportResult(BaseModel):
     overall: Status = Field(
-        description="unhealthy: a critical component is down; degraded: something is "
-        "impaired; unknown: nothing checked yet."
+        description="The same verdict as get_resilience_status. unhealthy: not configured, or a critical "
+        "component is down; degraded: something is impaired; unknown: the first checks have not run yet."
     )
-    ready: bool = Field(description="No critical component is unhealthy (sends can go out now).")
+    ready: bool = Field(description="Configured and no critical component unhealthy (sends can go out now).")
+    configured: bool = Field(description="Token and allowed users are set (telegram), or the events dir is usable.")
+    verdict_reason: str = Field(description="Why the overall verdict is what it is, in words.")
     live: bool = Field(description="The health monitor's background loop is running.")
     generated_at: str
     unhealthy_components: list[str]
@@ -97,10 +100,13 @@ def _component(c: ComponentReport) -> ComponentHealth:
     )
 
 
-def health_result(report: HealthReport) -> HealthReportResult:
+def health_result(service: NotificationService, report: HealthReport) -> HealthReportResult:
+    overall = verdict(service, report)
     return HealthReportResult(
-        overall=report.overall.value,
-        ready=report.ready,
+        overall=overall.overall,
+        ready=overall.ready,
+        configured=overall.configured,
+        verdict_reason=overall.reason,
         live=report.live,
         generated_at=_iso(report.generated_at) or "",
         unhealthy_components=report.unhealthy,
@@ -119,9 +125,12 @@ async def health_report(
     monitor = _monitor(service)
     if monitor is None:
         problems = " ".join(service.settings.problems())
+        overall = verdict(service)
         return HealthReportResult(
-            overall="unknown",
-            ready=False,
+            overall=overall.overall,
+            ready=overall.ready,
+            configured=overall.configured,
+            verdict_reason=overall.reason,
             live=False,
             generated_at=_iso(datetime.now(UTC).timestamp()) or "",
             unhealthy_components=[],
@@ -133,7 +142,7 @@ async def health_report(
         known = ", ".join(sorted(monitor.components)) or "none"
         raise ValidationError(f"Unknown component {component!r}. Known components: {known}.")
     report = await monitor.check_now(component) if refresh else monitor.report(component)
-    return health_result(report)
+    return health_result(service, report)
 
 
 def metrics_result(

@@ -1,0 +1,62 @@
+"""The one overall verdict: what ``get_resilience_status`` and ``get_health_report`` both say.
+
+Both tools read ``verdict(service)``, so they can never disagree. It is built from what was
+observed, in this order:
+
+* not configured (no token, no allowed users, an events dir that cannot be created):
+  ``unhealthy``, not ready;
+* no health monitor running (disabled by the config, or not wired): ``unknown`` (nothing checks);
+* otherwise the monitor's cached report (``resilience.health.aggregate``): ``unknown`` until the
+  first checks of the critical components ran, then healthy / degraded / unhealthy;
+* answers that are not being read (getUpdates conflict or repeated failures) make a healthy
+  or unknown verdict ``degraded`` (sends still go out, answers do not come back).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from cctg_mcp.answers.report import answers_summary
+from cctg_mcp.delivery.service import NotificationService
+from cctg_mcp.resilience.health import HealthMonitor, HealthReport
+
+Overall = Literal["healthy", "degraded", "unhealthy", "unknown"]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    overall: Overall
+    #: Sends can go out now: configured and no critical component unhealthy.
+    ready: bool
+    configured: bool
+    #: Why, in one sentence.
+    reason: str
+
+
+def verdict(service: NotificationService, report: HealthReport | None = None) -> Verdict:
+    """The overall verdict from the live service (``report``: an already-fetched monitor report)."""
+    problems = service.settings.problems()
+    if problems:
+        return Verdict("unhealthy", False, False, "not configured: " + " ".join(problems))
+    monitor = service.health
+    if not isinstance(monitor, HealthMonitor):
+        running = bool(service.dispatcher is not None and service.dispatcher.running)
+        return Verdict("unknown", running, True, "health monitoring is not running, so nothing is checked")
+    report = report if report is not None else monitor.report()
+    overall: Overall = report.overall.value
+    reason = {
+        "unknown": "the first health checks have not run yet",
+        "healthy": "every health check passed",
+        "degraded": "a component is impaired: " + ", ".join(_impaired(report)),
+        "unhealthy": "a critical component is unhealthy: " + ", ".join(report.unhealthy),
+    }[overall]
+    if overall in ("healthy", "unknown"):  # an observed fault outranks "not checked yet"
+        answers = answers_summary(service, [])
+        if answers is not None and not answers.healthy:
+            overall, reason = "degraded", "answers from Telegram are not being read"
+    return Verdict(overall, report.ready, True, reason)
+
+
+def _impaired(report: HealthReport) -> list[str]:
+    return [c.name for c in report.components if c.status.value in ("degraded", "unhealthy")]
