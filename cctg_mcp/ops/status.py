@@ -147,7 +147,6 @@ async def resilience_status(service: NotificationService, *, refresh: bool = Fal
         outbox = OutboxStatus(**counts.to_dict(), problem=gone)
         if gone is not None:
             issues.append(f"The outbox is gone: {gone}. Sends are refused until the server restarts.")
-            degrade("unhealthy")
         if counts.dead:
             issues.append(
                 f"{counts.dead} delivery(ies) are dead (permanent failures such as a blocked bot or bad token); "

@@ -5,6 +5,7 @@ observed, in this order:
 
 * not configured (no token, no allowed users, an events dir that cannot be created):
   ``unhealthy``, not ready;
+* the outbox's database is gone (deleted or unreadable under a running server): ``unhealthy``;
 * no health monitor running (disabled by the config, or not wired): ``unknown`` (nothing checks);
 * otherwise the monitor's cached report (``resilience.health.aggregate``): ``unknown`` until the
   first checks of the critical components ran, then healthy / degraded / unhealthy;
@@ -39,6 +40,9 @@ def verdict(service: NotificationService, report: HealthReport | None = None) ->
     problems = service.settings.problems()
     if problems:
         return Verdict("unhealthy", False, False, "not configured: " + " ".join(problems))
+    gone = service.outbox.store_problem() if service.outbox is not None else None
+    if gone is not None:
+        return Verdict("unhealthy", False, True, f"the outbox is gone ({gone}): sends are refused until a restart")
     monitor = service.health
     if not isinstance(monitor, HealthMonitor):
         running = bool(service.dispatcher is not None and service.dispatcher.running)
