@@ -330,3 +330,44 @@ def test_restart_comes_back_on_the_same_port(client: httpx.Client) -> None:
         assert [m.text for m in s.sent] == ["before", "after"]
     finally:
         s.stop()
+
+
+def test_edit_message_text_replaces_text_and_keyboard_like_telegram(
+    standin: TelegramStandIn, client: httpx.Client
+) -> None:
+    keyboard = {"inline_keyboard": [[{"text": "Allow", "callback_data": "approve:e1:0"}]]}
+    sent = call(
+        client, standin, "sendMessage", chat_id=5, text="Run <b>ls</b>?", parse_mode="HTML", reply_markup=keyboard
+    )
+    mid = sent.json()["result"]["message_id"]
+    assert call(client, standin, "editMessageText", chat_id=5, message_id=mid + 100, text="x").json()[
+        "description"
+    ] == ("Bad Request: message to edit not found")
+    same = call(client, standin, "editMessageText", chat_id=5, message_id=mid, text="Run <b>ls</b>?", parse_mode="HTML")
+    assert same.status_code == 200  # the keyboard differs (removed), so it is a modification
+    again = call(
+        client, standin, "editMessageText", chat_id=5, message_id=mid, text="Run <b>ls</b>?", parse_mode="HTML"
+    )
+    assert again.status_code == 400 and "message is not modified" in again.json()["description"]
+    bad = call(client, standin, "editMessageText", chat_id=5, message_id=mid, text="<b>unclosed", parse_mode="HTML")
+    assert bad.status_code == 400
+    (message,) = standin.messages_for(5)
+    assert (message.plain_text, message.reply_markup) == ("Run ls?", None)
+    assert [e.message_id for e in standin.edits] == [mid]
+
+
+def test_scripted_start_reply_and_press_arrive_as_updates(standin: TelegramStandIn, client: httpx.Client) -> None:
+    keyboard = {"inline_keyboard": [[{"text": "✅ Allow", "callback_data": "approve:e1:0"}]]}
+    call(client, standin, "sendMessage", chat_id=7, text="Allow?", reply_markup=keyboard)
+    (message,) = standin.messages_for(7)
+    standin.push_start(7, first_name="Ada", username="ada")
+    standin.push_text(7, "why?", reply_to=message.message_id)
+    standin.press(7, message, "Allow")
+    with pytest.raises(ValueError, match="0 buttons match"):
+        standin.press(7, message, "Deny")
+    updates = call(client, standin, "getUpdates", timeout=0).json()["result"]
+    start, reply, press = updates
+    assert start["message"]["text"] == "/start" and start["message"]["from"]["first_name"] == "Ada"
+    assert reply["message"]["reply_to_message"]["message_id"] == message.message_id
+    assert press["callback_query"]["data"] == "approve:e1:0"
+    assert press["callback_query"]["message"]["message_id"] == message.message_id

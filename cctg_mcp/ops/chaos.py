@@ -130,6 +130,9 @@ class ChaosSender:
     async def answer_callback_query(self, *args: Any, **kwargs: Any) -> Any:
         return await self._wrap("answerCallbackQuery", lambda: self.inner.answer_callback_query(*args, **kwargs))
 
+    async def edit_message_text(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._wrap("editMessageText", lambda: self.inner.edit_message_text(*args, **kwargs))
+
     async def rebuild(self) -> None:
         await self.inner.rebuild()
 

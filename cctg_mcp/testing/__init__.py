@@ -9,7 +9,8 @@ Run it stand-alone with ``python -m cctg_mcp.testing --port 0``: it prints one J
 ``{"base_url": ..., "token": ...}`` and serves until stdin closes or SIGTERM.
 
 Modules: ``standin`` (Bot API semantics, faults, flood limits), ``server`` (HTTP),
-``html`` (Telegram's input validation), ``model`` (records), ``__main__`` (the CLI).
+``html`` (Telegram's input validation), ``person`` (scripted updates: texts, /start, button
+presses), ``model`` (records), ``__main__`` (the CLI).
 """
 
 from __future__ import annotations

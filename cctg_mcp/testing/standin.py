@@ -19,12 +19,13 @@ import anyio.to_thread
 
 from cctg_mcp.testing.html import TEXT_LIMIT, BadRequest, chat_id_of, parse_telegram_html, utf16_len, validate_markup
 from cctg_mcp.testing.model import Bucket, Fault, FaultMode, RecordedRequest, Reply, SentMessage, err
+from cctg_mcp.testing.person import ScriptedPerson
 from cctg_mcp.testing.server import StandInHandler, StandInServer
 
 DEFAULT_TOKEN = "123456:TEST-TOKEN-abcdefghijklmnopqrstuvwxyz012"
 
 
-class TelegramStandIn:
+class TelegramStandIn(ScriptedPerson):
     """A Telegram Bot API server on loopback with fault injection and flood limits."""
 
     def __init__(
@@ -67,6 +68,8 @@ class TelegramStandIn:
         self.sent: list[SentMessage] = []
         self.requests: list[RecordedRequest] = []
         self.answered_callbacks: list[dict[str, Any]] = []
+        #: editMessageText calls that were accepted, in order (the sent message is updated too).
+        self.edits: list[SentMessage] = []
         self.rate_limited_count = 0
         self.hanging = 0  # requests currently held by a HANG fault
         self.base_url = ""
@@ -214,45 +217,6 @@ class TelegramStandIn:
         with self._cond:
             return list(self.sent)
 
-    # -- updates -----------------------------------------------------------------------------
-    def push_update(self, update: dict[str, Any]) -> int:
-        """Queue an update for getUpdates; its ``update_id`` is assigned here and returned."""
-        with self._cond:
-            update = {**update, "update_id": self._next_update_id}
-            self._next_update_id += 1
-            self._updates.append(update)
-            self._cond.notify_all()
-            return int(update["update_id"])
-
-    def push_raw_update(self, update: dict[str, Any]) -> None:
-        """Queue an update exactly as given, ``update_id`` included (odd or hostile ids)."""
-        with self._cond:
-            self._updates.append(dict(update))
-            self._cond.notify_all()
-
-    def _user(self, user_id: int) -> dict[str, Any]:
-        return {"id": user_id, "is_bot": False, "first_name": f"User{user_id}", "username": f"user{user_id}"}
-
-    def push_text(self, user_id: int, text: str) -> int:
-        with self._cond:
-            mid = self._next_message_id
-            self._next_message_id += 1
-        msg = {"message_id": mid, "from": self._user(user_id), "date": int(time.time()), "text": text}
-        msg["chat"] = {"id": user_id, "type": "private"}
-        return self.push_update({"message": msg})
-
-    def push_callback(self, user_id: int, data: str, message_id: int | None = None) -> int:
-        with self._cond:
-            if message_id is None:
-                mine = [m.message_id for m in self.sent if m.chat_id == user_id]
-                message_id = mine[-1] if mine else 1
-            query_id = f"cbq{self._next_update_id}"
-        chat = {"id": user_id, "type": "private"}
-        message = {"message_id": message_id, "chat": chat, "date": int(time.time())}
-        query = {"id": query_id, "from": self._user(user_id), "message": message, "data": data}
-        query["chat_instance"] = str(user_id)
-        return self.push_update({"callback_query": query})
-
     # -- requests (parsed by cctg_mcp.testing.server) ---------------------------------------
     def _respond(self, token: str | None, method: str, params: dict[str, Any]) -> Reply:
         """The reply to a parsed request; ``token`` is None when the path is not a Bot API path."""
@@ -277,6 +241,7 @@ class TelegramStandIn:
             "sendMessage": self._send_message,
             "getUpdates": self._get_updates,
             "answerCallbackQuery": self._answer_callback,
+            "editMessageText": self._edit_message_text,
             "deleteWebhook": lambda p: Reply(200, {"ok": True, "result": True}),
         }
         fn = handlers.get(method)
@@ -329,6 +294,37 @@ class TelegramStandIn:
         }
         if markup:
             result["reply_markup"] = markup
+        return Reply(200, {"ok": True, "result": result})
+
+    def _edit_message_text(self, params: dict[str, Any]) -> Reply:
+        chat_id = chat_id_of(params.get("chat_id"))
+        message_id = params.get("message_id")
+        if chat_id is None or not isinstance(message_id, int):
+            raise BadRequest("message to edit not found")
+        text = params.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise BadRequest("message text is empty")
+        parse_mode = params.get("parse_mode") or None
+        plain = parse_telegram_html(text) if str(parse_mode).upper() == "HTML" else text
+        if not plain.strip():
+            raise BadRequest("message text is empty")
+        if utf16_len(plain) > TEXT_LIMIT:
+            raise BadRequest("message is too long")
+        markup = validate_markup(params.get("reply_markup"))
+        with self._cond:
+            found = [m for m in self.sent if m.chat_id == chat_id and m.message_id == message_id]
+            if not found:
+                raise BadRequest("message to edit not found")
+            message = found[0]
+            if message.text == text and message.reply_markup == markup:
+                raise BadRequest(
+                    "message is not modified: specified new message content and reply markup are exactly "
+                    "the same as a current content and reply markup of the message"
+                )
+            message.text, message.parse_mode, message.reply_markup, message.plain_text = text, parse_mode, markup, plain
+            self.edits.append(SentMessage(chat_id, text, parse_mode, markup, message_id, self._clock(), plain))
+            self._cond.notify_all()
+        result = {"message_id": message_id, "chat": {"id": chat_id}, "date": int(time.time()), "text": plain}
         return Reply(200, {"ok": True, "result": result})
 
     def _flood_wait(self, chat_id: int) -> float:

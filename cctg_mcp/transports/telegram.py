@@ -154,6 +154,27 @@ class TelegramTransport:
             raise TelegramError("Telegram sendMessage returned no message_id", retryable=False)
         return message_id
 
+    async def edit_message_text(
+        self,
+        chat_id: int,
+        message_id: int,
+        text: str,
+        *,
+        reply_markup: dict[str, Any] | None = None,
+        parse_mode: str | None = "HTML",
+    ) -> None:
+        """Replace a sent message's text; without ``reply_markup`` its inline keyboard is removed."""
+        payload: dict[str, Any] = {
+            "chat_id": self.chat_migrations.get(chat_id, chat_id),
+            "message_id": message_id,
+            "text": text,
+        }
+        if parse_mode is not None:
+            payload["parse_mode"] = parse_mode
+        if reply_markup is not None:
+            payload["reply_markup"] = reply_markup
+        await self._call("editMessageText", payload)
+
     async def get_me(self) -> dict[str, Any]:
         result = await self._call("getMe", {})
         if not isinstance(result, dict):
