@@ -14,6 +14,7 @@ A missing token is *not* an error here: the server still starts, lists its tools
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
@@ -161,6 +162,29 @@ def _names(raw: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(str(x).strip().lower() for x in items if str(x).strip()))
 
 
+_TOOL_NAME = re.compile(r"[A-Za-z0-9_*?.\-]{1,200}")
+
+
+def _tool_names(raw: Any) -> tuple[str, ...]:
+    """Comma-separated tool names, case kept (``Read,Grep,mcp__github__*``)."""
+    items = raw if isinstance(raw, list | tuple) else str(raw).split(",")
+    names = [str(x).strip() for x in items if str(x).strip()]
+    for name in names:
+        if not _TOOL_NAME.fullmatch(name):
+            raise ValueError(
+                f"contains {name!r}, which is not a tool name: use comma-separated names such as Read,Grep,Glob "
+                "(letters, digits, _ - . and the wildcards * ?)"
+            )
+    return tuple(dict.fromkeys(names))
+
+
+def _permission_timeout(raw: Any) -> float:
+    seconds = parse_duration(raw, "s")
+    if not 0 < seconds <= 86_400:
+        raise ValueError("is out of range: use more than 0 and at most 86400 seconds (1d)")
+    return seconds
+
+
 def _env(*names: str) -> Any:
     """An optional field and the variables it reads, in priority order (``CCTG_`` name first)."""
     return Field(None, validation_alias=AliasChoices(*names))
@@ -270,6 +294,17 @@ class Settings(BaseSettings):
     toolsets: Annotated[tuple[str, ...], BeforeValidator(_names)] = Field((), validation_alias="CCTG_TOOLSETS")
     #: List only the tools that change nothing (readOnlyHint).
     read_only: Annotated[bool, BeforeValidator(parse_bool)] = Field(False, validation_alias="CCTG_READ_ONLY")
+    #: permission_prompt: how long to wait for Allow / Deny (units accepted: ``2m``), the tools
+    #: allowed and denied without asking (names or shell wildcards such as ``mcp__github__*``).
+    permission_timeout: Annotated[float, BeforeValidator(_permission_timeout)] = Field(
+        120.0, validation_alias="CCTG_PERMISSION_TIMEOUT"
+    )
+    permission_auto_allow: Annotated[tuple[str, ...], BeforeValidator(_tool_names)] = Field(
+        (), validation_alias="CCTG_PERMISSION_AUTO_ALLOW"
+    )
+    permission_deny: Annotated[tuple[str, ...], BeforeValidator(_tool_names)] = Field(
+        (), validation_alias="CCTG_PERMISSION_DENY"
+    )
     #: Variables that were read, for ``cctg-mcp check`` and the status tool (no secrets).
     sources: tuple[str, ...] = Field((), exclude=False)
 

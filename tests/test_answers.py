@@ -207,6 +207,21 @@ async def test_a_text_reply_to_a_delivered_message_names_its_event(tmp_path: Pat
         assert await store.event_known("nope") is False
 
 
+async def test_a_reply_stored_before_its_delivery_was_recorded_still_answers_the_event(tmp_path: Path) -> None:
+    async with stores(tmp_path) as (store, box):
+        assert box is not None
+        event, other = approval(), approval("ev-other")
+        (delivery,) = await box.enqueue(event, [ALICE]) or []
+        await box.enqueue(other, [ALICE])
+        rows, _ = await store.store_batch([text(1, ALICE, "no, wait", reply_to=77)], 2)
+        assert rows[0].event_id is None  # the outbox did not know message 77 yet
+        assert await store.first_for_event(event.event_id) is None
+        await box.mark_delivered(delivery.id, [77])
+        found = await store.first_for_event(event.event_id)
+        assert found is not None and (found.text, found.update_id) == ("no, wait", 1)
+        assert await store.first_for_event(other.event_id) is None
+
+
 async def test_unknown_callback_data_is_kept_as_other(tmp_path: Path) -> None:
     async with stores(tmp_path) as (store, _):
         rows, _ = await store.store_batch([press(1, ALICE, "bridge_fix_request")], 2)

@@ -19,6 +19,7 @@ RUNTIME = {
     "delivery",
     "events",
     "ops",
+    "permissions",
     "resilience",
     "server",
     "tasks",
@@ -93,7 +94,7 @@ def test_only_transports_import_httpx(unit: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "unit", ["answers", "config", "delivery", "events", "ops", "resilience", "tasks", "transports"]
+    "unit", ["answers", "config", "delivery", "events", "ops", "permissions", "resilience", "tasks", "transports"]
 )
 def test_inner_layers_never_import_the_edge(unit: str) -> None:
     assert not GRAPH[unit] & EDGE, f"{unit} imports {sorted(GRAPH[unit] & EDGE)}"

@@ -274,10 +274,18 @@ class ResponseStore(ThreadedSqlite):
         return await self._run(self._first_for_event, event_id)
 
     def _first_for_event(self, event_id: str) -> TelegramResponse | None:
-        row = self._conn.execute(
-            "SELECT * FROM responses WHERE event_id=? OR (event_id IS NULL AND ref=?) ORDER BY id LIMIT 1",
-            (event_id, callback_ref(event_id)),
-        ).fetchone()
+        sql = "SELECT * FROM responses WHERE event_id=? OR (event_id IS NULL AND ref=?)"
+        args: tuple[Any, ...] = (event_id, callback_ref(event_id))
+        if self.outbox_attached:
+            # A text reply stored before its delivery recorded the message id (the person was
+            # quicker than the outbox write) is tied here, by the message it replies to.
+            sql += (
+                " OR (event_id IS NULL AND kind='text' AND message_id IS NOT NULL AND EXISTS (SELECT 1 FROM"
+                " ob.deliveries d WHERE d.event_id=? AND d.chat_id=responses.chat_id AND EXISTS"
+                " (SELECT 1 FROM json_each(d.message_ids) WHERE value=responses.message_id)))"
+            )
+            args += (event_id,)
+        row = self._conn.execute(sql + " ORDER BY id LIMIT 1", args).fetchone()
         return _response(row) if row is not None else None
 
     async def event_known(self, event_id: str) -> bool | None:

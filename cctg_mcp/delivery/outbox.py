@@ -406,6 +406,22 @@ class Outbox(ThreadedSqlite):
             (redact(error)[:500], time.time(), delivery_id),
         )
 
+    async def withdraw(self, event_id: str) -> int:
+        """Delete the event's deliveries still waiting (``pending``), and the event if none is
+        left: for a question whose answer is no longer wanted (a permission request already
+        denied). Delivered and in-flight rows are kept. Returns how many were withdrawn."""
+        return await self._run(self._withdraw, event_id)
+
+    def _withdraw(self, event_id: str) -> int:
+        with self._conn:
+            self._conn.execute("BEGIN IMMEDIATE")
+            n = self._conn.execute("DELETE FROM deliveries WHERE event_id=? AND status='pending'", (event_id,)).rowcount
+            self._conn.execute(
+                "DELETE FROM events WHERE event_id=? AND NOT EXISTS (SELECT 1 FROM deliveries WHERE event_id=?)",
+                (event_id, event_id),
+            )
+        return int(n)
+
     async def recover_expired_leases(self, *, now: float | None = None) -> int:
         """In-flight rows whose lease ran out (their process died) go back to pending."""
         at = time.time() if now is None else now

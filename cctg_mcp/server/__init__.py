@@ -23,6 +23,7 @@ from cctg_mcp.server import (
     diagnostic_tools,
     health_tools,
     mode_tools,
+    permission_tools,
     recovery_tools,
     resources,
     send_tools,
@@ -41,6 +42,7 @@ Notify the person on Telegram and read their answers.
 - get_resilience_status tells whether the channel is healthy and why not.
 - After send_approval_request, wait_for_response(event_id) returns the person's answer as soon as they
   press a button; get_telegram_responses / process_pending_responses list recent answers and decisions.
+- permission_prompt is for Claude Code's --permission-prompt-tool (it asks the person Allow / Deny).
 """
 
 
@@ -79,4 +81,5 @@ def build_server(
     bridge_tools.register(mcp)
     mode_tools.register(mcp)
     task_tools.register(mcp)
+    permission_tools.register(mcp)
     return mcp
