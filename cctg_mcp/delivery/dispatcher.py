@@ -5,6 +5,12 @@ immediate attempt, bounded by the tool's deadline) and by the background loop ``
 which claims due rows with leases until the server stops. A delivery ends in one of three
 ways: delivered, back to pending with a due time (transient failure, breaker open,
 deadline reached), or dead (a permanent failure: 400, 401, 403).
+
+Once Telegram accepted every part, the delivery *is* delivered, whatever happens to our
+record of it: if writing that record fails (a full disk, a locked database), the outcome is
+still ``delivered``, the message ids are kept in memory (``unsettled``) and the record is
+written again before every claim; a row of ours that comes back from an expired lease is
+settled, never sent again. Only a crash before the record is written can repeat it.
 """
 
 from __future__ import annotations
@@ -119,6 +125,9 @@ class Dispatcher:
         self.delivered = 0
         self.requeued = 0
         self.dead = 0
+        #: Deliveries Telegram accepted whose record could not be written yet: id -> message ids.
+        self.unsettled: dict[int, list[int]] = {}
+        self.settle_failures = 0
 
     def wake(self) -> None:
         """Look at the outbox now (new work, or due times changed)."""
@@ -202,13 +211,38 @@ class Dispatcher:
             if not self.active:
                 self._idle.set()
 
+    async def _settle_delivered(self, delivery: Delivery, message_ids: list[int], attempts: int) -> Outcome:
+        """Record a delivery Telegram accepted; if the record cannot be written it is still delivered."""
+        note = None
+        try:
+            await self.outbox.mark_delivered(delivery.id, message_ids)
+            self.unsettled.pop(delivery.id, None)
+        except BaseResilienceError as exc:
+            self.unsettled[delivery.id] = list(message_ids)
+            self.settle_failures += 1
+            note = f"Telegram accepted it, but recording that failed ({exc}); it is not sent again"
+            log.error("delivery %s to chat %s: %s", delivery.id, delivery.chat_id, note)
+        self.delivered += 1
+        return Outcome(delivery.id, delivery.chat_id, "delivered", message_ids, note, attempts=attempts)
+
+    async def settle_unsettled(self) -> int:
+        """Write the records that failed before (the disk had room again?); how many are left."""
+        for delivery_id, message_ids in list(self.unsettled.items()):
+            try:
+                await self.outbox.mark_delivered(delivery_id, message_ids)
+            except BaseResilienceError:
+                break  # still failing: keep them all for the next round
+            self.unsettled.pop(delivery_id, None)
+        return len(self.unsettled)
+
     async def _deliver(self, delivery: Delivery, deadline: float | None) -> Outcome:
         message_ids = list(delivery.message_ids)
         attempts = delivery.attempts + 1
+        if delivery.id in self.unsettled:  # accepted before; only our record of it is missing
+            return await self._settle_delivered(delivery, self.unsettled[delivery.id], attempts)
         try:
             async with self._lock(delivery.chat_id):
                 await self.send_parts(delivery, message_ids, deadline)
-                await self.outbox.mark_delivered(delivery.id, message_ids)
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
                 await self.outbox.record_part(delivery.id, len(message_ids), message_ids)
@@ -235,8 +269,7 @@ class Dispatcher:
             return Outcome(
                 delivery.id, delivery.chat_id, "queued", message_ids, reason, error.code, due, attempts=attempts
             )
-        self.delivered += 1
-        return Outcome(delivery.id, delivery.chat_id, "delivered", message_ids, attempts=attempts)
+        return await self._settle_delivered(delivery, message_ids, attempts)
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Deliver due rows until cancelled. Expired leases (a crash) go back first."""
@@ -249,6 +282,8 @@ class Dispatcher:
         try:
             while True:
                 self.heartbeat = self.clock.monotonic()
+                if self.unsettled:
+                    await self.settle_unsettled()
                 mode = self.mode.get() if self.mode is not None else "nomad"
                 if self.paused or mode == "muted":
                     batch: list[Delivery] = []

@@ -33,7 +33,7 @@ from typing import Any
 
 import anyio.to_thread
 
-from cctg_mcp.delivery.sqlite_worker import ThreadedSqlite
+from cctg_mcp.delivery.sqlite_worker import BUSY_TIMEOUT_S, ThreadedSqlite
 from cctg_mcp.events.catalogue import Event
 from cctg_mcp.resilience.errors import ConfigurationError, FilesystemError, ResourceError, redact
 
@@ -67,6 +67,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 PRIORITY_RANK = {"low": 0, "normal": 1, "high": 2, "critical": 3}
+#: Seconds start-up waits for another process's write lock before it says so (not 30).
+START_BUSY_TIMEOUT_S = 5.0
 #: Rows local mode holds back (delivery/mode.py ``asks_for_answer``, in SQL).
 #: (``json_valid`` first: a damaged payload must not fail the whole claim; it is quarantined.)
 ASKS_FOR_ANSWER_SQL = (
@@ -155,24 +157,18 @@ class Outbox(ThreadedSqlite):
     ) -> Outbox:
         """Open (or create) the outbox; due times further ahead than ``max_due_s`` (left by an
         older version, or a server's huge wait) are brought back to ``max_due_s`` from now."""
-        box = await anyio.to_thread.run_sync(cls._open_sync, path, max_pending, max_bytes)
-        box.max_due_s = max_due_s
-        capped = await box._run(
-            box._exec,
-            "UPDATE deliveries SET next_attempt_at=? WHERE status='pending' AND next_attempt_at>?",
-            (time.time() + max_due_s, time.time() + max_due_s),
-        )
-        if capped:
-            log.warning(
-                "outbox: %d delivery(ies) were due more than %g s ahead; now due in %g s", capped, max_due_s, max_due_s
-            )
-        return box
+        return await anyio.to_thread.run_sync(cls._open_sync, path, max_pending, max_bytes, max_due_s)
 
     @classmethod
-    def _open_sync(cls, path: Path, max_pending: int, max_bytes: int) -> Outbox:
+    def _open_sync(cls, path: Path, max_pending: int, max_bytes: int, max_due_s: float = 3600.0) -> Outbox:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+            if path.exists() and path.stat().st_size == 0:
+                # SQLite would silently treat it as a new database: whatever it held is unknown.
+                raise sqlite3.DatabaseError("the file is empty (0 bytes), not an outbox")
+            conn = sqlite3.connect(
+                str(path), check_same_thread=False, isolation_level=None, timeout=START_BUSY_TIMEOUT_S
+            )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
@@ -180,6 +176,27 @@ class Outbox(ThreadedSqlite):
             check = conn.execute("PRAGMA quick_check").fetchone()
             if not check or check[0] != "ok":
                 raise sqlite3.DatabaseError(f"integrity check failed: {check}")
+            horizon = time.time() + max_due_s
+            with conn:
+                capped = conn.execute(
+                    "UPDATE deliveries SET next_attempt_at=? WHERE status='pending' AND next_attempt_at>?",
+                    (horizon, horizon),
+                ).rowcount
+            if capped:
+                log.warning("outbox: %d delivery(ies) were due more than %g s ahead; now due then", capped, max_due_s)
+            conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise ConfigurationError(
+                    f"The outbox database at {path} is locked by another process (a write lock held for more "
+                    f"than {START_BUSY_TIMEOUT_S:g} s; a sqlite3 shell or backup tool?). Nothing was changed. "
+                    "Close that program, then start again."
+                ) from None
+            raise ConfigurationError(
+                f"The outbox database at {path} cannot be opened ({exc}). Nothing was deleted. "
+                "Move the file aside (it may still hold undelivered events) or set CCTG_DATA_DIR "
+                "to another directory, then start again."
+            ) from None
         except (sqlite3.DatabaseError, OSError) as exc:
             raise ConfigurationError(
                 f"The outbox database at {path} cannot be opened ({exc}). Nothing was deleted. "
@@ -188,7 +205,7 @@ class Outbox(ThreadedSqlite):
             ) from None
         conn.row_factory = sqlite3.Row
         conn.text_factory = _decode_text
-        box = cls(conn, path, max_pending=max_pending, max_bytes=max_bytes)
+        box = cls(conn, path, max_pending=max_pending, max_bytes=max_bytes, max_due_s=max_due_s)
         box.watch_file(path)
         return box
 

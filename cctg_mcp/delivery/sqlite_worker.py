@@ -8,6 +8,10 @@ A store also remembers which file it opened (device and inode): if the file is d
 replaced while the server runs (the data directory removed), SQLite keeps writing into the
 unlinked file and everything it accepts from then on would be lost at the next start.
 ``store_problem()`` notices (one ``stat``) and says so in words.
+
+SQLite's own errors leave ``_run`` as ours, in plain words naming the file: a full disk
+(``DISK_FULL``), a database locked by another process (``DB_LOCKED``), a read-only file or an
+I/O error, instead of an opaque ``OperationalError``.
 """
 
 from __future__ import annotations
@@ -21,7 +25,40 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 
+from cctg_mcp.resilience.errors import BaseResilienceError, FilesystemError, ResourceError, Severity
+
 T = TypeVar("T")
+
+#: Seconds a statement waits for another process's write lock before it fails (busy timeout).
+BUSY_TIMEOUT_S = 30.0
+
+
+def storage_error(exc: sqlite3.Error, path: Path | str) -> BaseResilienceError:
+    """A SQLite error on ``path`` as one of ours, in words a person can act on."""
+    name = str(getattr(exc, "sqlite_errorname", "") or "")
+    text = str(exc)
+    if name == "SQLITE_FULL" or "disk is full" in text:
+        return ResourceError(
+            f"The disk holding {path} is full: nothing more can be written there. Free some space; "
+            "nothing already accepted was lost.",
+            code="DISK_FULL",
+            severity=Severity.CRITICAL,
+        )
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in text or "busy" in text:
+        return ResourceError(
+            f"{path} is locked by another process (it held a write lock for more than {BUSY_TIMEOUT_S:g} s): "
+            "close the other program that has it open (a sqlite3 shell, a backup tool) or wait, then try again.",
+            code="DB_LOCKED",
+        )
+    if name.startswith("SQLITE_READONLY") or "readonly" in text:
+        return FilesystemError(
+            f"{path} cannot be written (read-only file or file system): make it writable by this user.",
+            code="READ_ONLY",
+            retryable=False,
+        )
+    if name.startswith("SQLITE_IOERR") or "disk I/O error" in text:
+        return FilesystemError(f"Reading or writing {path} failed (disk I/O error: {text}).", code="DISK_IO")
+    return FilesystemError(f"The database {path} failed: {text}.", code="STORAGE_ERROR")
 
 
 class ThreadedSqlite:
@@ -56,6 +93,10 @@ class ThreadedSqlite:
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         def locked() -> T:
             with self._lock:
-                return fn(*args)
+                try:
+                    return fn(*args)
+                except sqlite3.Error as exc:
+                    where = self._file[0] if self._file is not None else "the database"
+                    raise storage_error(exc, where) from None
 
         return await anyio.to_thread.run_sync(locked)
