@@ -83,9 +83,10 @@ async def open_service(
             max_pending=settings.outbox_max_pending,
             max_bytes=settings.outbox_max_bytes,
             max_due_s=settings.max_server_wait,
+            clock=clock,
         )
         stack.push_async_callback(outbox.close)
-        # Bridge delivery writes CCTelegram event files (bridge_delivery): no Bot API client.
+        # Bridge delivery writes CCTelegram event files (delivery/bridge.py): no Bot API client.
         transport = None
         if settings.delivery == "telegram":
             transport = TelegramTransport(

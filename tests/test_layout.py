@@ -107,3 +107,23 @@ def test_transports_know_no_delivery_ops_or_server() -> None:
 @pytest.mark.parametrize("unit", sorted(RUNTIME - {"cli", "testing"}))
 def test_runtime_never_imports_tooling(unit: str) -> None:
     assert "dev" not in GRAPH[unit] and "testing" not in GRAPH[unit]
+
+
+def test_wall_time_is_read_only_inside_the_clock() -> None:
+    """``time.time()`` and ``datetime.now()`` only in resilience/clock.py: everything else takes
+    the injected clock, so whole-server tests can run in virtual time."""
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        rel = path.relative_to(PACKAGE).as_posix()
+        if rel == "resilience/clock.py" or rel.startswith(("dev/", "testing/")):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) in {
+                "time.time",
+                "datetime.now",
+                "datetime.utcnow",
+                "datetime.datetime.now",
+                "date.today",
+            }:
+                offenders.append(f"{rel}:{node.lineno}")
+    assert offenders == []

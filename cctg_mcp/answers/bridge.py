@@ -32,7 +32,6 @@ import logging
 import os
 import sqlite3
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -248,7 +247,7 @@ class BridgeAnswers:
         return await anyio.to_thread.run_sync(fn, *args)
 
     async def _window(self, since_minutes: int | None, now: float | None) -> list[TelegramResponse]:
-        since = None if since_minutes is None else (time.time() if now is None else now) - since_minutes * 60.0
+        since = None if since_minutes is None else (self.clock.time() if now is None else now) - since_minutes * 60.0
         return await self._run(self._read_sync, since)
 
     # ---- use cases ----------------------------------------------------------------------
@@ -260,7 +259,7 @@ class BridgeAnswers:
         return ResponseList(count=min(limit, len(rows)), total=len(rows), responses=rows[:limit])
 
     async def clear(self, older_than_hours: int = 24, *, now: float | None = None) -> ClearResult:
-        cutoff = (time.time() if now is None else now) - older_than_hours * 3600.0
+        cutoff = (self.clock.time() if now is None else now) - older_than_hours * 3600.0
         n = await self._run(delete_old_response_files, self.responses_dir, cutoff)
         return ClearResult(
             deleted_count=n,

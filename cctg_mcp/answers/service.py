@@ -75,7 +75,10 @@ class Answers:
     ) -> Answers:
         """Open the store next to the outbox and build the poller (start ``poller.run`` yourself)."""
         store = await ResponseStore.open(
-            settings.data_dir / ANSWERS_FILE, outbox_path=settings.outbox_path, bot_id=bot_id_of(settings.token)
+            settings.data_dir / ANSWERS_FILE,
+            outbox_path=settings.outbox_path,
+            bot_id=bot_id_of(settings.token),
+            clock=clock,
         )
         poller = ResponsePoller(
             store,

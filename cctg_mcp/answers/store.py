@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ import anyio.to_thread
 from cctg_mcp.answers.models import Action, ParsedUpdate, TelegramResponse, iso
 from cctg_mcp.delivery.sqlite_worker import ThreadedSqlite
 from cctg_mcp.events.rendering import callback_ref, parse_callback_data
+from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
 from cctg_mcp.resilience.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
@@ -76,19 +76,23 @@ _COLUMNS = (
 class ResponseStore(ThreadedSqlite):
     """Open with ``await ResponseStore.open(path, outbox_path=..., bot_id=...)``."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path, *, bot_id: int, outbox_attached: bool) -> None:
-        super().__init__(conn)
+    def __init__(
+        self, conn: sqlite3.Connection, path: Path, *, bot_id: int, outbox_attached: bool, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
+        super().__init__(conn, clock=clock)
         self.path = path
         self.bot_id = bot_id
         self.outbox_attached = outbox_attached
         self._changed: anyio.Event | None = None
 
     @classmethod
-    async def open(cls, path: Path, *, outbox_path: Path | None = None, bot_id: int = 0) -> ResponseStore:
-        return await anyio.to_thread.run_sync(cls._open_sync, path, outbox_path, bot_id)
+    async def open(
+        cls, path: Path, *, outbox_path: Path | None = None, bot_id: int = 0, clock: Clock = SYSTEM_CLOCK
+    ) -> ResponseStore:
+        return await anyio.to_thread.run_sync(cls._open_sync, path, outbox_path, bot_id, clock)
 
     @classmethod
-    def _open_sync(cls, path: Path, outbox_path: Path | None, bot_id: int) -> ResponseStore:
+    def _open_sync(cls, path: Path, outbox_path: Path | None, bot_id: int, clock: Clock) -> ResponseStore:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
@@ -112,7 +116,7 @@ class ResponseStore(ThreadedSqlite):
                 log.warning(
                     "answers: cannot read the outbox at %s (%s); answers will not name their events", outbox_path, exc
                 )
-        return cls(conn, path, bot_id=bot_id, outbox_attached=attached)
+        return cls(conn, path, bot_id=bot_id, outbox_attached=attached, clock=clock)
 
     # ---- change notification ------------------------------------------------------------
 
@@ -136,7 +140,7 @@ class ResponseStore(ThreadedSqlite):
 
         Returns the stored rows of this batch (new ones and ones stored before, so a re-read
         batch is acknowledged again) and how many were new."""
-        at = time.time() if now is None else now
+        at = self.clock.time() if now is None else now
         rows, new = await self._run(self._store_batch, updates, next_offset, at)
         if new:
             self._notify()
@@ -236,7 +240,7 @@ class ResponseStore(ThreadedSqlite):
         return _payload(row["payload"]) if row is not None else None
 
     async def delete_older_than(self, seconds: float, *, now: float | None = None) -> int:
-        cutoff = (time.time() if now is None else now) - seconds
+        cutoff = (self.clock.time() if now is None else now) - seconds
         return await self._run(self._delete_before, cutoff)
 
     def _delete_before(self, cutoff: float) -> int:
@@ -257,7 +261,7 @@ class ResponseStore(ThreadedSqlite):
         self, *, limit: int | None = None, since_s: float | None = None, now: float | None = None
     ) -> tuple[int, list[TelegramResponse]]:
         """``(total in window, newest first up to limit)``."""
-        cutoff = (time.time() if now is None else now) - since_s if since_s is not None else None
+        cutoff = (self.clock.time() if now is None else now) - since_s if since_s is not None else None
         return await self._run(self._recent, limit, cutoff)
 
     def _recent(self, limit: int | None, cutoff: float | None) -> tuple[int, list[TelegramResponse]]:

@@ -82,7 +82,7 @@ def bridge_dispatcher(
     """The composition root's bridge-mode dispatcher."""
     return BridgeDispatcher(
         outbox,
-        EventFileWriter(settings.events_dir),
+        EventFileWriter(settings.events_dir, clock=clock),
         pipelines.for_component(BRIDGE_COMPONENT),
         pacer,
         clock=clock,

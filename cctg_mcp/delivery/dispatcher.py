@@ -16,7 +16,6 @@ settled, never sent again. Only a crash before the record is written can repeat 
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -246,7 +245,7 @@ class Dispatcher:
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
                 await self.outbox.record_part(delivery.id, len(message_ids), message_ids)
-                await self.outbox.release(delivery.id, "cancelled before delivery finished", time.time())
+                await self.outbox.release(delivery.id, "cancelled before delivery finished", self.clock.time())
             raise
         except Exception as exc:  # every failure settles the row; nothing accepted is dropped
             error = classify(exc)
@@ -262,7 +261,7 @@ class Dispatcher:
                 return Outcome(
                     delivery.id, delivery.chat_id, "dead", message_ids, reason, error.code, attempts=attempts
                 )
-            due = time.time() + requeue_delay(attempts, error)
+            due = self.clock.time() + requeue_delay(attempts, error)
             await self.outbox.release(delivery.id, reason, due)
             self.requeued += 1
             self.wake()
@@ -308,9 +307,9 @@ class Dispatcher:
                 due = await self.outbox.next_due_at()
                 held = self.paused or mode == "muted"
                 gated = held or self.min_priority != "low" or mode == "local"
-                if due is not None and due <= time.time() and gated:
+                if due is not None and due <= self.clock.time() and gated:
                     due = None  # due rows the levers or the mode hold back are not claimable: don't spin
-                wait = self.idle_poll_s if due is None else min(self.idle_poll_s, max(0.0, due - time.time()))
+                wait = self.idle_poll_s if due is None else min(self.idle_poll_s, max(0.0, due - self.clock.time()))
                 if wait > 0 or held:
                     with self.clock.timeout_scope(wait if not held else self.idle_poll_s):
                         await self._wake.wait()

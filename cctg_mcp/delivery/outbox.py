@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ import anyio.to_thread
 
 from cctg_mcp.delivery.sqlite_worker import BUSY_TIMEOUT_S, ThreadedSqlite
 from cctg_mcp.events.catalogue import Event
+from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
 from cctg_mcp.resilience.errors import ConfigurationError, FilesystemError, ResourceError, redact
 
 SCHEMA = """
@@ -135,9 +135,16 @@ class Outbox(ThreadedSqlite):
     """Durable queue of deliveries. Open with ``await Outbox.open(path)``."""
 
     def __init__(
-        self, conn: sqlite3.Connection, path: Path, *, max_pending: int, max_bytes: int, max_due_s: float = 3600.0
+        self,
+        conn: sqlite3.Connection,
+        path: Path,
+        *,
+        max_pending: int,
+        max_bytes: int,
+        max_due_s: float = 3600.0,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        super().__init__(conn)
+        super().__init__(conn, clock=clock)
         self.path = path
         self.max_pending = max_pending
         self.max_bytes = max_bytes
@@ -154,13 +161,16 @@ class Outbox(ThreadedSqlite):
         max_pending: int = 100_000,
         max_bytes: int = 256 * 1024 * 1024,
         max_due_s: float = 3600.0,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> Outbox:
         """Open (or create) the outbox; due times further ahead than ``max_due_s`` (left by an
         older version, or a server's huge wait) are brought back to ``max_due_s`` from now."""
-        return await anyio.to_thread.run_sync(cls._open_sync, path, max_pending, max_bytes, max_due_s)
+        return await anyio.to_thread.run_sync(cls._open_sync, path, max_pending, max_bytes, max_due_s, clock)
 
     @classmethod
-    def _open_sync(cls, path: Path, max_pending: int, max_bytes: int, max_due_s: float = 3600.0) -> Outbox:
+    def _open_sync(
+        cls, path: Path, max_pending: int, max_bytes: int, max_due_s: float = 3600.0, clock: Clock = SYSTEM_CLOCK
+    ) -> Outbox:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             if path.exists() and path.stat().st_size == 0:
@@ -176,7 +186,7 @@ class Outbox(ThreadedSqlite):
             check = conn.execute("PRAGMA quick_check").fetchone()
             if not check or check[0] != "ok":
                 raise sqlite3.DatabaseError(f"integrity check failed: {check}")
-            horizon = time.time() + max_due_s
+            horizon = clock.time() + max_due_s
             with conn:
                 capped = conn.execute(
                     "UPDATE deliveries SET next_attempt_at=? WHERE status='pending' AND next_attempt_at>?",
@@ -205,7 +215,7 @@ class Outbox(ThreadedSqlite):
             ) from None
         conn.row_factory = sqlite3.Row
         conn.text_factory = _decode_text
-        box = cls(conn, path, max_pending=max_pending, max_bytes=max_bytes, max_due_s=max_due_s)
+        box = cls(conn, path, max_pending=max_pending, max_bytes=max_bytes, max_due_s=max_due_s, clock=clock)
         box.watch_file(path)
         return box
 
@@ -224,7 +234,7 @@ class Outbox(ThreadedSqlite):
         With ``lease=(owner, seconds)`` the new deliveries start leased to ``owner`` in the
         same transaction, so the caller can send them at once and no other worker (the
         background dispatcher) can claim them in between."""
-        return await self._run(self._enqueue, event, chat_ids, lease, time.time() if now is None else now)
+        return await self._run(self._enqueue, event, chat_ids, lease, self.clock.time() if now is None else now)
 
     def _enqueue(
         self, event: Event, chat_ids: list[int], lease: tuple[str, float] | None, now: float
@@ -295,7 +305,7 @@ class Outbox(ThreadedSqlite):
         ``per_chat`` caps the rows taken per chat (the most urgent, then the oldest of each), so
         a batch spreads over every chat with a backlog instead of queueing behind one chat's
         rate limit."""
-        now = time.time()
+        now = self.clock.time()
         return await self._run(
             self._claim, now, owner, lease_s, limit, PRIORITY_RANK[min_priority], per_chat, skip_answer_requests
         )
@@ -393,7 +403,7 @@ class Outbox(ThreadedSqlite):
         await self._run(
             self._exec_relaxed,
             "UPDATE deliveries SET parts_sent=?, message_ids=?, updated_at=? WHERE id=?",
-            (parts_sent, json.dumps(message_ids), time.time(), delivery_id),
+            (parts_sent, json.dumps(message_ids), self.clock.time(), delivery_id),
         )
 
     async def mark_delivered(self, delivery_id: int, message_ids: list[int]) -> None:
@@ -401,13 +411,13 @@ class Outbox(ThreadedSqlite):
             self._exec_relaxed,
             "UPDATE deliveries SET status='delivered', message_ids=?, lease_until=NULL, lease_owner=NULL,"
             " attempts=attempts+1, last_error=NULL, updated_at=? WHERE id=?",
-            (json.dumps(message_ids), time.time(), delivery_id),
+            (json.dumps(message_ids), self.clock.time(), delivery_id),
         )
 
     async def release(self, delivery_id: int, error: str, next_attempt_at: float) -> None:
         """Back to pending after a transient failure; due again at ``next_attempt_at`` (at most
         ``max_due_s`` from now)."""
-        now = time.time()
+        now = self.clock.time()
         await self._run(
             self._exec,
             "UPDATE deliveries SET status='pending', lease_until=NULL, lease_owner=NULL, attempts=attempts+1,"
@@ -420,7 +430,7 @@ class Outbox(ThreadedSqlite):
             self._exec,
             "UPDATE deliveries SET status='dead', lease_until=NULL, lease_owner=NULL, attempts=attempts+1,"
             " last_error=?, updated_at=? WHERE id=?",
-            (redact(error)[:500], time.time(), delivery_id),
+            (redact(error)[:500], self.clock.time(), delivery_id),
         )
 
     async def withdraw(self, event_id: str) -> int:
@@ -441,7 +451,7 @@ class Outbox(ThreadedSqlite):
 
     async def recover_expired_leases(self, *, now: float | None = None) -> int:
         """In-flight rows whose lease ran out (their process died) go back to pending."""
-        at = time.time() if now is None else now
+        at = self.clock.time() if now is None else now
         return await self._run(
             self._exec,
             "UPDATE deliveries SET status='pending', lease_until=NULL, lease_owner=NULL, updated_at=?"
@@ -455,13 +465,13 @@ class Outbox(ThreadedSqlite):
             self._exec,
             "UPDATE deliveries SET status='pending', lease_until=NULL, lease_owner=NULL, updated_at=?"
             " WHERE status='in_flight' AND lease_owner=?",
-            (time.time(), owner),
+            (self.clock.time(), owner),
         )
 
     async def requeue_dead(self, event_id: str | None = None) -> int:
         """Give dead deliveries another chance (after the cause was fixed)."""
         where, args = ("AND event_id=?", (event_id,)) if event_id else ("", ())
-        now = time.time()
+        now = self.clock.time()
         return await self._run(
             self._exec,
             f"UPDATE deliveries SET status='pending', next_attempt_at=?, updated_at=? WHERE status='dead' {where}",
@@ -470,7 +480,7 @@ class Outbox(ThreadedSqlite):
 
     async def retry_now(self) -> int:
         """Make every pending delivery due immediately."""
-        now = time.time()
+        now = self.clock.time()
         return await self._run(
             self._exec,
             "UPDATE deliveries SET next_attempt_at=? WHERE status='pending' AND next_attempt_at>?",
@@ -515,7 +525,7 @@ class Outbox(ThreadedSqlite):
         (oldest,) = self._conn.execute(
             "SELECT MIN(created_at) FROM deliveries WHERE status IN ('pending','in_flight')"
         ).fetchone()
-        age = round(max(0.0, time.time() - oldest), 3) if oldest is not None else None
+        age = round(max(0.0, self.clock.time() - oldest), 3) if oldest is not None else None
         return OutboxCounts(by["pending"], by["in_flight"], by["delivered"], by["dead"], age)
 
     async def next_due_at(self) -> float | None:
@@ -540,7 +550,7 @@ class Outbox(ThreadedSqlite):
 
     async def purge(self, older_than_s: float) -> int:
         """Delete delivered and dead rows (and their events) older than the retention."""
-        return await self._run(self._purge, time.time() - older_than_s)
+        return await self._run(self._purge, self.clock.time() - older_than_s)
 
     def _purge(self, cutoff: float) -> int:
         with self._conn:

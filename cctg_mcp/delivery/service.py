@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -20,7 +19,7 @@ from pydantic import BaseModel, Field
 from cctg_mcp.config import Settings
 from cctg_mcp.delivery.dispatcher import Dispatcher, Outcome
 from cctg_mcp.delivery.outbox import Outbox
-from cctg_mcp.events.catalogue import CATALOGUE, EVENT_PRIORITY, EVENT_TYPES, Event, Priority
+from cctg_mcp.events.catalogue import CATALOGUE, EVENT_PRIORITY, EVENT_TYPES, Event, Priority, utc_iso
 from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
 from cctg_mcp.resilience.config import ResilienceConfig
 from cctg_mcp.resilience.errors import BaseResilienceError, ConfigurationError, ValidationError
@@ -216,6 +215,7 @@ class NotificationService:
             task_id=task_id,
             data=data,
             priority=priority or EVENT_PRIORITY.get(type, "normal"),
+            timestamp=utc_iso(self.clock.time()),
         )
 
     def message_event(self, message: str, *, source: str = "claude-code") -> Event:
@@ -327,7 +327,7 @@ class NotificationService:
                 message=f"Delivered to {len(outcomes)} recipient(s).",
                 recipients=recipients,
             )
-        due = min((o.next_attempt_at for o in queued if o.next_attempt_at), default=time.time())
+        due = min((o.next_attempt_at for o in queued if o.next_attempt_at), default=self.clock.time())
         if self.dispatcher is not None:
             self.dispatcher.wake()
         return SendResult(
@@ -341,7 +341,7 @@ class NotificationService:
             reason=queued[0].reason,
             # Held by the mode: no attempt is due until the mode changes.
             next_attempt_at=None if queued[0].reason in _HELD_MESSAGE else _iso(due),
-            retry_in_seconds=None if queued[0].reason in _HELD_MESSAGE else round(max(0.0, due - time.time()), 3),
+            retry_in_seconds=None if queued[0].reason in _HELD_MESSAGE else round(max(0.0, due - self.clock.time()), 3),
         )
 
 

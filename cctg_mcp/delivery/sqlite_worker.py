@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 
+from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
 from cctg_mcp.resilience.errors import BaseResilienceError, FilesystemError, ResourceError, Severity
 
 T = TypeVar("T")
@@ -62,9 +63,13 @@ def storage_error(exc: sqlite3.Error, path: Path | str) -> BaseResilienceError:
 
 
 class ThreadedSqlite:
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    """A SQLite connection driven from worker threads, one statement batch at a time."""
+
+    def __init__(self, conn: sqlite3.Connection, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self._conn = conn
         self._lock = threading.Lock()
+        #: Wall time for stored timestamps comes from here (``clock.time()``), never ``time.time()``.
+        self.clock = clock
         self._file: tuple[Path, int, int] | None = None
 
     def watch_file(self, path: Path) -> None:

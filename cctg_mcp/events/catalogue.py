@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from cctg_mcp.resilience.clock import SYSTEM_CLOCK
 from cctg_mcp.resilience.config_tables import Priority as Priority
 
 CATALOGUE: dict[str, dict[str, str]] = {
@@ -147,8 +148,14 @@ EVENT_PRIORITY: dict[str, Priority] = {
 TELEGRAM_TEXT_LIMIT = 4096
 
 
+def utc_iso(epoch_s: float) -> str:
+    """An epoch time as ISO 8601 UTC with a ``Z`` (the CCTelegram events' timestamp form)."""
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat().replace("+00:00", "Z")
+
+
 def utc_now_iso() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    """Now, from the system clock (the default of ``Event.timestamp``; the service passes its own)."""
+    return utc_iso(SYSTEM_CLOCK.time())
 
 
 class Event(BaseModel):

@@ -383,7 +383,7 @@ class ServiceProbe:
         if svc.outbox is not None:
             counts = await svc.outbox.counts()
             age = counts.oldest_pending_age_s
-            if age is not None and time.time() - age < since_epoch:
+            if age is not None and svc.clock.time() - age < since_epoch:
                 problems.append(f"{counts.pending + counts.in_flight} queued, oldest from before the rollback")
                 if svc.dispatcher is not None:
                     svc.dispatcher.wake()

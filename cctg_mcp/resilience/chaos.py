@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import random
-import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -269,7 +268,7 @@ class ChaosController:
             id=run_id,
             experiment=name,
             state="active",
-            started_at=_iso(time.time()),
+            started_at=_iso(self.clock.time()),
             parameters={
                 "duration_ms": round(duration_s * 1000),
                 "intensity": intensity,
@@ -369,13 +368,13 @@ class ChaosController:
             log.exception("chaos rollback of %s failed", a.run.id)
             a.run.observations["rollback_error"] = str(exc)
         a.run.state = "recovering"
-        a.run.ended_at = _iso(time.time())
+        a.run.ended_at = _iso(self.clock.time())
         a.run.active_s = round(self.clock.monotonic() - a.t0, 3)
         a.rolled_back.set()
         log.warning("chaos experiment %s rolled back (%s)", a.run.id, a.run.ended_by)
 
     async def _measure_recovery(self, a: _Active) -> None:
-        lim, start, since = self.limits, self.clock.monotonic(), time.time()
+        lim, start, since = self.limits, self.clock.monotonic(), self.clock.time()
         detail = "not checked"
         with self.clock.timeout_scope(lim.recovery_timeout_s):
             while True:

@@ -1,6 +1,10 @@
-"""Time, injected: every wait in the pipeline goes through a ``Clock``.
+"""Time, injected: every wait and every reading of time goes through a ``Clock``.
 
-``SystemClock`` is the real thing (monotonic clock, anyio sleeps and cancel scopes).
+Two kinds of time, both here and nowhere else: ``monotonic()`` for durations and deadlines
+(never goes back, immune to time zones and clock steps) and ``time()`` for wall-clock
+timestamps that are stored or shown (outbox due times, report timestamps).
+
+``SystemClock`` is the real thing (the system clocks, anyio sleeps and cancel scopes).
 ``FakeClock`` is virtual time for tests on asyncio and trio alike: ``sleep`` and
 ``timeout_scope`` register timers that fire only when the test calls ``advance()``, or
 automatically when every task is blocked (``autojump()``), so a 30-second break
@@ -25,6 +29,10 @@ class Clock(Protocol):
         """Seconds on a monotonic clock (never goes back, immune to time zones)."""
         ...
 
+    def time(self) -> float:
+        """Wall-clock seconds since the Unix epoch (UTC), for timestamps stored or shown."""
+        ...
+
     async def sleep(self, seconds: float) -> None: ...
 
     def timeout_scope(self, seconds: float) -> AbstractContextManager[anyio.CancelScope]:
@@ -34,10 +42,13 @@ class Clock(Protocol):
 
 
 class SystemClock:
-    """Wall time: ``time.monotonic`` and anyio's own sleeps and deadlines."""
+    """Real time: ``time.monotonic``, ``time.time`` and anyio's own sleeps and deadlines."""
 
     def monotonic(self) -> float:
         return time.monotonic()
+
+    def time(self) -> float:
+        return time.time()
 
     async def sleep(self, seconds: float) -> None:
         await anyio.sleep(max(0.0, seconds))
@@ -52,10 +63,15 @@ SYSTEM_CLOCK = SystemClock()
 
 
 class FakeClock:
-    """Virtual monotonic time. Timers fire in deadline order, ties in registration order."""
+    """Virtual time. Timers fire in deadline order, ties in registration order.
 
-    def __init__(self, start: float = 1000.0) -> None:
+    ``time()`` is the wall clock seen by the code under test: it starts at ``wall_start``
+    (a fixed instant, so stored timestamps are reproducible) and advances with ``monotonic()``.
+    """
+
+    def __init__(self, start: float = 1000.0, wall_start: float = 1_767_225_600.0) -> None:
         self._now = start
+        self._wall_offset = wall_start - start
         self._timers: list[tuple[float, int, anyio.Event | anyio.CancelScope]] = []
         self._live: set[int] = set()
         self._seq = itertools.count()
@@ -65,6 +81,9 @@ class FakeClock:
 
     def monotonic(self) -> float:
         return self._now
+
+    def time(self) -> float:
+        return self._now + self._wall_offset
 
     @property
     def pending_timers(self) -> int:

@@ -32,7 +32,6 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
@@ -382,7 +381,7 @@ class HealthMonitor:
     def report(self, component: str | None = None) -> HealthReport:
         """The cached picture; never awaits a probe."""
         comps = list(self._components.values()) if component is None else [self._get(component)]
-        now, wall = self.clock.monotonic(), time.time()
+        now, wall = self.clock.monotonic(), self.clock.time()
         parts = [self._component_report(c, now, wall) for c in comps]
         everything = list(self._components.values())
         return HealthReport(

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -243,7 +242,7 @@ class RecoveryManager:
             severity=error.severity.value if error is not None else None,
             status="in_progress",
             strategy=first,
-            started_at=_iso(time.time()),
+            started_at=_iso(self.clock.time()),
         )
         self._active[component] = session
         self._done[session.id] = anyio.Event()
@@ -331,7 +330,7 @@ class RecoveryManager:
             session.component, error, number, session.escalation_level, session.id, strategy, backup, session.error_code
         )
         fn = self.strategies.get(strategy)
-        started, wall = self.clock.monotonic(), time.time()
+        started, wall = self.clock.monotonic(), self.clock.time()
         if fn is None:
             outcome = StrategyOutcome(False, f"no action is registered for {strategy.value}")
         else:
@@ -368,7 +367,7 @@ class RecoveryManager:
         return outcome
 
     def _finish(self, session: RecoverySession, duration: float) -> None:
-        session.ended_at = _iso(time.time())
+        session.ended_at = _iso(self.clock.time())
         session.duration_s = round(duration, 6)
         if session.status == "in_progress":
             session.status = "failed"

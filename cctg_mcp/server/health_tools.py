@@ -132,7 +132,7 @@ async def health_report(
             configured=overall.configured,
             verdict_reason=overall.reason,
             live=False,
-            generated_at=_iso(datetime.now(UTC).timestamp()) or "",
+            generated_at=_iso(service.clock.time()) or "",
             unhealthy_components=[],
             components=[],
             note="Health monitoring is not running"

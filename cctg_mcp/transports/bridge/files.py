@@ -32,7 +32,6 @@ import json
 import os
 import re
 import secrets
-import time
 import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -44,6 +43,7 @@ import anyio.to_thread
 from cctg_mcp.answers.models import Action, TelegramResponse
 from cctg_mcp.events.catalogue import Event
 from cctg_mcp.events.rendering import parse_callback_data
+from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
 from cctg_mcp.resilience.errors import (
     BaseResilienceError,
     ConfigurationError,
@@ -104,7 +104,7 @@ def rfc3339(value: str | None = None) -> tuple[str, int]:
     ``value`` is an RFC 3339 time; None or unparsable: now."""
     moment = parse_time(value) if value else None
     if moment is None:
-        moment = datetime.now(UTC)
+        moment = datetime.fromtimestamp(SYSTEM_CLOCK.time(), UTC)
     epoch_ms = int(moment.timestamp() * 1000)
     moment = datetime.fromtimestamp(epoch_ms / 1000, UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"), epoch_ms
@@ -166,8 +166,9 @@ _ADVICE = {
 class EventFileWriter:
     """Writes event files atomically into one directory. ``opener`` is the test seam (``os.open``)."""
 
-    def __init__(self, events_dir: Path, *, opener: Opener | None = None) -> None:
+    def __init__(self, events_dir: Path, *, opener: Opener | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
         self.events_dir = Path(events_dir)
+        self.clock = clock
         self.opener: Opener = opener or os.open
         self.written = 0
         self.last_written_at: float | None = None  # epoch seconds
@@ -190,7 +191,7 @@ class EventFileWriter:
         except OSError as exc:
             raise self.classify(exc) from exc
         self.written += 1
-        self.last_written_at = time.time()
+        self.last_written_at = self.clock.time()
         self.last_file = path
         return path
 
