@@ -47,14 +47,14 @@ from cctg_mcp.transports.telegram import TelegramTransport
 pytestmark = pytest.mark.anyio
 
 ALICE, _BOB = USERS
-NOW = time.time()
+NOW = time.time()  # the files' times; the fake clocks below read 5 s later
 
 
 class WatchedClock(FakeClock):
     """A fake clock that also tells the test when a sleep starts (the waiter is between scans)."""
 
     def __init__(self) -> None:
-        super().__init__(wall_start=NOW)
+        super().__init__(wall_start=NOW + 5)
         self.started = 0
         self._started: anyio.Event | None = None
 
@@ -139,7 +139,7 @@ async def bridge_answers(
     answers = BridgeAnswers(
         tmp_path / "responses",
         index,
-        clock=clock or FakeClock(wall_start=NOW),
+        clock=clock or FakeClock(wall_start=NOW + 5),
         progress_interval=5.0,
         allowed_users=USERS,
     )
@@ -242,7 +242,7 @@ async def test_wait_rescans_every_second_on_the_clock_and_returns_the_first_tied
 
 
 async def test_wait_times_out_reports_progress_and_refuses_unknown_events(tmp_path: Path) -> None:
-    clock = FakeClock(wall_start=NOW)
+    clock = FakeClock(wall_start=NOW + 5)
     async with bridge_answers(tmp_path, event("ev-ask", "deploy-7"), clock=clock) as answers:
         with pytest.raises(UnknownEventError):
             await answers.wait("ev-never-sent", 5)
@@ -261,7 +261,7 @@ async def test_wait_times_out_reports_progress_and_refuses_unknown_events(tmp_pa
 
 
 async def test_wait_answers_at_once_when_already_answered(tmp_path: Path) -> None:
-    clock = FakeClock(wall_start=NOW)
+    clock = FakeClock(wall_start=NOW + 5)
     async with bridge_answers(tmp_path, event("ev-ask", "deploy-7"), clock=clock) as answers:
         callback_file(answers.responses_dir, "approve_deploy-7", at=NOW - 1)
         with anyio.fail_after(10):
@@ -272,7 +272,7 @@ async def test_wait_answers_at_once_when_already_answered(tmp_path: Path) -> Non
 async def test_without_a_readable_outbox_answers_are_listed_unresolved(tmp_path: Path) -> None:
     assert EventIndex.open_sync(tmp_path / "missing" / "outbox.sqlite3") is None
     callback_file(tmp_path / "responses", "ack_build-1", at=NOW - 1)
-    answers = BridgeAnswers(tmp_path / "responses", None, clock=FakeClock(wall_start=NOW), allowed_users=USERS)
+    answers = BridgeAnswers(tmp_path / "responses", None, clock=FakeClock(wall_start=NOW + 5), allowed_users=USERS)
     listed = await answers.responses()
     assert listed.total == 1
     (press,) = listed.responses

@@ -26,6 +26,7 @@ from cctg_mcp.resilience.errors import (
     NetworkError,
     ResourceError,
     TelegramBadRequest,
+    TelegramChatMigrated,
     TelegramError,
     TelegramForbidden,
     TelegramRateLimited,
@@ -289,7 +290,7 @@ async def test_migration_error_exposes_the_new_id() -> None:
     async with mock(lambda r: httpx.Response(400, json=body)) as t:
         with pytest.raises(TelegramBadRequest) as info:
             await t.send_message(-100, "x")  # retried once with -200, which fails the same way
-    assert getattr(info.value, "migrate_to_chat_id", None) == -200
+    assert isinstance(info.value, TelegramChatMigrated) and info.value.migrate_to_chat_id == -200
 
 
 @pytest.mark.parametrize(

@@ -40,8 +40,9 @@ from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.delivery.supervisor import DispatcherSupervisor
 from cctg_mcp.resilience.chaos import ChaosController, RunContext, SafetyLimits, SafetyReading
 from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
-from cctg_mcp.resilience.errors import NetworkError, ValidationError, telegram_error_from_envelope
+from cctg_mcp.resilience.errors import NetworkError, ValidationError
 from cctg_mcp.resilience.procstats import ProcessSampler
+from cctg_mcp.transports.telegram import error_from_envelope
 
 T = TypeVar("T")
 NETWORK_FAULTS = ("network_partition", "high_latency", "message_loss", "error_responses")
@@ -181,7 +182,7 @@ class ChaosSender:
                 status = rng.choice((500, 502, 503, 504))
                 fault.count(str(status))
                 envelope = {"ok": False, "error_code": status, "description": "Bad Gateway (chaos)"}
-            error = telegram_error_from_envelope(envelope, method=method)
+            error = error_from_envelope(envelope, method=method)
             error.context.component, error.context.operation = "telegram", method
             raise error
         return await call()

@@ -12,6 +12,7 @@ boundary; everything above the transport only sees ``BaseResilienceError`` subcl
     │   ├── TelegramRateLimited             429: pauses for retry_after, never a breaker failure
     │   ├── TelegramServerError             5xx: transient, counts toward the breaker
     │   ├── TelegramBadRequest              400: permanent for this request, not the dependency's fault
+    │   │   └── TelegramChatMigrated        400 with migrate_to_chat_id: the group became a supergroup
     │   ├── TelegramUnauthorized            401: bad or revoked token, permanent, alert a person
     │   ├── TelegramForbidden               403: blocked / kicked, permanent for one chat only
     │   └── TelegramConflict                409: two pollers or a webhook, configuration problem
@@ -27,18 +28,20 @@ boundary; everything above the transport only sees ``BaseResilienceError`` subcl
     ├── ValidationError                     category=validation      (bad input; names the field)
     └── SystemFailure                       category=system          (anything unclassified)
 
-``classify(exc)`` maps anything raised to this tree, with a default recovery strategy.
-It knows httpx exceptions by class name only, so this package does not import httpx.
+``classify(exc)`` maps what this generic package can know (our errors, OS errors, timeouts)
+to the tree. HTTP client exceptions and Bot API envelopes are mapped once, in
+``cctg_mcp.transports.telegram``; nothing above the transports sees them.
 """
 
 from __future__ import annotations
 
 import errno
 import re
-import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+from cctg_mcp.resilience.clock import SYSTEM_CLOCK
 
 
 class ErrorCategory(StrEnum):
@@ -113,7 +116,7 @@ class ErrorContext:
     operation: str | None = None
     component: str | None = None
     correlation_id: str | None = None
-    timestamp: float = field(default_factory=time.time)
+    timestamp: float = field(default_factory=SYSTEM_CLOCK.time)
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
@@ -206,6 +209,8 @@ class BaseResilienceError(Exception):
 
 
 class BridgeError(BaseResilienceError):
+    """The CCTelegram bridge is down, crashed or did not take an event file."""
+
     code = "BRIDGE_ERROR"
     category = ErrorCategory.BRIDGE
     severity = Severity.HIGH
@@ -214,6 +219,8 @@ class BridgeError(BaseResilienceError):
 
 
 class NetworkError(BaseResilienceError):
+    """The network failed: connection refused or reset, DNS, unreachable host."""
+
     code = "NETWORK_ERROR"
     category = ErrorCategory.NETWORK
     retryable = True
@@ -221,6 +228,8 @@ class NetworkError(BaseResilienceError):
 
 
 class TelegramError(BaseResilienceError):
+    """Telegram answered with an error; ``error_code`` and ``description`` say which."""
+
     code = "TELEGRAM_ERROR"
     category = ErrorCategory.TELEGRAM
     default_strategy = RecoveryStrategy.RETRY
@@ -239,6 +248,8 @@ class TelegramError(BaseResilienceError):
 
 
 class TelegramRateLimited(TelegramError):
+    """Telegram's 429: wait ``retry_after`` seconds; never a breaker failure."""
+
     code = "TELEGRAM_RATE_LIMIT"
     retryable = True
     counts_as_failure = False
@@ -246,17 +257,33 @@ class TelegramRateLimited(TelegramError):
 
 
 class TelegramServerError(TelegramError):
+    """Telegram's 5xx (or a non-Bot-API body from a proxy): transient, counts toward the breaker."""
+
     code = "TELEGRAM_SERVER_ERROR"
     retryable = True
 
 
 class TelegramBadRequest(TelegramError):
+    """Telegram's 400: this request is wrong (text, chat, markup); the dependency is fine."""
+
     code = "TELEGRAM_BAD_REQUEST"
     counts_as_failure = False
     default_strategy = RecoveryStrategy.MANUAL
 
 
+class TelegramChatMigrated(TelegramBadRequest):
+    """Telegram's 400 for a group that became a supergroup; ``migrate_to_chat_id`` is its new id."""
+
+    code = "TELEGRAM_CHAT_MIGRATED"
+
+    def __init__(self, message: str, *, migrate_to_chat_id: int, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.migrate_to_chat_id = migrate_to_chat_id
+
+
 class TelegramUnauthorized(TelegramError):
+    """Telegram's 401: the bot token is wrong or revoked; a person must fix TELEGRAM_BOT_TOKEN."""
+
     code = "TELEGRAM_INVALID_TOKEN"
     severity = Severity.CRITICAL
     # A wrong token is not an outage, but every call will fail the same way: let the
@@ -266,12 +293,16 @@ class TelegramUnauthorized(TelegramError):
 
 
 class TelegramForbidden(TelegramError):
+    """Telegram's 403: this chat blocked or never started the bot; other chats are fine."""
+
     code = "TELEGRAM_FORBIDDEN"
     counts_as_failure = False
     default_strategy = RecoveryStrategy.MANUAL
 
 
 class TelegramConflict(TelegramError):
+    """Telegram's 409: another getUpdates reader or a webhook is active for this bot."""
+
     code = "TELEGRAM_CONFLICT"
     severity = Severity.HIGH
     counts_as_failure = False
@@ -279,12 +310,16 @@ class TelegramConflict(TelegramError):
 
 
 class FilesystemError(BaseResilienceError):
+    """A file operation failed (permissions, missing directory, too many open files)."""
+
     code = "FILESYSTEM_ERROR"
     category = ErrorCategory.FILESYSTEM
     default_strategy = RecoveryStrategy.RETRY
 
 
 class CircuitBreakerError(BaseResilienceError):
+    """A breaker rejected the call without running it; never the call's own fault."""
+
     code = "CIRCUIT_BREAKER_ERROR"
     category = ErrorCategory.CIRCUIT_BREAKER
     counts_as_failure = False
@@ -292,16 +327,22 @@ class CircuitBreakerError(BaseResilienceError):
 
 
 class CircuitOpenError(CircuitBreakerError):
+    """The breaker is open (or half-open with no probe permit left); ``retry_after`` says when."""
+
     code = "CIRCUIT_OPEN"
     retryable = True
 
 
 class IsolatedCircuitError(CircuitBreakerError):
+    """The breaker was forced open by a person or a recovery action."""
+
     code = "CIRCUIT_ISOLATED"
     default_strategy = RecoveryStrategy.MANUAL
 
 
 class ResilienceTimeoutError(BaseResilienceError):
+    """Something ran out of time."""
+
     code = "TIMEOUT"
     category = ErrorCategory.TIMEOUT
     retryable = True
@@ -309,10 +350,14 @@ class ResilienceTimeoutError(BaseResilienceError):
 
 
 class AttemptTimeoutError(ResilienceTimeoutError):
+    """One attempt ran past its timeout; counts as a failure of the dependency."""
+
     code = "ATTEMPT_TIMEOUT"
 
 
 class DeadlineExceededError(ResilienceTimeoutError):
+    """The whole operation's budget is spent; the event stays queued in the outbox."""
+
     code = "DEADLINE_EXCEEDED"
     retryable = False  # the budget is spent: retrying inside it cannot help
     counts_as_failure = False
@@ -320,6 +365,8 @@ class DeadlineExceededError(ResilienceTimeoutError):
 
 
 class ResourceError(BaseResilienceError):
+    """A local resource is exhausted: the queue is full, the disk or memory ran out."""
+
     code = "RESOURCE_EXHAUSTED"
     category = ErrorCategory.RESOURCE
     severity = Severity.HIGH
@@ -328,6 +375,8 @@ class ResourceError(BaseResilienceError):
 
 
 class ConfigurationError(BaseResilienceError):
+    """The settings are wrong or missing; the message names the variable to fix."""
+
     code = "INVALID_CONFIG"
     category = ErrorCategory.CONFIGURATION
     severity = Severity.CRITICAL
@@ -336,6 +385,8 @@ class ConfigurationError(BaseResilienceError):
 
 
 class ValidationError(BaseResilienceError):
+    """The input is invalid; the message names the field and what is allowed."""
+
     code = "INVALID_INPUT"
     category = ErrorCategory.VALIDATION
     severity = Severity.LOW
@@ -344,6 +395,8 @@ class ValidationError(BaseResilienceError):
 
 
 class SystemFailure(BaseResilienceError):
+    """Anything not classified otherwise (a bug, an unexpected OS error)."""
+
     code = "SYSTEM_ERROR"
     category = ErrorCategory.SYSTEM
     default_strategy = RecoveryStrategy.ESCALATE
@@ -368,62 +421,11 @@ _FS_PERMANENT = {
     errno.EROFS: "EROFS",
 }
 
-# httpx exception class names -> (our class, code). Matched on the MRO by name, so this
-# module needs no httpx import; the Telegram transport maps them the same way.
-_HTTPX_NAMES: dict[str, tuple[type[BaseResilienceError], str]] = {
-    "ConnectTimeout": (NetworkError, "ETIMEDOUT"),
-    "ReadTimeout": (AttemptTimeoutError, "READ_TIMEOUT"),
-    "WriteTimeout": (AttemptTimeoutError, "WRITE_TIMEOUT"),
-    "PoolTimeout": (ResourceError, "POOL_TIMEOUT"),
-    "ConnectError": (NetworkError, "ECONNREFUSED"),
-    "ReadError": (NetworkError, "ECONNRESET"),
-    "WriteError": (NetworkError, "ECONNRESET"),
-    "RemoteProtocolError": (NetworkError, "PROTOCOL_ERROR"),
-    "ProxyError": (NetworkError, "PROXY_ERROR"),
-    "UnsupportedProtocol": (ConfigurationError, "UNSUPPORTED_PROTOCOL"),
-    "InvalidURL": (ConfigurationError, "INVALID_URL"),
-    "TransportError": (NetworkError, "NETWORK_ERROR"),
-}
-
-
-def telegram_error_from_envelope(envelope: dict[str, Any], *, method: str = "") -> TelegramError:
-    """Turn a Bot API ``{"ok": false, ...}`` envelope into the right ``TelegramError``."""
-    code = envelope.get("error_code")
-    error_code = code if isinstance(code, int) else None
-    description = str(envelope.get("description") or "no description")
-    params = envelope.get("parameters") if isinstance(envelope.get("parameters"), dict) else {}
-    assert isinstance(params, dict)
-    where = f"Telegram {method}" if method else "Telegram"
-    message = redact(f"{where} failed: {error_code} {description}")
-    kwargs: dict[str, Any] = {"error_code": error_code, "description": redact(description)}
-    if error_code == 429:
-        raw = params.get("retry_after")
-        retry_after = float(raw) if isinstance(raw, (int, float)) and raw >= 0 else 1.0
-        return TelegramRateLimited(message, retry_after=retry_after, **kwargs)
-    if error_code == 401:
-        return TelegramUnauthorized(message + " (check TELEGRAM_BOT_TOKEN)", **kwargs)
-    if error_code == 403:
-        return TelegramForbidden(message + " (the user must start or unblock the bot)", **kwargs)
-    if error_code == 409:
-        return TelegramConflict(message, **kwargs)
-    if error_code is not None and 400 <= error_code < 500:
-        return TelegramBadRequest(message, **kwargs)
-    if error_code is not None and error_code >= 500:
-        return TelegramServerError(message, **kwargs)
-    return TelegramError(message, retryable=True, **kwargs)
-
 
 def classify(exc: BaseException) -> BaseResilienceError:
     """Map any exception to the tree (our own errors pass through unchanged)."""
     if isinstance(exc, BaseResilienceError):
         return exc
-    names = [cls.__name__ for cls in type(exc).__mro__]
-    module = type(exc).__module__
-    if module.startswith(("httpx", "httpcore")):
-        for name in names:
-            if name in _HTTPX_NAMES:
-                cls, code = _HTTPX_NAMES[name]
-                return cls(redact(f"{name}: {exc}"), code=code)
     if isinstance(exc, TimeoutError):
         return AttemptTimeoutError(redact(f"timed out: {exc}"), code="ETIMEDOUT")
     if isinstance(exc, OSError):

@@ -24,11 +24,14 @@ from cctg_mcp.resilience.errors import (
     NetworkError,
     ResourceError,
     TelegramBadRequest,
+    TelegramChatMigrated,
+    TelegramConflict,
     TelegramError,
+    TelegramForbidden,
     TelegramRateLimited,
     TelegramServerError,
+    TelegramUnauthorized,
     redact,
-    telegram_error_from_envelope,
 )
 from cctg_mcp.resilience.logthrottle import ThrottledLog
 
@@ -76,6 +79,36 @@ _HTTPX_ERRORS: tuple[tuple[type[Exception], type[BaseResilienceError], str], ...
     (httpx.InvalidURL, ConfigurationError, "INVALID_URL"),
     (httpx.TransportError, NetworkError, "NETWORK_ERROR"),
 )
+
+
+def error_from_envelope(envelope: dict[str, Any], *, method: str = "") -> TelegramError:
+    """The one Bot API envelope parser: ``{"ok": false, ...}`` into the right ``TelegramError``."""
+    code = envelope.get("error_code")
+    error_code = code if isinstance(code, int) else None
+    description = str(envelope.get("description") or "no description")
+    raw_params = envelope.get("parameters")
+    params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
+    where = f"Telegram {method}" if method else "Telegram"
+    message = redact(f"{where} failed: {error_code} {description}")
+    kwargs: dict[str, Any] = {"error_code": error_code, "description": redact(description)}
+    if error_code == 429:
+        raw = params.get("retry_after")
+        retry_after = float(raw) if isinstance(raw, (int, float)) and raw >= 0 else 1.0
+        return TelegramRateLimited(message, retry_after=retry_after, **kwargs)
+    if error_code == 401:
+        return TelegramUnauthorized(message + " (check TELEGRAM_BOT_TOKEN)", **kwargs)
+    if error_code == 403:
+        return TelegramForbidden(message + " (the user must start or unblock the bot)", **kwargs)
+    if error_code == 409:
+        return TelegramConflict(message, **kwargs)
+    migrate = params.get("migrate_to_chat_id")
+    if error_code == 400 and isinstance(migrate, int) and not isinstance(migrate, bool):
+        return TelegramChatMigrated(message, migrate_to_chat_id=migrate, **kwargs)
+    if error_code is not None and 400 <= error_code < 500:
+        return TelegramBadRequest(message, **kwargs)
+    if error_code is not None and error_code >= 500:
+        return TelegramServerError(message, **kwargs)
+    return TelegramError(message, retryable=True, **kwargs)
 
 
 class TelegramTransport:
@@ -142,9 +175,9 @@ class TelegramTransport:
         target = self.chat_migrations.get(chat_id, chat_id)
         try:
             result = await self._call("sendMessage", {"chat_id": target, **payload})
-        except TelegramBadRequest as exc:
-            new_id = getattr(exc, "migrate_to_chat_id", None)
-            if not isinstance(new_id, int) or new_id == target:
+        except TelegramChatMigrated as exc:
+            new_id = exc.migrate_to_chat_id
+            if new_id == target:
                 raise
             log.warning("Telegram chat %s migrated to %s; retrying once", target, new_id)
             self.chat_migrations[chat_id] = new_id
@@ -292,10 +325,7 @@ class TelegramTransport:
             return envelope.get("result")
         if not isinstance(envelope.get("error_code"), int):
             envelope = {**envelope, "error_code": status}
-        error = telegram_error_from_envelope(envelope, method=method)
+        error = error_from_envelope(envelope, method=method)
         if isinstance(error, TelegramRateLimited):
             self._cap_wait(method, error)
-        params = envelope.get("parameters")
-        migrate = params.get("migrate_to_chat_id") if isinstance(params, dict) else None
-        error.migrate_to_chat_id = migrate if isinstance(migrate, int) else None  # type: ignore[attr-defined]
         raise error
