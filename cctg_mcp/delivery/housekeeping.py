@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import anyio
 import anyio.abc
 
+from cctg_mcp.answers.service import Answers
 from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
 
@@ -27,7 +28,8 @@ class Purged:
 
 async def purge_once(service: NotificationService, retention_s: float) -> Purged:
     rows = await service.outbox.purge(retention_s) if service.outbox is not None else 0
-    store = getattr(service.answers, "store", None)  # the Telegram answers store (bridge files age by mtime)
+    # Only the Telegram answers have a store to purge (the bridge's response files age by mtime).
+    store = service.answers.store if isinstance(service.answers, Answers) else None
     answers = await store.delete_older_than(retention_s) if store is not None else 0
     if rows or answers:
         log.info("retention: purged %d finished deliveries and %d answers older than %.0fs", rows, answers, retention_s)

@@ -11,7 +11,7 @@ import json
 import re
 import uuid
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 from pydantic import BaseModel, Field
@@ -25,6 +25,16 @@ from cctg_mcp.resilience.config import ResilienceConfig
 from cctg_mcp.resilience.errors import BaseResilienceError, ConfigurationError, ValidationError
 from cctg_mcp.resilience.metrics import MetricsRegistry
 from cctg_mcp.resilience.pipeline import PipelineSet
+from cctg_mcp.transports.api import BotApi
+
+if TYPE_CHECKING:  # these import the service module back (each is wired to a service in app.py)
+    from cctg_mcp.answers.service import AnswerSource
+    from cctg_mcp.delivery.mode import ModeStore
+    from cctg_mcp.delivery.supervisor import DispatcherSupervisor
+    from cctg_mcp.resilience.chaos import ChaosController
+    from cctg_mcp.resilience.health import HealthMonitor
+    from cctg_mcp.resilience.recovery import RecoveryManager
+    from cctg_mcp.transports.bridge.process import BridgeProcessManager
 
 #: Namespace for event ids derived from (type, task_id): the same task event is one event.
 EVENT_NAMESPACE = uuid.UUID("6f1d1b1e-4a8c-4c0e-9a51-2f0c2b6d7e10")
@@ -134,7 +144,7 @@ class NotificationService:
         pipelines: PipelineSet | None = None,
         metrics: MetricsRegistry | None = None,
         resilience: ResilienceConfig | None = None,
-        transport: Any = None,
+        transport: BotApi | None = None,
         deadlines: dict[str, float] | None = None,
     ) -> None:
         self.settings = settings
@@ -145,15 +155,15 @@ class NotificationService:
         self.metrics = metrics
         self.resilience = resilience
         self.transport = transport
-        #: Attached by the composition root when those features run (see app.py).
-        self.health: Any = None  # resilience.health.HealthMonitor
-        self.recovery: Any = None  # resilience.recovery.RecoveryManager
-        self.answers: Any = None  # answers store / poller
-        self.chaos: Any = None  # resilience.chaos.ChaosController
-        self.supervisor: Any = None  # supervisor.DispatcherSupervisor (restarts the delivery loop)
+        #: Attached by the composition root (app.py) when those features run; None otherwise.
+        self.health: HealthMonitor | None = None
+        self.recovery: RecoveryManager | None = None
+        self.answers: AnswerSource | None = None  # getUpdates answers, or the bridge's response files
+        self.chaos: ChaosController | None = None
+        self.supervisor: DispatcherSupervisor | None = None  # restarts the delivery loop
         self.prometheus_port: int | None = None  # bound port when Prometheus exposition is enabled
-        self.bridge: Any = None  # transports.bridge.process.BridgeProcessManager (bridge_delivery.bridge_of)
-        self.mode: Any = None  # delivery.mode.ModeStore in direct delivery (nomad/local/muted)
+        self.bridge: BridgeProcessManager | None = None  # built on first use by delivery.bridge.bridge_of
+        self.mode: ModeStore | None = None  # direct delivery's mode (nomad/local/muted)
         self.deadlines = {**DEFAULT_TOOL_DEADLINES, **(deadlines or {})}
         if resilience is not None:
             for operation in DEFAULT_TOOL_DEADLINES:

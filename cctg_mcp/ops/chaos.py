@@ -42,6 +42,7 @@ from cctg_mcp.resilience.chaos import ChaosController, RunContext, SafetyLimits,
 from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
 from cctg_mcp.resilience.errors import NetworkError, ValidationError
 from cctg_mcp.resilience.procstats import ProcessSampler
+from cctg_mcp.transports.api import BotApi
 from cctg_mcp.transports.telegram import error_from_envelope
 
 T = TypeVar("T")
@@ -94,15 +95,16 @@ class LostResponse:
 class ChaosSender:
     """The transport wrapper: transparent until a ``NetworkFault`` is set."""
 
-    def __init__(self, inner: Any, *, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(self, inner: BotApi, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.inner = inner
         self.clock = clock
         self.fault: NetworkFault | None = None
         #: Messages Telegram accepted whose response the fault swallowed (so a retry duplicates them).
         self.lost_responses: deque[LostResponse] = deque(maxlen=100_000)
 
-    def __getattr__(self, name: str) -> Any:  # generation, base_url, chat_migrations, ...
-        return getattr(self.inner, name)
+    @property
+    def generation(self) -> int:
+        return self.inner.generation
 
     def __repr__(self) -> str:
         return f"ChaosSender({self.inner!r}, fault={self.fault.kind if self.fault else None})"
@@ -122,14 +124,24 @@ class ChaosSender:
 
         return await self._faulted(fault, "sendMessage", call, lost)
 
-    async def get_me(self) -> Any:
+    async def get_me(self) -> dict[str, Any]:
         return await self._wrap("getMe", lambda: self.inner.get_me())
 
-    async def get_updates(self, *args: Any, **kwargs: Any) -> Any:
-        return await self._wrap("getUpdates", lambda: self.inner.get_updates(*args, **kwargs))
+    async def get_updates(
+        self,
+        offset: int | None,
+        *,
+        timeout: int = 25,  # noqa: ASYNC109 (getUpdates' long-poll parameter, sent to Telegram)
+        limit: int = 100,
+        allowed_updates: list[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        return await self._wrap(
+            "getUpdates",
+            lambda: self.inner.get_updates(offset, timeout=timeout, limit=limit, allowed_updates=allowed_updates),
+        )
 
-    async def answer_callback_query(self, *args: Any, **kwargs: Any) -> Any:
-        return await self._wrap("answerCallbackQuery", lambda: self.inner.answer_callback_query(*args, **kwargs))
+    async def answer_callback_query(self, callback_query_id: str, text: str | None = None) -> None:
+        await self._wrap("answerCallbackQuery", lambda: self.inner.answer_callback_query(callback_query_id, text))
 
     async def edit_message_text(self, *args: Any, **kwargs: Any) -> Any:
         return await self._wrap("editMessageText", lambda: self.inner.edit_message_text(*args, **kwargs))

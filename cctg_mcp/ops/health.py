@@ -214,7 +214,7 @@ def install_default_checks(monitor: HealthMonitor, service: NotificationService)
 
     active = "telegram" if settings.delivery == "telegram" else "bridge"
     if active == "telegram":
-        if service.transport is not None and hasattr(service.transport, "get_me"):
+        if service.transport is not None:
             add(TELEGRAM, telegram_check(service.transport), critical=True, kind="http")
     else:
         add(BRIDGE_HEALTH, http_endpoint_check(BRIDGE_HEALTH, settings.bridge_health_url), critical=True, kind="http")

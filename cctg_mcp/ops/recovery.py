@@ -156,7 +156,7 @@ class RecoveryActions:
     def _probe(self, fam: str) -> Callable[[], Awaitable[str]] | None:
         """The component's own check (raises our errors on failure), or None if it has none."""
         transport = self.service.transport
-        if fam == "telegram" and transport is not None and hasattr(transport, "get_me"):
+        if fam == "telegram" and transport is not None:
 
             async def get_me() -> str:
                 me = await transport.get_me()
@@ -289,9 +289,9 @@ class RecoveryActions:
             return StrategyOutcome(up, "dispatcher loop restarted" if up else "dispatcher loop did not come back")
         if fam != "telegram":
             return StrategyOutcome(False, f"restarting {req.component} is not supported")
-        if transport is None or not hasattr(transport, "rebuild"):
+        if transport is None:
             return StrategyOutcome(False, "no Telegram transport to restart (not configured)")
-        generation = int(transport.generation)
+        generation = transport.generation
         await transport.rebuild()
         if transport.generation != generation + 1:
             return StrategyOutcome(False, f"rebuild did not replace the client (generation {transport.generation})")

@@ -42,7 +42,7 @@ def _manager(service: NotificationService) -> RecoveryManager:
 
 def _health_names(service: NotificationService) -> list[str]:
     health = service.health
-    return list(getattr(health, "components", []) or []) if health is not None else []
+    return health.components if health is not None else []
 
 
 def _targets(service: NotificationService, component: str | None) -> list[str]:
@@ -54,7 +54,7 @@ def _targets(service: NotificationService, component: str | None) -> list[str]:
         return [component]
     health = service.health
     unhealthy: list[str] = []
-    if health is not None and hasattr(health, "report"):
+    if health is not None:
         unhealthy = list(health.report().unhealthy)
     targets = list(dict.fromkeys(family(name) for name in unhealthy))
     return targets or [actions.delivery]
