@@ -84,31 +84,8 @@ class FakeProbe:
 
 
 @asynccontextmanager
-async def autojump(clock: FakeClock) -> AsyncIterator[None]:
-    """Like ``FakeClock.autojump``, but time never jumps while a worker thread is busy (the outbox
-    commits in threads; jumping then would fire timers the real code could never reach)."""
-    limiter = anyio.to_thread.current_default_thread_limiter()
-
-    async def jumper() -> None:
-        while True:
-            await anyio.wait_all_tasks_blocked()
-            deadline = clock.next_deadline()
-            if limiter.borrowed_tokens or deadline is None:
-                await anyio.sleep(0.0005)
-                continue
-            await clock.advance(deadline - clock.monotonic())
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(jumper)
-        try:
-            yield
-        finally:
-            tg.cancel_scope.cancel()
-
-
-@asynccontextmanager
 async def hosted(controller: ChaosController, clock: FakeClock) -> AsyncIterator[ChaosController]:
-    async with autojump(clock), anyio.create_task_group() as tg:
+    async with clock.autojump(), anyio.create_task_group() as tg:
         await tg.start(controller.run)
         yield controller
         tg.cancel_scope.cancel()
@@ -332,7 +309,7 @@ async def _stack(
     config = fast_config()
     metrics = MetricsRegistry(clock=clock)
     pipelines = PipelineSet(config, clock=clock, metrics=metrics, rng=random.Random(5))
-    outbox = await Outbox.open(tmp_path / "outbox.sqlite3")
+    outbox = await Outbox.open(tmp_path / "outbox.sqlite3", clock=clock)
     fake = FakeTelegram(clock)
     sender = ChaosSender(fake, clock=clock)
     pacer = Pacer(PacingSettings(per_chat_per_second=1000, per_chat_burst=1000, global_per_second=1000), clock=clock)
@@ -359,7 +336,7 @@ async def test_bridge_crash_kills_the_dispatcher_and_it_comes_back(tmp_path: Pat
     controller = build_chaos(service, sender, supervisor)
     assert service.outbox is not None
     try:
-        async with autojump(clock), anyio.create_task_group() as tg:
+        async with clock.autojump(), anyio.create_task_group() as tg:
             await tg.start(supervisor.run)
             await tg.start(controller.run)
             await controller.start("bridge_crash", duration_s=600.0)
@@ -404,7 +381,7 @@ async def test_a_crashing_dispatcher_is_restarted_with_backoff() -> None:
 
     crashy = Crashy()
     supervisor = DispatcherSupervisor(crashy, clock=clock, restart_delay=1.0, max_restart_delay=4.0)  # type: ignore[arg-type]
-    async with autojump(clock), anyio.create_task_group() as tg:
+    async with clock.autojump(), anyio.create_task_group() as tg:
         await tg.start(supervisor.run)
         await clock.sleep(1.0 + 1 + 1.0 + 2 + 1.0 + 4 + 0.5)
         tg.cancel_scope.cancel()
@@ -448,35 +425,19 @@ async def test_cpu_spike_runs_a_duty_cycled_thread_and_stops_it() -> None:
 
 
 async def test_terrible_network_every_event_exactly_once_or_dead(tmp_path: Path) -> None:
-    """Events go through ``service.submit`` (the tool path) and ``Dispatcher.deliver``; the outbox
-    stores due times in wall-clock seconds, so instead of the background loop's wall-clock waits
-    a re-drive task claims due rows every 0.5 s of virtual time and delivers them."""
+    """Events go through ``service.submit`` (the tool path) and the real dispatcher loop, under
+    its supervisor, all in virtual time (the outbox's due times come from the same clock)."""
     clock = FakeClock()
-    service, sender, fake, _ = await _stack(tmp_path, clock)
-    controller = build_chaos(service, sender, None, seed=2024)
-    outbox, dispatcher, per_run = service.outbox, service.dispatcher, 50
-    assert outbox is not None and dispatcher is not None and service.pipelines is not None
+    service, sender, fake, supervisor = await _stack(tmp_path, clock)
+    controller = build_chaos(service, sender, supervisor, seed=2024)
+    outbox, per_run = service.outbox, 50
+    assert outbox is not None and service.pipelines is not None
     cycle = ["network_partition", "message_loss", "error_responses", "high_latency", "message_loss"]
     accepted: dict[str, str] = {}
     try:
-        async with autojump(clock), anyio.create_task_group() as tg:
+        async with clock.autojump(), anyio.create_task_group() as tg:
             await tg.start(controller.run)
-
-            async def redrive() -> None:
-                while True:
-                    await clock.sleep(0.5)
-                    await outbox.retry_now()
-                    rows = await outbox.claim_due(dispatcher.owner, 60.0, limit=200)
-                    deadline = clock.monotonic() + 10.0
-
-                    async def one(row: Any, deadline: float = deadline) -> None:
-                        await dispatcher.deliver(row, deadline=deadline)
-
-                    async with anyio.create_task_group() as batch:
-                        for row in rows:
-                            batch.start_soon(one, row)
-
-            tg.start_soon(redrive)
+            await tg.start(supervisor.run)
             for n, name in enumerate(cycle):
                 await wait_done(controller, clock)
                 await controller.start(name, duration_s=3.0, intensity=0.6)

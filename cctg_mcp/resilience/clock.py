@@ -22,6 +22,7 @@ from contextlib import AbstractContextManager, asynccontextmanager, contextmanag
 from typing import Protocol
 
 import anyio
+import anyio.to_thread
 
 
 class Clock(Protocol):
@@ -154,12 +155,20 @@ class FakeClock:
 
     @asynccontextmanager
     async def autojump(self) -> AsyncIterator[None]:
-        """Inside this block, whenever every task waits, time jumps to the next timer."""
+        """Inside this block, whenever every task waits, time jumps to the next timer.
+
+        Time never jumps while a worker thread is busy (the outbox and the answers store commit
+        in threads): a task waiting for a thread is not waiting for time, and jumping then would
+        fire timers the real code could never reach."""
+        limiter = anyio.to_thread.current_default_thread_limiter()
         async with anyio.create_task_group() as tg:
 
             async def jumper() -> None:
                 while True:
                     await anyio.wait_all_tasks_blocked()
+                    if limiter.borrowed_tokens:
+                        await anyio.sleep(0.0005)  # a thread is working: let it finish first
+                        continue
                     deadline = self.next_deadline()
                     if deadline is None:
                         self._changed = anyio.Event()
