@@ -127,7 +127,7 @@ async def open_service(
             transport=sender,
         )
         if transport is not None:  # direct delivery: the server owns the mode (bridge: the bridge does)
-            service.mode = dispatcher.mode = ModeStore(settings.data_dir / MODE_FILE)
+            service.mode = dispatcher.mode = ModeStore(settings.data_dir / MODE_FILE, clock=clock)
         supervisor = DispatcherSupervisor(dispatcher, clock=clock)  # restarts a crashed/killed dispatcher loop
         service.supervisor = supervisor
         if chaos_sender is not None:

@@ -29,7 +29,6 @@ import os
 import socket
 import sqlite3
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict
@@ -207,7 +206,7 @@ class LocalCoordinator:
         self.liveness_interval_s = liveness_interval_s
         self.change_interval_s = change_interval_s
         self.session_id = f"s{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.info = SessionInfo(self.session_id, os.getpid(), socket.gethostname(), time.time())
+        self.info = SessionInfo(self.session_id, os.getpid(), socket.gethostname(), self.clock.time())
         self._session_fd: int | None = None
         self._reader_fd: int | None = None
         self._budget: _Budget | None = None
@@ -344,7 +343,7 @@ class LocalCoordinator:
     async def lead(self) -> None:
         while not self.is_leader():
             if await anyio.to_thread.run_sync(self._try_lead_sync):
-                self.became_leader_at = time.time()
+                self.became_leader_at = self.clock.time()
                 log.info("coordination: session %s now reads the bot's updates", self.session_id)
                 return
             await self.clock.sleep(self.lead_retry_s)

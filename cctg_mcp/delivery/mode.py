@@ -24,12 +24,12 @@ import json
 import logging
 import os
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from cctg_mcp.events.catalogue import Event
+from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +86,9 @@ class ModeChange:
 class ModeStore:
     """The direct-delivery mode, shared through ``bridge_mode.json`` in the data dir."""
 
-    def __init__(self, path: Path, *, default: Mode = DEFAULT_MODE) -> None:
+    def __init__(self, path: Path, *, default: Mode = DEFAULT_MODE, clock: Clock = SYSTEM_CLOCK) -> None:
         self.path = path
+        self.clock = clock
         self.default = default
         self._mode: Mode = default
         self._seen: tuple[int, int] | None = None  # (mtime_ns, size) of the file last read
@@ -134,7 +135,7 @@ class ModeStore:
         self._seen = None  # re-read (and remember the signature) on the next get
         self._mode = mode
         self.get()
-        self.last_change = ModeChange(mode, by, time.time())
+        self.last_change = ModeChange(mode, by, self.clock.time())
         log.info("mode: %s -> %s (by %s)", before, mode, by)
         return before
 

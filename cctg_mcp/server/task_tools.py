@@ -24,7 +24,8 @@ ProjectRoot = Annotated[
 
 
 def _tasks(ctx: Context) -> TaskService:
-    return TaskService(service_of(ctx).settings.data_dir)
+    service = service_of(ctx)
+    return TaskService(service.settings.data_dir, clock=service.clock)
 
 
 def register(mcp: MCPServer[Any]) -> None:

@@ -13,13 +13,13 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import time
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
 import anyio.to_thread
 
+from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
 from cctg_mcp.resilience.errors import ResourceError
 from cctg_mcp.tasks import files
 from cctg_mcp.tasks.dashboard import render_dashboard
@@ -60,8 +60,11 @@ def _summary(items: list[TaskItem]) -> Summary:
 
 
 class TaskService:
-    def __init__(self, data_dir: Path) -> None:
+    """The task tools' use cases: registered todos in the data dir, task files under a project root."""
+
+    def __init__(self, data_dir: Path, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.todos_dir = data_dir / "todos"
+        self.clock = clock
 
     # ---- register_claude_todos ---------------------------------------------------------
 
@@ -82,7 +85,7 @@ class TaskService:
 
     def _write(self, todos: list[Todo], session_id: str) -> None:
         self.todos_dir.mkdir(parents=True, exist_ok=True)
-        doc = {"session_id": session_id, "todos": [t.model_dump() for t in todos], "timestamp": _iso(time.time())}
+        doc = {"session_id": session_id, "todos": [t.model_dump() for t in todos], "timestamp": _iso(self.clock.time())}
         fd, tmp = tempfile.mkstemp(prefix=f".{session_id}.", dir=self.todos_dir)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -110,7 +113,7 @@ class TaskService:
     ) -> TaskStatus:
         root = files.project_root(raw_root)
         result = TaskStatus(
-            timestamp=_iso(time.time()),
+            timestamp=_iso(self.clock.time()),
             task_system=task_system,
             status_filter=status_filter or "all",
             summary_only=summary_only,
@@ -133,7 +136,7 @@ class TaskService:
         except OSError:
             return None
         for mtime, path in candidates:
-            if time.time() - mtime > REGISTERED_FRESH_S:
+            if self.clock.time() - mtime > REGISTERED_FRESH_S:
                 break
             try:
                 doc = files.read_json(path, path.name)
@@ -173,7 +176,7 @@ class TaskService:
         return ClaudeCodeTasks(
             available=True,
             source=name,
-            session_active=time.time() - mtime < ACTIVE_S,
+            session_active=self.clock.time() - mtime < ACTIVE_S,
             last_updated=_iso(mtime),
             total_count=len(items),
             filtered_count=len(chosen),
