@@ -191,7 +191,7 @@ class _Finish:
         if self.done:
             return
         self.done = True
-        at = datetime.now(UTC).strftime("%H:%M UTC")
+        at = datetime.fromtimestamp(self.gate.service.clock.time(), UTC).strftime("%H:%M UTC")
         text = f"{self.original}\n\n{outcome} · {at}"
         async with anyio.create_task_group() as tg:
             for chat_id, message_id in self.delivered:

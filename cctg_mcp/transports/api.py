@@ -22,6 +22,16 @@ class BotApi(Protocol):
         self, chat_id: int, text: str, *, reply_markup: dict[str, Any] | None = None, parse_mode: str | None = "HTML"
     ) -> int: ...
 
+    async def edit_message_text(
+        self,
+        chat_id: int,
+        message_id: int,
+        text: str,
+        *,
+        reply_markup: dict[str, Any] | None = None,
+        parse_mode: str | None = "HTML",
+    ) -> None: ...
+
     async def get_me(self) -> dict[str, Any]: ...
 
     async def get_updates(
