@@ -83,6 +83,7 @@ async def open_service(
             max_pending=settings.outbox_max_pending,
             max_bytes=settings.outbox_max_bytes,
             max_due_s=settings.max_server_wait,
+            metrics=metrics,
         )
         stack.push_async_callback(outbox.close)
         # Bridge delivery writes CCTelegram event files (bridge_delivery): no Bot API client.

@@ -36,6 +36,7 @@ import anyio.to_thread
 from cctg_mcp.delivery.sqlite_worker import BUSY_TIMEOUT_S, ThreadedSqlite
 from cctg_mcp.events.catalogue import Event
 from cctg_mcp.resilience.errors import ConfigurationError, FilesystemError, ResourceError, redact
+from cctg_mcp.resilience.metrics import MetricsRegistry
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -134,10 +135,19 @@ class OutboxCounts:
 class Outbox(ThreadedSqlite):
     """Durable queue of deliveries. Open with ``await Outbox.open(path)``."""
 
+    store = "outbox"
+
     def __init__(
-        self, conn: sqlite3.Connection, path: Path, *, max_pending: int, max_bytes: int, max_due_s: float = 3600.0
+        self,
+        conn: sqlite3.Connection,
+        path: Path,
+        *,
+        max_pending: int,
+        max_bytes: int,
+        max_due_s: float = 3600.0,
+        metrics: MetricsRegistry | None = None,
     ) -> None:
-        super().__init__(conn)
+        super().__init__(conn, metrics=metrics)
         self.path = path
         self.max_pending = max_pending
         self.max_bytes = max_bytes
@@ -154,13 +164,22 @@ class Outbox(ThreadedSqlite):
         max_pending: int = 100_000,
         max_bytes: int = 256 * 1024 * 1024,
         max_due_s: float = 3600.0,
+        metrics: MetricsRegistry | None = None,
     ) -> Outbox:
         """Open (or create) the outbox; due times further ahead than ``max_due_s`` (left by an
-        older version, or a server's huge wait) are brought back to ``max_due_s`` from now."""
-        return await anyio.to_thread.run_sync(cls._open_sync, path, max_pending, max_bytes, max_due_s)
+        older version, or a server's huge wait) are brought back to ``max_due_s`` from now.
+        With ``metrics``, every call's SQL and thread wait are counted."""
+        return await anyio.to_thread.run_sync(cls._open_sync, path, max_pending, max_bytes, max_due_s, metrics)
 
     @classmethod
-    def _open_sync(cls, path: Path, max_pending: int, max_bytes: int, max_due_s: float = 3600.0) -> Outbox:
+    def _open_sync(
+        cls,
+        path: Path,
+        max_pending: int,
+        max_bytes: int,
+        max_due_s: float = 3600.0,
+        metrics: MetricsRegistry | None = None,
+    ) -> Outbox:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             if path.exists() and path.stat().st_size == 0:
@@ -205,7 +224,7 @@ class Outbox(ThreadedSqlite):
             ) from None
         conn.row_factory = sqlite3.Row
         conn.text_factory = _decode_text
-        box = cls(conn, path, max_pending=max_pending, max_bytes=max_bytes, max_due_s=max_due_s)
+        box = cls(conn, path, max_pending=max_pending, max_bytes=max_bytes, max_due_s=max_due_s, metrics=metrics)
         box.watch_file(path)
         return box
 

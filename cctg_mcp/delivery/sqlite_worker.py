@@ -12,6 +12,13 @@ unlinked file and everything it accepts from then on would be lost at the next s
 SQLite's own errors leave ``_run`` as ours, in plain words naming the file: a full disk
 (``DISK_FULL``), a database locked by another process (``DB_LOCKED``), a read-only file or an
 I/O error, instead of an opaque ``OperationalError``.
+
+With a metrics registry, every call is timed in two parts, as counters labelled with the
+store and the operation (the name of the function run in the thread, without its leading
+underscore): ``sqlite_calls``, ``sqlite_work_seconds`` (the function itself, under the lock:
+SQL and any fsync) and ``sqlite_wait_seconds`` (the rest of the await: handing the call to a
+worker thread, waiting for the connection lock, and waking the event loop with the result).
+``scripts/bench`` reads them to attribute a send's round trip.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,6 +34,7 @@ from typing import Any, TypeVar
 import anyio.to_thread
 
 from cctg_mcp.resilience.errors import BaseResilienceError, FilesystemError, ResourceError, Severity
+from cctg_mcp.resilience.metrics import MetricsRegistry
 
 T = TypeVar("T")
 
@@ -62,9 +71,15 @@ def storage_error(exc: sqlite3.Error, path: Path | str) -> BaseResilienceError:
 
 
 class ThreadedSqlite:
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    """A SQLite connection driven from worker threads, one call at a time under a lock."""
+
+    #: The ``store`` label of this store's timing counters.
+    store = "sqlite"
+
+    def __init__(self, conn: sqlite3.Connection, *, metrics: MetricsRegistry | None = None) -> None:
         self._conn = conn
         self._lock = threading.Lock()
+        self._metrics = metrics
         self._file: tuple[Path, int, int] | None = None
 
     def watch_file(self, path: Path) -> None:
@@ -91,12 +106,31 @@ class ThreadedSqlite:
         await self._run(self._conn.close)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        perf = time.perf_counter
+        work = [0.0]
+
         def locked() -> T:
             with self._lock:
+                started = perf()
                 try:
                     return fn(*args)
                 except sqlite3.Error as exc:
-                    where = self._file[0] if self._file is not None else "the database"
-                    raise storage_error(exc, where) from None
+                    raise storage_error(exc, self._where()) from None
+                finally:
+                    work[0] = perf() - started
 
-        return await anyio.to_thread.run_sync(locked)
+        metrics = self._metrics
+        if metrics is None:
+            return await anyio.to_thread.run_sync(locked)
+        started = perf()
+        try:
+            return await anyio.to_thread.run_sync(locked)
+        finally:
+            total = perf() - started
+            labels = {"store": self.store, "operation": getattr(fn, "__name__", "call").lstrip("_")}
+            metrics.incr("sqlite_calls", 1, **labels)
+            metrics.incr("sqlite_work_seconds", work[0], **labels)
+            metrics.incr("sqlite_wait_seconds", max(0.0, total - work[0]), **labels)
+
+    def _where(self) -> Path | str:
+        return self._file[0] if self._file is not None else "the database"
