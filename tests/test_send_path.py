@@ -1,10 +1,12 @@
-"""The send path, measured: the outbox's timing counters and the bench's attribution of a
-send's round trip."""
+"""The send path, measured: the outbox's timing counters, the delivered mark that skips the
+worker-thread hop when it cannot wait, and the bench's attribution of a send's round trip."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
+import anyio
 import pytest
 
 from cctg_mcp.delivery.outbox import Outbox
@@ -53,6 +55,60 @@ async def test_without_metrics_nothing_is_counted_and_the_outbox_works(tmp_path:
         await box.mark_delivered(mine[0].id, [7])
         assert [(d.status, d.message_ids) for d in await box.deliveries("ev-1")] == [("delivered", [7])]
     finally:
+        await box.close()
+
+
+async def test_the_delivered_mark_commits_on_the_loop_thread_when_the_database_is_free(tmp_path: Path) -> None:
+    metrics = MetricsRegistry()
+    box = await Outbox.open(tmp_path / "o.sqlite3", metrics=metrics)
+    try:
+        mine = await box.enqueue(event(), [1], lease=("tool", 30))
+        assert mine is not None
+        await box.mark_delivered(mine[0].id, [5])
+        assert [(d.status, d.message_ids) for d in await box.deliveries("ev-1")] == [("delivered", [5])]
+        c = counters(metrics)
+        assert c[("sqlite_calls", "exec_relaxed_inline")] == 1
+        assert c[("sqlite_wait_seconds", "exec_relaxed_inline")] == 0.0
+        assert ("sqlite_calls", "exec_relaxed") not in c  # no worker thread was used for it
+        # The connection waits for other processes and checkpoints the WAL again afterwards.
+        conn = box._conn
+        assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000
+        assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL, for the next accept
+    finally:
+        await box.close()
+    # Committed: another connection (another process) reads it.
+    other = sqlite3.connect(tmp_path / "o.sqlite3")
+    try:
+        assert other.execute("SELECT status FROM deliveries").fetchall() == [("delivered",)]
+    finally:
+        other.close()
+
+
+async def test_the_delivered_mark_waits_in_a_worker_thread_while_another_process_writes(tmp_path: Path) -> None:
+    """Another process holding SQLite's write lock must not block the event loop: the mark
+    goes to a worker thread, which waits for the lock, and commits once it is released."""
+    metrics = MetricsRegistry()
+    path = tmp_path / "o.sqlite3"
+    box = await Outbox.open(path, metrics=metrics)
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        mine = await box.enqueue(event(), [1], lease=("tool", 30))
+        assert mine is not None
+        other.execute("BEGIN IMMEDIATE")  # the other process's write transaction
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(box.mark_delivered, mine[0].id, [9])
+                await anyio.wait_all_tasks_blocked()  # the event loop is free: the mark waits in a thread
+                assert other.execute("SELECT status FROM deliveries").fetchall() == [("in_flight",)]
+                other.execute("COMMIT")
+        assert [(d.status, d.message_ids) for d in await box.deliveries("ev-1")] == [("delivered", [9])]
+        c = counters(metrics)
+        assert c[("sqlite_calls", "exec_relaxed")] == 1
+        assert ("sqlite_calls", "exec_relaxed_inline") not in c
+        assert box._conn.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000
+    finally:
+        other.close()
         await box.close()
 
 

@@ -19,6 +19,14 @@ underscore): ``sqlite_calls``, ``sqlite_work_seconds`` (the function itself, und
 SQL and any fsync) and ``sqlite_wait_seconds`` (the rest of the await: handing the call to a
 worker thread, waiting for the connection lock, and waking the event loop with the result).
 ``scripts/bench`` reads them to attribute a send's round trip.
+
+``_run_quick`` is for the one kind of call that cannot wait on the disk: a commit without an
+fsync (``synchronous=NORMAL``) of a row this process owns. It runs on the event loop's own
+thread when the connection is free, with SQLite told not to wait (``busy_timeout=0``: another
+process holding the write lock sends it to a worker thread instead) and not to checkpoint the
+WAL (the next commit in a worker thread does that). A hop to a worker thread and back costs
+more than such a commit (see docs/performance.md); those calls are counted with the
+operation label ending in ``_inline`` and no wait.
 """
 
 from __future__ import annotations
@@ -37,6 +45,13 @@ from cctg_mcp.resilience.errors import BaseResilienceError, FilesystemError, Res
 from cctg_mcp.resilience.metrics import MetricsRegistry
 
 T = TypeVar("T")
+_BUSY = object()
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    """SQLITE_BUSY or SQLITE_LOCKED (any extended code): another connection holds the lock."""
+    return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
 
 #: Seconds a statement waits for another process's write lock before it fails (busy timeout).
 BUSY_TIMEOUT_S = 30.0
@@ -80,6 +95,8 @@ class ThreadedSqlite:
         self._conn = conn
         self._lock = threading.Lock()
         self._metrics = metrics
+        (self._busy_timeout_ms,) = conn.execute("PRAGMA busy_timeout").fetchone()
+        (self._autocheckpoint,) = conn.execute("PRAGMA wal_autocheckpoint").fetchone()
         self._file: tuple[Path, int, int] | None = None
 
     def watch_file(self, path: Path) -> None:
@@ -134,3 +151,36 @@ class ThreadedSqlite:
 
     def _where(self) -> Path | str:
         return self._file[0] if self._file is not None else "the database"
+
+    async def _run_quick(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn`` (a commit without an fsync) here on the event loop's thread when the
+        connection is free and no other process holds SQLite's write lock; else as ``_run``."""
+        if self._lock.acquire(blocking=False):
+            try:
+                started = time.perf_counter()
+                result = self._without_waiting(fn, *args)
+                work = time.perf_counter() - started
+            finally:
+                self._lock.release()
+            if result is not _BUSY:
+                if self._metrics is not None:
+                    labels = {"store": self.store, "operation": getattr(fn, "__name__", "call").lstrip("_") + "_inline"}
+                    self._metrics.incr("sqlite_calls", 1, **labels)
+                    self._metrics.incr("sqlite_work_seconds", work, **labels)
+                    self._metrics.incr("sqlite_wait_seconds", 0.0, **labels)
+                return result  # type: ignore[return-value]
+        return await self._run(fn, *args)
+
+    def _without_waiting(self, fn: Callable[..., T], *args: Any) -> T | object:
+        conn = self._conn
+        conn.execute("PRAGMA busy_timeout=0")
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        try:
+            return fn(*args)
+        except sqlite3.Error as exc:
+            if _is_busy(exc):
+                return _BUSY
+            raise storage_error(exc, self._where()) from None
+        finally:
+            conn.execute(f"PRAGMA wal_autocheckpoint={int(self._autocheckpoint)}")
+            conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
