@@ -52,7 +52,7 @@ async def open_service(
     clock: Clock = SYSTEM_CLOCK,
     http_transport: httpx.AsyncBaseTransport | None = None,
     poll_timeout: int = DEFAULT_POLL_TIMEOUT,
-    shutdown_grace: float = 1.5,
+    shutdown_grace: float | None = None,
 ) -> AsyncIterator[NotificationService]:
     config = resilience if resilience is not None else load_resilience_config({}, settings.config_path)
     alerts = config.monitoring.alert_thresholds
@@ -84,6 +84,7 @@ async def open_service(
             max_bytes=settings.outbox_max_bytes,
             max_due_s=settings.max_server_wait,
             clock=clock,
+            metrics=metrics,
         )
         stack.push_async_callback(outbox.close)
         # Bridge delivery writes CCTelegram event files (delivery/bridge.py): no Bot API client.
@@ -128,7 +129,9 @@ async def open_service(
         )
         if transport is not None:  # direct delivery: the server owns the mode (bridge: the bridge does)
             service.mode = dispatcher.mode = ModeStore(settings.data_dir / MODE_FILE, clock=clock)
-        supervisor = DispatcherSupervisor(dispatcher, clock=clock)  # restarts a crashed/killed dispatcher loop
+        supervisor = DispatcherSupervisor(  # a crashed loop restarts after recovery.restartDelay, backing off
+            dispatcher, clock=clock, restart_delay=max(0.05, config.recovery.seconds("restart_delay"))
+        )  # restarts a crashed/killed dispatcher loop
         service.supervisor = supervisor
         if chaos_sender is not None:
             service.chaos = build_chaos(service, chaos_sender, supervisor)
@@ -169,6 +172,20 @@ async def open_service(
             try:
                 yield service
             finally:
-                with anyio.CancelScope(shield=True):  # graceful: deliveries in progress get a bounded time
-                    await dispatcher.drain(shutdown_grace)
+                # Graceful: deliveries in progress get recovery.gracefulShutdownTimeout (unless the
+                # caller bounds it), then the rest is cancelled and goes back to pending.
+                grace = (
+                    shutdown_grace
+                    if shutdown_grace is not None
+                    else config.recovery.seconds("graceful_shutdown_timeout")
+                )
+                with anyio.CancelScope(shield=True):
+                    left = await dispatcher.drain(grace)
+                if left:
+                    log.warning(
+                        "shutdown: %d delivery(ies) still running after the %.1fs grace "
+                        "(gracefulShutdownTimeout); they go back to the queue",
+                        left,
+                        grace,
+                    )
                 tg.cancel_scope.cancel()

@@ -1,6 +1,7 @@
 """Graceful shutdown: stdin closing or SIGTERM stops the server with exit code 0; deliveries in
-progress get a bounded time (``open_service(shutdown_grace=...)``, 1.5 s by default), and what
-is not done by then goes back to pending, so no row is left ``in_flight`` (leased) in the file.
+progress get a bounded time (the resilience config's ``recovery.gracefulShutdownTimeout``, 30 s
+by default, or ``open_service(shutdown_grace=...)``), and what is not done by then goes back to
+pending, so no row is left ``in_flight`` (leased) in the file.
 
 The process tests speak raw JSON-RPC over the child's pipes (the official client owns and reaps
 its child, so it cannot report the exit code).
@@ -73,7 +74,9 @@ async def test_shutdown_exits_0_and_leaves_no_leased_rows(
     env = {
         "PATH": os.environ.get("PATH", ""),
         **standin.server_env(tmp_path, USERS, CCTG_ENVIRONMENT="development", HEALTH_CHECK_ENABLED="false"),
+        "CCTG_CONFIG": str(tmp_path / "resilience.json"),
     }
+    (tmp_path / "resilience.json").write_text(json.dumps({"recovery": {"gracefulShutdownTimeout": 1500}}))
     stderr = (tmp_path / "stderr.log").open("wb")
     request.addfinalizer(stderr.close)
     command = [sys.executable, "-m", "cctg_mcp", "serve", "--backend", backend]
@@ -114,7 +117,8 @@ async def test_shutdown_exits_0_and_leaves_no_leased_rows(
 async def test_a_delivery_in_progress_may_finish_within_the_grace(standin: TelegramStandIn, tmp_path: Path) -> None:
     settings = make_settings(standin, tmp_path)
     event = Event(event_id="graceful-1", type="info_notification", title="t", description="finishing", task_id="g1")
-    async with open_service(settings, resilience=fast_config(), shutdown_grace=5.0) as service:
+    config = fast_config(recovery={"gracefulShutdownTimeout": 5000})  # the seed's key bounds the drain
+    async with open_service(settings, resilience=config) as service:
         assert service.outbox is not None and service.dispatcher is not None
         standin.set_fault(FaultMode.HANG, methods={"sendMessage"})
         await service.outbox.enqueue(event, list(USERS))
@@ -132,7 +136,8 @@ async def test_a_delivery_in_progress_may_finish_within_the_grace(standin: Teleg
 async def test_the_grace_is_bounded_and_the_rest_stays_pending(standin: TelegramStandIn, tmp_path: Path) -> None:
     settings = make_settings(standin, tmp_path)
     event = Event(event_id="graceful-2", type="info_notification", title="t", description="stuck", task_id="g2")
-    async with open_service(settings, resilience=fast_config(), shutdown_grace=0.3) as service:
+    config = fast_config(recovery={"gracefulShutdownTimeout": 300})
+    async with open_service(settings, resilience=config) as service:
         assert service.outbox is not None and service.dispatcher is not None
         standin.set_fault(FaultMode.HANG, methods={"sendMessage"})
         await service.outbox.enqueue(event, list(USERS))

@@ -155,7 +155,9 @@ def test_sigterm_exits_zero_and_returns_in_flight_rows(tmp_path: Path, backend: 
             "HOME": str(tmp_path),
             "CCTG_ENVIRONMENT": "development",
             **standin.server_env(tmp_path / "data", [USERS[0]]),
+            "CCTG_CONFIG": str(tmp_path / "resilience.json"),  # the drain waits at most this long
         }
+        (tmp_path / "resilience.json").write_text(json.dumps({"recovery": {"gracefulShutdownTimeout": 1500}}))
         proc = subprocess.Popen(
             [sys.executable, "-m", "cctg_mcp", "serve", "--backend", backend],
             env=env,

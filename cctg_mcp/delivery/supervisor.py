@@ -123,12 +123,15 @@ class DispatcherSupervisor:
         if self._scope is not None or self.dispatcher.running:
             await self._exited.wait()
 
-    async def restart(self, *, wait_s: float = 10.0) -> bool:
-        """Start the loop again (stopping it first if it runs); True once it runs again."""
+    async def restart(self, *, wait_s: float = 10.0, delay_s: float = 0.0) -> bool:
+        """Start the loop again (stopping it first if it runs, then waiting ``delay_s``, the
+        recovery's restartDelay); True once it runs again."""
         if self._scope is not None:
             self.held = True
             self._scope.cancel()
             await self._exited.wait()
+        if delay_s > 0:
+            await self.clock.sleep(delay_s)
         up = self._up
         self._wanted.set()
         with self.clock.timeout_scope(wait_s):

@@ -13,9 +13,12 @@ retry                  delivery component: make every pending outbox row due now
 circuit_breaker        open breaker: ``probe_now()`` and run the component's check through the
                        breaker as the probe; on success ``close()``. Half-open/isolated/closed: the
                        check runs directly and a pass closes it. Detail: state before → after.
-restart                Telegram: ``transport.rebuild()`` (a new httpx client; ``generation`` must
-                       rise by one), then ``getMe``; an open breaker is set to probe at once.
-                       Bridge: ``BridgeProcessManager.restart()`` (stop, restart_delay, start, health).
+restart                After ``recovery.restartDelay``: Telegram: ``transport.rebuild()`` (a new
+                       httpx client; ``generation`` must rise by one), then ``getMe``; an open
+                       breaker is set to probe at once. Dispatcher: the loop is stopped, and started
+                       again after the delay. Bridge: ``BridgeProcessManager.restart()`` (stop,
+                       restartDelay, start), then its ``/health`` must answer healthy. This is what
+                       the seed's backups ``bridge-restart`` and ``process-restart`` run.
 fallback               ``dispatcher.paused = True``: events are still accepted and committed, but
                        neither the send tools nor the dispatcher attempt delivery.
 graceful_degradation   ``dispatcher.min_priority = "high"``: only high/critical events go out;
@@ -40,7 +43,7 @@ from collections.abc import Awaitable, Callable
 
 from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.resilience.breaker import BreakerState, CircuitBreaker
-from cctg_mcp.resilience.errors import BaseResilienceError, CircuitBreakerError, RecoveryStrategy
+from cctg_mcp.resilience.errors import BaseResilienceError, BridgeError, CircuitBreakerError, RecoveryStrategy
 from cctg_mcp.resilience.recovery import (
     RecoveryManager,
     RecoveryRequest,
@@ -163,7 +166,23 @@ class RecoveryActions:
                 return f"getMe ok (@{me.get('username')})"
 
             return get_me
+        if fam == "bridge" and self.service.settings.delivery == "bridge":
+            return self._bridge_health
         return None
+
+    async def _bridge_health(self) -> str:
+        """The bridge's own check: its /health must answer healthy (raises BridgeError otherwise)."""
+        from cctg_mcp.delivery.bridge import bridge_of
+
+        health = await bridge_of(self.service).health()
+        if health.status != "healthy":
+            raise BridgeError(f"the bridge's /health is {health.status}: {health.detail}", code="BRIDGE_UNHEALTHY")
+        return f"bridge /health {health.status}"
+
+    @property
+    def restart_delay(self) -> float:
+        config = self.service.resilience
+        return config.recovery.seconds("restart_delay") if config is not None else 0.0
 
     async def _check(self, fam: str) -> tuple[bool | None, str]:
         """(passed, what was seen); passed is None when the component has no check."""
@@ -175,7 +194,7 @@ class RecoveryActions:
         try:
             return True, await probe()
         except BaseResilienceError as exc:
-            return False, f"getMe failed: {exc.code}: {exc}"
+            return False, f"{'getMe' if fam == 'telegram' else fam + ' check'} failed: {exc.code}: {exc}"
 
     async def _resume(self, fam: str) -> str:
         """The delivery component proved healthy: undo fallback/degradation and make the rows
@@ -279,23 +298,34 @@ class RecoveryActions:
             from cctg_mcp.delivery.bridge import bridge_of
 
             result = await bridge_of(self.service).restart()
-            note = await self._resume(fam) if result.success else ""
-            return StrategyOutcome(result.success, f"bridge {result.action}: {result.message}{note}")
+            done = f"bridge {result.action}: {result.message}"
+            if not result.success:
+                return StrategyOutcome(False, done)
+            passed, seen = await self._check(fam)  # "started" is not enough: its health must say so
+            if passed is False:
+                return StrategyOutcome(False, f"{done}, but {seen}")
+            return StrategyOutcome(True, f"{done}; {seen}{await self._resume(fam)}")
+        delay = self.restart_delay
+        waited = f" after restartDelay {delay:g}s" if delay > 0 else ""
         if fam == "dispatcher":  # the delivery loop itself: stop it and start it again
             supervisor = self.service.supervisor
             if supervisor is None:
                 return StrategyOutcome(False, "no supervised dispatcher (not configured)")
-            up = await supervisor.restart()
-            return StrategyOutcome(up, "dispatcher loop restarted" if up else "dispatcher loop did not come back")
+            up = await supervisor.restart(delay_s=delay)
+            return StrategyOutcome(
+                up, f"dispatcher loop restarted{waited}" if up else "dispatcher loop did not come back"
+            )
         if fam != "telegram":
             return StrategyOutcome(False, f"restarting {req.component} is not supported")
         if transport is None:
             return StrategyOutcome(False, "no Telegram transport to restart (not configured)")
         generation = transport.generation
+        if delay > 0:
+            await self.service.clock.sleep(delay)
         await transport.rebuild()
         if transport.generation != generation + 1:
             return StrategyOutcome(False, f"rebuild did not replace the client (generation {transport.generation})")
-        rebuilt = f"HTTP client rebuilt (generation {generation} → {transport.generation})"
+        rebuilt = f"HTTP client rebuilt{waited} (generation {generation} → {transport.generation})"
         passed, seen = await self._check(fam)
         if not passed:
             return StrategyOutcome(False, f"{rebuilt}, but {seen}")

@@ -8,8 +8,10 @@ repetitions measured side by side in one run:
    retry, breaker, metrics), and a call rejected by an open breaker.
 2. **roundtrips** (server over stdio, official ``mcp.Client``, loopback Telegram stand-in):
    the ``ping`` tool (echo) against ``send_telegram_message`` (durable commit, pipeline,
-   HTTP to the stand-in, row settled), interleaved; then sequential and concurrent
-   throughput of the send tool. Pacing is raised out of the way here (it is phase 3's job).
+   HTTP to the stand-in, row settled), interleaved, with the server's own counters read
+   around them to split the difference (``send_breakdown_ms``: accept commit, delivered mark,
+   thread hops, HTTP exchange, rest); then sequential and concurrent throughput of the send
+   tool. Pacing is raised out of the way here (it is phase 3's job).
 3. **drain**: events queued during an outage (the stand-in answers 502), then the stand-in
    recovers with Telegram's flood limits switched on; the server is paced to the same
    limits. Time from recovery until the last message is accepted, against the ideal those

@@ -37,6 +37,17 @@ def git_sha() -> str:
     return sha + ("-dirty" if dirty else "")
 
 
+def _breakdown(b: dict[str, float] | None) -> str:
+    if not b:
+        return "not measured"
+    hops = b["thread_hops_per_send"]
+    return (
+        f"{b['difference']:.2f} ms = accept commit {b['accept_commit']:.2f} + delivered mark "
+        f"{b['delivered_mark']:.2f} + thread hops {b['thread_hops']:.2f} ({hops:g}/send) "
+        f"+ HTTP {b['http_exchange']:.2f} + rest {b['rest']:.2f}"
+    )
+
+
 def _rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     s = r["samples"]
     echo, send = r["echo_roundtrip_ms_p50"], r["tool_call_roundtrip_ms_p50"]
@@ -62,6 +73,7 @@ def _rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             f"≤ {SEND_VS_ECHO_GOAL:g}x echo",
             verdict(ratio <= SEND_VS_ECHO_GOAL),
         ),
+        ("send minus echo, per send (mean): where it goes", _breakdown(r.get("send_breakdown_ms")), "", ""),
         ("sends, sequential", f"{r['throughput_sequential_calls_per_s']:.0f} calls/s", "", ""),
         (f"sends, {s['concurrency']} concurrent", f"{r['throughput_concurrent_calls_per_s']:.0f} calls/s", "", ""),
         (

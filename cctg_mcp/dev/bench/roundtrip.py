@@ -6,6 +6,7 @@ Also the helpers that start a server over stdio, shared with the drain phase."""
 from __future__ import annotations
 
 import contextlib
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -39,6 +40,59 @@ async def tool(client: Any, name: str, args: dict[str, Any]) -> dict[str, Any]:
     return dict(result.structured_content or {})
 
 
+async def server_timings(client: Any) -> dict[str, float]:
+    """The server's cumulative timings (seconds, counts) of the send path, from ``get_metrics``."""
+    snap = (await tool(client, "get_metrics", {}))["metrics"]
+    out: dict[str, float] = {}
+    for counter in snap["counters"]:
+        labels = counter["labels"]
+        if counter["name"].startswith("sqlite_") and labels.get("store") == "outbox":
+            out[f"{counter['name']}:{labels['operation']}"] = float(counter["value"])
+    latency = snap["operations"].get("telegram", {}).get("sendMessage", {}).get("latency", {})
+    out["http:count"] = float(latency.get("count") or 0)
+    out["http:seconds"] = float(latency.get("sum_seconds") or 0.0)
+    return out
+
+
+def send_breakdown(
+    before: dict[str, float], after: dict[str, float], echo_ms: list[float], send_ms: list[float]
+) -> dict[str, float]:
+    """Attribute the mean send round trip over the echo's: the accept commit (SQL and fsync,
+    in the worker thread), the delivered mark, the worker-thread hops (handing each outbox
+    call to a thread, the connection lock, waking the loop), the Bot API exchange with the
+    stand-in (through the pipeline) and the rest (tool input and result, rendering, pacing,
+    scheduling). Means, not medians: only means add up. From the server's own counters over
+    exactly the interleaved calls."""
+    sends = len(send_ms)
+
+    def per_send(key: str) -> float:
+        return (after.get(key, 0.0) - before.get(key, 0.0)) * 1000.0 / sends if sends else float("nan")
+
+    ops = {k.split(":", 1)[1] for k in after if k.startswith("sqlite_calls:")}
+    # The calls a successful single-part send makes: the accept (with its lease) and the
+    # delivered mark (in a worker thread, or ``_inline`` on the event loop's thread).
+    send_path = {op for op in ops if op.startswith(("enqueue", "exec_relaxed"))}
+    echo, send = statistics.fmean(echo_ms), statistics.fmean(send_ms)
+    parts = {
+        "accept_commit": per_send("sqlite_work_seconds:enqueue"),
+        "delivered_mark": sum(per_send(f"sqlite_work_seconds:{op}") for op in send_path - {"enqueue"}),
+        "thread_hops": sum(per_send(f"sqlite_wait_seconds:{op}") for op in send_path),
+        "http_exchange": per_send("http:seconds"),
+    }
+    out = {
+        "echo_mean": echo,
+        "send_mean": send,
+        "difference": send - echo,
+        **parts,
+        "rest": send - echo - sum(parts.values()),
+        "outbox_calls_per_send": sum(per_send(f"sqlite_calls:{op}") for op in send_path) / 1000.0,
+        "thread_hops_per_send": sum(per_send(f"sqlite_calls:{op}") for op in send_path if not op.endswith("_inline"))
+        / 1000.0,
+        "http_calls_per_send": per_send("http:count") / 1000.0,
+    }
+    return {k: round(v, 3) for k, v in out.items()}
+
+
 async def roundtrip_phase(plan: Plan, tmp: Path, errlog: TextIO) -> dict[str, Any]:
     fast = {"CCTG_RATE_PER_CHAT": "100000", "CCTG_RATE_PER_CHAT_BURST": "100000", "CCTG_RATE_GLOBAL": "100000"}
     with TelegramStandIn() as standin:
@@ -60,6 +114,7 @@ async def roundtrip_phase(plan: Plan, tmp: Path, errlog: TextIO) -> dict[str, An
             perf = time.perf_counter
             echo_ms: list[float] = []
             send_ms: list[float] = []
+            before = await server_timings(client)
             for _ in range(plan.roundtrips):
                 t0 = perf()
                 await echo()
@@ -68,6 +123,7 @@ async def roundtrip_phase(plan: Plan, tmp: Path, errlog: TextIO) -> dict[str, An
                 t2 = perf()
                 echo_ms.append((t1 - t0) * 1000.0)
                 send_ms.append((t2 - t1) * 1000.0)
+            breakdown = send_breakdown(before, await server_timings(client), echo_ms, send_ms)
 
             t0 = perf()
             for _ in range(plan.throughput_calls):
@@ -88,6 +144,7 @@ async def roundtrip_phase(plan: Plan, tmp: Path, errlog: TextIO) -> dict[str, An
     return {
         "echo_roundtrip_ms_p50": round(median(echo_ms), 3),
         "tool_call_roundtrip_ms_p50": round(median(send_ms), 3),
+        "send_breakdown_ms": breakdown,
         "throughput_sequential_calls_per_s": round(sequential, 1),
         "throughput_concurrent_calls_per_s": round(concurrent, 1),
     }
