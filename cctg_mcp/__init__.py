@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
@@ -10,6 +11,9 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree that was never installed
     __version__ = "0+unknown"
 __all__ = ["ResilientBridgeClient", "__version__"]
+#: When the package was first imported (wall clock): ``cctg-mcp hook`` counts its 2 s from here
+#: where the process start time cannot be read.
+IMPORTED_AT = time.time()
 
 if TYPE_CHECKING:
     from cctg_mcp.client import ResilientBridgeClient

@@ -1,4 +1,4 @@
-"""Command line: ``cctg-mcp serve | check | demo``.
+"""Command line: ``cctg-mcp serve | check | hook | setup | demo``.
 
 ``serve`` speaks MCP over stdio (what Claude Desktop and Claude Code run). stdout is the
 protocol channel, so logs go to stderr only, through a filter that redacts the bot token.
@@ -153,6 +153,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_serve.add_argument("--host", default=None, help="HTTP bind address (CCTG_HTTP_HOST, default 127.0.0.1)")
     p_serve.add_argument("--port", type=int, default=None, help="HTTP port (CCTG_HTTP_PORT, default 8765)")
     sub.add_parser("check", help="validate the configuration and call Telegram getMe")
+    p_hook = sub.add_parser("hook", help="a Claude Code hook: notify on Telegram about the event read from stdin")
+    p_hook.add_argument(
+        "--events", default=None, help="comma-separated hook events that notify (default Stop,Notification)"
+    )
+    p_hook.add_argument(
+        "--limit", type=float, default=2.0, help="seconds from process start the command may take (default 2)"
+    )
     p_demo = sub.add_parser("demo", help="run a self-contained demo against a local Telegram stand-in")
     p_demo.add_argument("--json", dest="json_path", default=None, help="also write the report as JSON here")
     args: Any = parser.parse_args(argv)
@@ -166,6 +173,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if command == "check":
         return check()
+    if command == "hook":
+        from cctg_mcp.commands.hook import run_hook
+
+        return run_hook(args.events, limit=max(0.5, min(args.limit, 60.0)))
     from cctg_mcp.dev.demo import run_demo
 
     return run_demo(json_path=args.json_path)

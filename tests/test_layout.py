@@ -16,6 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "cctg_mcp"
 #: Our top-level units (packages and the modules beside them).
 RUNTIME = {
     "answers",
+    "commands",
     "delivery",
     "events",
     "ops",
@@ -30,7 +31,7 @@ RUNTIME = {
     "client",
     "config",
 }
-EDGE = {"server", "app", "cli", "client", "dev"}  # what the inner layers never import
+EDGE = {"server", "app", "cli", "client", "commands", "dev"}  # what the inner layers never import
 
 
 def _runtime_imports(tree: ast.AST) -> list[str]:

@@ -32,7 +32,7 @@ import socket
 import stat
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -40,12 +40,14 @@ import anyio
 from mcp.server.mcpserver import MCPServer
 from mcp.server.stdio import stdio_server
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp.shared.message import SessionMessage
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cctg_mcp import __version__
 from cctg_mcp.delivery.service import NotificationService
+from cctg_mcp.server.wire_guard import Rejection, screen
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +219,9 @@ class CancellableStdin:
     (children must not eat protocol bytes); ``close()`` restores fd 0."""
 
     def __init__(self) -> None:
+        #: Answers a line the SDK would drop unanswered (``server.wire_guard``); set once serving.
+        self.on_rejected: Callable[[Rejection], Awaitable[None]] | None = None
+        self.rejected = 0
         self.fd = os.dup(0)
         os.set_blocking(self.fd, False)
         null = os.open(os.devnull, os.O_RDONLY)
@@ -248,7 +253,13 @@ class CancellableStdin:
                 return
             *lines, pending = (pending + chunk).split(b"\n")
             for line in lines:
-                yield line.decode("utf-8", "replace") + "\n"
+                text = line.decode("utf-8", "replace") + "\n"
+                rejection = screen(text) if self.on_rejected is not None else None
+                if rejection is not None and self.on_rejected is not None:
+                    self.rejected += 1
+                    await self.on_rejected(rejection)
+                    continue
+                yield text
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -265,6 +276,12 @@ async def _run_stdio(server: MCPServer[Any]) -> None:
     try:
         lowlevel = server._lowlevel_server  # run_stdio_async() takes no stdin; this is its body
         async with stdio_server(stdin=stdin) as (read_stream, write_stream):  # type: ignore[arg-type]
+
+            async def answer(rejection: Rejection) -> None:
+                log.info("stdio: answered a request the SDK cannot read: %s", rejection.message)
+                await write_stream.send(SessionMessage(rejection.to_message()))
+
+            stdin.on_rejected = answer
             await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
     finally:
         stdin.close()

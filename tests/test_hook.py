@@ -1,0 +1,166 @@
+"""``cctg-mcp hook``: Claude Code hook events become notifications, as a real subprocess with
+real hook JSON on stdin, against the Telegram stand-in; with and without a running server.
+
+A hook must never break the agent: exit 0 and an empty stdout in every case."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import pytest
+from helpers import USERS, fast_config, make_settings
+
+from cctg_mcp.app import open_service
+from cctg_mcp.commands.hook import DEFAULT_EVENTS, Notice, notice_for, parse_events
+from cctg_mcp.delivery.outbox import Outbox
+from cctg_mcp.delivery.service import NotificationService
+from cctg_mcp.testing import FaultMode, TelegramStandIn
+
+ALICE, BOB = USERS
+SESSION = "3f6c1a52-9d2b-4b8e-a7c1-5e0f2d9b8a11"
+NOTIFICATION = {
+    "session_id": SESSION,
+    "transcript_path": f"/home/ada/.claude/projects/shop/{SESSION}.jsonl",
+    "cwd": "/home/ada/src/shop",
+    "hook_event_name": "Notification",
+    "message": "Claude needs your permission to use Bash",
+    "title": "Claude Code",
+}
+STOP = {
+    "session_id": SESSION,
+    "transcript_path": f"/home/ada/.claude/projects/shop/{SESSION}.jsonl",
+    "cwd": "/home/ada/src/shop",
+    "hook_event_name": "Stop",
+    "stop_hook_active": False,
+}
+
+
+def env_for(standin: TelegramStandIn | None, data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "CCTG_", "CC_TELEGRAM_"))}
+    if standin is not None:
+        env.update(standin.server_env(data_dir, USERS))
+    else:
+        env["CCTG_DATA_DIR"] = str(data_dir)
+    env.update(extra)
+    return env
+
+
+def run_hook(stdin: bytes, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "cctg_mcp", "hook", *args], input=stdin, env=env, capture_output=True, timeout=30
+    )
+
+
+async def hook(stdin: bytes, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[bytes]:
+    return await anyio.to_thread.run_sync(lambda: run_hook(stdin, env, *args))
+
+
+async def pending(data_dir: Path) -> int:
+    outbox = await Outbox.open(data_dir / "outbox.sqlite3")
+    try:
+        counts = await outbox.counts()
+        return counts.pending + counts.in_flight
+    finally:
+        await outbox.close()
+
+
+# ---- what is said about which event ---------------------------------------------------------
+
+
+def test_stop_and_notification_become_notices_and_the_rest_is_filtered() -> None:
+    stop = notice_for(STOP, DEFAULT_EVENTS)
+    assert isinstance(stop, Notice) and stop.type == "task_completion"
+    assert stop.title == "Claude Code finished in shop"
+    assert "Folder: /home/ada/src/shop" in stop.description and "Session: 3f6c1a52" in stop.description
+    note = notice_for(NOTIFICATION, DEFAULT_EVENTS)
+    assert isinstance(note, Notice) and (note.title, note.priority) == ("Claude Code (shop)", "high")
+    assert note.description.startswith("Claude needs your permission to use Bash")
+    assert "stop_hook_active" in str(notice_for({**STOP, "stop_hook_active": True}, DEFAULT_EVENTS))
+    assert "not in --events" in str(notice_for(STOP, ("Notification",)))
+    assert "no hook_event_name" in str(notice_for({"cwd": "/x"}, DEFAULT_EVENTS))
+    assert parse_events("Stop, SubagentStop,Bogus") == ("Stop", "SubagentStop")
+    assert parse_events(None) == ("Stop", "Notification")
+
+
+# ---- as Claude Code runs it -----------------------------------------------------------------
+
+anyio_test = pytest.mark.anyio
+
+
+@anyio_test
+async def test_without_a_server_the_hook_delivers_itself(standin: TelegramStandIn, tmp_path: Path) -> None:
+    done = await hook(json.dumps(NOTIFICATION).encode(), env_for(standin, tmp_path), "--limit", "20")
+    assert (done.returncode, done.stdout) == (0, b""), done.stderr
+    assert b"delivered" in done.stderr, done.stderr
+    sent = sorted(standin.sent, key=lambda m: m.chat_id)
+    assert [m.chat_id for m in sent] == [ALICE, BOB]
+    assert "Claude needs your permission to use Bash" in sent[0].plain_text
+    assert "Claude Code (shop)" in sent[0].plain_text
+    assert await pending(tmp_path) == 0
+
+
+@anyio_test
+async def test_an_event_not_chosen_or_bad_input_sends_nothing_and_exits_0(
+    standin: TelegramStandIn, tmp_path: Path
+) -> None:
+    env = env_for(standin, tmp_path)
+    for stdin, args in (
+        (json.dumps(STOP).encode(), ("--events", "Notification")),
+        (b"{not json", ()),
+        (b"[1, 2]", ()),
+        (b"", ()),
+        (json.dumps({**STOP, "stop_hook_active": True}).encode(), ()),
+    ):
+        done = await hook(stdin, env, *args)
+        assert (done.returncode, done.stdout) == (0, b""), (stdin, done.stderr)
+        assert b"nothing sent" in done.stderr, done.stderr
+    assert standin.sent == []
+
+
+@anyio_test
+async def test_not_configured_exits_0_and_says_so_on_stderr(tmp_path: Path) -> None:
+    done = await hook(json.dumps(STOP).encode(), env_for(None, tmp_path))
+    assert (done.returncode, done.stdout) == (0, b"")
+    assert b"not configured" in done.stderr and b"TELEGRAM_BOT_TOKEN" in done.stderr
+
+
+@anyio_test
+async def test_a_hanging_telegram_cannot_hold_the_hook_and_the_event_stays_queued(
+    standin: TelegramStandIn, tmp_path: Path
+) -> None:
+    standin.set_fault(FaultMode.HANG, methods={"sendMessage"})
+    done = await hook(json.dumps(STOP).encode(), env_for(standin, tmp_path), "--limit", "4")
+    assert (done.returncode, done.stdout) == (0, b""), done.stderr
+    assert b"queued" in done.stderr, done.stderr
+    assert standin.hanging >= 1  # it returned while Telegram still held its request
+    assert standin.sent == []
+    assert await pending(tmp_path) == len(USERS)  # committed, waiting for a server
+
+
+@asynccontextmanager
+async def server(standin: TelegramStandIn, data_dir: Path) -> AsyncIterator[NotificationService]:
+    async with open_service(make_settings(standin, data_dir), resilience=fast_config(), poll_timeout=1) as service:
+        yield service
+
+
+@anyio_test
+async def test_with_a_running_server_what_the_hook_could_not_send_is_delivered_by_it(
+    standin: TelegramStandIn, tmp_path: Path
+) -> None:
+    async with server(standin, tmp_path):
+        standin.set_fault(FaultMode.SERVER_ERROR, methods={"sendMessage"}, status=502)
+        done = await hook(json.dumps(NOTIFICATION).encode(), env_for(standin, tmp_path), "--limit", "4")
+        assert (done.returncode, done.stdout) == (0, b""), done.stderr
+        assert b"queued" in done.stderr, done.stderr
+        assert standin.sent == []
+        standin.clear_fault()
+        sent = await standin.await_messages(2, timeout=25)  # the server's dispatcher picks it up
+        assert sorted(m.chat_id for m in sent) == [ALICE, BOB]
+        assert all("Claude needs your permission to use Bash" in m.plain_text for m in sent)
