@@ -112,11 +112,13 @@ def test_runtime_never_imports_tooling(unit: str) -> None:
 
 def test_wall_time_is_read_only_inside_the_clock() -> None:
     """``time.time()`` and ``datetime.now()`` only in resilience/clock.py: everything else takes
-    the injected clock, so whole-server tests can run in virtual time."""
+    the injected clock, so whole-server tests can run in virtual time. The command-line entry
+    points (``commands/``, and the import time the package records for them) measure their own
+    process's wall-clock budget (a hook must return within 2 s of its start)."""
     offenders = []
     for path in PACKAGE.rglob("*.py"):
         rel = path.relative_to(PACKAGE).as_posix()
-        if rel == "resilience/clock.py" or rel.startswith(("dev/", "testing/")):
+        if rel in {"resilience/clock.py", "__init__.py"} or rel.startswith(("dev/", "testing/", "commands/")):
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Call) and ast.unparse(node.func) in {
