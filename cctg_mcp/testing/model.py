@@ -16,6 +16,10 @@ class FaultMode(StrEnum):
     UNAUTHORIZED = "unauthorized"
     FORBIDDEN = "forbidden"
     BAD_REQUEST = "bad_request"
+    #: A slow peer: a valid answer written one byte every ``drip_interval`` seconds.
+    DRIP = "drip"
+    #: A huge peer: an answer of ``huge_body_bytes`` bytes, without a Content-Length.
+    HUGE_BODY = "huge_body"
 
 
 @dataclass
@@ -66,6 +70,8 @@ class Reply:
     status: int
     payload: dict[str, Any] | None = None  # None: drop the connection (RST)
     close: bool = False  # answer, then close the connection (its framing is lost)
+    drip_s: float = 0.0  # > 0: write the body one byte at a time, this many seconds apart
+    pad_to: int = 0  # > 0: pad the body with spaces to this many bytes, sent without Content-Length
 
 
 def err(code: int, description: str, retry_after: int | None = None) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import logging
 import re
 import socket
 import struct
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
@@ -99,6 +100,29 @@ def read_params(handler: StandInHandler, query: str) -> dict[str, Any]:
     return params
 
 
+def write_slowly_or_hugely(handler: StandInHandler, reply: Reply, body: bytes) -> None:
+    """A hostile peer's body: dripped a byte at a time (bounded by ``max_hang``), or padded to
+    ``pad_to`` bytes with no Content-Length; the connection closes after it."""
+    handler.send_header("Connection", "close")
+    handler.end_headers()
+    standin = handler.server.standin
+    if reply.drip_s:
+        deadline = time.monotonic() + standin.max_hang
+        for i in range(len(body)):
+            if standin._stopping or time.monotonic() > deadline:
+                return
+            handler.wfile.write(body[i : i + 1])
+            handler.wfile.flush()
+            time.sleep(reply.drip_s)
+        return
+    handler.wfile.write(body)
+    chunk = b" " * 65536
+    for _ in range(max(0, reply.pad_to - len(body)) // len(chunk)):
+        if standin._stopping:
+            return
+        handler.wfile.write(chunk)
+
+
 def write_reply(handler: StandInHandler, reply: Reply) -> None:
     """Send the JSON reply, or reset the connection when it has no payload."""
     try:
@@ -110,6 +134,9 @@ def write_reply(handler: StandInHandler, reply: Reply) -> None:
         body = json.dumps(reply.payload).encode()
         handler.send_response(reply.status)
         handler.send_header("Content-Type", "application/json")
+        if reply.pad_to or reply.drip_s:
+            write_slowly_or_hugely(handler, reply, body)
+            return
         handler.send_header("Content-Length", str(len(body)))
         if reply.close:
             handler.send_header("Connection", "close")  # also sets handler.close_connection

@@ -52,6 +52,9 @@ class TelegramStandIn(ScriptedPerson):
         self.global_per_second = global_per_second
         self.global_burst = global_burst or max(1, math.ceil(global_per_second))
         self.max_hang, self.max_poll = max_hang, max_poll
+        #: FaultMode.DRIP: seconds between two bytes; FaultMode.HUGE_BODY: the body's size.
+        self.drip_interval = 3.0
+        self.huge_body_bytes = 200 * 1024 * 1024
         self._host, self._port, self._clock = host, port, clock
         self._cond = threading.Condition()
         self._fault: Fault | None = None
@@ -172,6 +175,10 @@ class TelegramStandIn(ScriptedPerson):
                 return Reply(0) if self._stopping else None
         if mode is FaultMode.RESET:
             return Reply(0)
+        if mode is FaultMode.DRIP:
+            return Reply(200, {"ok": True, "result": []}, drip_s=self.drip_interval)
+        if mode is FaultMode.HUGE_BODY:
+            return Reply(200, {"ok": True, "result": []}, pad_to=self.huge_body_bytes)
         if mode is FaultMode.RATE_LIMIT:
             return Reply(429, err(429, f"Too Many Requests: retry after {f.retry_after}", f.retry_after))
         if mode is FaultMode.UNAUTHORIZED:

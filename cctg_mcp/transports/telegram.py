@@ -8,13 +8,21 @@ request URLs at INFO/DEBUG) are held at WARNING.
 A wait the server dictates (a 429's ``retry_after``) is capped at ``max_server_wait``
 seconds (CCTG_MAX_SERVER_WAIT, one hour by default) and the cap is logged (at most once a
 minute): a hostile or broken server cannot pause sending for years.
+
+Every call is bounded as a whole, not per read: a server that drips one byte at a time
+resets httpx's read timeout forever, so each call also runs under one deadline (its HTTP
+timeout plus the connect timeout plus a margin; for getUpdates the long poll plus
+``LONG_POLL_MARGIN``). A response body is read in chunks and refused past
+``max_body_bytes`` (8 MiB by default), so a huge answer cannot take the memory.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
+import anyio
 import httpx
 
 from cctg_mcp.resilience.errors import (
@@ -61,6 +69,10 @@ for _name in _NOISY:
 DEFAULT_BASE_URL = "https://api.telegram.org"
 #: The longest wait a server may dictate by default (CCTG_MAX_SERVER_WAIT).
 DEFAULT_MAX_SERVER_WAIT = 3600.0
+#: Most bytes of a response body read before the answer is refused.
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+#: Seconds a whole call may take beyond its HTTP and connect timeouts.
+CALL_MARGIN = 5.0
 #: Seconds added to a getUpdates long-poll timeout for the HTTP read timeout.
 LONG_POLL_MARGIN = 10.0
 
@@ -111,6 +123,10 @@ def error_from_envelope(envelope: dict[str, Any], *, method: str = "") -> Telegr
     return TelegramError(message, retryable=True, **kwargs)
 
 
+class _TooLarge(Exception):
+    """A response body past ``max_body_bytes``."""
+
+
 class TelegramTransport:
     """An async Bot API client. ``rebuild()`` replaces the HTTP client (recovery "restart")."""
 
@@ -123,6 +139,9 @@ class TelegramTransport:
         connect_timeout: float = 5.0,
         http_transport: httpx.AsyncBaseTransport | None = None,
         max_server_wait: float = DEFAULT_MAX_SERVER_WAIT,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        call_margin: float = CALL_MARGIN,
+        long_poll_margin: float = LONG_POLL_MARGIN,
     ) -> None:
         if not token:
             raise ConfigurationError("TELEGRAM_BOT_TOKEN is empty", code="MISSING_TOKEN")
@@ -133,6 +152,9 @@ class TelegramTransport:
         self.connect_timeout = connect_timeout
         self._http_transport = http_transport
         self.max_server_wait = max_server_wait
+        self.max_body_bytes = max_body_bytes
+        self.call_margin = call_margin
+        self.long_poll_margin = long_poll_margin
         #: Server-dictated waits that were longer than ``max_server_wait`` and were capped.
         self.waits_capped = 0
         self._cap_log = ThrottledLog(log)
@@ -228,7 +250,7 @@ class TelegramTransport:
             params["offset"] = offset
         if allowed_updates is not None:
             params["allowed_updates"] = allowed_updates
-        http_timeout = httpx.Timeout(timeout + LONG_POLL_MARGIN, connect=self.connect_timeout)
+        http_timeout = httpx.Timeout(timeout + self.long_poll_margin, connect=self.connect_timeout)
         result = await self._call("getUpdates", params, http_timeout=http_timeout)
         if not isinstance(result, list):
             raise TelegramError("Telegram getUpdates returned no list", retryable=True)
@@ -269,26 +291,52 @@ class TelegramTransport:
             raise ResourceError(f"Telegram {method}: transport is closed", code="TRANSPORT_CLOSED")
         url = f"{self.base_url}/bot{self._token}/{method}"
         error: BaseResilienceError | None = None
-        response: httpx.Response | None = None
-        try:
-            if http_timeout is None:
-                response = await self._client.post(url, json=params)
-            else:
-                response = await self._client.post(url, json=params, timeout=http_timeout)
-        except httpx.HTTPError as exc:
-            error = self._map_httpx(method, exc)
-        except RuntimeError as exc:  # "client has been closed" during a rebuild race
-            error = NetworkError(f"Telegram {method}: {self._redact(str(exc))}", code="CLIENT_CLOSED")
+        answer: tuple[int, bytes] | None = None
+        read_s = self.timeout if http_timeout is None or http_timeout.read is None else http_timeout.read
+        total_s = read_s + self.connect_timeout + self.call_margin
+        with anyio.move_on_after(total_s) as scope:
+            try:
+                answer = await self._fetch(url, params, http_timeout)
+            except _TooLarge:
+                error = ResourceError(
+                    f"Telegram {method}: the response is larger than {self.max_body_bytes} bytes; refused",
+                    code="BODY_TOO_LARGE",
+                )
+            except httpx.HTTPError as exc:
+                error = self._map_httpx(method, exc)
+            except RuntimeError as exc:  # "client has been closed" during a rebuild race
+                error = NetworkError(f"Telegram {method}: {self._redact(str(exc))}", code="CLIENT_CLOSED")
+        if scope.cancelled_caught:
+            error = AttemptTimeoutError(
+                f"Telegram {method}: no complete answer within {total_s:g}s (a slow or stalled server)",
+                code="TOTAL_TIMEOUT",
+            )
         # Raised outside the except block, so no httpx exception is chained (it holds the URL).
         if error is None:
-            assert response is not None
+            assert answer is not None
             try:
-                return self._result(method, response)
+                return self._result(method, *answer)
             except BaseResilienceError as exc:
                 error = exc
         error.context.operation = method
         error.context.component = "telegram"
         raise error
+
+    async def _fetch(self, url: str, params: dict[str, Any], http_timeout: httpx.Timeout | None) -> tuple[int, bytes]:
+        """(status, body), reading at most ``max_body_bytes`` (``_TooLarge`` past it)."""
+        extra: dict[str, Any] = {} if http_timeout is None else {"timeout": http_timeout}
+        async with self._client.stream("POST", url, json=params, **extra) as response:
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > self.max_body_bytes:
+                raise _TooLarge
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > self.max_body_bytes:
+                    raise _TooLarge
+                chunks.append(chunk)
+            return response.status_code, b"".join(chunks)
 
     def _map_httpx(self, method: str, exc: httpx.HTTPError) -> BaseResilienceError:
         cls, code = next(((c, k) for h, c, k in _HTTPX_ERRORS if isinstance(exc, h)), (NetworkError, "NETWORK_ERROR"))
@@ -310,11 +358,10 @@ class TelegramTransport:
             self.max_server_wait,
         )
 
-    def _result(self, method: str, response: httpx.Response) -> Any:
-        status = response.status_code
+    def _result(self, method: str, status: int, body: bytes) -> Any:
         try:
-            envelope = response.json()
-        except ValueError:
+            envelope = json.loads(body)
+        except (ValueError, RecursionError):
             envelope = None
         if not isinstance(envelope, dict) or "ok" not in envelope:
             message = f"Telegram {method}: HTTP {status} with a non-Bot-API body"
