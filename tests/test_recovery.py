@@ -51,7 +51,7 @@ class Script:
             self.calls.append(req)
             queue = self.script.get(strategy, [])
             ok = queue.pop(0) if queue else False
-            return StrategyOutcome(ok, f"{strategy.value} {'ok' if ok else 'failed'}")
+            return StrategyOutcome(ok, f"{strategy.value} {'ok' if ok else 'failed'}", verified=ok)
 
         return run
 
@@ -400,15 +400,21 @@ async def test_graceful_degradation_holds_low_priority_and_sends_critical(
 ) -> None:
     with anyio.fail_after(10):
         session = await service.recovery.recover("telegram", strategy=S.GRACEFUL_DEGRADATION)
-        assert session.status == "succeeded" and service.dispatcher.min_priority == "high"
+        assert session.status == "mitigated" and service.dispatcher.min_priority == "high"
+        assert session.attempts[-1].outcome == "mitigated" and session.ended_at is None
+        stats = service.recovery.statistics()
+        assert (stats.mitigated, stats.in_progress, stats.succeeded, stats.success_rate) == (1, 1, 0, None)
         low = await service.submit(msg(service, "low news"))
         critical = await service.submit(msg(service, "disk on fire", type="error_occurred"))
     assert (low.status, critical.status) == ("queued", "delivered")
     assert low.reason is not None and "degraded mode" in low.reason
     assert {m.text.count("disk on fire") > 0 for m in standin.sent} == {True}
-    with anyio.fail_after(10):  # a successful recovery is the way back: the low one goes out
-        await service.recovery.recover("telegram", strategy=S.RETRY)
+    with anyio.fail_after(10):  # a verified recovery is the way back: the low one goes out
+        fixed = await service.recovery.recover("telegram", strategy=S.RETRY)
         assert service.dispatcher.min_priority == "low"
+        assert (fixed.id, fixed.status) == (session.id, "succeeded") and "getMe ok" in fixed.summary
+        stats = service.recovery.statistics()
+        assert (stats.mitigated, stats.in_progress, stats.succeeded, stats.success_rate) == (0, 0, 1, 1.0)
         await standin.await_messages(2 * len(USERS), timeout=10)
     assert any("low news" in m.text for m in standin.sent)
 
@@ -418,13 +424,14 @@ async def test_fallback_queues_without_attempts_until_a_recovery_resumes(
 ) -> None:
     with anyio.fail_after(10):
         session = await service.recovery.recover("telegram", strategy=S.FALLBACK)
-        assert session.status == "succeeded" and service.dispatcher.paused
+        assert session.status == "mitigated" and service.dispatcher.paused
         result = await service.submit(msg(service, "held back", type="performance_alert"))
         assert result.status == "queued" and "paused" in (result.reason or "")
         await anyio.wait_all_tasks_blocked()
         assert not [r for r in standin.requests if r.method == "sendMessage"]
         resumed = await service.recovery.recover("telegram", strategy=S.CIRCUIT_BREAKER)
         assert "direct delivery resumed" in resumed.summary and not service.dispatcher.paused
+        assert (resumed.id, resumed.status) == (session.id, "succeeded")  # the open session, now verified
         await standin.await_messages(len(USERS), timeout=10)
 
 

@@ -5,8 +5,10 @@ acts on real objects and reports what it saw afterwards (never a guess):
 
 =====================  ==========================================================================
 retry                  delivery component: make every pending outbox row due now and wake the
-                       dispatcher; succeeds when the component's check passes (Telegram ``getMe``)
-                       — detail says how many rows were made due. Component ``outbox``: requeue the
+                       dispatcher; succeeds (verified) when the component's check passes (Telegram
+                       ``getMe``, the bridge's /health, the dispatcher loop running); with no
+                       check the outcome is ``unverified`` — detail says how many rows were made due.
+                       Component ``outbox``: requeue the
                        dead letters (``outbox.requeue_dead()``) and make everything due: this is how
                        ``trigger_recovery(component="outbox", strategy="retry")`` re-drives dead rows
                        after the cause (token, blocked bot) was fixed.
@@ -20,13 +22,14 @@ restart                After ``recovery.restartDelay``: Telegram: ``transport.re
                        restartDelay, start), then its ``/health`` must answer healthy. This is what
                        the seed's backups ``bridge-restart`` and ``process-restart`` run.
 fallback               ``dispatcher.paused = True``: events are still accepted and committed, but
-                       neither the send tools nor the dispatcher attempt delivery.
+                       neither the send tools nor the dispatcher attempt delivery. ``mitigated``,
+                       never a success. Bridge delivery has no fallback: the attempt fails.
 graceful_degradation   ``dispatcher.min_priority = "high"``: only high/critical events go out;
-                       the rest wait in the outbox.
+                       the rest wait in the outbox. ``mitigated``, never a success.
 escalate               if Telegram answers ``getMe``: a critical ``alert_notification`` to the
                        allowed users through the normal send path (bypassing the two levers
                        above); otherwise the attempt fails with "could not alert: …".
-ignore                 logs and succeeds.
+ignore                 logs; ``unverified`` (nothing was checked).
 manual                 needs a person: concrete steps for the error code.
 =====================  ==========================================================================
 
@@ -43,7 +46,13 @@ from collections.abc import Awaitable, Callable
 
 from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.resilience.breaker import BreakerState, CircuitBreaker
-from cctg_mcp.resilience.errors import BaseResilienceError, BridgeError, CircuitBreakerError, RecoveryStrategy
+from cctg_mcp.resilience.errors import (
+    BaseResilienceError,
+    BridgeError,
+    CircuitBreakerError,
+    RecoveryStrategy,
+    SystemFailure,
+)
 from cctg_mcp.resilience.recovery import (
     RecoveryManager,
     RecoveryRequest,
@@ -51,6 +60,7 @@ from cctg_mcp.resilience.recovery import (
     StrategyFn,
     StrategyOutcome,
 )
+from cctg_mcp.transports.http_check import HttpEndpointProbe
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +178,15 @@ class RecoveryActions:
             return get_me
         if fam == "bridge" and self.service.settings.delivery == "bridge":
             return self._bridge_health
+        dispatcher = self.service.dispatcher
+        if fam == "dispatcher" and dispatcher is not None:
+
+            async def loop_running() -> str:
+                if not dispatcher.running:
+                    raise SystemFailure("the dispatcher loop is not running")
+                return "the dispatcher loop is running"
+
+            return loop_running
         return None
 
     async def _bridge_health(self) -> str:
@@ -237,7 +256,8 @@ class RecoveryActions:
                 f"requeued {requeued} dead delivery(ies) and made {made_due} more due now "
                 f"(dead {before.dead} → {after.dead}, pending {after.pending})"
             )
-            return StrategyOutcome(after.dead < before.dead or before.dead == 0, detail)
+            # the check: the dead rows went back to the queue (none left over from before)
+            return StrategyOutcome(after.dead < before.dead or before.dead == 0, detail, verified=True)
         counts = await outbox.counts()
         made_due = await outbox.retry_now()
         cleared = dispatcher.pacer.clear_pause()  # a server-dictated pause (429) ends on request
@@ -252,7 +272,9 @@ class RecoveryActions:
         passed, seen = await self._check(fam)
         if passed is False:
             return StrategyOutcome(False, f"{rows}, but {seen}")
-        return StrategyOutcome(True, f"{rows}; {seen}{await self._resume(fam)}")
+        if passed is None:  # acted, but nothing can tell whether it helped: not a recovery
+            return StrategyOutcome(True, f"{rows}; {seen}, so the effect is unverified")
+        return StrategyOutcome(True, f"{rows}; {seen}{await self._resume(fam)}", verified=True)
 
     async def circuit_breaker(self, req: RecoveryRequest) -> StrategyOutcome:
         fam = family(req.component)
@@ -261,7 +283,7 @@ class RecoveryActions:
             return StrategyOutcome(False, f"{req.component} has no circuit breaker")
         before = breaker.state
         if before is BreakerState.DISABLED:
-            return StrategyOutcome(True, "breaker is disabled (admits every call); nothing to reset")
+            return StrategyOutcome(True, "breaker is disabled (admits every call); nothing to reset, nothing checked")
         probe = self._probe(fam)
         if probe is None:
             breaker.probe_now()
@@ -290,7 +312,7 @@ class RecoveryActions:
         moved = f"breaker {before.value} → {after.value}"
         if not passed:
             return StrategyOutcome(False, f"{moved}; {seen}")
-        return StrategyOutcome(after is BreakerState.CLOSED, f"{moved}; {seen}{await self._resume(fam)}")
+        return StrategyOutcome(after is BreakerState.CLOSED, f"{moved}; {seen}{await self._resume(fam)}", verified=True)
 
     async def restart(self, req: RecoveryRequest) -> StrategyOutcome:
         fam, transport = family(req.component), self.service.transport
@@ -304,7 +326,9 @@ class RecoveryActions:
             passed, seen = await self._check(fam)  # "started" is not enough: its health must say so
             if passed is False:
                 return StrategyOutcome(False, f"{done}, but {seen}")
-            return StrategyOutcome(True, f"{done}; {seen}{await self._resume(fam)}")
+            if passed is None:
+                return StrategyOutcome(True, f"{done}; {seen}, so the effect is unverified")
+            return StrategyOutcome(True, f"{done}; {seen}{await self._resume(fam)}", verified=True)
         delay = self.restart_delay
         waited = f" after restartDelay {delay:g}s" if delay > 0 else ""
         if fam == "dispatcher":  # the delivery loop itself: stop it and start it again
@@ -313,7 +337,9 @@ class RecoveryActions:
                 return StrategyOutcome(False, "no supervised dispatcher (not configured)")
             up = await supervisor.restart(delay_s=delay)
             return StrategyOutcome(
-                up, f"dispatcher loop restarted{waited}" if up else "dispatcher loop did not come back"
+                up,
+                f"dispatcher loop restarted{waited} and running" if up else "dispatcher loop did not come back",
+                verified=up,
             )
         if fam != "telegram":
             return StrategyOutcome(False, f"restarting {req.component} is not supported")
@@ -333,7 +359,7 @@ class RecoveryActions:
         if breaker is not None and breaker.state is BreakerState.OPEN:
             breaker.probe_now()
             rebuilt += "; breaker will probe on the next send"
-        return StrategyOutcome(True, f"{rebuilt}; {seen}{await self._resume(fam)}")
+        return StrategyOutcome(True, f"{rebuilt}; {seen}{await self._resume(fam)}", verified=True)
 
     async def fallback(self, req: RecoveryRequest) -> StrategyOutcome:
         dispatcher, outbox = self.service.dispatcher, self.service.outbox
@@ -341,18 +367,19 @@ class RecoveryActions:
             return StrategyOutcome(False, "no dispatcher (not configured)")
         if self.delivery == "bridge":
             # Event files *are* the fallback path: they are written whether or not the bridge
-            # runs and it delivers them when it is back. Pausing would only stop writing them.
+            # runs and it delivers them when it is back. Pausing would only stop writing them,
+            # so there is nothing to do, and doing nothing is not a mitigation.
             return StrategyOutcome(
-                True,
-                "bridge delivery already falls back to event files on disk; "
-                "the bridge delivers them when it runs again",
+                False,
+                "no fallback in bridge delivery: event files are already written whether or not the bridge runs",
             )
         dispatcher.paused = True
         dispatcher.wake()
         counts = await outbox.counts()
         return StrategyOutcome(
             dispatcher.paused,
-            (
+            mitigated=True,
+            detail=(
                 f"fallback mode: delivery attempts paused; events are still accepted and queued durably "
                 f"({counts.pending + counts.in_flight} waiting). Delivery resumes after a successful retry, "
                 f"circuit_breaker or restart recovery, or when {self.delivery} is healthy again."
@@ -367,7 +394,8 @@ class RecoveryActions:
         dispatcher.wake()
         return StrategyOutcome(
             dispatcher.min_priority == "high",
-            (
+            mitigated=True,
+            detail=(
                 "degraded mode: only high and critical events are sent; lower priorities wait in the outbox "
                 "until a successful recovery or the component is healthy again"
             ),
@@ -399,14 +427,16 @@ class RecoveryActions:
         if result.status == "duplicate":
             return StrategyOutcome(True, "the alert for this session was already sent")
         if result.status == "delivered":
-            return StrategyOutcome(True, f"alert sent to {len(result.recipients)} recipient(s) on Telegram")
+            return StrategyOutcome(
+                True, f"alert sent to {len(result.recipients)} recipient(s) on Telegram", verified=True
+            )
         return StrategyOutcome(
             False, f"could not alert now (queued: {result.reason}); it goes out when Telegram recovers"
         )
 
     async def ignore(self, req: RecoveryRequest) -> StrategyOutcome:
         log.info("recovery %s: ignoring %s on %s", req.session_id, req.error_code or "the report", req.component)
-        return StrategyOutcome(True, "ignored (logged only)")
+        return StrategyOutcome(True, "ignored (logged only; nothing was checked)")
 
     async def manual(self, req: RecoveryRequest) -> StrategyOutcome:
         code = req.error.code if req.error is not None else req.error_code

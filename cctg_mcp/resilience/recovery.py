@@ -13,14 +13,20 @@ A session for one component:
 * after ``escalation_threshold`` failed attempts at one strategy moves to the next one in
   ``errors.ESCALATION_ORDER`` (retry → circuit_breaker → restart → fallback →
   graceful_degradation → escalate → manual), raising the escalation level;
-* ends ``succeeded`` on the first success, ``escalated`` when it ends on ``escalate`` or
-  ``manual`` (or a strategy said a person is needed), else ``failed`` — but before failing,
-  the backup strategies run by priority (the seed's ``bridge-restart``, ``process-restart``,
-  ``fallback-mode``), those whose conditions name the session's error code or
-  ``ALL_RECOVERY_FAILED``; a backup success makes the session ``succeeded``.
+* stops at the first attempt that acted: ``succeeded`` only when the action's own check of
+  the effect passed, ``unverified`` when it acted and nothing could check it, ``mitigated``
+  when it only limits the damage (fallback, degradation); ``escalated`` when it ends on
+  ``escalate`` or ``manual`` (or a strategy said a person is needed), else ``failed`` — but
+  before failing, the backup strategies run by priority (the seed's ``bridge-restart``,
+  ``process-restart``, ``fallback-mode``), those whose conditions name the session's error
+  code or ``ALL_RECOVERY_FAILED``; a backup's outcome is classified the same way.
+* a ``mitigated`` session stays open: it ends ``succeeded`` when the health monitor reports
+  the component healthy again (that is the check), or when a later request drives it again
+  and an attempt verifies a fix. While it is open, health transitions start no new session.
 
 One session per component at a time: a second request joins the running one. Finished
-sessions go to a bounded history; ``statistics()`` counts over the process lifetime.
+sessions go to a bounded history; ``statistics()`` counts over the process lifetime, and
+its success rate and time to recover count verified recoveries only.
 ``run()`` owns the task group background sessions run in (health-triggered ones arrive
 through a memory stream), so nothing starts outside structured concurrency.
 """
@@ -108,8 +114,10 @@ class RecoveryManager:
         self._active: dict[str, RecoverySession] = {}
         self._done: dict[str, anyio.Event] = {}
         self._send: MemoryObjectSendStream[_Job | str] | None = None
-        self._counts = {"sessions": 0, "succeeded": 0, "failed": 0, "escalated": 0}
+        self._counts = {"sessions": 0, "succeeded": 0, "unverified": 0, "failed": 0, "escalated": 0}
         self._recover_time = 0.0
+        #: When each open session started (clock.monotonic), for its time to recover.
+        self._opened: dict[str, float] = {}
 
     # ---- background ---------------------------------------------------------------------
 
@@ -126,8 +134,7 @@ class RecoveryManager:
             try:
                 async for job in receive:
                     if isinstance(job, str):
-                        if self.on_healthy is not None:
-                            tg.start_soon(self._healthy, job)
+                        tg.start_soon(self._healthy, job)
                     elif self.canonical(job.component) not in self._active:
                         tg.start_soon(self._background, job)
             finally:
@@ -140,11 +147,22 @@ class RecoveryManager:
         )
 
     async def _healthy(self, component: str) -> None:
-        assert self.on_healthy is not None
-        try:
-            await self.on_healthy(component)
-        except Exception:
-            log.exception("undoing recovery mitigations for %s failed", component)
+        if self.on_healthy is not None:
+            try:
+                await self.on_healthy(component)
+            except Exception:
+                log.exception("undoing recovery mitigations for %s failed", component)
+        self.close_mitigated(component, f"the health monitor reports {component} healthy again")
+
+    def close_mitigated(self, component: str, seen: str) -> RecoverySession | None:
+        """A check passed for ``component``: its open mitigated session ends ``succeeded``."""
+        session = self._active.get(self.canonical(component))
+        if session is None or session.status != "mitigated" or session.id in self._done:
+            return None
+        session.status = "succeeded"
+        session.summary = f"{session.summary}; verified: {seen}"
+        self._finish(session, self.clock.monotonic() - self._opened[session.id])
+        return session
 
     def request(
         self,
@@ -169,9 +187,11 @@ class RecoveryManager:
     def on_health_change(self, component: str, old: Any, new: Any, result: Any = None) -> None:
         """HealthMonitor listener: unhealthy starts a session; healthy again undoes mitigations."""
         new_s, old_s = str(getattr(new, "value", new)), str(getattr(old, "value", old))
-        if not (self.settings.enabled and self.settings.auto_recovery_enabled):
+        if not self.settings.enabled:
             return
         if new_s == "unhealthy" and self.canonical(component) not in self._active:
+            if not self.settings.auto_recovery_enabled:
+                return
             error = getattr(result, "error", None)
             details = getattr(result, "details", None)
             code = details.get("error_code") if isinstance(details, dict) else None
@@ -202,11 +222,13 @@ class RecoveryManager:
 
     def statistics(self) -> RecoveryStatistics:
         c = self._counts
-        finished = c["succeeded"] + c["failed"] + c["escalated"]
+        finished = c["succeeded"] + c["unverified"] + c["failed"] + c["escalated"]
         return RecoveryStatistics(
             sessions=c["sessions"],
             in_progress=len(self._active),
             succeeded=c["succeeded"],
+            unverified=c["unverified"],
+            mitigated=sum(s.status == "mitigated" for s in self._active.values()),
             failed=c["failed"],
             escalated=c["escalated"],
             success_rate=round(c["succeeded"] / finished, 4) if finished else None,
@@ -223,14 +245,22 @@ class RecoveryManager:
         trigger: str = "api",
         error_code: str | None = None,
     ) -> RecoverySession:
-        """Run a session for ``component`` to its end and return it (joins a running one)."""
+        """Run a session for ``component`` until it ends or is mitigated, and return it.
+
+        Joins a session being driven; drives an open mitigated session again."""
         component = self.canonical(component)
-        running = self._active.get(component)
-        if running is not None:
-            await self._done[running.id].wait()
-            return running
         code = error.code if error is not None else error_code
         first = strategy or (error.recovery.strategy if error is not None else None) or self._default(component, code)
+        session = self._active.get(component)
+        if session is not None:
+            done = self._done.get(session.id)
+            if done is not None:  # being driven: join it
+                await done.wait()
+                return session
+            session.status, session.strategy = "in_progress", first  # mitigated: try to fix it for real
+            log.info("recovery %s for %s (mitigated) driven again with %s", session.id, component, first.value)
+            await self._run(session, error, mitigated=session.summary)
+            return session
         if code is None and trigger == "health":
             code = f"{component.upper().replace('-', '_')}_UNHEALTHY"  # e.g. BRIDGE_UNHEALTHY (a backup condition)
         session = RecoverySession(
@@ -245,18 +275,36 @@ class RecoveryManager:
             started_at=_iso(self.clock.time()),
         )
         self._active[component] = session
-        self._done[session.id] = anyio.Event()
+        self._opened[session.id] = self.clock.monotonic()
         self._counts["sessions"] += 1
-        start = self.clock.monotonic()
         log.info("recovery %s for %s started with %s", session.id, component, first.value)
+        await self._run(session, error)
+        return session
+
+    async def _run(
+        self, session: RecoverySession, error: BaseResilienceError | None, *, mitigated: str | None = None
+    ) -> None:
+        """Drive ``session``; ``mitigated``: its mitigation, still in place if this drive fails."""
+        self._done[session.id] = anyio.Event()
         try:
             await self._drive(session, error)
+            if mitigated is not None and session.status == "failed":
+                session.status, session.summary = "mitigated", f"{mitigated}; a fix was tried: {session.summary}"
         except BaseException:
             session.status, session.summary = "failed", "interrupted (cancelled or crashed) before it finished"
             raise
         finally:
-            self._finish(session, self.clock.monotonic() - start)
-        return session
+            event = self._done.pop(session.id)
+            if session.status == "mitigated":
+                log.info(
+                    "recovery %s for %s mitigated (open until healthy): %s",
+                    session.id,
+                    session.component,
+                    session.summary,
+                )
+            else:
+                self._finish(session, self.clock.monotonic() - self._opened[session.id])
+            event.set()
 
     async def _drive(self, session: RecoverySession, error: BaseResilienceError | None) -> None:
         s = self.settings
@@ -265,7 +313,7 @@ class RecoveryManager:
             if number > 1 and s.recovery_delay > 0:
                 await self.clock.sleep(s.recovery_delay)
             outcome = await self._attempt(session, error, strategy, number, s.attempt_timeout)
-            if outcome.needs_person or outcome.succeeded:
+            if outcome.needs_person or outcome.succeeded:  # acted: verified, unverified or mitigated
                 self._conclude(session, strategy, outcome)
                 return
             failures_here += 1
@@ -312,7 +360,13 @@ class RecoveryManager:
         session.needs_person = outcome.needs_person
         session.steps = list(outcome.steps)
         handed_off = outcome.needs_person or strategy in _HANDED_OFF
-        session.status = "escalated" if handed_off else "succeeded"
+        kind = outcome.kind
+        status: SessionStatus = "failed"
+        if handed_off:
+            status = "escalated"
+        elif kind in ("succeeded", "unverified", "mitigated"):
+            status = kind
+        session.status = status
         via = f" (backup {backup})" if backup else ""
         session.summary = f"{strategy.value}{via}: {outcome.detail}"
 
@@ -341,9 +395,7 @@ class RecoveryManager:
                 except Exception as exc:  # an action that raises failed; the session goes on
                     log.warning("recovery action %s for %s raised", strategy.value, session.component, exc_info=True)
                     outcome = StrategyOutcome(False, f"{strategy.value} raised {type(exc).__name__}: {exc}")
-        kind: AttemptOutcome = (
-            "needs_person" if outcome.needs_person else ("succeeded" if outcome.succeeded else "failed")
-        )
+        kind: AttemptOutcome = outcome.kind
         session.attempts.append(
             RecoveryAttempt(
                 strategy=strategy,
@@ -375,6 +427,6 @@ class RecoveryManager:
         if session.status == "succeeded":
             self._recover_time += duration
         self._active.pop(session.component, None)
+        self._opened.pop(session.id, None)
         self._history.append(session)
-        self._done.pop(session.id).set()
         log.info("recovery %s for %s ended %s: %s", session.id, session.component, session.status, session.summary)

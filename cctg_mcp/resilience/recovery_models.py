@@ -19,8 +19,11 @@ from cctg_mcp.resilience.errors import BaseResilienceError, RecoveryStrategy
 
 log = logging.getLogger("cctg_mcp.resilience.recovery")  # the manager's logger, as before the split
 
-SessionStatus = Literal["in_progress", "succeeded", "failed", "escalated"]
-AttemptOutcome = Literal["succeeded", "failed", "needs_person"]
+#: succeeded: a check of the effect passed. unverified: the act was done, nothing could check it.
+#: mitigated: fallback or degradation limits the damage; the session stays open until the
+#: component is healthy again (then it ends succeeded) or a later attempt verifies a fix.
+SessionStatus = Literal["in_progress", "succeeded", "unverified", "mitigated", "failed", "escalated"]
+AttemptOutcome = Literal["succeeded", "unverified", "mitigated", "failed", "needs_person"]
 
 
 @dataclass(frozen=True)
@@ -39,10 +42,26 @@ class RecoveryRequest:
 
 @dataclass
 class StrategyOutcome:
+    """What an action did. ``succeeded`` alone means "acted without error"; it counts as a
+    recovery only with ``verified`` (a check of the effect passed). ``mitigated``: the act
+    limits the damage (pause, degrade) without fixing the cause."""
+
     succeeded: bool
     detail: str
     needs_person: bool = False
     steps: list[str] = field(default_factory=list)
+    verified: bool = False
+    mitigated: bool = False
+
+    @property
+    def kind(self) -> AttemptOutcome:
+        if self.needs_person:
+            return "needs_person"
+        if not self.succeeded:
+            return "failed"
+        if self.mitigated:
+            return "mitigated"
+        return "succeeded" if self.verified else "unverified"
 
 
 StrategyFn = Callable[[RecoveryRequest], Awaitable[StrategyOutcome]]
@@ -157,10 +176,17 @@ class RecoverySession(BaseModel):
 
 class RecoveryStatistics(BaseModel):
     sessions: int
-    in_progress: int
-    succeeded: int
+    in_progress: int = Field(description="Sessions open now (running, or mitigated and waiting for health).")
+    succeeded: int = Field(description="Sessions that ended with a check of the effect passing.")
+    unverified: int = Field(description="Sessions that ended with an act nothing could check.")
+    mitigated: int = Field(description="Sessions open now with fallback or degradation in place.")
     failed: int
     escalated: int
-    success_rate: float | None = Field(description="Succeeded / finished sessions (None before any finished).")
-    mean_time_to_recover_s: float | None = Field(description="Mean duration of succeeded sessions.")
+    success_rate: float | None = Field(
+        description="Verified successes / finished sessions (unverified ones count as not succeeded; "
+        "None before any finished)."
+    )
+    mean_time_to_recover_s: float | None = Field(
+        description="Mean time from a session's start to its verified end (succeeded sessions only)."
+    )
     active_components: list[str]

@@ -22,7 +22,7 @@ StrategyName = Literal[
 
 class RecoveryRun(BaseModel):
     message: str
-    sessions: list[RecoverySession] = Field(description="One finished session per component.")
+    sessions: list[RecoverySession] = Field(description="One session per component (finished, or mitigated and open).")
     statistics: RecoveryStatistics
 
 
@@ -81,7 +81,11 @@ def register(mcp: MCPServer[Any]) -> None:
             ),
         ] = None,
     ) -> RecoveryRun:
-        """Run a recovery now and return the finished session(s): each attempt's strategy, outcome and detail.
+        """Run a recovery now and return the session(s): each attempt's strategy, outcome and detail.
+
+        Status: `succeeded` only when a check of the effect passed (getMe, the bridge's /health, ...);
+        `unverified`: it acted and nothing could check it; `mitigated`: fallback or degradation limits
+        the damage, and the session stays open until the component is healthy again.
 
         Use it after fixing a cause (e.g. to close an open circuit breaker, or to requeue dead
         deliveries with component='outbox', strategy='retry'). A failing session escalates
