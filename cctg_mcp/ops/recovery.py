@@ -60,7 +60,6 @@ from cctg_mcp.resilience.recovery import (
     StrategyFn,
     StrategyOutcome,
 )
-from cctg_mcp.transports.http_check import HttpEndpointProbe
 
 log = logging.getLogger(__name__)
 
