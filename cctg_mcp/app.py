@@ -133,8 +133,8 @@ async def open_service(
             dispatcher, clock=clock, restart_delay=max(0.05, config.recovery.seconds("restart_delay"))
         )  # restarts a crashed/killed dispatcher loop
         service.supervisor = supervisor
-        if chaos_sender is not None:
-            service.chaos = build_chaos(service, chaos_sender, supervisor)
+        if chaos_sender is not None or (sender is None and settings.environment != "production"):
+            service.chaos = build_chaos(service, chaos_sender, supervisor)  # bridge mode: ops/chaos_bridge.py
         service.health = monitor = HealthMonitor(HealthSettings.from_config(config.health), clock)
         install_default_checks(monitor, service)
         service.recovery = recovery = build_manager(service)  # acts on the service; see ops/recovery.py

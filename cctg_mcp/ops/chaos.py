@@ -17,7 +17,9 @@
   ``target`` narrows a network fault to one chat (``chat:<id>``); ``telegram`` (or none)
   means every call.
 - ``bridge_crash`` in direct mode kills the dispatcher loop (``DispatcherSupervisor.kill``)
-  and holds it down until recovery restarts it, or the rollback does.
+  and holds it down until recovery restarts it, or the rollback does. In bridge mode it kills
+  the real bridge process, and ``event_write_faults`` fails event-file writes
+  (``ops/chaos_bridge.py``).
 - ``memory_pressure`` holds ``intensity x 256 MiB`` (at most a quarter of the memory the
   process may use) of touched pages; ``cpu_spike`` runs a worker thread busy for
   ``intensity x 90 %`` of every 100 ms. Both are released by the rollback.
@@ -38,6 +40,7 @@ import anyio.to_thread
 
 from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.delivery.supervisor import DispatcherSupervisor
+from cctg_mcp.ops.chaos_bridge import BridgeProbe, bridge_experiments
 from cctg_mcp.resilience.chaos import ChaosController, RunContext, SafetyLimits, SafetyReading
 from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
 from cctg_mcp.resilience.errors import NetworkError, ValidationError
@@ -414,23 +417,28 @@ DESCRIPTIONS = {
 
 def build_chaos(
     service: NotificationService,
-    sender: ChaosSender,
+    sender: ChaosSender | None,
     supervisor: DispatcherSupervisor | None,
     *,
     limits: SafetyLimits | None = None,
     seed: int | None = None,
 ) -> ChaosController:
-    """The controller with every experiment, for the composition root (development/staging)."""
-    experiments: list[Any] = [NetworkExperiment(n, DESCRIPTIONS[n], sender) for n in NETWORK_FAULTS]
-    experiments += [
-        BridgeCrashExperiment(supervisor, service.settings.delivery),
-        MemoryPressureExperiment(),
-        CpuSpikeExperiment(),
-    ]
+    """The controller with every experiment, for the composition root (development/staging).
+    Direct delivery (a ``sender``): network faults and the dispatcher kill; bridge delivery:
+    the bridge process kill and event-file write faults (``ops/chaos_bridge.py``)."""
+    experiments: list[Any]
+    probe: Any
+    if sender is not None:
+        experiments = [NetworkExperiment(n, DESCRIPTIONS[n], sender) for n in NETWORK_FAULTS]
+        experiments.append(BridgeCrashExperiment(supervisor, service.settings.delivery))
+        probe = ServiceProbe(service, sender, supervisor)
+    else:
+        experiments, probe = bridge_experiments(service), BridgeProbe(service)
+    experiments += [MemoryPressureExperiment(), CpuSpikeExperiment()]
     return ChaosController(
         service.settings.environment,
         experiments,
-        ServiceProbe(service, sender, supervisor),
+        probe,
         clock=service.clock,
         limits=limits,
         seed=seed,

@@ -18,6 +18,7 @@ ExperimentName = Literal[
     "message_loss",
     "error_responses",
     "bridge_crash",
+    "event_write_faults",
     "memory_pressure",
     "cpu_spike",
 ]
@@ -53,13 +54,7 @@ def _controller(service: NotificationService) -> ChaosController:
             raise ToolError(DISABLED.format(env=service.settings.environment))
         raise ToolError(
             "Chaos experiments are not available: "
-            + " ".join(
-                service.settings.problems()
-                or [
-                    "they need direct Telegram delivery (CCTG_DELIVERY=telegram); "
-                    "bridge mode has no fault-injection seam yet."
-                ]
-            )
+            + " ".join(service.settings.problems() or ["the delivery path is not running."])
         )
     assert isinstance(chaos, ChaosController)
     return chaos
@@ -100,7 +95,7 @@ def register(mcp: MCPServer[Any]) -> None:
             str | None,
             Field(
                 max_length=64,
-                pattern=r"^(telegram|chat:-?\d+|dispatcher)$",
+                pattern=r"^(telegram|chat:-?\d+|dispatcher|bridge)$",
                 description="telegram (default) or chat:<id> for network faults.",
             ),
         ] = None,
