@@ -160,6 +160,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_hook.add_argument(
         "--limit", type=float, default=2.0, help="seconds from process start the command may take (default 2)"
     )
+    p_setup = sub.add_parser("setup", help="check a bot token, find your chat id via /start, write the client config")
+    from cctg_mcp.commands.setup import add_arguments
+
+    add_arguments(p_setup)
     p_demo = sub.add_parser("demo", help="run a self-contained demo against a local Telegram stand-in")
     p_demo.add_argument("--json", dest="json_path", default=None, help="also write the report as JSON here")
     args: Any = parser.parse_args(argv)
@@ -173,6 +177,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if command == "check":
         return check()
+    if command == "setup":
+        from cctg_mcp.commands.setup import run_setup
+
+        return run_setup(args)
     if command == "hook":
         from cctg_mcp.commands.hook import run_hook
 

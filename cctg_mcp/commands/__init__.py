@@ -1,2 +1,3 @@
 """Command-line subcommands beside ``serve`` and ``check`` (``cli.py`` dispatches): ``hook``
-(a Claude Code hook event becomes a notification)."""
+(a Claude Code hook event becomes a notification) and ``setup`` (check the token, find the chat
+id from a ``/start``, write the client configuration)."""
