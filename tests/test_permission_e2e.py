@@ -185,8 +185,11 @@ async def test_a_stale_or_other_requests_button_does_nothing(standin: TelegramSt
                 standin.push_callback(ALICE, stale_allow, first.message_id)
                 standin.push_callback(BOB, stale_allow, second.message_id)
                 answers = services[-1].answers
-                while (await answers.store.recent())[0] < 3:  # both stale presses are stored...
-                    await answers.store.changed().wait()
+                while True:  # both stale presses are stored...
+                    changed = answers.store.changed()  # taken before the read: a write in between wakes us
+                    if (await answers.store.recent())[0] >= 3:
+                        break
+                    await changed.wait()
                 assert "second" not in results  # ...and decide nothing
                 standin.press(ALICE, second, "Deny")
         assert results["second"] == {"behavior": "deny", "message": f"Denied on Telegram by @user{ALICE}."}
