@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from pydantic import BaseModel, Field
 
 from cctg_mcp.delivery.service import NotificationService
@@ -145,11 +145,32 @@ async def health_report(
     return health_result(service, report)
 
 
+def _check_names(service: NotificationService, component: str | None, operation: str | None) -> None:
+    """An unknown name is an error listing the valid ones, never a silently empty answer.
+
+    Valid: the components with a resilience pipeline and the operations of the configuration,
+    plus every component/operation that has recorded a call (a known name with no calls yet
+    answers zeros, which is true)."""
+    assert service.metrics is not None
+    recorded = [(m.component, m.operation) for m in service.metrics.series()]
+    components = {c for c, _ in recorded}
+    if service.pipelines is not None:
+        components |= set(service.pipelines.pipelines)
+    operations = {o for _, o in recorded}
+    if service.resilience is not None:
+        operations |= set(service.resilience.operations)
+    if component is not None and component not in components:
+        raise ValidationError(f"Unknown component {component!r}. Valid components: {', '.join(sorted(components))}.")
+    if operation is not None and operation not in operations:
+        raise ValidationError(f"Unknown operation {operation!r}. Valid operations: {', '.join(sorted(operations))}.")
+
+
 def metrics_result(
     service: NotificationService, component: str | None = None, operation: str | None = None
 ) -> MetricsResult:
     if service.metrics is None:
         raise ValidationError("Metrics are not collected in this server.")
+    _check_names(service, component, operation)
     snap = service.metrics.snapshot(component, operation)
     totals = snap["totals"]
     ops = [op for by_op in snap["operations"].values() for op in by_op.values()]
@@ -195,7 +216,9 @@ def register(mcp: MCPServer[Any]) -> None:
             str | None, Field(default=None, max_length=100, description="Only this operation, e.g. sendMessage.")
         ] = None,
     ) -> MetricsResult:
-        """Calls, error rate, latency percentiles, retries, breaker transitions and process figures."""
+        """Calls, error rate, latency percentiles, retries, breaker transitions and process figures.
+
+        An unknown component or operation is an error listing the valid names."""
         try:
             return metrics_result(service_of(ctx), component, operation)
         except ValidationError as exc:
@@ -208,7 +231,10 @@ def register(mcp: MCPServer[Any]) -> None:
         description="The cached health report (optionally ?component=NAME).",
     )
     async def health_resource(ctx: Context, component: str | None = None) -> str:
-        return (await health_report(service_of(ctx), component)).model_dump_json(indent=2)
+        try:
+            return (await health_report(service_of(ctx), component)).model_dump_json(indent=2)
+        except ValidationError as exc:  # an unknown name: say which ones exist
+            raise ResourceError(str(exc)) from None
 
     @mcp.resource(
         "cctg://metrics{?component,operation}",
@@ -217,4 +243,7 @@ def register(mcp: MCPServer[Any]) -> None:
         description="The metrics snapshot (optionally ?component=NAME&operation=NAME).",
     )
     async def metrics_resource(ctx: Context, component: str | None = None, operation: str | None = None) -> str:
-        return metrics_result(service_of(ctx), component, operation).model_dump_json(indent=2)
+        try:
+            return metrics_result(service_of(ctx), component, operation).model_dump_json(indent=2)
+        except ValidationError as exc:
+            raise ResourceError(str(exc)) from None
