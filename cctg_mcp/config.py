@@ -131,6 +131,13 @@ def _lease(raw: Any) -> float:
     return seconds
 
 
+def _http_seconds(raw: Any) -> float:
+    seconds = parse_duration(raw, "s")
+    if not 0.1 <= seconds <= 86400:
+        raise ValueError("is out of range: use 100ms..24h")
+    return seconds
+
+
 def _server_wait(raw: Any) -> float:
     seconds = parse_duration(raw, "s")
     if not 1 <= seconds <= 7 * 86400:
@@ -278,6 +285,17 @@ class Settings(BaseSettings):
     http_host: Annotated[str, BeforeValidator(_host)] = Field("127.0.0.1", validation_alias="CCTG_HTTP_HOST")
     http_port: Annotated[int, _whole(0, 65535)] = Field(8765, validation_alias="CCTG_HTTP_PORT")
     http_token: Annotated[SecretStr | None, BeforeValidator(_http_token)] = _env("CCTG_HTTP_TOKEN")
+    #: HTTP abuse bounds: seconds a connection may take to send its request headers; sessions
+    #: one client (bearer token and address) may hold open; seconds an idle session lives.
+    http_header_timeout: Annotated[float, BeforeValidator(_http_seconds)] = Field(
+        10.0, validation_alias="CCTG_HTTP_HEADER_TIMEOUT"
+    )
+    http_sessions_per_client: Annotated[int, _whole(1, 10_000)] = Field(
+        16, validation_alias="CCTG_HTTP_MAX_SESSIONS_PER_CLIENT"
+    )
+    http_session_idle: Annotated[float, BeforeValidator(_http_seconds)] = Field(
+        600.0, validation_alias="CCTG_HTTP_SESSION_IDLE"
+    )
     #: Tool calls per minute per client session (0 or ``off`` turns the limit off).
     tool_rate_limit: Annotated[float, BeforeValidator(_rate_limit)] = Field(
         120.0, validation_alias="CCTG_TOOL_RATE_LIMIT"

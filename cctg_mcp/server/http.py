@@ -16,11 +16,14 @@ Streamable HTTP (``cctg-mcp serve --transport http``) runs on uvicorn, which is 
   protection; for a specific non-loopback bind address that address too; a wildcard bind
   skips the Host check, since any name may reach it, and relies on the token);
 - serves ``GET /healthz``: liveness, 200 while the process runs (also while Telegram is down),
-  no authentication, no secrets in the body.
+  no authentication, no secrets in the body;
+- bounds header time, sessions per client and idle sessions, and logs repeated refusals once
+  per interval (``server.http_limits``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import hmac
@@ -47,6 +50,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cctg_mcp import __version__
 from cctg_mcp.delivery.service import NotificationService
+from cctg_mcp.server.http_limits import (
+    MAX_SESSIONS,
+    SessionQuota,
+    header_timeout_protocol,
+    install_loop_log_throttle,
+    throttled,
+)
 from cctg_mcp.server.wire_guard import Rejection, screen
 
 log = logging.getLogger(__name__)
@@ -111,17 +121,21 @@ class HttpGuard:
     def _refusal(self, request: Request) -> Response | None:
         host = request.headers.get("host", "")
         if self.hosts is not None and host not in self.hosts:
-            log.warning("refused an HTTP request with Host %r (DNS rebinding protection)", host[:100])
+            throttled.note(
+                "host", logging.WARNING, "refused an HTTP request with Host %r (DNS rebinding protection)", host[:100]
+            )
             return PlainTextResponse("Invalid Host header", status_code=421)
         origin = request.headers.get("origin")
         if origin and origin not in self.origins:
-            log.warning("refused an HTTP request with Origin %r", origin[:100])
+            throttled.note("origin", logging.WARNING, "refused an HTTP request with Origin %r", origin[:100])
             return PlainTextResponse("Invalid Origin header", status_code=403)
         if self._token is None or request.url.path == HEALTH_PATH:
             return None
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self._token):
             return None
+        peer = request.client.host if request.client else "?"
+        throttled.note("token", logging.WARNING, "refused an HTTP request without the bearer token (from %s)", peer)
         return PlainTextResponse(
             "Unauthorized: send 'Authorization: Bearer <CCTG_HTTP_TOKEN>'.",
             status_code=401,
@@ -153,8 +167,20 @@ def http_app(
     security = TransportSecuritySettings(
         enable_dns_rebinding_protection=hosts is not None, allowed_hosts=hosts or [], allowed_origins=origins
     )
-    app = server.streamable_http_app(streamable_http_path=MCP_PATH, transport_security=security, host=host)
-    return HttpGuard(app, token=token, hosts=hosts, origins=origins)
+    settings = service.settings
+    app = server.streamable_http_app(
+        streamable_http_path=MCP_PATH,
+        transport_security=security,
+        host=host,
+        session_idle_timeout=settings.http_session_idle,
+        max_sessions=MAX_SESSIONS,
+    )
+
+    def live_sessions() -> Any:
+        return server.session_manager._server_instances
+
+    quota = SessionQuota(app, per_client=settings.http_sessions_per_client, live_sessions=live_sessions)
+    return HttpGuard(quota, token=token, hosts=hosts, origins=origins)
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -195,7 +221,15 @@ async def serve_http(
     async with open_service() as service:
         server = build_server(lambda: contextlib.nullcontext(service))
         app = http_app(server, service, host=host, port=port, token=token)
-        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=3)
+        install_loop_log_throttle(asyncio.get_running_loop())
+        config = uvicorn.Config(
+            app,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=3,
+            http=header_timeout_protocol(service.settings.http_header_timeout),
+        )
         shown = f"[{host}]" if ":" in host else host
         log.info(
             "serving MCP over streamable HTTP at http://%s:%d%s (liveness: %s)%s",

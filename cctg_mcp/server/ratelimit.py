@@ -9,10 +9,11 @@ The limit guards the person's Telegram against a runaway agent loop; the pacer (
 flood limits) and the outbox cap guard the rest.
 
 Who is "a client": with the 2026 protocol the SDK builds a fresh session object per request,
-so buckets are keyed by what lasts as long as the client's connection: the ``Mcp-Session-Id``
-header (streamable HTTP), else the peer address (stateless HTTP), else the connection's
-dispatcher (stdio: the one client of the process; in memory: one per ``mcp.Client``). At most
-``MAX_CLIENTS`` buckets are kept (least recently used dropped; a dropped client starts full).
+so buckets are keyed by what lasts as long as the client: over HTTP its credentials (a
+fingerprint of the bearer token) and address, never the session (a new session per call
+would get a fresh bucket each time), else the connection's dispatcher (stdio: the one
+client of the process; in memory: one per ``mcp.Client``). At most ``MAX_CLIENTS`` buckets
+are kept (least recently used dropped; a dropped client starts full).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from typing import Any
 
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.types import CallToolResult, TextContent
+
+from cctg_mcp.server.http_limits import client_identity
 
 #: Seconds to wait as a ``retry_after`` figure is rounded up to this step.
 _STEP = 0.1
@@ -48,11 +51,9 @@ def client_key(ctx: ServerRequestContext[Any, Any]) -> tuple[Hashable, object]:
     transport = getattr(dctx, "transport", None)
     headers = getattr(ctx.request, "headers", None) or getattr(transport, "headers", None)
     if headers is not None and getattr(transport, "kind", "") != "direct":
-        session_id = headers.get("mcp-session-id")
-        if session_id:
-            return ("http-session", session_id), None
+        # Not the session: a new session per call would get a fresh bucket each time.
         peer = getattr(getattr(ctx.request, "client", None), "host", None)
-        return ("http-peer", peer), None
+        return ("http-client", client_identity(headers, peer)), None
     owner = getattr(dctx, "_dispatcher", None) or transport or ctx.session
     return ("connection", id(owner)), owner
 
