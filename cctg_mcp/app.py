@@ -30,6 +30,7 @@ from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.delivery.supervisor import DispatcherSupervisor
 from cctg_mcp.ops.chaos import ChaosSender, build_chaos
 from cctg_mcp.ops.health import install_default_checks
+from cctg_mcp.ops.logfile import log_dir, run_log_retention
 from cctg_mcp.ops.recovery import build_manager
 from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
 from cctg_mcp.resilience.config import ResilienceConfig, load_resilience_config
@@ -163,6 +164,14 @@ async def open_service(
                 tg.start_soon(metrics.run_sampler)
             await tg.start(
                 partial(run_housekeeping, service, config.monitoring.retention.seconds("events"), clock=clock)
+            )
+            await tg.start(  # MONITORING_LOGS_RETENTION: old log files in <data dir>/logs go
+                partial(
+                    run_log_retention,
+                    log_dir(settings.data_dir),
+                    config.monitoring.retention.seconds("logs"),
+                    clock=clock,
+                )
             )
             if config.monitoring.prometheus.enabled:  # PROMETHEUS_ENABLED / PROMETHEUS_PORT, loopback only
                 service.prometheus_port = await tg.start(

@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -38,11 +39,20 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def configure_logging(level: str = "INFO", *secrets: str) -> None:
+def configure_logging(level: str = "INFO", *secrets: str, data_dir: Path | None = None) -> Path | None:
+    """stderr always; with ``data_dir`` also the rotating log file in it (ops/logfile.py),
+    whose path is returned. Both go through the redacting filter."""
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    redacting = RedactingFilter(*secrets)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(RedactingFilter(*secrets))
+    handler.setFormatter(formatter)
+    handler.addFilter(redacting)
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    log_file = None
+    if data_dir is not None:
+        from cctg_mcp.ops.logfile import install_log_file
+
+        log_file = install_log_file(data_dir, formatter, [redacting])
     # httpx logs every request URL at INFO, and the URL contains the token.
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -56,6 +66,7 @@ def configure_logging(level: str = "INFO", *secrets: str) -> None:
         retry_log.info("retry %d of %s after %s", details.retry_num, details.name, details.caused_by)
 
     stamina.instrumentation.set_on_retry_hooks([log_retry])
+    return log_file
 
 
 def _settings_or_exit() -> Settings:
@@ -72,7 +83,7 @@ def serve(backend: str, transport: str = "stdio", host: str | None = None, port:
 
     settings = _settings_or_exit()
     http_token = settings.http_token.get_secret_value() if settings.http_token else None
-    configure_logging("INFO", settings.token, http_token or "")
+    configure_logging("INFO", settings.token, http_token or "", data_dir=settings.data_dir)
     try:
         from cctg_mcp.resilience.config import load_resilience_config
 

@@ -13,6 +13,7 @@ A missing token is *not* an error here: the server still starts, lists its tools
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -401,9 +402,30 @@ def _configuration_error(exc: ValidationError, env: Mapping[str, str]) -> Config
     return ConfigurationError(f"{var}={env.get(var, '')!r} {reason}.")
 
 
+#: The values of the seed's ``NODE_ENV`` we take as the environment (others, e.g. ``test``, are ignored).
+NODE_ENVIRONMENTS = ("development", "staging", "production")
+
+
+def with_node_env(env: dict[str, str]) -> dict[str, str]:
+    """The seed read ``NODE_ENV``: it sets the environment when ``CCTG_ENVIRONMENT`` is unset
+    (and is one of development/staging/production); the default stays production."""
+    if env.get("CCTG_ENVIRONMENT", "").strip():
+        return env
+    node = env.get("NODE_ENV", "").strip().lower()
+    if node in NODE_ENVIRONMENTS:
+        return {**env, "CCTG_ENVIRONMENT": node}
+    if node:
+        logging.getLogger(__name__).warning(
+            "NODE_ENV=%r is not development, staging or production: ignored (the environment stays production; "
+            "set CCTG_ENVIRONMENT)",
+            node[:40],
+        )
+    return env
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and validate the environment (``os.environ`` when not given)."""
-    env = dict(os.environ if environ is None else environ)
+    env = with_node_env(dict(os.environ if environ is None else environ))
     sources = tuple(sorted(k for k in env if k.startswith(PREFIXES)))
     reset = _ENVIRON.set(env)
     try:

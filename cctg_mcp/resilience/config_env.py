@@ -3,7 +3,9 @@
 
 Deliberate differences from the seed's ``createResilienceConfigFromEnv``:
 
-- ``environment`` defaults to ``production`` and comes from ``CCTG_ENVIRONMENT`` (NODE_ENV unread).
+- ``environment`` defaults to ``production`` (the seed: ``development``) and comes from
+  ``CCTG_ENVIRONMENT``, else from the seed's ``NODE_ENV`` when that is development, staging or
+  production.
 - No gate variables: each variable that is set applies on its own (the seed reads the breaker
   block only if ``CIRCUIT_BREAKER_FAILURE_THRESHOLD`` is set, retry only with
   ``RETRY_MAX_ATTEMPTS``, health only with ``HEALTH_CHECK_INTERVAL``, monitoring only when
@@ -110,6 +112,10 @@ def env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], list[str]
     """The partial config the environment asks for, and the variables used (empty = unset)."""
     overlay: dict[str, Any] = {}
     used: list[str] = []
+    node_env = environ.get("NODE_ENV", "").strip().lower()
+    if not environ.get("CCTG_ENVIRONMENT", "").strip() and node_env in ("development", "staging", "production"):
+        overlay["environment"] = node_env
+        used.append("NODE_ENV")
     for var, kind, path in ENV_SPEC:
         raw = environ.get(var, "").strip()
         if not raw:

@@ -17,6 +17,7 @@ from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from pydantic import BaseModel, Field
 
 from cctg_mcp.delivery.service import NotificationService
+from cctg_mcp.ops.logfile import current as current_log_file
 from cctg_mcp.ops.verdict import verdict
 from cctg_mcp.resilience.errors import ValidationError, redact
 from cctg_mcp.resilience.health import ComponentReport, HealthMonitor, HealthReport
@@ -59,6 +60,7 @@ class HealthReportResult(BaseModel):
     unhealthy_components: list[str]
     components: list[ComponentHealth]
     note: str | None = None
+    log_file: str | None = Field(default=None, description="This server's log file, if it writes one.")
 
 
 class MetricsResult(BaseModel):
@@ -142,7 +144,10 @@ async def health_report(
         known = ", ".join(sorted(monitor.components)) or "none"
         raise ValidationError(f"Unknown component {component!r}. Known components: {known}.")
     report = await monitor.check_now(component) if refresh else monitor.report(component)
-    return health_result(service, report)
+    result = health_result(service, report)
+    log_file = current_log_file()
+    result.log_file = str(log_file) if log_file else None
+    return result
 
 
 def _check_names(service: NotificationService, component: str | None, operation: str | None) -> None:

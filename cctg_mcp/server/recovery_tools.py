@@ -10,6 +10,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
 
 from cctg_mcp.delivery.service import NotificationService
+from cctg_mcp.ops.logfile import current as current_log_file
 from cctg_mcp.ops.recovery import RecoveryActions, family
 from cctg_mcp.resilience.errors import RecoveryStrategy
 from cctg_mcp.resilience.recovery import RecoveryManager, RecoverySession, RecoveryStatistics
@@ -30,6 +31,9 @@ class RecoveryHistory(BaseModel):
     active: list[RecoverySession] = Field(description="Sessions running now.")
     sessions: list[RecoverySession] = Field(description="Finished sessions, newest first.")
     statistics: RecoveryStatistics
+    log_file: str | None = Field(
+        default=None, description="This server's log file (what each recovery did, in detail), if it writes one."
+    )
 
 
 def _manager(service: NotificationService) -> RecoveryManager:
@@ -113,6 +117,10 @@ def register(mcp: MCPServer[Any]) -> None:
     ) -> RecoveryHistory:
         """Recovery sessions (running, and finished newest first) with success rate and mean time to recover."""
         manager = _manager(service_of(ctx))
+        log_file = current_log_file()
         return RecoveryHistory(
-            active=manager.active(), sessions=manager.history(limit), statistics=manager.statistics()
+            active=manager.active(),
+            sessions=manager.history(limit),
+            statistics=manager.statistics(),
+            log_file=str(log_file) if log_file else None,
         )
