@@ -7,18 +7,22 @@ protocol channel, so logs go to stderr only, through a filter that redacts the b
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from cctg_mcp import __version__
 from cctg_mcp.config import Settings, load_settings
 from cctg_mcp.resilience.errors import BaseResilienceError, ConfigurationError, redact
+
+if TYPE_CHECKING:
+    from cctg_mcp.server.toolsets import ToolSelection
 
 
 class RedactingFilter(logging.Filter):
@@ -77,11 +81,35 @@ def _settings_or_exit() -> Settings:
         raise SystemExit(2) from None
 
 
-def serve(backend: str, transport: str = "stdio", host: str | None = None, port: int | None = None) -> int:
+def _selection(settings: Settings, toolsets: str | None) -> ToolSelection:
+    from cctg_mcp.server.toolsets import select_tools
+
+    return select_tools(
+        settings.toolsets if toolsets is None else toolsets.split(","),
+        delivery=settings.delivery,
+        environment=settings.environment,
+        read_only=settings.read_only,
+        source="CCTG_TOOLSETS" if toolsets is None else "--toolsets",
+    )
+
+
+def serve(
+    backend: str,
+    transport: str = "stdio",
+    host: str | None = None,
+    port: int | None = None,
+    toolsets: str | None = None,
+) -> int:
     from cctg_mcp.app import open_service
     from cctg_mcp.server import build_server
 
     settings = _settings_or_exit()
+    try:
+        selection = _selection(settings, toolsets)
+    except ConfigurationError as exc:
+        sys.stderr.write(f"cctg-mcp: configuration error: {exc}\n")
+        return 2
+    build = functools.partial(build_server, selection=selection)
     http_token = settings.http_token.get_secret_value() if settings.http_token else None
     configure_logging("INFO", settings.token, http_token or "", data_dir=settings.data_dir)
     try:
@@ -100,13 +128,13 @@ def serve(backend: str, transport: str = "stdio", host: str | None = None, port:
         if transport == "http":  # graceful shutdown on SIGTERM/SIGINT in both (http_server.py)
             return run_http(
                 service,
-                build_server,
+                build,
                 backend=backend,
                 host=host or settings.http_host,
                 port=settings.http_port if port is None else port,
                 token=http_token,
             )
-        anyio.run(serve_stdio, service, build_server, backend=backend)
+        anyio.run(serve_stdio, service, build, backend=backend)
     except KeyboardInterrupt:
         pass
     except BaseResilienceError as exc:
@@ -142,9 +170,15 @@ def check() -> int:
     except ConfigurationError as exc:
         sys.stdout.write(f"Problem: {exc}\n")
         return 2
+    try:
+        selection = _selection(settings, None)
+    except ConfigurationError as exc:
+        sys.stdout.write(f"Problem: {exc}\n")
+        return 2
     sys.stdout.write(
         f"cctg-mcp {__version__}: delivery={settings.delivery}, environment={settings.environment}, "
         f"recipients={len(settings.allowed_users)}, data dir={settings.data_dir}\n"
+        f"toolsets: {', '.join(sorted(selection.toolsets))}{' (read-only tools only)' if selection.read_only else ''}\n"
     )
     problems = anyio.run(_check, settings)
     for problem in problems:
@@ -163,6 +197,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_serve.add_argument("--transport", choices=("stdio", "http"), default="stdio")
     p_serve.add_argument("--host", default=None, help="HTTP bind address (CCTG_HTTP_HOST, default 127.0.0.1)")
     p_serve.add_argument("--port", type=int, default=None, help="HTTP port (CCTG_HTTP_PORT, default 8765)")
+    p_serve.add_argument(
+        "--toolsets",
+        default=None,
+        help="comma list of toolsets to list (CCTG_TOOLSETS): default, all, or toolset names (see docs/tools.md; "
+        "`cctg-mcp check` shows the selection)",
+    )
     sub.add_parser("check", help="validate the configuration and call Telegram getMe")
     p_hook = sub.add_parser("hook", help="a Claude Code hook: notify on Telegram about the event read from stdin")
     p_hook.add_argument(
@@ -185,6 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             getattr(args, "transport", "stdio"),
             getattr(args, "host", None),
             getattr(args, "port", None),
+            getattr(args, "toolsets", None),
         )
     if command == "check":
         return check()

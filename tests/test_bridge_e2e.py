@@ -263,10 +263,9 @@ async def test_bridge_mode_end_to_end_through_the_mcp_tools(
     async with connected(settings, config) as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
         read_only = {name: getattr(tool.annotations, "read_only_hint", None) for name, tool in tools.items()}
-        for name in ("start_bridge", "stop_bridge", "restart_bridge", "ensure_bridge_running"):
-            assert read_only[name] is False
-        for name in ("get_bridge_status", "check_bridge_process"):
-            assert read_only[name] is True
+        for name in ("start_bridge", "stop_bridge", "restart_bridge", "check_bridge_process"):
+            assert read_only[name] is False  # check_bridge_process removes a stale pid file
+        assert read_only["get_bridge_status"] is True and "ensure_bridge_running" not in tools
 
         # The bridge is not running: the send is still delivered (as a file), and waits for it.
         sent = await client.call_tool(
@@ -306,7 +305,7 @@ async def test_bridge_mode_end_to_end_through_the_mcp_tools(
         assert status is not None and status["running"] and status["health"] == "healthy"
         assert status["pid"] == started["pid"] and status["pending_events"] == 0
         assert status["last_event_time"] is not None and status["metrics"]["uptime_seconds"] > 0
-        ensured = (await client.call_tool("ensure_bridge_running", {})).structured_content
+        ensured = (await client.call_tool("start_bridge", {})).structured_content  # the seed's ensure_bridge_running
         assert ensured is not None and ensured["action"] == "already_running"
 
         restarted = (await client.call_tool("restart_bridge", {})).structured_content

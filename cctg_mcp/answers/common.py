@@ -98,7 +98,13 @@ async def wait_for_answer(
                 response=found,
             )
         if now >= deadline:
-            return WaitResult(status="timeout", event_id=event_id, waited_seconds=round(now - start, 3))
+            return WaitResult(
+                status="timeout",
+                event_id=event_id,
+                waited_seconds=round(now - start, 3),
+                message=f"No answer yet after {now - start:.0f}s; the question stays open. Call "
+                f"wait_for_response again with event_id {event_id} to keep waiting.",
+            )
         if on_progress is not None and now >= next_report:
             elapsed = now - start
             await on_progress(

@@ -166,3 +166,4 @@ class WaitResult(BaseModel):
     action: Action | None = None
     option: str | None = None
     response: TelegramResponse | None = None
+    message: str | None = Field(default=None, description="On timeout: what to do next (call again).")

@@ -7,6 +7,7 @@ into tool errors.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 import uuid
@@ -199,7 +200,12 @@ class NotificationService:
         """Validate and build an event. The MCP schema checks the same limits first; this
         guards the library path and anything that bypasses the schema."""
         if type not in EVENT_TYPES:
-            raise ValidationError(f"type {type!r} is not an event type; see list_event_types.")
+            near = difflib.get_close_matches(type.strip().lower(), EVENT_TYPES, n=3, cutoff=0.5)
+            hint = f"the nearest are {', '.join(near)}; " if near else ""
+            raise ValidationError(
+                f"type {type!r} is not an event type: {hint}use custom_event for anything else "
+                f"(list_event_types lists all {len(EVENT_TYPES)})."
+            )
         _text("title", title, 200)
         _text("description", description, max_description)
         if task_id is not None and not _ID.fullmatch(task_id):

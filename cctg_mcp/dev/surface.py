@@ -20,6 +20,7 @@ from mcp import Client
 from cctg_mcp.app import open_service
 from cctg_mcp.config import load_settings
 from cctg_mcp.server import build_server
+from cctg_mcp.server.toolsets import TOOLSETS, Catalogue
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "tools.md"
@@ -30,14 +31,18 @@ async def tool_surface() -> list[dict[str, Any]]:
     """Names, input and output schemas and annotations of every tool, sorted by name."""
     with tempfile.TemporaryDirectory() as tmp:
         settings = load_settings({"CCTG_DATA_DIR": tmp, "CCTG_DELIVERY": "telegram"})
-        async with Client(build_server(lambda: open_service(settings))) as client:
+        catalogue = Catalogue()
+        async with Client(build_server(lambda: open_service(settings), catalogue=catalogue)) as client:
             tools = (await client.list_tools()).tools
+    toolsets = {entry.name: entry.toolset for entry in catalogue.tools}
     out = []
     for tool in sorted(tools, key=lambda t: t.name):
         ann = tool.annotations.model_dump(exclude_none=True, by_alias=True) if tool.annotations else {}
         out.append(
             {
                 "name": tool.name,
+                "title": tool.title or "",
+                "toolset": toolsets[tool.name],
                 "description": tool.description or "",
                 "annotations": ann,
                 "inputSchema": tool.input_schema,
@@ -90,13 +95,29 @@ def markdown(surface: list[dict[str, Any]]) -> str:
         "Generated from the live server by `python -m cctg_mcp.dev.surface --write`; "
         "a test fails when this file and the server disagree.",
         "",
+        "Tools come in toolsets; `CCTG_TOOLSETS` (or `serve --toolsets`) chooses which are listed",
+        "(`default`, `all`, or a comma list of names), `CCTG_READ_ONLY=1` lists only read-only tools.",
+        "",
+        "| toolset | listed by default | tools |",
+        "|---|---|---|",
     ]
+    rule = {
+        "always": "yes",
+        "bridge": "in bridge delivery",
+        "nonproduction": "outside production",
+        "opt-in": "no",
+    }
+    for toolset in TOOLSETS.values():
+        names = ", ".join(f"`{t['name']}`" for t in surface if t["toolset"] == toolset.name) or "(none yet)"
+        lines.append(f"| `{toolset.name}`: {toolset.summary} | {rule[toolset.rule]} | {names} |")
+    lines.append("")
     for tool in surface:
         ann = tool["annotations"]
         flags = ", ".join(
             k for k in ("readOnlyHint", "destructiveHint", "idempotentHint", "openWorldHint") if ann.get(k)
         )
-        lines += [f"## `{tool['name']}`", "", inspect.cleandoc(tool["description"]), ""]
+        lines += [f"## `{tool['name']}`: {tool['title']}", "", f"Toolset `{tool['toolset']}`.", ""]
+        lines += [inspect.cleandoc(tool["description"]), ""]
         if flags:
             lines += [f"Annotations: {flags}.", ""]
         props: dict[str, Any] = tool["inputSchema"].get("properties", {})

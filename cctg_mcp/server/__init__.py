@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from types import ModuleType
 from typing import Any
 
 from mcp.server.mcpserver import MCPServer
@@ -29,7 +30,24 @@ from cctg_mcp.server import (
     send_tools,
     task_tools,
 )
+from cctg_mcp.server.edge import CctgServer
 from cctg_mcp.server.ratelimit import ToolRateLimiter
+from cctg_mcp.server.toolsets import EVERYTHING, Catalogue, Registrar, ToolSelection
+
+#: Every module that registers tools; each declares ``TOOLSET`` (tests/test_toolsets.py checks
+#: that every ``*_tools.py`` module in this package is listed here).
+TOOL_MODULES: tuple[ModuleType, ...] = (
+    send_tools,
+    answer_tools,
+    diagnostic_tools,
+    health_tools,
+    recovery_tools,
+    bridge_tools,
+    chaos_tools,
+    mode_tools,
+    task_tools,
+    permission_tools,
+)
 
 INSTRUCTIONS = """\
 Notify the person on Telegram and read their answers.
@@ -50,7 +68,11 @@ def build_server(
     open_service: Callable[[], AbstractAsyncContextManager[NotificationService]],
     *,
     name: str = "cctg-mcp",
+    selection: ToolSelection = EVERYTHING,
+    catalogue: Catalogue | None = None,
 ) -> MCPServer[Any]:
+    """The MCP server; ``selection`` decides which tools are listed (every tool by default),
+    ``catalogue`` (optional) receives every tool registered, listed or not."""
     live: list[NotificationService] = []
 
     @asynccontextmanager
@@ -68,18 +90,14 @@ def build_server(
         return live[-1]
 
     limiter = ToolRateLimiter()  # CCTG_TOOL_RATE_LIMIT calls per minute per client session
-    mcp: MCPServer[Any] = MCPServer(
+    mcp: MCPServer[Any] = CctgServer(
         name, version=__version__, instructions=INSTRUCTIONS, lifespan=lifespan, middleware=[limiter]
     )
-    send_tools.register(mcp)
-    answer_tools.register(mcp)
-    diagnostic_tools.register(mcp)
-    chaos_tools.register(mcp)
-    resources.register(mcp, current)
-    health_tools.register(mcp)
-    recovery_tools.register(mcp)
-    bridge_tools.register(mcp)
-    mode_tools.register(mcp)
-    task_tools.register(mcp)
-    permission_tools.register(mcp)
+    catalogue = catalogue if catalogue is not None else Catalogue()
+    for module in TOOL_MODULES:
+        toolset = getattr(module, "TOOLSET", None)
+        if not isinstance(toolset, str):
+            raise RuntimeError(f"{module.__name__} declares no TOOLSET (see server/toolsets.py)")
+        module.register(Registrar(mcp, toolset, selection, catalogue))
+    resources.register(Registrar(mcp, None, selection, catalogue), current)
     return mcp

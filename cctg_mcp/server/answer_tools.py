@@ -5,9 +5,9 @@ telegram mode and the CCTelegram bridge's response files in bridge mode."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import Field
@@ -15,6 +15,9 @@ from pydantic import Field
 from cctg_mcp.answers import AnswerSource, ClearResult, PendingResponses, ResponseList, WaitResult, answers_of
 from cctg_mcp.resilience.errors import BaseResilienceError, redact
 from cctg_mcp.server.common import READ, call, service_of
+from cctg_mcp.server.toolsets import Registrar
+
+TOOLSET = "answers"  # server/toolsets.py: which selection lists these tools
 
 #: Deletes stored answers: not read-only, idempotent for the same age.
 CLEAR = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False)
@@ -30,55 +33,44 @@ def _answers(ctx: Context) -> AnswerSource:
         raise ToolError(redact(str(exc))) from None
 
 
-def register(mcp: MCPServer[Any]) -> None:
-    @mcp.tool(annotations=READ)
+def register(mcp: Registrar) -> None:
+    @mcp.tool(title="List answers", annotations=READ)
     async def get_telegram_responses(
         ctx: Context,
-        limit: Annotated[int, Field(ge=1, le=100, description="How many to return (1-100).")] = 10,
-        since_minutes: Annotated[
-            int | None, Field(ge=1, le=10080, description="Only answers from the last N minutes (≤ 7 days).")
-        ] = None,
+        limit: Annotated[int, Field(ge=1, le=100, description="How many to return.")] = 10,
+        since_minutes: Annotated[int | None, Field(ge=1, le=10080, description="Only the last N minutes.")] = None,
     ) -> ResponseList:
-        """List the person's answers on Telegram (button presses and text messages), newest first.
-
-        Each says which event it answers (event_id), the action (approve, deny, option, text...)
-        and the pressed option's label."""
+        """List the person's answers (button presses, text), newest first, with the event_id each answers."""
         return await call(_answers(ctx).responses(limit, since_minutes))
 
-    @mcp.tool(annotations=CLEAR)
+    @mcp.tool(title="Clear old answers", annotations=CLEAR)
     async def clear_old_responses(
         ctx: Context,
-        older_than_hours: Annotated[
-            int, Field(ge=1, le=8760, description="Delete answers received more than N hours ago.")
-        ] = 24,
+        older_than_hours: Annotated[int, Field(ge=1, le=8760, description="Age in hours.")] = 24,
     ) -> ClearResult:
-        """Delete stored Telegram answers older than N hours (housekeeping; recent ones are kept).
-
-        In bridge mode: deletes the bridge's response files whose modification time is older."""
+        """Delete stored answers older than N hours (in bridge mode: the bridge's response files)."""
         return await call(_answers(ctx).clear(older_than_hours))
 
-    @mcp.tool(annotations=READ)
+    @mcp.tool(title="Summarise recent answers", annotations=READ)
     async def process_pending_responses(
         ctx: Context,
-        since_minutes: Annotated[int, Field(ge=1, le=1440, description="Window in minutes (1-1440).")] = 10,
+        since_minutes: Annotated[int, Field(ge=1, le=1440, description="Window in minutes.")] = 10,
     ) -> PendingResponses:
-        """Summarise recent decisions from the person: approvals, denials and other choices, with the
-        event and task ids they refer to, plus recommendations on what to do next."""
+        """Summarise recent decisions (approve, deny, other choices) with their event and task ids, and
+        what to do next."""
         return await call(_answers(ctx).pending(since_minutes))
 
-    @mcp.tool(annotations=WAIT)
+    @mcp.tool(title="Wait for an answer", annotations=WAIT)
     async def wait_for_response(
         ctx: Context,
         event_id: Annotated[
             str,
             Field(min_length=1, max_length=100, description="The event_id returned by send_approval_request."),
         ],
-        timeout_seconds: Annotated[int, Field(ge=1, le=3600, description="How long to wait (1-3600 s).")] = 300,
+        timeout_seconds: Annotated[int, Field(ge=1, le=3600, description="Seconds this call waits.")] = 45,
     ) -> WaitResult:
-        """Wait until the person answers an event on Telegram (e.g. presses Approve or Deny), and return
-        that answer as soon as it arrives. If they already answered, returns at once.
-
-        status `timeout` means no answer yet: the question stays open; wait again or carry on."""
+        """Wait for the person's answer to an event (e.g. Approve/Deny); returns when it arrives. On
+        `timeout` the question stays open: call again."""
         answers = _answers(ctx)
 
         async def progress(elapsed: float, total: float, message: str) -> None:

@@ -2,51 +2,51 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver import Context
 from mcp.types import ToolAnnotations
 
 from cctg_mcp.delivery.bridge import BridgeStatus, bridge_of, bridge_status
 from cctg_mcp.server.common import READ, call, service_of
+from cctg_mcp.server.toolsets import Registrar
 from cctg_mcp.transports.bridge.process import BridgeActionResult, ProcessCheck
+
+TOOLSET = "bridge"  # server/toolsets.py: which selection lists these tools
 
 #: Starting a local process: changes state, not destructive, idempotent (already running is fine).
 START = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
+#: Checking the pid file: removes a stale one, so not read-only; idempotent.
+CHECK = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
 #: Stopping or restarting one: ends a running process.
 STOP = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=False)
 
 
-def register(mcp: MCPServer[Any]) -> None:
-    @mcp.tool(annotations=READ)
+def register(mcp: Registrar) -> None:
+    @mcp.tool(title="Bridge status", annotations=READ)
     async def get_bridge_status(ctx: Context) -> BridgeStatus:
-        """Is the CCTelegram bridge running and healthy? Its pid, /health, and event files waiting for it.
+        """Is the CCTelegram bridge running and healthy: pid, its /health, event files waiting for it.
 
-        In bridge delivery mode events are written as files whether or not the bridge runs; a
-        stopped bridge delivers them when it starts (see start_bridge)."""
+        Events are written as files whether or not the bridge runs; it delivers them when it starts."""
         return await call(bridge_status(service_of(ctx)))
 
-    @mcp.tool(annotations=START)
+    @mcp.tool(title="Start the bridge", annotations=START)
     async def start_bridge(ctx: Context) -> BridgeActionResult:
-        """Start the CCTelegram bridge (CC_TELEGRAM_BRIDGE_PATH or cctelegram-bridge on PATH) if not running."""
+        """Start the CCTelegram bridge unless it runs (action: already_running | started | failed).
+
+        Also serves as the seed's ensure_bridge_running, which did the same."""
         return await call(bridge_of(service_of(ctx)).start())
 
-    @mcp.tool(annotations=STOP)
+    @mcp.tool(title="Stop the bridge", annotations=STOP)
     async def stop_bridge(ctx: Context) -> BridgeActionResult:
         """Stop the CCTelegram bridge: SIGTERM, then SIGKILL after a grace period."""
         return await call(bridge_of(service_of(ctx)).stop())
 
-    @mcp.tool(annotations=STOP)
+    @mcp.tool(title="Restart the bridge", annotations=STOP)
     async def restart_bridge(ctx: Context) -> BridgeActionResult:
         """Restart the CCTelegram bridge: stop, wait the configured restart delay, start."""
         return await call(bridge_of(service_of(ctx)).restart())
 
-    @mcp.tool(annotations=START)
-    async def ensure_bridge_running(ctx: Context) -> BridgeActionResult:
-        """Start the CCTelegram bridge only if it is not running (action: already_running | started | failed)."""
-        return await call(bridge_of(service_of(ctx)).ensure_running())
-
-    @mcp.tool(annotations=READ)
+    @mcp.tool(title="Check the bridge process", annotations=CHECK)
     async def check_bridge_process(ctx: Context) -> ProcessCheck:
-        """Is the bridge process running? (pid file checked; a stale one is removed)."""
+        """Is the bridge process alive? Local pid check only, no HTTP (get_bridge_status also asks its
+        /health); removes a stale pid file."""
         return bridge_of(service_of(ctx)).check_process()

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
 
 from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.resilience.chaos import ChaosController, ChaosRun, ExperimentInfo
 from cctg_mcp.server.common import ACT, READ, call, service_of
+from cctg_mcp.server.toolsets import Registrar
+
+TOOLSET = "chaos"  # server/toolsets.py: which selection lists these tools
+
+#: Injecting a fault makes real calls fail for its duration: destructive.
+FAULT = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=False)
 
 ExperimentName = Literal[
     "network_partition",
@@ -60,8 +67,8 @@ def _controller(service: NotificationService) -> ChaosController:
     return chaos
 
 
-def register(mcp: MCPServer[Any]) -> None:
-    @mcp.tool(annotations=READ)
+def register(mcp: Registrar) -> None:
+    @mcp.tool(title="List chaos experiments", annotations=READ)
     async def list_chaos_experiments(ctx: Context) -> ExperimentList:
         """List the fault-injection experiments and whether they can run here (development/staging only)."""
         svc = service_of(ctx)
@@ -72,7 +79,7 @@ def register(mcp: MCPServer[Any]) -> None:
             environment=svc.settings.environment, enabled=True, experiments=chaos.catalogue(), active=chaos.active
         )
 
-    @mcp.tool(annotations=ACT)
+    @mcp.tool(title="Run a chaos experiment", annotations=FAULT)
     async def run_chaos_experiment(
         ctx: Context,
         experiment: Annotated[ExperimentName, Field(description="See list_chaos_experiments.")],
@@ -111,7 +118,7 @@ def register(mcp: MCPServer[Any]) -> None:
             chaos.start(experiment, duration_s=duration_ms / 1000.0, intensity=intensity, target=target, seed=seed)
         )
 
-    @mcp.tool(annotations=ACT)
+    @mcp.tool(title="Stop the chaos experiment", annotations=ACT)
     async def stop_chaos_experiment(ctx: Context) -> StopResult:
         """Stop the active chaos experiment now: roll it back and report whether the system recovered."""
         chaos = _controller(service_of(ctx))
@@ -125,7 +132,7 @@ def register(mcp: MCPServer[Any]) -> None:
         }[run.recovered]
         return StopResult(stopped=True, message=f"{run.experiment} ({run.id}) rolled back; {verdict}.", run=run)
 
-    @mcp.tool(annotations=READ)
+    @mcp.tool(title="Chaos history", annotations=READ)
     async def get_chaos_history(
         ctx: Context, limit: Annotated[int, Field(ge=1, le=100, description="How many runs, newest first.")] = 20
     ) -> ChaosHistory:

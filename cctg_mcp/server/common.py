@@ -18,26 +18,23 @@ T = TypeVar("T")
 # Reusable argument types: the limits live in the input schema, so bad arguments are
 # rejected (naming the field) before anything runs or is stored.
 NonBlank = r"\S"
-Title = Annotated[
-    str, Field(min_length=1, max_length=200, pattern=NonBlank, description="Short title (≤ 200 characters).")
-]
-Description = Annotated[
-    str, Field(min_length=1, max_length=2000, pattern=NonBlank, description="What happened (≤ 2000 characters).")
-]
+Title = Annotated[str, Field(min_length=1, max_length=200, pattern=NonBlank, description="Short title.")]
+Description = Annotated[str, Field(min_length=1, max_length=2000, pattern=NonBlank, description="What happened.")]
 TaskId = Annotated[
     str,
     Field(
         min_length=1,
         max_length=64,
         pattern=r"^[A-Za-z0-9_-]+$",
-        description="Your id for the task (letters, digits, - and _; e.g. a UUID). The same type and "
-        "task_id is one event: sending it again is answered `duplicate`, so retries are safe.",
+        description="Your task id; a resend with the same type and task_id answers `duplicate`.",
     ),
 ]
 Source = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_-]+$", description="Who sends it.")]
 SEND = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
 READ = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
 ACT = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
+#: Reads only, but may ask Telegram or the bridge (a fresh probe).
+READ_REMOTE = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=True)
 
 
 def service_of(ctx: Context) -> NotificationService:

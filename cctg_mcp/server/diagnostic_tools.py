@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import Annotated
 
-from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver import Context
 from pydantic import BaseModel, Field
 
 from cctg_mcp import __version__
 from cctg_mcp.ops.status import ResilienceStatus, resilience_status
 from cctg_mcp.server.common import READ, call, service_of
+from cctg_mcp.server.toolsets import Registrar
+
+TOOLSET = "diagnostics"  # server/toolsets.py: which selection lists these tools
 
 
 class Ping(BaseModel):
@@ -19,23 +22,19 @@ class Ping(BaseModel):
     uptime_s: float
 
 
-def register(mcp: MCPServer[Any]) -> None:
+def register(mcp: Registrar) -> None:
     started = time.monotonic()
 
-    @mcp.tool(annotations=READ)
+    @mcp.tool(title="Ping the server", annotations=READ)
     async def ping() -> Ping:
-        """Liveness check: answers at once without touching Telegram or the outbox."""
+        """Liveness only (channel health: get_resilience_status)."""
         return Ping(ok=True, version=__version__, uptime_s=round(time.monotonic() - started, 3))
 
-    @mcp.tool(annotations=READ)
+    @mcp.tool(title="Channel status", annotations=READ)
     async def get_resilience_status(
         ctx: Context,
-        refresh: Annotated[
-            bool, Field(description="Run the health checks now (bounded by the check timeout) before answering.")
-        ] = False,
+        refresh: Annotated[bool, Field(description="Run the health checks now before answering.")] = False,
     ) -> ResilienceStatus:
-        """Is the notification channel healthy? Breakers, retries, the outbox backlog and issues in words.
-
-        `overall` is the same verdict as get_health_report (`unknown` until the first health checks ran).
-        Use it when a send came back `queued` or failed, before deciding what to tell the person."""
+        """Is the channel healthy? Breakers, retries, outbox backlog, issues in words; `overall` is
+        get_health_report's verdict. Use it after a `queued` or failed send."""
         return await call(resilience_status(service_of(ctx), refresh=refresh))

@@ -12,7 +12,7 @@ import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from pydantic import BaseModel, Field
 
@@ -21,13 +21,14 @@ from cctg_mcp.ops.logfile import current as current_log_file
 from cctg_mcp.ops.verdict import verdict
 from cctg_mcp.resilience.errors import ValidationError, redact
 from cctg_mcp.resilience.health import ComponentReport, HealthMonitor, HealthReport
-from cctg_mcp.server.common import READ, call, service_of
+from cctg_mcp.server.common import READ, READ_REMOTE, call, service_of
+from cctg_mcp.server.toolsets import Registrar
 
-REFRESH_DOC = "Run the checks now (bounded by the check timeout) instead of reading the cached results."
+TOOLSET = "diagnostics"  # server/toolsets.py: which selection lists these tools
+
+REFRESH_DOC = "Run the checks now instead of reading the cached results."
 Status = Literal["healthy", "degraded", "unhealthy", "unknown"]
-ComponentArg = Annotated[
-    str | None, Field(default=None, max_length=100, description="Only this component (omit for all).")
-]
+ComponentArg = Annotated[str | None, Field(default=None, max_length=100, description="Only this component.")]
 
 
 class ComponentHealth(BaseModel):
@@ -200,20 +201,18 @@ def metrics_result(
     )
 
 
-def register(mcp: MCPServer[Any]) -> None:
-    @mcp.tool(annotations=READ)
+def register(mcp: Registrar) -> None:
+    @mcp.tool(title="Health report", annotations=READ_REMOTE)
     async def get_health_report(
         ctx: Context,
         component: ComponentArg = None,
         refresh: Annotated[bool, Field(description=REFRESH_DOC)] = False,
     ) -> HealthReportResult:
-        """Health of every part of the notification channel: overall, ready/live, and per component
-        (status, last check, consecutive failures/successes, last error, trend).
-
-        Answers at once from the last checks; a component that keeps failing is `unhealthy`."""
+        """Health of each part of the channel (status, last check, failures, last error, trend), from the
+        last checks."""
         return await call(health_report(service_of(ctx), component, refresh))
 
-    @mcp.tool(annotations=READ)
+    @mcp.tool(title="Metrics", annotations=READ)
     async def get_metrics(
         ctx: Context,
         component: ComponentArg = None,
@@ -232,6 +231,7 @@ def register(mcp: MCPServer[Any]) -> None:
     @mcp.resource(
         "cctg://health{?component}",
         name="health",
+        title="Health report",
         mime_type="application/json",
         description="The cached health report (optionally ?component=NAME).",
     )
@@ -244,6 +244,7 @@ def register(mcp: MCPServer[Any]) -> None:
     @mcp.resource(
         "cctg://metrics{?component,operation}",
         name="metrics",
+        title="Metrics",
         mime_type="application/json",
         description="The metrics snapshot (optionally ?component=NAME&operation=NAME).",
     )

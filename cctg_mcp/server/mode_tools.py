@@ -6,32 +6,33 @@ event, as the original did. See delivery/mode_switch.py."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver import Context
 from mcp.types import ToolAnnotations
 
 from cctg_mcp.delivery.mode_switch import ModeSwitchResult, switch_mode
 from cctg_mcp.server.common import call, service_of
+from cctg_mcp.server.toolsets import Registrar
+
+TOOLSET = "modes"  # server/toolsets.py: which selection lists these tools
 
 #: Switching the mode changes state, is not destructive (nothing is dropped), and is idempotent.
 SWITCH = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
 
 
-def register(mcp: MCPServer[Any]) -> None:
-    @mcp.tool(annotations=SWITCH)
+def register(mcp: Registrar) -> None:
+    @mcp.tool(title="Nomad mode", annotations=SWITCH)
     async def switch_to_nomad_mode(ctx: Context) -> ModeSwitchResult:
         """Nomad mode (away from the computer): everything is sent, approval requests included, and
         answers are read. Events held by local or mute mode go out now."""
         return await call(switch_mode(service_of(ctx), "nomad"))
 
-    @mcp.tool(annotations=SWITCH)
+    @mcp.tool(title="Local mode", annotations=SWITCH)
     async def switch_to_local_mode(ctx: Context) -> ModeSwitchResult:
         """Local mode (at the computer): notifications only; approval requests wait in the outbox
         (answered `queued`, reason `local`) until nomad mode."""
         return await call(switch_mode(service_of(ctx), "local"))
 
-    @mcp.tool(annotations=SWITCH)
+    @mcp.tool(title="Mute mode", annotations=SWITCH)
     async def switch_to_mute_mode(ctx: Context) -> ModeSwitchResult:
         """Mute: nothing is sent. Sends answer `queued` with reason `muted`; the events are stored
         and go out when the mode is switched back to nomad or local."""

@@ -9,19 +9,22 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver import Context
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
 from cctg_mcp.permissions import PermissionGate
 from cctg_mcp.server.common import service_of
+from cctg_mcp.server.toolsets import Registrar
+
+TOOLSET = "permissions"  # server/toolsets.py: which selection lists these tools (not listed by default)
 
 #: Asks a person and waits: not read-only, not idempotent (each call is a new question).
 ASK = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
 
 
-def register(mcp: MCPServer[Any]) -> None:
-    @mcp.tool(annotations=ASK)
+def register(mcp: Registrar) -> None:
+    @mcp.tool(title="Ask permission on Telegram", annotations=ASK)
     async def permission_prompt(
         ctx: Context,
         tool_name: Annotated[

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import anyio
-from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
 
 from cctg_mcp.delivery.service import NotificationService
@@ -14,7 +15,14 @@ from cctg_mcp.ops.logfile import current as current_log_file
 from cctg_mcp.ops.recovery import RecoveryActions, family
 from cctg_mcp.resilience.errors import RecoveryStrategy
 from cctg_mcp.resilience.recovery import RecoveryManager, RecoverySession, RecoveryStatistics
-from cctg_mcp.server.common import ACT, READ, service_of
+from cctg_mcp.server.common import READ, service_of
+from cctg_mcp.server.toolsets import Registrar
+
+TOOLSET = "recovery"  # server/toolsets.py: which selection lists these tools
+
+#: Recovery talks to Telegram or the bridge (open world); restart and requeue strategies end a
+#: process or resend dead deliveries, so it is destructive (annotations are per tool, not per strategy).
+RECOVER = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=True)
 
 StrategyName = Literal[
     "retry", "circuit_breaker", "restart", "fallback", "graceful_degradation", "escalate", "ignore", "manual"
@@ -64,36 +72,26 @@ def _targets(service: NotificationService, component: str | None) -> list[str]:
     return targets or [actions.delivery]
 
 
-def register(mcp: MCPServer[Any]) -> None:
-    @mcp.tool(annotations=ACT)
+def register(mcp: Registrar) -> None:
+    @mcp.tool(title="Trigger recovery", annotations=RECOVER)
     async def trigger_recovery(
         ctx: Context,
         component: Annotated[
             str | None,
             Field(
-                description="What to recover: telegram, bridge, outbox, dispatcher, disk (or a health check "
-                "name). Default: every component the health monitor reports unhealthy, else the active "
-                "delivery component."
+                description="telegram, bridge, outbox, dispatcher, disk or a health check; default: the unhealthy ones."
             ),
         ] = None,
         strategy: Annotated[
             StrategyName | None,
             Field(
-                description="Where to start. Default: the component's own (circuit_breaker when its breaker "
-                "is open, manual for errors only a person can fix, else retry). retry on component "
-                "'outbox' requeues dead deliveries."
+                description="Where to start; default: the component's own. retry on outbox requeues dead deliveries."
             ),
         ] = None,
     ) -> RecoveryRun:
-        """Run a recovery now and return the session(s): each attempt's strategy, outcome and detail.
-
-        Status: `succeeded` only when a check of the effect passed (getMe, the bridge's /health, ...);
-        `unverified`: it acted and nothing could check it; `mitigated`: fallback or degradation limits
-        the damage, and the session stays open until the component is healthy again.
-
-        Use it after fixing a cause (e.g. to close an open circuit breaker, or to requeue dead
-        deliveries with component='outbox', strategy='retry'). A failing session escalates
-        (retry → circuit_breaker → restart → fallback → graceful_degradation → escalate → manual)."""
+        """Run a recovery now, after fixing a cause (e.g. close an open breaker); escalates on failure.
+        restart ends a process, outbox retry resends dead deliveries. `succeeded` only when a check
+        of the effect passed, else `unverified` or `mitigated`."""
         service = service_of(ctx)
         manager = _manager(service)
         chosen = RecoveryStrategy(strategy) if strategy is not None else None
@@ -110,7 +108,7 @@ def register(mcp: MCPServer[Any]) -> None:
         summary = "; ".join(f"{s.component}: {s.status} ({s.summary})" for s in ordered)
         return RecoveryRun(message=summary, sessions=ordered, statistics=manager.statistics())
 
-    @mcp.tool(annotations=READ)
+    @mcp.tool(title="Recovery history", annotations=READ)
     async def get_recovery_history(
         ctx: Context,
         limit: Annotated[int, Field(ge=1, le=100, description="How many finished sessions to return.")] = 20,

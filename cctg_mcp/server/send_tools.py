@@ -4,30 +4,35 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver import Context
 from pydantic import Field
 
 from cctg_mcp.delivery.service import EventTypeList, NotificationService, SendResult
-from cctg_mcp.events.catalogue import EventType
 from cctg_mcp.server.common import READ, SEND, Description, NonBlank, Source, TaskId, Title, call, checked, service_of
+from cctg_mcp.server.toolsets import Registrar
+
+TOOLSET = "send"  # server/toolsets.py: which selection lists these tools
 
 
-def register(mcp: MCPServer[Any]) -> None:
-    @mcp.tool(annotations=SEND)
+def register(mcp: Registrar) -> None:
+    @mcp.tool(title="Send a Telegram event", annotations=SEND)
     async def send_telegram_event(
         ctx: Context,
-        type: Annotated[EventType, Field(description="Event type; see list_event_types.")],
+        type: Annotated[
+            str,
+            Field(
+                min_length=1,
+                max_length=64,
+                description="Event type, e.g. build_failed; custom_event for anything else (see list_event_types).",
+            ),
+        ],
         title: Title,
         description: Description,
         task_id: TaskId | None = None,
         source: Source = "claude-code",
-        data: Annotated[
-            dict[str, Any] | None, Field(description="Extra structured fields (e.g. results, files_affected).")
-        ] = None,
+        data: Annotated[dict[str, Any] | None, Field(description="Extra structured fields.")] = None,
     ) -> SendResult:
-        """Send a typed event (build finished, tests failed, deploy done...) to the person on Telegram.
-
-        Answers `delivered` or `queued` (stored; will be delivered automatically; do not resend)."""
+        """Send a typed event (build done, tests failed, deploy...) to the person on Telegram."""
         svc = service_of(ctx)
         return await call(
             svc.submit(
@@ -44,21 +49,21 @@ def register(mcp: MCPServer[Any]) -> None:
             )
         )
 
-    @mcp.tool(annotations=SEND)
+    @mcp.tool(title="Send a Telegram message", annotations=SEND)
     async def send_telegram_message(
         ctx: Context,
         message: Annotated[
             str,
-            Field(min_length=1, max_length=20_000, pattern=NonBlank, description="Plain text (≤ 20 000 characters)."),
+            Field(min_length=1, max_length=20_000, pattern=NonBlank, description="Plain text."),
         ],
         source: Source = "claude-code",
     ) -> SendResult:
-        """Send a free-form text message to the person on Telegram. Long text is split into parts."""
+        """Send a free-form text message to the person on Telegram (long text is split)."""
         svc = service_of(ctx)
         event = checked(svc.message_event, message, source=source)
         return await call(svc.submit(event, operation="sendMessage"))
 
-    @mcp.tool(annotations=SEND)
+    @mcp.tool(title="Report a finished task", annotations=SEND)
     async def send_task_completion(
         ctx: Context,
         task_id: TaskId,
@@ -88,7 +93,7 @@ def register(mcp: MCPServer[Any]) -> None:
         )
         return await call(svc.submit(event, operation="sendTaskCompletion"))
 
-    @mcp.tool(annotations=SEND)
+    @mcp.tool(title="Send a performance alert", annotations=SEND)
     async def send_performance_alert(
         ctx: Context,
         title: Title,
@@ -114,14 +119,14 @@ def register(mcp: MCPServer[Any]) -> None:
         )
         return await call(svc.submit(event, operation="sendPerformanceAlert"))
 
-    @mcp.tool(annotations=SEND)
+    @mcp.tool(title="Ask for approval", annotations=SEND)
     async def send_approval_request(
         ctx: Context,
         title: Title,
         description: Description,
         options: Annotated[
             list[Annotated[str, Field(min_length=1, max_length=100, pattern=NonBlank)]],
-            Field(min_length=1, max_length=10, description="Buttons to show (1-10, each ≤ 100 characters)."),
+            Field(min_length=1, max_length=10, description="Buttons to show."),
         ] = ["Approve", "Deny"],  # noqa: B006  (pydantic copies defaults)
     ) -> SendResult:
         """Ask the person a question with buttons on Telegram (e.g. before deploying)."""
@@ -136,7 +141,7 @@ def register(mcp: MCPServer[Any]) -> None:
         event = checked(svc.build_event, type="approval_request", title=title, description=description, data=data)
         return await call(svc.submit(event, operation="sendApprovalRequest"))
 
-    @mcp.tool(annotations=READ)
+    @mcp.tool(title="List event types", annotations=READ)
     async def list_event_types(
         category: Annotated[
             str | None, Field(max_length=100, description="Case-insensitive part of a category name.")

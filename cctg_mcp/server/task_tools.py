@@ -5,13 +5,16 @@ whose real path leaves it is reported, not read. See cctg_mcp/tasks/."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver import Context
 from pydantic import Field
 
 from cctg_mcp.server.common import ACT, READ, call, service_of
+from cctg_mcp.server.toolsets import Registrar
 from cctg_mcp.tasks import RegisterResult, Section, Status, TaskService, TaskStatus, TaskSystem, Todo
+
+TOOLSET = "tasks"  # server/toolsets.py: which selection lists these tools
 
 ProjectRoot = Annotated[
     str | None,
@@ -28,8 +31,8 @@ def _tasks(ctx: Context) -> TaskService:
     return TaskService(service.settings.data_dir, clock=service.clock)
 
 
-def register(mcp: MCPServer[Any]) -> None:
-    @mcp.tool(annotations=READ)
+def register(mcp: Registrar) -> None:
+    @mcp.tool(title="Task status", annotations=READ)
     async def get_task_status(
         ctx: Context,
         project_root: ProjectRoot = None,
@@ -41,7 +44,7 @@ def register(mcp: MCPServer[Any]) -> None:
         todo files) and TaskMaster (.taskmaster/tasks/tasks.json), with per-status counts."""
         return await call(_tasks(ctx).status(project_root, task_system, status_filter, summary_only))
 
-    @mcp.tool(annotations=ACT)
+    @mcp.tool(title="Register Claude todos", annotations=ACT)
     async def register_claude_todos(
         ctx: Context,
         todos: Annotated[list[Todo], Field(max_length=100, description="The current todo list (≤ 100 items).")],
@@ -53,7 +56,7 @@ def register(mcp: MCPServer[Any]) -> None:
         session registered within the last hour is shown)."""
         return await call(_tasks(ctx).register(todos, session_id))
 
-    @mcp.tool(annotations=READ)
+    @mcp.tool(title="Todo dashboard", annotations=READ)
     async def todo(
         ctx: Context,
         project_root: ProjectRoot = None,
