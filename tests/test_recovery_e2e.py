@@ -45,7 +45,9 @@ async def test_tools_are_listed_with_honest_annotations(standin: TelegramStandIn
     trigger, history = tools["trigger_recovery"], tools["get_recovery_history"]
     assert trigger.annotations is not None and history.annotations is not None
     a = trigger.annotations
-    assert (a.read_only_hint, a.destructive_hint, a.idempotent_hint, a.open_world_hint) == (False, False, False, False)
+    # Open world (it talks to Telegram or the bridge) and destructive (restart ends a process, outbox
+    # retry resends dead deliveries); tests/test_toolsets.py pins every tool's hints.
+    assert (a.read_only_hint, a.destructive_hint, a.idempotent_hint, a.open_world_hint) == (False, True, False, True)
     assert history.annotations.read_only_hint is True
     strategies = trigger.input_schema["properties"]["strategy"]
     assert "circuit_breaker" in json.dumps(strategies) and "graceful_degradation" in json.dumps(strategies)
