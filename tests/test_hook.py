@@ -164,3 +164,26 @@ async def test_with_a_running_server_what_the_hook_could_not_send_is_delivered_b
         sent = await standin.await_messages(2, timeout=25)  # the server's dispatcher picks it up
         assert sorted(m.chat_id for m in sent) == [ALICE, BOB]
         assert all("Claude needs your permission to use Bash" in m.plain_text for m in sent)
+
+
+def test_a_stdin_that_never_ends_cannot_hold_the_hook(standin: TelegramStandIn, tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cctg_mcp", "hook"],
+        env=env_for(standin, tmp_path),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdin is not None
+    proc.stdin.write(json.dumps(STOP).encode())  # no end of file: the pipe stays open
+    proc.stdin.flush()
+    try:
+        code = proc.wait(timeout=30)
+        assert proc.stdout is not None and proc.stderr is not None
+        assert (code, proc.stdout.read()) == (0, b"")
+        assert b"stdin did not end in time; nothing sent" in proc.stderr.read()
+    finally:
+        proc.stdin.close()
+        proc.kill()
+        proc.wait()
+    assert standin.sent == []

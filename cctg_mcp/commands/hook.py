@@ -183,7 +183,8 @@ def run_hook(events: str | None = None, *, stdin: IO[bytes] | None = None, limit
         raw = read_input(stdin if stdin is not None else sys.stdin.buffer, min(1.0, end - time.time() - 0.3))
         if raw is None:
             _say("stdin did not end in time; nothing sent")
-            return 0
+            # The reader thread still holds stdin's lock, which aborts a normal interpreter exit.
+            os._exit(0)
         try:
             payload = json.loads(raw.decode("utf-8", errors="replace") or "null")
         except ValueError:
