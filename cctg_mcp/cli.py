@@ -100,6 +100,15 @@ def serve(
     port: int | None = None,
     toolsets: str | None = None,
 ) -> int:
+    if backend == "trio":
+        try:
+            import trio  # noqa: F401  (anyio runs on it; the [trio] extra installs it)
+        except ImportError:
+            sys.stderr.write(
+                "cctg-mcp: --backend trio needs trio, which is not installed: "
+                "pip install 'cctg-mcp[trio]' (or leave out --backend trio to run on asyncio).\n"
+            )
+            return 2
     from cctg_mcp.app import open_service
     from cctg_mcp.server import build_server
 
