@@ -152,49 +152,60 @@ def serve(
     return 0
 
 
-async def _check(settings: Settings) -> list[str]:
-    from cctg_mcp.transports.telegram import TelegramTransport
+def check(as_json: bool = False) -> int:
+    """Contact what a send would contact (ops/preflight.py); exit 0 only when a send would
+    reach every recipient now. ``as_json``: the same facts as one JSON object on stdout."""
+    import json
 
-    problems = settings.problems()
-    if settings.delivery != "telegram" or not settings.token:
-        return problems
-    transport = TelegramTransport(settings.token, settings.api_base_url, timeout=10.0)
+    from cctg_mcp.ops.preflight import preflight
+
+    def fail(problem: str) -> int:
+        if as_json:
+            sys.stdout.write(json.dumps({"ok": False, "problems": [problem]}) + "\n")
+        else:
+            sys.stdout.write(f"Problem: {problem}\n")
+        return 2
+
     try:
-        me = await transport.get_me()
-        sys.stdout.write(f"Telegram: connected as @{me.get('username')} (id {me.get('id')}).\n")
-    except BaseResilienceError as exc:
-        problems.append(str(exc))
-    finally:
-        await transport.aclose()
-    return problems
-
-
-def check() -> int:
-    settings = _settings_or_exit()
+        settings = load_settings()
+    except ConfigurationError as exc:
+        return fail(f"configuration error: {exc}")
     configure_logging("WARNING", settings.token)
     try:
         from cctg_mcp.resilience.config import load_resilience_config
 
         load_resilience_config(dict(os.environ), settings.config_path)
     except ConfigurationError as exc:
-        sys.stdout.write(f"Problem: {exc}\n")
-        return 2
+        return fail(redact(str(exc), settings.token))
     try:
         selection = _selection(settings, None)
     except ConfigurationError as exc:
-        sys.stdout.write(f"Problem: {exc}\n")
-        return 2
-    sys.stdout.write(
+        return fail(str(exc))
+    report = anyio.run(preflight, settings)
+    if as_json:
+        sys.stdout.write(report.model_dump_json() + "\n")
+        return 0 if report.ok else 1
+    out = [
         f"cctg-mcp {__version__}: delivery={settings.delivery}, environment={settings.environment}, "
-        f"recipients={len(settings.allowed_users)}, data dir={settings.data_dir}\n"
-        f"toolsets: {', '.join(sorted(selection.toolsets))}{' (read-only tools only)' if selection.read_only else ''}\n"
-    )
-    problems = anyio.run(_check, settings)
-    for problem in problems:
-        sys.stdout.write(f"Problem: {redact(problem, settings.token)}\n")
-    if not problems:
-        sys.stdout.write("OK: configuration is valid and Telegram answers.\n")
-    return 1 if problems else 0
+        f"recipients={len(settings.allowed_users)}, data dir={settings.data_dir}",
+        f"toolsets: {', '.join(sorted(selection.toolsets))}{' (read-only tools only)' if selection.read_only else ''}",
+    ]
+    if report.bot is not None:
+        out.append(f"Telegram ({report.api}): connected as @{report.bot.username} (id {report.bot.id}).")
+    for r in report.recipients:
+        out.append(f"Recipient {r.chat_id}: " + ("reachable." if r.reachable else f"NOT reachable: {r.error}"))
+    if report.bridge_health is not None:
+        out.append(f"Bridge health ({redact(settings.bridge_health_url)}): {report.bridge_health}")
+    out.extend(f"Problem: {p}" for p in report.problems)
+    if report.ok:
+        reached = (
+            f"every recipient ({len(report.recipients)}) can be reached"
+            if settings.delivery == "telegram"
+            else "the bridge is healthy"
+        )
+        out.append(f"OK: configuration is valid, Telegram answers and {reached}.")
+    sys.stdout.write("\n".join(out) + "\n")
+    return 0 if report.ok else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -212,7 +223,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="comma list of toolsets to list (CCTG_TOOLSETS): default, all, or toolset names (see docs/tools.md; "
         "`cctg-mcp check` shows the selection)",
     )
-    sub.add_parser("check", help="validate the configuration and call Telegram getMe")
+    p_check = sub.add_parser(
+        "check", help="check the configuration, the token (getMe) and that every allowed user can be reached"
+    )
+    p_check.add_argument("--json", dest="as_json", action="store_true", help="print the facts as JSON")
     p_hook = sub.add_parser("hook", help="a Claude Code hook: notify on Telegram about the event read from stdin")
     p_hook.add_argument(
         "--events", default=None, help="comma-separated hook events that notify (default Stop,Notification)"
@@ -237,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             getattr(args, "toolsets", None),
         )
     if command == "check":
-        return check()
+        return check(as_json=getattr(args, "as_json", False))
     if command == "setup":
         from cctg_mcp.commands.setup import run_setup
 

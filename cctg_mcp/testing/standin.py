@@ -74,6 +74,9 @@ class TelegramStandIn(ScriptedPerson):
         #: editMessageText calls that were accepted, in order (the sent message is updated too).
         self.edits: list[SentMessage] = []
         self.rate_limited_count = 0
+        #: Users who never pressed Start (or blocked the bot): Telegram refuses to write to them
+        #: (sendMessage / sendChatAction answer 403, as the real Bot API does).
+        self.never_started: set[int] = set()
         self.hanging = 0  # requests currently held by a HANG fault
         self.base_url = ""
 
@@ -249,6 +252,7 @@ class TelegramStandIn(ScriptedPerson):
             "getUpdates": self._get_updates,
             "answerCallbackQuery": self._answer_callback,
             "editMessageText": self._edit_message_text,
+            "sendChatAction": self._send_chat_action,
             "deleteWebhook": lambda p: Reply(200, {"ok": True, "result": True}),
         }
         fn = handlers.get(method)
@@ -265,12 +269,28 @@ class TelegramStandIn(ScriptedPerson):
     def _get_me(self, params: dict[str, Any]) -> Reply:
         return Reply(200, {"ok": True, "result": self._me()})
 
+    def _forbidden(self, chat_id: int) -> Reply | None:
+        if chat_id in self.never_started:
+            return Reply(403, err(403, "Forbidden: bot can't initiate conversation with a user"))
+        return None
+
+    def _send_chat_action(self, params: dict[str, Any]) -> Reply:
+        chat_id = chat_id_of(params.get("chat_id"))
+        if chat_id is None:
+            raise BadRequest("chat not found")
+        if params.get("action") not in ("typing", "upload_document", "choose_sticker", "record_voice"):
+            raise BadRequest("wrong parameter action in request")
+        return self._forbidden(chat_id) or Reply(200, {"ok": True, "result": True})
+
     def _send_message(self, params: dict[str, Any]) -> Reply:
         if params.get("chat_id") in (None, ""):
             raise BadRequest("chat_id is empty")
         chat_id = chat_id_of(params["chat_id"])
         if chat_id is None:
             raise BadRequest("chat not found")
+        refused = self._forbidden(chat_id)
+        if refused is not None:
+            return refused
         text = params.get("text")
         if not isinstance(text, str) or not text.strip():
             raise BadRequest("message text is empty")

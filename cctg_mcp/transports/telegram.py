@@ -236,6 +236,11 @@ class TelegramTransport:
             raise TelegramError("Telegram getMe returned no user", retryable=True)
         return result
 
+    async def send_chat_action(self, chat_id: int, action: str = "typing") -> None:
+        """Show ``action`` in the chat for a few seconds: the cheapest call that proves the bot may
+        write to ``chat_id`` (403 when the person never pressed Start or blocked the bot)."""
+        await self._call("sendChatAction", {"chat_id": chat_id, "action": action})
+
     async def get_updates(
         self,
         offset: int | None,
