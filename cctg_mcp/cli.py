@@ -60,16 +60,6 @@ def configure_logging(level: str = "INFO", *secrets: str, data_dir: Path | None 
     # httpx logs every request URL at INFO, and the URL contains the token.
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    # stamina's default hook logs a bare "stamina.retry_scheduled" WARNING per retry; say
-    # what is retried and why, at INFO (retries are expected; metrics count them).
-    import stamina.instrumentation
-
-    retry_log = logging.getLogger("cctg_mcp.retry")
-
-    def log_retry(details: stamina.instrumentation.RetryDetails) -> None:
-        retry_log.info("retry %d of %s after %s", details.retry_num, details.name, details.caused_by)
-
-    stamina.instrumentation.set_on_retry_hooks([log_retry])
     return log_file
 
 

@@ -24,6 +24,7 @@ from cctg_mcp.resilience.breaker import (
 )
 from cctg_mcp.resilience.clock import SYSTEM_CLOCK, FakeClock
 from cctg_mcp.resilience.errors import (
+    BulkheadFullError,
     CircuitOpenError,
     IsolatedCircuitError,
     NetworkError,
@@ -90,23 +91,63 @@ def to(events: list[BreakerTransition], state: BreakerState) -> list[BreakerTran
     return [e for e in events if e.to_state is state]
 
 
-# 1. consecutive mode and neutral errors -------------------------------------------------
+# 1. failures in the window, and neutral errors -------------------------------------------
 
 
-async def test_consecutive_failures_open_and_success_resets_count() -> None:
-    breaker, _, dep, events = make(failure_threshold=3)
+async def test_failures_in_window_open_even_with_successes_between() -> None:
+    """The seed's monitoringWindow: failures inside it count; a success does not wipe them."""
+    breaker, _, dep, events = make(failure_threshold=3, monitoring_window=60.0)
     await fail(breaker, dep)
     await fail(breaker, dep)
     assert await breaker.call(dep.ok) == "ok"
     assert breaker.statistics().consecutive_failures == 0
-    await fail(breaker, dep)
-    await fail(breaker, dep)
     assert breaker.state is CLOSED
     await fail(breaker, dep)
     assert breaker.state is OPEN
     assert [(e.from_state, e.to_state, e.reason, e.manual) for e in events] == [
-        (CLOSED, OPEN, "consecutive_failures", False)
+        (CLOSED, OPEN, "failure_threshold", False)
     ]
+
+
+async def test_intermittent_failures_trip_the_breaker() -> None:
+    """67 % failures (F, F, S repeated) over many calls: the old consecutive rule never tripped."""
+    breaker, clock, dep, _ = make(failure_threshold=5, minimum_throughput=5, monitoring_window=30.0)
+    calls = 0
+    while breaker.state is CLOSED and calls < 300:
+        for step in ("F", "F", "S"):
+            await clock.advance(0.1)
+            if breaker.state is not CLOSED:
+                break
+            calls += 1
+            if step == "F":
+                await fail(breaker, dep)
+            else:
+                await breaker.call(dep.ok)
+    assert breaker.state is OPEN
+    assert calls == 7  # F F S F F S F: the 5th failure in the window, 7 calls seen
+
+
+async def test_failures_older_than_the_window_do_not_count() -> None:
+    breaker, clock, dep, _ = make(failure_threshold=3, monitoring_window=10.0)
+    await fail(breaker, dep)
+    await fail(breaker, dep)
+    await clock.advance(10.001)
+    await fail(breaker, dep)
+    assert breaker.state is CLOSED
+    assert breaker.statistics().window_failures == 1
+    await fail(breaker, dep)
+    await fail(breaker, dep)
+    assert breaker.state is OPEN
+
+
+async def test_volume_threshold_gates_the_failure_count() -> None:
+    breaker, _, dep, _ = make(failure_threshold=2, minimum_throughput=4)
+    await fail(breaker, dep)
+    await fail(breaker, dep)
+    await fail(breaker, dep)
+    assert breaker.state is CLOSED  # 3 failures but only 3 calls < volumeThreshold 4
+    await fail(breaker, dep)
+    assert breaker.state is OPEN
 
 
 @pytest.mark.parametrize(
@@ -659,7 +700,8 @@ async def test_statistics_to_dict() -> None:
     [
         ("failure_threshold", 0),
         ("success_threshold", 0),
-        ("minimum_throughput", 0),
+        ("minimum_throughput", -1),
+        ("max_concurrent", 0),
         ("half_open_max_calls", 0),
         ("open_timeout", 0),
         ("monitoring_window", -1.0),
@@ -674,6 +716,75 @@ def test_settings_validation_names_the_field(field: str, value: Any) -> None:
     extra = {"slow_call_threshold": 1.0} if field == "slow_call_rate" else {}
     with pytest.raises(ValueError, match=field):
         BreakerSettings(**{field: value, **extra})
+
+
+# bulkhead, disabled, manual force ---------------------------------------------------------
+
+
+async def test_bulkhead_rejects_the_excess_at_once_and_is_not_a_failure() -> None:
+    breaker, _, dep, events = make(failure_threshold=1, max_concurrent=2)
+    gate = anyio.Event()
+    results: list[Any] = []
+
+    async def hold() -> None:
+        results.append(await breaker.call(dep.gated, gate))
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(hold)
+            tg.start_soon(hold)
+            await anyio.wait_all_tasks_blocked()
+            assert breaker.statistics().in_flight == 2
+            with pytest.raises(BulkheadFullError) as caught:
+                await breaker.call(dep.ok)
+            assert caught.value.code == "BULKHEAD_FULL"
+            assert dep.calls == 2  # the third was never invoked
+            gate.set()
+    assert results == ["late", "late"]
+    stats = breaker.statistics()
+    assert (stats.bulkhead_rejections, stats.failures, stats.in_flight) == (1, 0, 0)
+    assert breaker.state is CLOSED and events == []
+    assert await breaker.call(dep.ok) == "ok"  # the slots came back
+
+
+async def test_bulkhead_slot_returns_on_failure_and_cancellation() -> None:
+    breaker, _, dep, _ = make(failure_threshold=10, max_concurrent=1)
+    await fail(breaker, dep)
+    with anyio.fail_after(5):
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(breaker.call, dep.gated, anyio.Event())
+                await anyio.wait_all_tasks_blocked()
+                scope.cancel()
+    assert breaker.statistics().in_flight == 0
+    assert await breaker.call(dep.ok) == "ok"
+
+
+async def test_disabled_by_settings_admits_everything() -> None:
+    breaker, _, dep, _ = make(enabled=False, failure_threshold=1, max_concurrent=1)
+    assert breaker.state is BreakerState.DISABLED
+    assert breaker.statistics().forced_by == "configuration (enabled: false)"
+    for _ in range(5):
+        await fail(breaker, dep)
+    assert breaker.state is BreakerState.DISABLED and dep.calls == 5
+
+
+async def test_manual_force_records_who() -> None:
+    breaker, _, dep, events = make(failure_threshold=1)
+    breaker.isolate(by="client")
+    assert (breaker.state, breaker.statistics().forced_by) == (BreakerState.ISOLATED, "client")
+    with pytest.raises(IsolatedCircuitError, match="isolated by client"):
+        await breaker.call(dep.ok)
+    breaker.disable(by="tool")
+    assert (breaker.state, breaker.statistics().forced_by) == (BreakerState.DISABLED, "tool")
+    await fail(breaker, dep)
+    assert breaker.state is BreakerState.DISABLED
+    breaker.close(by="tool")
+    await fail(breaker, dep)  # closed again: the failure opens it, and nobody forced that
+    assert (breaker.state, breaker.statistics().forced_by) == (OPEN, None)
+    breaker.reset(by="tool")
+    assert breaker.state is CLOSED and breaker.statistics().forced_by is None
+    assert [e.manual for e in events] == [True, True, True, False, True]
 
 
 def test_slow_rate_needs_a_threshold() -> None:

@@ -733,12 +733,14 @@ def test_unknown_component_is_an_error() -> None:
 def test_kwargs_are_in_seconds() -> None:
     cb = DEFAULT.breaker_for("telegram", "sendEvent").to_breaker_kwargs()
     assert cb == {
+        "enabled": True,
         "failure_threshold": 3,
         "success_threshold": 2,
         "open_timeout": 15.0,
         "monitoring_window": 30.0,
         "failure_ratio": None,
         "minimum_throughput": 3,
+        "max_concurrent": 5,
         "half_open_max_calls": 1,
     }
     retry = DEFAULT.retry["telegram"].to_retry_kwargs()
@@ -752,6 +754,7 @@ def test_kwargs_are_in_seconds() -> None:
         "jitter_max": 1.0,
         "retryable_codes": frozenset({"TELEGRAM_RATE_LIMIT", "TELEGRAM_SERVER_ERROR", "NETWORK_ERROR"}),
         "non_retryable_codes": frozenset({"TELEGRAM_INVALID_TOKEN", "TELEGRAM_FORBIDDEN", "TELEGRAM_INVALID_CHAT"}),
+        "severity_attempts": {"critical": 5, "high": 3, "medium": 2, "low": 1},
     }
     assert RetryConfig(enabled=False).to_retry_kwargs()["max_attempts"] == 1
     assert CircuitBreakerConfig().seconds("monitoring_window") == 60.0

@@ -1,4 +1,4 @@
-"""Retry executor: schedules, server-directed waits, deadlines, classification, stamina hooks.
+"""Retry executor: schedules, server-directed waits, deadlines, classification, severity, observers.
 
 Everything runs in virtual time (FakeClock), on asyncio and trio, with seeded RNGs.
 """
@@ -11,10 +11,8 @@ from typing import Any
 
 import anyio
 import pytest
-import stamina
 from hypothesis import given
 from hypothesis import strategies as st
-from stamina.instrumentation import RetryDetails
 
 from cctg_mcp.resilience.clock import FakeClock
 from cctg_mcp.resilience.errors import (
@@ -23,6 +21,7 @@ from cctg_mcp.resilience.errors import (
     DeadlineExceededError,
     IsolatedCircuitError,
     NetworkError,
+    Severity,
     TelegramBadRequest,
     TelegramForbidden,
     TelegramRateLimited,
@@ -31,11 +30,11 @@ from cctg_mcp.resilience.errors import (
     ValidationError,
 )
 from cctg_mcp.resilience.retry import (
+    SEED_SEVERITY_ATTEMPTS,
     BackoffKind,
     RetryEvent,
     RetryExecutor,
     RetryPolicy,
-    add_stamina_hook,
 )
 
 pytestmark = pytest.mark.anyio
@@ -92,12 +91,12 @@ def make(policy: RetryPolicy, seed: int = 0, name: str = "t") -> tuple[RetryExec
 # --- the first attempt ---------------------------------------------------------------
 
 
-async def test_first_attempt_success_never_enters_stamina(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_first_attempt_success_plans_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     def forbidden(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("stamina entered on the success path")
+        raise AssertionError("the retry planner ran on the success path")
 
-    monkeypatch.setattr(stamina, "retry_context", forbidden)
     executor, clock = make(D16)
+    monkeypatch.setattr(executor, "_plan", forbidden)
     result, error = await drive(executor, Script("ok"))
     assert (result, error) == ("ok", None)
     assert clock.sleeps == []
@@ -385,33 +384,20 @@ async def test_max_attempts_one_means_no_retry() -> None:
     assert any("attempt 1 of 1" in note for note in notes(error))
 
 
-# --- observers and stamina's instrumentation -------------------------------------------
+# --- observers ----------------------------------------------------------------------------
 
 
-async def test_stamina_hooks_and_observers_see_every_retry() -> None:
-    seen: list[RetryDetails] = []
-
-    def record(details: RetryDetails) -> None:
-        seen.append(details)
-
+async def test_observers_see_every_retry() -> None:
     def broken(event: RetryEvent) -> None:
         raise RuntimeError("observer bug")
 
-    remove = add_stamina_hook(record)
-    try:
-        executor, _ = make(D16, name="telegram")
-        per_executor: list[RetryEvent] = []
-        per_call: list[RetryEvent] = []
-        executor.add_observer(per_executor.append)
-        executor.add_observer(broken)  # a broken observer changes nothing
-        fn = Script(NetworkError("a"), TelegramServerError("b"), NetworkError("c"), "done")
-        assert await drive(executor, fn, on_retry=per_call.append) == ("done", None)
-    finally:
-        remove()
-    assert record not in stamina.instrumentation.get_on_retry_hooks()
-    assert [d.name for d in seen] == ["cctg_mcp.retry.telegram"] * 3
-    assert [d.retry_num for d in seen] == [1, 2, 3]
-    assert [d.caused_by for d in seen] == fn.raised
+    executor, _ = make(D16, name="telegram")
+    per_executor: list[RetryEvent] = []
+    per_call: list[RetryEvent] = []
+    executor.add_observer(per_executor.append)
+    executor.add_observer(broken)  # a broken observer changes nothing
+    fn = Script(NetworkError("a"), TelegramServerError("b"), NetworkError("c"), "done")
+    assert await drive(executor, fn, on_retry=per_call.append) == ("done", None)
     assert per_call == per_executor
     assert [(e.attempt, e.max_attempts, e.code) for e in per_call] == [
         (1, 4, "NETWORK_ERROR"),
@@ -423,19 +409,33 @@ async def test_stamina_hooks_and_observers_see_every_retry() -> None:
     assert [e.error for e in per_call] == fn.raised
 
 
-async def test_stamina_switches_are_respected() -> None:
-    executor, clock = make(D16)
-    with stamina.set_testing(True, attempts=2):
-        fn = always(lambda: NetworkError("down"))
-        _, error = await drive(executor, fn)
-    assert fn.calls == 2
-    assert clock.sleeps == []  # test mode: no backoff
-    assert any("attempt 2 of 4" in note for note in notes(error))
+# --- attempts by severity (the seed's getDefaultMaxAttempts) --------------------------------
 
-    stamina.set_active(False)
-    try:
-        fn = always(lambda: NetworkError("down"))
-        await drive(executor, fn)
-    finally:
-        stamina.set_active(True)
-    assert fn.calls == 1
+SEVERITY = RetryPolicy(
+    max_attempts=6, base_delay=0.1, max_delay=1.0, jitter=False, severity_attempts=SEED_SEVERITY_ATTEMPTS
+)
+
+
+@pytest.mark.parametrize(
+    ("severity", "attempts"), [("critical", 5), ("high", 3), ("medium", 2), ("low", 1)], ids=lambda v: str(v)
+)
+async def test_attempts_follow_the_error_severity(severity: str, attempts: int) -> None:
+    executor, clock = make(SEVERITY)
+    fn = always(lambda: NetworkError("down", severity=Severity(severity)))
+    _, error = await drive(executor, fn)
+    assert fn.calls == attempts
+    assert len(clock.sleeps) == attempts - 1
+    assert any(f"attempt {attempts} of 6" in note for note in notes(error))
+
+
+async def test_severity_never_raises_max_attempts_and_429_is_exempt() -> None:
+    executor, _ = make(
+        RetryPolicy(max_attempts=2, base_delay=0.1, jitter=False, severity_attempts=SEED_SEVERITY_ATTEMPTS)
+    )
+    fn = always(lambda: NetworkError("down", severity=Severity.CRITICAL))
+    await drive(executor, fn)
+    assert fn.calls == 2  # critical allows 5, max_attempts says 2
+    executor, clock = make(SEVERITY)
+    fn = Script(*[TelegramRateLimited("429", error_code=429, retry_after=1) for _ in range(3)], "sent")
+    assert await drive(executor, fn) == ("sent", None)  # a 429 is low severity, but the server said when
+    assert clock.sleeps == [1.0, 1.0, 1.0]

@@ -41,7 +41,8 @@ from cctg_mcp.resilience.config_tables import Backoff as Backoff
 from cctg_mcp.resilience.config_tables import Component as Component
 from cctg_mcp.resilience.config_tables import Environment as Environment
 from cctg_mcp.resilience.config_tables import Priority as Priority
-from cctg_mcp.resilience.errors import ConfigurationError
+from cctg_mcp.resilience.errors import ConfigurationError, Severity
+from cctg_mcp.resilience.retry import SEED_SEVERITY_ATTEMPTS
 
 PosInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
@@ -74,12 +75,14 @@ class CircuitBreakerConfig(_Model):
     def to_breaker_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``breaker.BreakerSettings`` (seconds)."""
         return {
+            "enabled": self.enabled,
             "failure_threshold": self.failure_threshold,
             "success_threshold": self.success_threshold,
             "open_timeout": self.seconds("timeout"),
             "monitoring_window": self.seconds("monitoring_window"),
             "failure_ratio": self.failure_ratio,
             "minimum_throughput": self.volume_threshold,
+            "max_concurrent": self.max_concurrent_requests,
             "half_open_max_calls": self.half_open_max_calls,
         }
 
@@ -95,6 +98,10 @@ class RetryConfig(_Model):
     backoff: Backoff = "exponential"
     retryable_errors: list[str] = Field(default_factory=list)
     non_retryable_errors: list[str] = Field(default_factory=list)
+    # Attempts by error severity (the seed's getDefaultMaxAttempts), never above maxAttempts.
+    attempts_by_severity: dict[Severity, PosInt] = Field(
+        default_factory=lambda: {Severity(k): v for k, v in SEED_SEVERITY_ATTEMPTS.items()}
+    )
 
     @model_validator(mode="after")
     def _check(self) -> RetryConfig:
@@ -117,6 +124,7 @@ class RetryConfig(_Model):
             "jitter_max": self.seconds("jitter_max"),
             "retryable_codes": frozenset(self.retryable_errors),
             "non_retryable_codes": frozenset(self.non_retryable_errors),
+            "severity_attempts": {k.value: v for k, v in self.attempts_by_severity.items()},
         }
 
 
@@ -143,6 +151,7 @@ class RetryOverride(_Model):
     backoff: Backoff | None = None
     retryable_errors: list[str] | None = None
     non_retryable_errors: list[str] | None = None
+    attempts_by_severity: dict[Severity, PosInt] | None = None
 
 
 class HealthEndpoint(_Model):

@@ -19,7 +19,8 @@ boundary; everything above the transport only sees ``BaseResilienceError`` subcl
     ├── FilesystemError                     category=filesystem      (EACCES, ENOSPC, ...)
     ├── CircuitBreakerError                 category=circuit_breaker (rejections, never the call's fault)
     │   ├── CircuitOpenError                open or half-open without a permit; carries retry_after
-    │   └── IsolatedCircuitError            manually isolated (forced open)
+    │   ├── IsolatedCircuitError            manually isolated (forced open)
+    │   └── BulkheadFullError               maxConcurrentRequests calls already in flight
     ├── ResilienceTimeoutError              category=timeout
     │   ├── AttemptTimeoutError             one attempt ran past its timeout (counts as a failure)
     │   └── DeadlineExceededError           the whole operation ran out of budget
@@ -338,6 +339,13 @@ class IsolatedCircuitError(CircuitBreakerError):
 
     code = "CIRCUIT_ISOLATED"
     default_strategy = RecoveryStrategy.MANUAL
+
+
+class BulkheadFullError(CircuitBreakerError):
+    """The component already has ``maxConcurrentRequests`` calls in flight; this one was not made."""
+
+    code = "BULKHEAD_FULL"
+    category = ErrorCategory.RESOURCE
 
 
 class ResilienceTimeoutError(BaseResilienceError):

@@ -1,56 +1,41 @@
-"""Retry with our schedule and our clock; stamina drives the retries.
+"""Retry: a plain loop around the pure backoff function, waiting on the injected clock.
 
-How stamina is used
-    stamina's ``retry_context`` always sleeps through its own ``asyncio.sleep``/``trio.sleep``
-    (no injectable clock) and measures ``timeout`` on the wall clock, so it cannot give us
-    virtual time or a deadline on the injected ``Clock``. We therefore run
-    ``stamina.retry_context(on=<hook>, attempts=max_attempts, timeout=None, wait_*=0)``:
-
-    * stamina owns the loop: the attempt count, the stop decision, re-raising the last
-      error unchanged, its global switches (``set_active(False)`` disables retries,
-      ``set_testing(True, attempts=n)`` caps them and we then skip the backoff sleeps) and
-      its instrumentation: every scheduled retry calls stamina's on-retry hooks with a
-      ``RetryDetails`` (``name="cctg_mcp.retry.<executor name>"``, ``retry_num``,
-      ``caused_by``). Its own waits are 0 (a bare checkpoint), so ``RetryDetails.wait_for``
-      is 0; the real delay is in our ``RetryEvent`` (``add_observer`` / ``on_retry``).
-    * the ``on`` hook is ours: it classifies the error, computes the delay (backoff, or a
-      server-directed ``retry_after``) and checks the deadline; the body sleeps that delay
-      on the injected clock, outside stamina's attempt block, so a cancellation during a
-      backoff sleep propagates at once.
-    * the first attempt is a plain ``await fn()`` (success costs < 1 µs, never touches
-      stamina). After a failure, stamina's first "attempt" re-raises that failure without
-      calling ``fn`` again, so stamina's attempt numbers and hook calls match ours.
+Why not stamina: stamina sleeps through its own ``asyncio.sleep``/``trio.sleep`` and measures
+its ``timeout`` on the wall clock; neither can be injected, so it cannot give virtual-time
+tests, a deadline on our ``Clock``, or a wait that is exactly a server's ``retry_after``
+without replaying failures into it. What is left is a dozen lines: ask ``_plan`` whether
+and how long to wait, sleep on the clock, call again.
 
 Decisions
+    * The first attempt is a plain ``await fn()``: the success path costs one ``try``.
     * Classification by ``classify(exc).code``: ``non_retryable_codes`` never retry;
       ``retryable_codes`` always retry (even when ``.retryable`` is False); any other code
       falls back to the error's ``.retryable``. A ``DeadlineExceededError`` is never retried
       unless listed. Cancellation and other non-``Exception`` errors are never retried.
-    * A delay the error dictates (``retry_after``: Telegram 429, open breaker) is used as
-      is: no backoff, no jitter, no ``max_delay`` cap. It still uses up an attempt.
+    * Attempts by severity (the seed's ``getDefaultMaxAttempts``): an error of severity
+      critical / high / medium / low allows at most 5 / 3 / 2 / 1 attempts
+      (``severity_attempts``), never more than ``max_attempts``. A wait the error dictates
+      (``retry_after``: Telegram 429, open breaker) is exempt: the server said when.
+    * A dictated delay is used as is: no backoff, no jitter, no ``max_delay`` cap.
     * Computed backoff: ``min(max_delay, d + uniform(0, jitter_max))`` where ``d`` is the
-      capped exponential/linear/fixed delay: every sleep is in ``[d, d + jitter_max]`` and
-      never above ``max_delay`` (as stamina does).
+      capped exponential/linear/fixed delay.
     * ``deadline`` is an absolute ``clock.monotonic()`` time. A retry whose delay exceeds
-      the time left is not taken: the original error is re-raised at once. The retry layer
-      never cancels a running attempt; the pipeline's outer deadline scope does that.
+      the time left is not taken: the original error is re-raised at once (so a send goes
+      to the outbox instead of sleeping). The pipeline's outer scope cancels a running attempt.
     * The error that ends the operation is re-raised as is (same object) with a note such
       as ``retry default: gave up after attempt 4 of 4 (attempts exhausted)``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any, TypeVar
-
-import stamina
-from stamina.instrumentation import RetryHook, get_on_retry_hooks, set_on_retry_hooks
 
 from .clock import SYSTEM_CLOCK, Clock
 from .errors import DeadlineExceededError, classify
@@ -58,7 +43,8 @@ from .errors import DeadlineExceededError, classify
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-STAMINA_NAME_PREFIX = "cctg_mcp.retry."
+#: The seed's attempts per error severity (``BaseResilienceError.getDefaultMaxAttempts``).
+SEED_SEVERITY_ATTEMPTS: Mapping[str, int] = MappingProxyType({"critical": 5, "high": 3, "medium": 2, "low": 1})
 
 
 class BackoffKind(StrEnum):
@@ -78,6 +64,8 @@ class RetryPolicy:
     jitter_max: float = 0.5  # seconds of additive jitter, uniform in [0, jitter_max]
     retryable_codes: frozenset[str] = frozenset()
     non_retryable_codes: frozenset[str] = frozenset()
+    #: severity -> most attempts for an error of that severity; None = max_attempts for all
+    severity_attempts: Mapping[str, int] | None = None
 
     def __post_init__(self) -> None:
         # Accept plain strings and iterables from config files.
@@ -94,6 +82,18 @@ class RetryPolicy:
             raise ValueError(f"exponential_base must be > 1, got {self.exponential_base!r}")
         if not self.jitter_max >= 0:
             raise ValueError(f"jitter_max must be >= 0, got {self.jitter_max!r}")
+        if self.severity_attempts is not None:
+            object.__setattr__(self, "severity_attempts", MappingProxyType(dict(self.severity_attempts)))
+            for severity, n in self.severity_attempts.items():
+                if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                    raise ValueError(f"severity_attempts[{severity!r}] must be an integer >= 1, got {n!r}")
+
+    def attempts_for(self, severity: str) -> int:
+        """Most attempts for an error of ``severity`` (never above ``max_attempts``)."""
+        table = self.severity_attempts
+        if table is None or severity not in table:
+            return self.max_attempts
+        return min(self.max_attempts, table[severity])
 
     def delay_for(self, retry_number: int, rng: random.Random) -> float:
         """Backoff before retry ``retry_number`` (1 = the first retry), jitter included."""
@@ -145,40 +145,6 @@ class RetryStatistics:
         return out
 
 
-def add_stamina_hook(hook: RetryHook) -> Callable[[], None]:
-    """Add ``hook`` to stamina's global on-retry hooks (keeping the others); returns an undo.
-
-    The hook receives ``stamina.instrumentation.RetryDetails`` for every retry any executor
-    schedules; ``details.name`` is ``STAMINA_NAME_PREFIX + executor name``.
-    """
-    set_on_retry_hooks((*get_on_retry_hooks(), hook))
-
-    def remove() -> None:
-        set_on_retry_hooks(tuple(h for h in get_on_retry_hooks() if h is not hook))
-
-    return remove
-
-
-def _add_note(exc: BaseException, note: str) -> None:
-    add = getattr(exc, "add_note", None)  # Python 3.11+
-    if add is not None:
-        add(note)
-        return
-    with contextlib.suppress(AttributeError, TypeError):  # Python 3.10
-        exc.__notes__ = [*getattr(exc, "__notes__", ()), note]
-
-
-class _Run:
-    """Per-operation state shared by stamina's hook and the loop body."""
-
-    __slots__ = ("attempt", "pending", "reason")
-
-    def __init__(self) -> None:
-        self.attempt = 1
-        self.pending: RetryEvent | None = None
-        self.reason = ""
-
-
 class RetryExecutor:
     def __init__(
         self,
@@ -225,45 +191,43 @@ class RetryExecutor:
         try:
             result = await fn()
         except Exception as exc:
-            first = exc
+            error = exc
         else:
             stats.first_try_successes += 1
             return result
-        # Outside the except block, so later errors do not chain onto the first one.
-        if self.policy.max_attempts <= 1 or not self.is_retryable(first):
-            # Nothing to retry (an open breaker's rejection, a 400...): give up here, without
-            # stamina's machinery (~150 µs); stamina would stop at once and call no hook.
-            run = _Run()
-            run.reason = "attempts exhausted" if self.is_retryable(first) else "not retryable"
-            self._give_up(run, first)
-            raise first
-        return await self._retry(fn, first, deadline, on_retry)
+        attempt = 1
+        while True:  # outside the except block, so later errors do not chain onto the first one
+            event, reason = self._plan(attempt, error, deadline)
+            if event is None:
+                self._give_up(attempt, error, reason)
+                raise error
+            self._notify(event, on_retry)
+            await self.clock.sleep(event.delay)
+            attempt += 1
+            try:
+                result = await fn()
+            except Exception as exc:
+                error = exc
+                continue
+            stats.retry_successes += 1
+            return result
 
-    def _plan(self, run: _Run, exc: BaseException, deadline: float | None) -> bool:
-        """stamina's ``on`` hook: decide whether and how long to wait before the next try."""
-        if not isinstance(exc, Exception):
-            run.reason = "cancelled"
-            return False
+    def _plan(self, attempt: int, exc: Exception, deadline: float | None) -> tuple[RetryEvent | None, str]:
+        """Whether to try again after ``attempt`` failed with ``exc``, and after how long."""
         if not self.is_retryable(exc):
-            run.reason = "not retryable"
-            return False
+            return None, "not retryable"
         policy = self.policy
-        if run.attempt >= policy.max_attempts:
-            run.reason = "attempts exhausted"
-            return False
         err = classify(exc)
-        server_directed = err.retry_after is not None
-        if err.retry_after is not None:
-            delay = max(0.0, float(err.retry_after))
-        else:
-            delay = policy.delay_for(run.attempt, self.rng)
-        if stamina.is_testing():
-            delay = 0.0
+        retry_after = err.retry_after
+        server_directed = retry_after is not None
+        limit = policy.max_attempts if server_directed else policy.attempts_for(err.severity.value)
+        if attempt >= limit:
+            why = "attempts exhausted" if limit == policy.max_attempts else f"{err.severity.value}-severity limit"
+            return None, why
+        delay = max(0.0, float(retry_after)) if retry_after is not None else policy.delay_for(attempt, self.rng)
         if deadline is not None and delay > deadline - self.clock.monotonic():
-            run.reason = f"next wait of {delay:.3g}s passes the deadline"
-            return False
-        run.pending = RetryEvent(self.name, run.attempt, policy.max_attempts, delay, exc, err.code, server_directed)
-        return True
+            return None, f"next wait of {delay:.3g}s passes the deadline"
+        return RetryEvent(self.name, attempt, limit, delay, exc, err.code, server_directed), ""
 
     def _notify(self, event: RetryEvent, on_retry: Callable[[RetryEvent], None] | None) -> None:
         stats = self.statistics
@@ -273,6 +237,14 @@ class RetryExecutor:
         if event.server_directed:
             stats.retry_after_waits += 1
         stats.last_delays.append(event.delay)
+        log.info(
+            "retry %s: attempt %d of %d failed (%s); next in %.3fs",
+            self.name,
+            event.attempt,
+            event.max_attempts,
+            event.code,
+            event.delay,
+        )
         for observer in (*self._observers, on_retry):
             if observer is None:
                 continue
@@ -281,56 +253,11 @@ class RetryExecutor:
             except Exception:
                 log.warning("retry observer %r failed", observer, exc_info=True)
 
-    async def _retry(
-        self,
-        fn: Callable[[], Awaitable[T]],
-        first: Exception,
-        deadline: float | None,
-        on_retry: Callable[[RetryEvent], None] | None,
-    ) -> T:
-        run = _Run()
-
-        def on(exc: Exception) -> bool:
-            return self._plan(run, exc, deadline)
-
-        attempts = stamina.retry_context(
-            on=on,
-            attempts=self.policy.max_attempts,
-            timeout=None,
-            wait_initial=0.0,
-            wait_max=0.0,
-            wait_jitter=0.0,
-        ).with_name(STAMINA_NAME_PREFIX + self.name, (), {})
-        try:
-            async for attempt in attempts:
-                if attempt.num > 1:
-                    event, run.pending = run.pending, None
-                    if event is None:  # pragma: no cover - stamina retried without asking us
-                        raise AssertionError("stamina scheduled a retry our hook did not plan")
-                    self._notify(event, on_retry)
-                    if not stamina.is_testing():
-                        await self.clock.sleep(event.delay)
-                    run.attempt = attempt.num
-                with attempt:
-                    if attempt.num == 1:
-                        raise first  # replay the plain first attempt's failure for stamina
-                    result = await fn()
-                    self.statistics.retry_successes += 1
-                    return result
-        except Exception as exc:
-            self._give_up(run, exc)
-            raise
-        raise AssertionError("unreachable: stamina ended without a result or an error")
-
-    def _give_up(self, run: _Run, exc: Exception) -> None:
+    def _give_up(self, attempt: int, exc: Exception, reason: str) -> None:
         stats = self.statistics
         stats.gave_up += 1
-        reason = run.reason or "retries stopped by stamina (inactive or testing mode)"
         if reason == "not retryable":
             stats.non_retryable += 1
         elif reason.endswith("deadline"):
             stats.deadline_give_ups += 1
-        _add_note(
-            exc,
-            f"retry {self.name}: gave up after attempt {run.attempt} of {self.policy.max_attempts} ({reason})",
-        )
+        exc.add_note(f"retry {self.name}: gave up after attempt {attempt} of {self.policy.max_attempts} ({reason})")
