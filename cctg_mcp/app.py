@@ -117,6 +117,8 @@ async def open_service(
                 clock=clock,
                 lease_s=settings.lease_seconds,  # a send must end well inside its lease (CCTG_LEASE_SECONDS)
                 send_timeout_s=min(30.0, settings.lease_seconds / 2),
+                # no more sends in flight than the telegram bulkhead admits (maxConcurrentRequests)
+                concurrency=min(8, config.circuit_breaker["telegram"].max_concurrent_requests),
             )
         service = NotificationService(
             settings,

@@ -20,8 +20,10 @@ from typing import Any
 from cctg_mcp.app import open_service
 from cctg_mcp.config import Settings, load_settings
 from cctg_mcp.delivery.service import NotificationService, SendResult
+from cctg_mcp.ops.breakers import ForcedState, force_breaker
 from cctg_mcp.ops.status import ResilienceStatus, resilience_status
 from cctg_mcp.ops.verdict import verdict
+from cctg_mcp.resilience.breaker import BreakerStatistics
 from cctg_mcp.resilience.config import ResilienceConfig, load_resilience_config, parse_resilience_config
 
 
@@ -80,6 +82,11 @@ class ResilientBridgeClient:
     async def send_message(self, message: str, *, source: str = "claude-code") -> SendResult:
         event = self.service.message_event(message, source=source)
         return await self.service.submit(event, operation="sendMessage")
+
+    async def force_circuit_breaker_state(self, component: str, state: ForcedState) -> list[BreakerStatistics]:
+        """The seed's ``forceCircuitBreakerState``: ``open`` (isolate), ``closed``, ``disabled``
+        or ``reset`` every breaker of ``component``; recorded as forced by the library client."""
+        return force_breaker(self.service, component, state, by="library client")
 
     async def get_resilience_status(self, *, refresh: bool = False) -> ResilienceStatus:
         """The status; ``overall`` is ``unknown`` until the first health checks ran (``refresh`` runs them now)."""

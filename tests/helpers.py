@@ -21,10 +21,14 @@ USERS = (111, 222)
 #: Short timings so an outage trips the breaker and heals within a test's bounded wait.
 FAST: dict[str, Any] = {
     "environment": "development",
-    "circuitBreaker": {"telegram": {"failureThreshold": 2, "successThreshold": 1, "timeout": 200}},
+    "circuitBreaker": {
+        "telegram": {"failureThreshold": 2, "volumeThreshold": 2, "successThreshold": 1, "timeout": 200}
+    },
     "retry": {"telegram": {"maxAttempts": 2, "baseDelay": 10, "maxDelay": 20, "jitterEnabled": False}},
     "operations": {
-        name: {"timeout": 2000}
+        # null drops the seed's per-operation breaker overrides (sendEvent 3/15 s ...): every
+        # send uses the component's breaker, whatever a test sets it to
+        name: {"timeout": 2000, "circuitBreaker": None}
         for name in ("sendEvent", "sendMessage", "sendTaskCompletion", "sendPerformanceAlert", "sendApprovalRequest")
     },
 }

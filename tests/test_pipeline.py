@@ -194,3 +194,68 @@ async def test_disabled_resilience_is_a_plain_call() -> None:
         with pytest.raises(TelegramServerError):
             await pipe.call("sendMessage", down)
     assert pipe.breaker.statistics().total_calls == 0
+
+
+# per-operation and per-event settings, at run time ------------------------------------------
+
+
+async def test_operation_breaker_override_gets_its_own_breaker_with_its_threshold() -> None:
+    """Seed default: sendPerformanceAlert's breaker (2 failures, 10 s) is its own, not telegram's."""
+    clock = FakeClock()
+    pipes = PipelineSet(parse_resilience_config({}), clock=clock)
+    pipe = pipes.for_component("telegram")
+    assert "telegram.sendPerformanceAlert" in pipes.breakers  # exists from start-up
+    calls = 0
+
+    async def down() -> None:
+        nonlocal calls
+        calls += 1
+        raise TelegramServerError("502", error_code=502)
+
+    alert_breaker, _ = pipe.route("sendPerformanceAlert", "performance_alert")
+    assert alert_breaker.name == "telegram.sendPerformanceAlert"
+    assert (alert_breaker.settings.failure_threshold, alert_breaker.settings.open_timeout) == (2, 10.0)
+    async with clock.autojump():
+        for _ in range(4):
+            with pytest.raises((TelegramServerError, CircuitOpenError)):
+                await pipe.call(
+                    "sendPerformanceAlert", down, deadline=clock.monotonic() + 0.001, event_type="performance_alert"
+                )
+    assert calls == 3  # volumeThreshold 3 (telegram's) calls, 2+ failures: open; the 4th rejected
+    assert alert_breaker.state is BreakerState.OPEN
+    assert pipe.breaker.state is BreakerState.CLOSED  # the component's breaker saw none of it
+    assert pipe.route("sendMessage")[0] is pipe.breaker  # no override: the component's breaker
+
+
+async def test_event_retry_override_applies_to_the_calls_it_names() -> None:
+    """events.error_occurred retries 4 times from 100 ms; other events keep telegram's 2 x 2 s."""
+    clock = FakeClock()
+    config = parse_resilience_config(
+        {
+            "circuitBreaker": {"telegram": {"failureThreshold": 100}},
+            "operations": {"sendEvent": {"circuitBreaker": None}},
+            "retry": {"telegram": {"maxAttempts": 2, "jitterEnabled": False}},
+            "events": {
+                "error_occurred": {
+                    "retry": {"maxAttempts": 4, "baseDelay": 100, "attemptsBySeverity": {"medium": 4}},
+                    "priority": "critical",
+                }
+            },
+        }
+    )
+    pipe = PipelineSet(config, clock=clock).for_component("telegram")
+
+    async def waits(event_type: str) -> list[float]:
+        start = len(clock.sleeps)
+
+        async def down() -> None:
+            raise TelegramServerError("502", error_code=502)
+
+        async with clock.autojump():
+            with pytest.raises(TelegramServerError):
+                await pipe.call("sendEvent", down, deadline=clock.monotonic() + 60, event_type=event_type)
+        return clock.sleeps[start:]
+
+    assert await waits("task_started") == [2.0]
+    assert await waits("error_occurred") == pytest.approx([0.1, 0.15, 0.225])  # telegram's base 1.5
+    assert pipe.route("sendEvent", "error_occurred")[1].name == "telegram.sendEvent.error_occurred"

@@ -310,7 +310,7 @@ async def test_no_background_session_when_auto_recovery_is_off() -> None:
 # ---- the real actions on a running service ------------------------------------------------
 
 
-SLOW_BREAKER = {"telegram": {"failureThreshold": 2, "successThreshold": 2, "timeout": 600_000}}
+SLOW_BREAKER = {"telegram": {"failureThreshold": 2, "volumeThreshold": 2, "successThreshold": 2, "timeout": 600_000}}
 
 
 async def service_for(standin: TelegramStandIn, tmp_path: Path) -> AsyncIterator[NotificationService]:

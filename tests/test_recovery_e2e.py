@@ -25,7 +25,9 @@ pytestmark = pytest.mark.anyio
 
 #: A breaker that stays open until someone acts (so recovery, not the clock, closes it).
 CONFIG = fast_config(
-    circuitBreaker={"telegram": {"failureThreshold": 2, "successThreshold": 2, "timeout": 600_000}},
+    circuitBreaker={
+        "telegram": {"failureThreshold": 2, "volumeThreshold": 2, "successThreshold": 2, "timeout": 600_000}
+    },
     health={"enabled": False},
     recovery={"recoveryDelay": 0, "maxRecoveryAttempts": 2},
 )

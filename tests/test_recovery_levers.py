@@ -82,7 +82,7 @@ async def test_prometheus_exposition_is_served_on_loopback_when_enabled(
             with anyio.fail_after(10):
                 response = await http.get(f"http://127.0.0.1:{port}/metrics")
     assert response.status_code == 200
-    assert "# TYPE" in response.text and 'operation="sendMessage"' in response.text
+    assert "# TYPE" in response.text and 'operation="sendEvent"' in response.text  # the event's operation
 
 
 async def test_retention_purges_finished_rows_and_answers_but_never_waiting_ones(

@@ -30,7 +30,7 @@ import anyio.to_thread
 from pydantic import BaseModel, Field
 
 from cctg_mcp.config import Settings
-from cctg_mcp.delivery.dispatcher import CallPipeline, Dispatcher
+from cctg_mcp.delivery.dispatcher import CallPipeline, Dispatcher, operation_for
 from cctg_mcp.delivery.outbox import Delivery, Outbox
 from cctg_mcp.delivery.pacing import Pacer
 from cctg_mcp.delivery.service import NotificationService
@@ -72,7 +72,9 @@ class BridgeDispatcher(Dispatcher):
         async def write() -> Path:
             return await self.writer.write(delivery.event)
 
-        await self.pipeline.call("writeEventFile", write, deadline=deadline)
+        await self.pipeline.call(
+            operation_for(delivery.event), write, deadline=deadline, event_type=delivery.event.type
+        )
         self.files_written += 1
 
 

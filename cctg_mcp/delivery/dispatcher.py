@@ -46,7 +46,29 @@ T = TypeVar("T")
 class CallPipeline(Protocol):
     """What the dispatcher needs from the resilience pipeline."""
 
-    async def call(self, operation: str, fn: Callable[[], Awaitable[T]], *, deadline: float | None = None) -> T: ...
+    async def call(
+        self,
+        operation: str,
+        fn: Callable[[], Awaitable[T]],
+        *,
+        deadline: float | None = None,
+        event_type: str | None = None,
+    ) -> T: ...
+
+
+#: The seed's operation names (configuration ``operations``) for the events the tools send.
+_OPERATIONS = {
+    "performance_alert": "sendPerformanceAlert",
+    "task_completion": "sendTaskCompletion",
+    "approval_request": "sendApprovalRequest",
+}
+
+
+def operation_for(event: Event) -> str:
+    """The configuration's operation a delivery of ``event`` runs as (its breaker, retry)."""
+    if event.type == "info_notification" and event.data.get("message") is True:
+        return "sendMessage"  # send_telegram_message's free-form message
+    return _OPERATIONS.get(event.type, "sendEvent")
 
 
 class MessageSender(Protocol):
@@ -163,6 +185,7 @@ class Dispatcher:
         Other delivery paths (the CCTelegram bridge) override this; everything else about
         leases, settling rows and classifying failures stays shared."""
         parts = render_event(delivery.event)
+        operation = operation_for(delivery.event)
         for index in range(delivery.parts_sent, len(parts)):
             part = parts[index]
             await self.pacer.acquire(delivery.chat_id, deadline=deadline)
@@ -180,7 +203,9 @@ class Dispatcher:
                     raise
 
             try:
-                message_ids.append(await self.pipeline.call("sendMessage", send, deadline=deadline))
+                message_ids.append(
+                    await self.pipeline.call(operation, send, deadline=deadline, event_type=delivery.event.type)
+                )
             except CircuitBreakerError:
                 if slot[0]:  # rejected before anything left: give the slot back
                     self.pacer.refund(delivery.chat_id)

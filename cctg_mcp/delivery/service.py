@@ -230,9 +230,14 @@ class NotificationService:
             source=source,
             task_id=task_id,
             data=data,
-            priority=priority or EVENT_PRIORITY.get(type, "normal"),
+            priority=priority or self.event_priority(type),
             timestamp=utc_iso(self.clock.time()),
         )
+
+    def event_priority(self, event_type: str) -> Priority:
+        """The configuration's ``events.<type>.priority`` if set, else the catalogue's."""
+        configured = self.resilience.events.get(event_type) if self.resilience is not None else None
+        return configured.priority if configured is not None else EVENT_PRIORITY.get(event_type, "normal")
 
     def message_event(self, message: str, *, source: str = "claude-code") -> Event:
         """A free-form message (send_telegram_message): an info notification up to 20 000 chars."""
@@ -291,6 +296,8 @@ class NotificationService:
                 event, [Outcome(d.id, d.chat_id, "queued", [], held, None, d.next_attempt_at) for d in claimed]
             )
         budget = self.deadlines.get(operation, self.deadlines["sendEvent"])
+        if self.resilience is not None and event.type in self.resilience.events:
+            budget = self.resilience.timeout_for(operation, event.type)  # the event's own timeout
         deadline = self.clock.monotonic() + budget
         outcomes: list[Outcome] = []
 

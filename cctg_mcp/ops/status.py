@@ -24,10 +24,21 @@ class BreakerStatus(BaseModel):
     name: str
     state: Literal["closed", "open", "half_open", "isolated", "disabled"]
     retry_after_s: float | None = Field(description="Seconds until the next probe is allowed (open only).")
+    forced_by: str | None = Field(
+        description="Who forced the current state (force_circuit_breaker, the library client, recovery, "
+        "the configuration); null when the breaker reached it by itself."
+    )
+    window_calls: int = Field(description="Calls inside the monitoring window.")
+    window_failures: int = Field(
+        description="Counted failures inside the monitoring window (opens at failureThreshold)."
+    )
     consecutive_failures: int
     failures: int
     successes: int
     rejections: int
+    in_flight: int = Field(description="Calls in flight now (the bulkhead's count).")
+    max_concurrent: int | None = Field(description="The bulkhead (maxConcurrentRequests); null when unlimited.")
+    bulkhead_rejections: int = Field(description="Calls refused because max_concurrent were in flight.")
     transitions: int
     last_failure: str | None
 
@@ -108,20 +119,36 @@ async def resilience_status(service: NotificationService, *, refresh: bool = Fal
         await service.health.check_now()
     if service.pipelines is not None:
         for name, pipe in service.pipelines.pipelines.items():
-            st = pipe.breaker.statistics()
-            breakers.append(
-                BreakerStatus(
-                    name=name,
-                    state=st.state.value,
-                    retry_after_s=st.retry_after,
-                    consecutive_failures=st.consecutive_failures,
-                    failures=st.failures,
-                    successes=st.successes,
-                    rejections=st.rejections,
-                    transitions=st.transitions,
-                    last_failure=st.last_failure,
+            for breaker in pipe.breakers.values():
+                st = breaker.statistics()
+                breakers.append(
+                    BreakerStatus(
+                        name=st.name,
+                        state=st.state.value,
+                        retry_after_s=st.retry_after,
+                        forced_by=st.forced_by,
+                        window_calls=st.window_calls,
+                        window_failures=st.window_failures,
+                        consecutive_failures=st.consecutive_failures,
+                        failures=st.failures,
+                        successes=st.successes,
+                        rejections=st.rejections,
+                        in_flight=st.in_flight,
+                        max_concurrent=st.max_concurrent,
+                        bulkhead_rejections=st.bulkhead_rejections,
+                        transitions=st.transitions,
+                        last_failure=st.last_failure,
+                    )
                 )
-            )
+                forced = f" (forced by {st.forced_by})" if st.forced_by else ""
+                if st.state.value in ("open", "isolated"):
+                    after = f"; next probe in {st.retry_after:.1f}s" if st.retry_after is not None else ""
+                    issues.append(
+                        f"The {st.name} circuit breaker is {st.state.value}{forced}: "
+                        f"sends through it are queued, not attempted{after}."
+                    )
+                elif st.state.value == "half_open":
+                    issues.append(f"The {st.name} circuit breaker is half-open: probing whether {name} recovered.")
             rs = pipe.retry.statistics
             retries.append(
                 RetryStatus(
@@ -133,13 +160,6 @@ async def resilience_status(service: NotificationService, *, refresh: bool = Fal
                     gave_up=rs.gave_up,
                 )
             )
-            if st.state.value in ("open", "isolated"):
-                after = f"; next probe in {st.retry_after:.1f}s" if st.retry_after is not None else ""
-                issues.append(
-                    f"The {name} circuit breaker is {st.state.value}: sends are queued, not attempted{after}."
-                )
-            elif st.state.value == "half_open":
-                issues.append(f"The {name} circuit breaker is half-open: probing whether {name} recovered.")
     outbox = None
     if service.outbox is not None:
         counts = await service.outbox.counts()

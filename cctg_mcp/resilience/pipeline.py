@@ -6,6 +6,13 @@ the remaining attempts are rejected fast, and retried only if the breaker's
 clock and bounds every wait (backoff, 429 pauses); the callers (a send tool, the
 dispatcher) bound the whole operation with one cancel scope of their own.
 
+Per-operation and per-event settings: ``call(operation, fn, event_type=...)`` resolves (once
+per pair, then a dict lookup) the configuration's ``operations.<operation>`` and
+``events.<event_type>`` overrides. Calls whose effective breaker settings equal the
+component's share the component's breaker; an override gets its own breaker, named
+``<component>.<operation>`` (state, status and manual force per name). Likewise the retry
+executor. Every breaker of a component is in ``Pipeline.breakers``.
+
 Cost on the success path: one ``acquire`` (a few attribute reads), one plain ``await``,
 one ``record_success`` and one metrics update. No stamina on the first attempt, and no
 cancel scope per attempt unless ``attempt_timeout`` is configured (httpx already bounds
@@ -50,6 +57,8 @@ class Pipeline:
         attempt_timeout: float | None = None,
         enabled: bool = True,
         wait_for_open_breaker: bool = False,
+        config: ResilienceConfig | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.component = component
         #: False (default): a call rejected by the breaker gives up at once, so a send answers
@@ -62,25 +71,78 @@ class Pipeline:
         self.metrics = metrics
         self.attempt_timeout = attempt_timeout
         self.enabled = enabled
+        self.config = config
+        self._rng = rng or random.Random()
+        #: Every breaker of this component by name: its own and the per-operation ones.
+        self.breakers: dict[str, CircuitBreaker] = {breaker.name: breaker}
+        self.retries: dict[str, RetryExecutor] = {retry.name: retry}
+        self._routes: dict[tuple[str, str | None], tuple[CircuitBreaker, RetryExecutor]] = {}
+        self._by_settings: dict[str, CircuitBreaker | RetryExecutor] = {}
 
-    async def call(self, operation: str, fn: Callable[[], Awaitable[T]], *, deadline: float | None = None) -> T:
+    def route(self, operation: str, event_type: str | None = None) -> tuple[CircuitBreaker, RetryExecutor]:
+        """The breaker and retry executor for ``operation`` (and ``event_type``) calls."""
+        key = (operation, event_type)
+        found = self._routes.get(key)
+        if found is None:
+            found = self._routes[key] = self._resolve(operation, event_type)
+        return found
+
+    def _resolve(self, operation: str, event_type: str | None) -> tuple[CircuitBreaker, RetryExecutor]:
+        config = self.config
+        if config is None:
+            return self.breaker, self.retry
+        name = f"{self.component}.{operation}" + (f".{event_type}" if event_type in config.events else "")
+        cb = config.breaker_for(self.component, operation, event_type)
+        breaker = self.breaker
+        if cb != config.breaker_for(self.component):
+            key = "cb:" + cb.model_dump_json()
+            found = self._by_settings.get(key)
+            if not isinstance(found, CircuitBreaker):
+                found = CircuitBreaker(name, BreakerSettings(**cb.to_breaker_kwargs()), clock=self.clock)
+                for listener in self.breaker.listeners:
+                    found.add_listener(listener)
+                self._by_settings[key] = self.breakers[name] = found
+            breaker = found
+        rc = config.retry_for(self.component, operation, event_type)
+        retry = self.retry
+        if rc != config.retry_for(self.component):
+            key = "retry:" + rc.model_dump_json()
+            found_retry = self._by_settings.get(key)
+            if not isinstance(found_retry, RetryExecutor):
+                policy = RetryPolicy(**rc.to_retry_kwargs())
+                found_retry = RetryExecutor(policy, clock=self.clock, rng=random.Random(self._rng.random()), name=name)
+                self._by_settings[key] = self.retries[name] = found_retry
+            retry = found_retry
+        return breaker, retry
+
+    async def call(
+        self,
+        operation: str,
+        fn: Callable[[], Awaitable[T]],
+        *,
+        deadline: float | None = None,
+        event_type: str | None = None,
+    ) -> T:
         """Run ``fn`` through the pipeline; raise our errors only (the original on failure)."""
         if not self.enabled:
             return await fn()
+        breaker, retry = self._routes.get((operation, event_type)) or self.route(operation, event_type)
 
         async def attempt() -> T:
-            return await self._attempt(operation, fn, deadline)
+            return await self._attempt(operation, breaker, fn, deadline)
 
         def on_retry(event: RetryEvent) -> None:
             if self.metrics is not None:
                 self.metrics.record_retry(self.component, operation, event.delay)
 
-        return await self.retry.run(attempt, deadline=deadline, on_retry=on_retry)
+        return await retry.run(attempt, deadline=deadline, on_retry=on_retry)
 
-    async def _attempt(self, operation: str, fn: Callable[[], Awaitable[T]], deadline: float | None) -> T:
+    async def _attempt(
+        self, operation: str, breaker: CircuitBreaker, fn: Callable[[], Awaitable[T]], deadline: float | None
+    ) -> T:
         clock, metrics = self.clock, self.metrics
         try:
-            permit = self.breaker.acquire()
+            permit = breaker.acquire()
         except CircuitBreakerError as exc:
             if metrics is not None:
                 metrics.record_call(self.component, operation, duration=0.0, outcome="rejected", error_code=exc.code)
@@ -161,7 +223,11 @@ class PipelineSet:
                 metrics=metrics,
                 attempt_timeout=(attempt_timeouts or {}).get(component),
                 enabled=config.enabled,
+                config=config,
+                rng=random.Random(rng.random()),
             )
+            for operation in config.operations:  # per-operation breakers exist from the start
+                self.pipelines[component].route(operation)
 
     def _record_transition(self, transition: BreakerTransition) -> None:
         assert self.metrics is not None
@@ -174,10 +240,16 @@ class PipelineSet:
 
     @property
     def breakers(self) -> dict[str, CircuitBreaker]:
-        return {name: p.breaker for name, p in self.pipelines.items()}
+        """Every breaker by name: each component's and the per-operation ones created so far."""
+        return {name: b for p in self.pipelines.values() for name, b in p.breakers.items()}
 
     def statistics(self) -> dict[str, Any]:
-        return {
-            name: {"breaker": p.breaker.statistics().to_dict(), "retry": p.retry.statistics.to_dict()}
-            for name, p in self.pipelines.items()
-        }
+        out: dict[str, Any] = {}
+        for p in self.pipelines.values():
+            for name, breaker in p.breakers.items():
+                retry = p.retries.get(name)
+                out[name] = {
+                    "breaker": breaker.statistics().to_dict(),
+                    "retry": retry.statistics.to_dict() if retry is not None else None,
+                }
+        return out
