@@ -29,7 +29,7 @@ from cctg_mcp.resilience.breaker import BreakerSettings, BreakerState, CircuitBr
 from cctg_mcp.resilience.clock import FakeClock
 from cctg_mcp.resilience.config import parse_resilience_config
 from cctg_mcp.resilience.errors import TelegramServerError, ValidationError
-from cctg_mcp.resilience.health import CheckResult, HealthMonitor, HealthSettings, HealthStatus
+from cctg_mcp.resilience.health import CheckResult, HealthMonitor, HealthSettings, HealthStatus, aggregate
 from cctg_mcp.testing import FaultMode, TelegramStandIn
 from cctg_mcp.transports.telegram import TelegramTransport
 
@@ -444,3 +444,22 @@ async def test_http_endpoint_check_against_a_real_server(standin: TelegramStandI
             port = s.getsockname()[1]
         refused = await http_endpoint_check("x", f"http://127.0.0.1:{port}/health", timeout=2.0)()
         assert refused.status is U and "ConnectError" in refused.message
+
+
+@pytest.mark.parametrize(
+    ("endpoints", "expected"),
+    [
+        ((H, U), U),  # exactly half of the endpoints down: unhealthy (the seed's rule)
+        ((H, H, U), D),  # less than half: degraded
+        ((U, U, H), U),
+        ((H, H), H),
+    ],
+)
+def test_half_or_more_endpoints_unhealthy_is_unhealthy(
+    endpoints: tuple[HealthStatus, ...], expected: HealthStatus
+) -> None:
+    from types import SimpleNamespace
+
+    comps = [SimpleNamespace(kind="http", critical=False, status=s) for s in endpoints]
+    comps.append(SimpleNamespace(kind="component", critical=False, status=U))  # not an endpoint
+    assert aggregate(comps) is (expected if expected is not H else D)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -18,12 +19,15 @@ from cctg_mcp.delivery.dispatcher import Dispatcher
 from cctg_mcp.delivery.outbox import Outbox
 from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.resilience.breaker import BreakerState, CircuitBreaker
+from cctg_mcp.resilience.config_tables import DEFAULTS
 from cctg_mcp.resilience.errors import BaseResilienceError, TelegramRateLimited, classify, redact
 from cctg_mcp.resilience.health import CheckFn, CheckResult, HealthMonitor
 from cctg_mcp.transports.http_check import HttpEndpointProbe
 
 #: Component names the defaults register (the recovery manager keys on them).
 TELEGRAM, OUTBOX, DISPATCHER, DISK, BRIDGE_HEALTH = "telegram", "outbox", "dispatcher", "disk", "bridge-health"
+#: The seed's default health endpoints, which describe the CCTelegram bridge (bridge mode only).
+SEED_BRIDGE_ENDPOINTS = frozenset((e["name"], e["url"]) for e in DEFAULTS["health"]["endpoints"])
 
 
 def breaker_name(component: str) -> str:
@@ -218,20 +222,25 @@ def install_default_checks(monitor: HealthMonitor, service: NotificationService)
             add(TELEGRAM, telegram_check(service.transport), critical=True, kind="http")
     else:
         add(BRIDGE_HEALTH, http_endpoint_check(BRIDGE_HEALTH, settings.bridge_health_url), critical=True, kind="http")
-        endpoints = service.resilience.health.endpoints if service.resilience is not None else []
-        for ep in endpoints:
-            if ep.name == BRIDGE_HEALTH or ep.url == settings.bridge_health_url:
-                continue  # CC_TELEGRAM_BRIDGE_HEALTH_URL is the more specific setting
-            probe = http_endpoint_check(
-                ep.name,
-                ep.url,
-                ep.method,
-                ep.seconds("timeout"),
-                ep.expected_status,
-                headers=ep.headers,
-                retries=ep.retries,
-            )
-            add(ep.name, probe, critical=ep.critical, kind="http")
+    # health.endpoints are probed in every delivery mode; only the seed's own bridge endpoints
+    # (bridge-health, bridge-metrics at their default URLs) describe the bridge, so direct mode
+    # leaves those out.
+    endpoints = service.resilience.health.endpoints if service.resilience is not None else []
+    for ep in endpoints:
+        if active == "bridge" and (ep.name == BRIDGE_HEALTH or ep.url == settings.bridge_health_url):
+            continue  # CC_TELEGRAM_BRIDGE_HEALTH_URL is the more specific setting
+        if active == "telegram" and (ep.name, ep.url) in SEED_BRIDGE_ENDPOINTS:
+            continue
+        probe = http_endpoint_check(
+            ep.name,
+            ep.url,
+            ep.method,
+            ep.seconds("timeout"),
+            ep.expected_status,
+            headers=ep.headers,
+            retries=ep.retries,
+        )
+        add(ep.name, probe, critical=ep.critical, kind="http")
     if service.pipelines is not None:
         add(breaker_name(active), breaker_check(service.pipelines.for_component(active).breaker), critical=True)
     if service.outbox is not None:
@@ -240,3 +249,31 @@ def install_default_checks(monitor: HealthMonitor, service: NotificationService)
         add(DISPATCHER, dispatcher_check(service.dispatcher), critical=True)
     add(DISK, disk_check(settings.data_dir), critical=False)
     return added
+
+
+_HEALTH_JSON = {"healthy": "pass", "degraded": "warn", "unknown": "warn", "unhealthy": "fail"}
+
+
+def readiness(monitor: HealthMonitor | None) -> tuple[bool, dict[str, Any]]:
+    """(ready, body) for HTTP readiness in ``application/health+json`` (draft-inadarei): top
+    ``status`` fail when a critical component is unhealthy (not ready), pass when everything
+    is healthy, else warn; one ``checks`` entry per component. No secrets: names, statuses
+    and redacted messages only."""
+    if monitor is None:
+        return False, {"status": "fail", "output": "cctg-mcp is not configured (see `cctg-mcp check`)"}
+    report = monitor.report()
+    status = "fail" if not report.ready else "pass" if report.overall.value == "healthy" else "warn"
+    checks: dict[str, list[dict[str, Any]]] = {}
+    for c in report.components:
+        entry: dict[str, Any] = {
+            "componentId": c.name,
+            "componentType": c.kind,
+            "status": _HEALTH_JSON[c.status.value],
+            "critical": c.critical,
+        }
+        if c.last_check_at is not None:
+            entry["time"] = datetime.fromtimestamp(c.last_check_at, UTC).isoformat().replace("+00:00", "Z")
+        if entry["status"] != "pass" and c.message:
+            entry["output"] = redact(c.message)
+        checks[f"{c.name}:status"] = [entry]
+    return report.ready, {"status": status, "serviceId": "cctg-mcp", "checks": checks}

@@ -19,9 +19,10 @@ HTTP or MCP (``cctg_mcp.ops.health`` builds the real checks).
   - a ``degraded`` result ends a success streak, leaves the failure count as it is, and
     makes the component ``degraded`` (an ``unhealthy`` one stays unhealthy: recovery needs
     real successes).
-* Overall: any critical component unhealthy → unhealthy; any component unhealthy or degraded
-  → degraded; every component unknown (or none), or a critical component not checked yet
-  → unknown; else healthy. ``ready`` is "no
+* Overall: any critical component unhealthy, or half or more of the HTTP endpoint checks
+  (``kind="http"``) unhealthy (the seed's rule) → unhealthy; any component unhealthy or
+  degraded → degraded; every component unknown (or none), or a critical component not checked
+  yet → unknown; else healthy. ``ready`` is "no
   critical component unhealthy"; ``live`` is "the monitor loop is running".
 * Listeners ``fn(component, old, new, result)`` hear every status change (the recovery
   manager reacts to them); sync or async, errors are logged and swallowed.
@@ -416,9 +417,13 @@ class HealthMonitor:
 
 
 def aggregate(components: Iterable[Any]) -> HealthStatus:
-    """Overall status of objects with ``status`` and ``critical`` attributes."""
+    """Overall status of objects with ``status``, ``critical`` and ``kind`` attributes."""
     comps = list(components)
     if any(c.critical and c.status is HealthStatus.UNHEALTHY for c in comps):
+        return HealthStatus.UNHEALTHY
+    endpoints = [c for c in comps if c.kind == "http"]
+    down = sum(c.status is HealthStatus.UNHEALTHY for c in endpoints)
+    if endpoints and down and 2 * down >= len(endpoints):  # the seed: half or more endpoints down
         return HealthStatus.UNHEALTHY
     if any(c.status in (HealthStatus.UNHEALTHY, HealthStatus.DEGRADED) for c in comps):
         return HealthStatus.DEGRADED

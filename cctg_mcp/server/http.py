@@ -16,7 +16,9 @@ Streamable HTTP (``cctg-mcp serve --transport http``) runs on uvicorn, which is 
   protection; for a specific non-loopback bind address that address too; a wildcard bind
   skips the Host check, since any name may reach it, and relies on the token);
 - serves ``GET /healthz``: liveness, 200 while the process runs (also while Telegram is down),
-  no authentication, no secrets in the body;
+  and ``GET /readyz``: readiness, 200 when no critical component (critical health endpoints,
+  the delivery path) is unhealthy, else 503, as ``application/health+json``; both without
+  authentication and without secrets in the body;
 - bounds header time, sessions per client and idle sessions, and logs repeated refusals once
   per interval (``server.http_limits``).
 """
@@ -58,6 +60,7 @@ from cctg_mcp.server.http_limits import (
     throttled,
 )
 from cctg_mcp.server.wire_guard import Rejection, screen
+from cctg_mcp.ops.health import readiness
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,7 @@ OpenService = Callable[[], AbstractAsyncContextManager[NotificationService]]
 BuildServer = Callable[[OpenService], MCPServer[Any]]
 MCP_PATH = "/mcp"
 HEALTH_PATH = "/healthz"
+READY_PATH = "/readyz"
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 
 
@@ -129,7 +133,7 @@ class HttpGuard:
         if origin and origin not in self.origins:
             throttled.note("origin", logging.WARNING, "refused an HTTP request with Origin %r", origin[:100])
             return PlainTextResponse("Invalid Origin header", status_code=403)
-        if self._token is None or request.url.path == HEALTH_PATH:
+        if self._token is None or request.url.path in (HEALTH_PATH, READY_PATH):
             return None
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self._token):
@@ -161,6 +165,12 @@ def http_app(
                 "dispatcher_running": bool(dispatcher is not None and dispatcher.running),
             }
         )
+
+    @server.custom_route(READY_PATH, methods=["GET"], include_in_schema=False)  # type: ignore[untyped-decorator]
+    async def readyz(_: Request) -> Response:
+        ready, body = readiness(service.health)
+        body["version"] = __version__
+        return JSONResponse(body, status_code=200 if ready else 503, media_type="application/health+json")
 
     hosts = allowed_hosts(host, port)
     origins = [f"http://{h}" for h in hosts or [f"{n}:{port}" for n in LOOPBACK_NAMES]]
