@@ -158,6 +158,6 @@ async def test_event_priority_from_configuration_decides_degradation(
     config = fast_config(events=events)
     async with connected(make_settings(standin, tmp_path, **ONE_USER), config) as client:
         run = await call(client, "trigger_recovery", {"component": "telegram", "strategy": "graceful_degradation"})
-        assert run["sessions"][0]["status"] == "succeeded", run
+        assert run["sessions"][0]["status"] in ("succeeded", "mitigated"), run  # the lever is on
         result = await call(client, "send_telegram_message", {"message": "info"})
     assert result["status"] == expected
