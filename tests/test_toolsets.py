@@ -43,6 +43,7 @@ HINTS: dict[str, tuple[bool | None, bool | None, bool | None, bool | None]] = {
     "get_metrics": (True, None, True, False),
     "trigger_recovery": (False, True, False, True),
     "get_recovery_history": (True, None, True, False),
+    "force_circuit_breaker": (False, False, True, False),
     "get_bridge_status": (True, None, True, False),
     "start_bridge": (False, False, True, False),
     "stop_bridge": (False, True, False, False),

@@ -14,7 +14,7 @@ component's share the component's breaker; an override gets its own breaker, nam
 executor. Every breaker of a component is in ``Pipeline.breakers``.
 
 Cost on the success path: one ``acquire`` (a few attribute reads), one plain ``await``,
-one ``record_success`` and one metrics update. No stamina on the first attempt, and no
+one ``record_success`` and one metrics update. No retry planning on the first attempt, and no
 cancel scope per attempt unless ``attempt_timeout`` is configured (httpx already bounds
 each HTTP attempt with its own timeouts).
 """

@@ -19,6 +19,7 @@ from cctg_mcp import __version__
 from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.server import (
     answer_tools,
+    breaker_tools,
     bridge_tools,
     chaos_tools,
     diagnostic_tools,
@@ -42,6 +43,7 @@ TOOL_MODULES: tuple[ModuleType, ...] = (
     diagnostic_tools,
     health_tools,
     recovery_tools,
+    breaker_tools,
     bridge_tools,
     chaos_tools,
     mode_tools,

@@ -52,6 +52,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cctg_mcp import __version__
 from cctg_mcp.delivery.service import NotificationService
+from cctg_mcp.ops.health import readiness
 from cctg_mcp.server.http_limits import (
     MAX_SESSIONS,
     SessionQuota,
@@ -60,7 +61,6 @@ from cctg_mcp.server.http_limits import (
     throttled,
 )
 from cctg_mcp.server.wire_guard import Rejection, screen
-from cctg_mcp.ops.health import readiness
 
 log = logging.getLogger(__name__)
 

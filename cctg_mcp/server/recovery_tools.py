@@ -12,11 +12,10 @@ from pydantic import BaseModel, Field
 
 from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.ops.logfile import current as current_log_file
-from cctg_mcp.ops.breakers import ForcedState, force_breaker
 from cctg_mcp.ops.recovery import RecoveryActions, family
 from cctg_mcp.resilience.errors import RecoveryStrategy
 from cctg_mcp.resilience.recovery import RecoveryManager, RecoverySession, RecoveryStatistics
-from cctg_mcp.server.common import ACT, READ, checked, service_of
+from cctg_mcp.server.common import READ, service_of
 from cctg_mcp.server.toolsets import Registrar
 
 TOOLSET = "recovery"  # server/toolsets.py: which selection lists these tools
@@ -34,17 +33,6 @@ class RecoveryRun(BaseModel):
     message: str
     sessions: list[RecoverySession] = Field(description="One session per component (finished, or mitigated and open).")
     statistics: RecoveryStatistics
-
-
-class ForcedBreaker(BaseModel):
-    name: str
-    state: str
-    forced_by: str | None
-
-
-class ForceResult(BaseModel):
-    message: str
-    breakers: list[ForcedBreaker] = Field(description="Every breaker of the component, after the change.")
 
 
 class RecoveryHistory(BaseModel):
@@ -134,25 +122,3 @@ def register(mcp: Registrar) -> None:
             statistics=manager.statistics(),
             log_file=str(log_file) if log_file else None,
         )
-
-    @mcp.tool(title="Force a circuit breaker", annotations=ACT)
-    async def force_circuit_breaker(
-        ctx: Context,
-        component: Annotated[
-            Literal["telegram", "bridge", "filesystem", "network"],
-            Field(description="Whose breakers: the component's own and its per-operation ones."),
-        ],
-        state: Annotated[
-            ForcedState,
-            Field(
-                description="open: isolate (every call rejected, sends queue) until closed or reset; "
-                "closed: close with fresh window counts; disabled: admit everything, record nothing; "
-                "reset: a fresh closed breaker, totals zeroed."
-            ),
-        ],
-    ) -> ForceResult:
-        """Force a component's circuit breakers (the seed's forceCircuitBreakerState); the status names who."""
-        stats = checked(force_breaker, service_of(ctx), component, state, by="tool force_circuit_breaker")
-        breakers = [ForcedBreaker(name=s.name, state=s.state.value, forced_by=s.forced_by) for s in stats]
-        summary = ", ".join(f"{b.name}: {b.state}" for b in breakers)
-        return ForceResult(message=f"{component} breakers forced {state}: {summary}.", breakers=breakers)

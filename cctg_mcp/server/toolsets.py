@@ -44,6 +44,7 @@ TOOLSETS: dict[str, Toolset] = {
         Toolset("answers", "read the person's answers: wait for one, list, clear", "always"),
         Toolset("diagnostics", "is the channel healthy: status, health report, metrics, ping", "always"),
         Toolset("recovery", "act on a failure: trigger recovery, read its history", "always"),
+        Toolset("breakers", "force a component's circuit breakers open, closed, disabled or reset", "opt-in"),
         Toolset("bridge", "the CCTelegram bridge process: status, start, stop, restart", "bridge"),
         Toolset("chaos", "fault injection experiments (refused in production)", "nonproduction"),
         Toolset("modes", "nomad / local / mute, as in CCTelegram", "opt-in"),
