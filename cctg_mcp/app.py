@@ -9,6 +9,7 @@ whose tools answer "not configured".
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -175,11 +176,12 @@ async def open_service(
                     clock=clock,
                 )
             )
-            if config.monitoring.prometheus.enabled:  # PROMETHEUS_ENABLED / PROMETHEUS_PORT, loopback only
+            prometheus = config.monitoring.prometheus
+            if prometheus.enabled:  # PROMETHEUS_ENABLED / _PORT / _ENDPOINT (a path), loopback only
                 service.prometheus_port = await tg.start(
-                    serve_prometheus, metrics, "127.0.0.1", config.monitoring.prometheus.port
+                    functools.partial(serve_prometheus, metrics, "127.0.0.1", prometheus.port, path=prometheus.endpoint)
                 )
-                log.info("Prometheus metrics on http://127.0.0.1:%d/metrics", service.prometheus_port)
+                log.info("Prometheus metrics on http://127.0.0.1:%d%s", service.prometheus_port, prometheus.endpoint)
             try:
                 yield service
             finally:

@@ -6,9 +6,11 @@ import math
 import re
 import sys
 from bisect import bisect_left
+from functools import partial
 
 import anyio
 import httpx
+import prometheus_client
 import pytest
 
 from cctg_mcp.resilience.clock import FakeClock
@@ -400,15 +402,29 @@ async def test_serve_prometheus_answers_a_real_get() -> None:
     reg.record_call("telegram", "send", duration=0.05, outcome="success")
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
-            port = await tg.start(serve_prometheus, reg, "127.0.0.1", 0)
+            port = await tg.start(partial(serve_prometheus, reg, "127.0.0.1", 0, path="/probe/metrics"))
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-                r = await client.get("/metrics")
+                r = await client.get("/probe/metrics")
                 assert r.status_code == 200
-                assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
-                assert 'cctg_operation_calls_total{component="telegram",operation="send",outcome="success"} 1' in r.text
-                assert (await client.get("/nope")).status_code == 404
-                assert (await client.post("/metrics")).status_code == 405
+                assert r.headers["content-type"] == prometheus_client.CONTENT_TYPE_LATEST
+                calls = 'cctg_operation_calls_total{component="telegram",operation="send",outcome="success"} 1.0'
+                assert calls in r.text
+                # prometheus_client's standard collectors: process_*, python_*
+                assert "process_cpu_seconds_total" in r.text and "python_info" in r.text
+                assert (await client.get("/metrics")).status_code == 404  # PROMETHEUS_ENDPOINT is the only path
+                assert (await client.post("/probe/metrics")).status_code == 405
             tg.cancel_scope.cancel()
+
+
+def test_breaker_state_gauges_list_every_state() -> None:
+    reg = MetricsRegistry()
+    reg.observe_breaker("telegram", "closed")
+    reg.record_breaker_transition("bridge", "closed", "open")
+    text = reg.prometheus_text()
+    assert 'cctg_breaker_state{breaker="telegram",state="closed"} 1.0' in text
+    assert 'cctg_breaker_state{breaker="telegram",state="open"} 0.0' in text
+    assert 'cctg_breaker_state{breaker="bridge",state="open"} 1.0' in text
+    assert "cctg_breaker_transitions_total" in text and 'breaker="telegram",from_state' not in text
 
 
 # -- process figures ----------------------------------------------------------------------
@@ -425,3 +441,11 @@ def test_real_process_figures_on_linux(tmp_path: object) -> None:
     assert stats.cpu_seconds is not None and stats.cpu_seconds > 0
     assert stats.disk_free_mb is not None and stats.disk_free_mb > 0
     assert stats.cpu_count >= 1
+
+
+def test_without_prometheus_client_the_error_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cctg_mcp.resilience.errors import ConfigurationError
+
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)
+    with pytest.raises(ConfigurationError, match=r"pip install 'cctg-mcp\[prometheus\]'"):
+        MetricsRegistry().prometheus_text()

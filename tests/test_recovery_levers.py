@@ -73,15 +73,21 @@ async def test_prometheus_exposition_is_served_on_loopback_when_enabled(
     with socket.socket() as probe:  # a free port for the exposition
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    config = fast_config(monitoring={"prometheus": {"enabled": True, "port": port}})
+    config = fast_config(monitoring={"prometheus": {"enabled": True, "port": port, "endpoint": "/scrape"}})
     async with open_service(make_settings(standin, tmp_path), resilience=config) as service:
         assert service.prometheus_port == port
-        event = service.build_event(type="info_notification", title="t", description="counted")
-        assert (await service.submit(event)).status == "delivered"
         async with httpx.AsyncClient() as http:
             with anyio.fail_after(10):
-                response = await http.get(f"http://127.0.0.1:{port}/metrics")
-    assert response.status_code == 200
+                before = await http.get(f"http://127.0.0.1:{port}/scrape")
+            event = service.build_event(type="info_notification", title="t", description="counted")
+            assert (await service.submit(event)).status == "delivered"
+            with anyio.fail_after(10):
+                response = await http.get(f"http://127.0.0.1:{port}/scrape")
+                wrong_path = await http.get(f"http://127.0.0.1:{port}/metrics")
+    # Breaker state gauges exist from start-up, before any transition or call.
+    assert 'cctg_breaker_state{breaker="telegram",state="closed"} 1.0' in before.text
+    assert "process_resident_memory_bytes" in before.text
+    assert response.status_code == 200 and wrong_path.status_code == 404
     assert "# TYPE" in response.text and 'operation="sendEvent"' in response.text  # the event's operation
 
 

@@ -151,7 +151,8 @@ def test_default_health_recovery_monitoring_match_seed() -> None:
         7 * 24 * 3600_000,
         3 * 24 * 3600_000,
     )
-    assert not m.prometheus.enabled and m.prometheus.endpoint == "http://localhost:9090/metrics"
+    assert not m.prometheus.enabled and m.prometheus.endpoint == "/metrics"
+    assert m.prometheus.port == 9464  # not 9090, Prometheus's own port
     assert m.prometheus.interval == 15000
 
 
@@ -605,7 +606,8 @@ def test_health_monitoring_prometheus_and_top_level_vars() -> None:
     t = m.alert_thresholds
     assert (t.error_rate, t.response_time, t.memory_usage, t.cpu_usage) == (0.25, 700, 1.0, 0.0)
     assert (m.retention.metrics, m.retention.events, m.retention.logs) == (1, 2, 3)
-    assert (m.prometheus.enabled, m.prometheus.port, m.prometheus.endpoint) == (True, 9464, "http://h:1/m")
+    assert (m.prometheus.enabled, m.prometheus.port, m.prometheus.endpoint) == (True, 9464, "/m")  # the URL's path
+    assert load_resilience_config({"PROMETHEUS_ENDPOINT": "/scrape"}).monitoring.prometheus.endpoint == "/scrape"
 
 
 @pytest.mark.parametrize(
@@ -656,7 +658,7 @@ def test_bad_boolean_is_an_error(raw: str) -> None:
         ("MONITORING_CPU_USAGE_THRESHOLD", "high", "between 0 and 1"),
         ("MONITORING_LOGS_RETENTION", "0", "milliseconds > 0"),
         ("PROMETHEUS_PORT", "70000", "1-65535"),
-        ("PROMETHEUS_ENDPOINT", "localhost:9090", "http(s) URL"),
+        ("PROMETHEUS_ENDPOINT", "localhost:9090", "a path such as /metrics"),
         ("CCTG_ENVIRONMENT", "prod", "development, staging, production"),
     ],
 )

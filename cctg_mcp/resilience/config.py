@@ -27,8 +27,9 @@ import types
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
@@ -188,10 +189,19 @@ class Retention(_Model):
     logs: PosInt = 259_200_000
 
 
+def _exposition_path(raw: Any) -> Any:
+    """The seed gave a URL (``http://localhost:9090/metrics``); its path is what is served."""
+    if isinstance(raw, str) and raw.startswith(("http://", "https://")):
+        return urlsplit(raw).path or "/metrics"
+    return raw
+
+
 class PrometheusConfig(_Model):
     enabled: bool = False
-    endpoint: Annotated[str, Field(min_length=1)] = "http://localhost:9090/metrics"
-    port: Annotated[int, Field(ge=1, le=65535)] = 9090
+    #: The path the exposition is served at (a URL is accepted; its path is used).
+    endpoint: Annotated[str, BeforeValidator(_exposition_path), Field(pattern=r"^/[^\s?#]*$")] = "/metrics"
+    #: 9464, the Prometheus exporters' convention (9090 is Prometheus's own port).
+    port: Annotated[int, Field(ge=1, le=65535)] = 9464
     interval: PosInt = 15_000
 
 

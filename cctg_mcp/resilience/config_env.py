@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from typing import Any, get_args
+from urllib.parse import urlsplit
 
 from cctg_mcp.resilience.config_tables import COMPONENTS, Environment
 from cctg_mcp.resilience.errors import ConfigurationError
@@ -52,6 +53,11 @@ _KINDS: dict[str, tuple[Callable[[str], Any], Callable[[Any], bool], str]] = {
     "port": (int, lambda v: 1 <= v <= 65535, "a port number 1-65535"),
     "bool": (parse_bool, lambda v: True, BOOL_ALLOWED),
     "url": (str, lambda v: v.startswith(("http://", "https://")), "an http(s) URL"),
+    "path": (
+        lambda raw: urlsplit(raw).path if raw.startswith(("http://", "https://")) else raw,
+        lambda v: v.startswith("/") and not any(c.isspace() or c in "?#" for c in v),
+        "a path such as /metrics (or a URL, whose path is used)",
+    ),
     "env": (str.lower, lambda v: v in _ENVIRONMENTS, "one of " + ", ".join(_ENVIRONMENTS)),
 }
 _SEED_SCALE: dict[str, dict[str, Callable[[int], int]]] = {
@@ -91,7 +97,7 @@ ENV_SPEC: tuple[tuple[str, str, str], ...] = (
     ("MONITORING_EVENTS_RETENTION", "ms", _MON + "retention.events"),
     ("MONITORING_LOGS_RETENTION", "ms", _MON + "retention.logs"),
     ("PROMETHEUS_ENABLED", "bool", _MON + "prometheus.enabled"),
-    ("PROMETHEUS_ENDPOINT", "url", _MON + "prometheus.endpoint"),
+    ("PROMETHEUS_ENDPOINT", "path", _MON + "prometheus.endpoint"),
     ("PROMETHEUS_PORT", "port", _MON + "prometheus.port"),
 )
 ENV_VARS: tuple[str, ...] = tuple(spec[0] for spec in ENV_SPEC)

@@ -189,6 +189,11 @@ class MetricsRegistry:
         m.retries += 1
         m.retry_delay_s += delay
 
+    def observe_breaker(self, breaker: str, state: str) -> None:
+        """A breaker's current state without a transition (its state gauge exists from start-up)."""
+        if breaker in self.breaker_states or len(self.breaker_states) < self.max_labelled:
+            self.breaker_states[breaker] = state
+
     def record_breaker_transition(self, breaker: str, from_state: str, to_state: str) -> None:
         key = (breaker, from_state, to_state)
         if key in self.breaker_transitions or len(self.breaker_transitions) < self.max_labelled:

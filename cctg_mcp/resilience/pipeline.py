@@ -212,6 +212,7 @@ class PipelineSet:
             breaker = CircuitBreaker(component, breaker_settings(config, component), clock=clock)
             if metrics is not None:
                 breaker.add_listener(self._record_transition)
+                metrics.observe_breaker(component, str(breaker.state))
             retry = RetryExecutor(
                 retry_policy(config, component), clock=clock, rng=random.Random(rng.random()), name=component
             )
