@@ -39,7 +39,11 @@ if TYPE_CHECKING:  # these import the service module back (each is wired to a se
 
 #: Namespace for event ids derived from (type, task_id): the same task event is one event.
 EVENT_NAMESPACE = uuid.UUID("6f1d1b1e-4a8c-4c0e-9a51-2f0c2b6d7e10")
+#: Bytes (UTF-8, as stored) of an event's free-form ``data``.
 MAX_DATA_BYTES = 16_384
+#: Bytes of ``data`` a tool composes from its own schema-bounded fields (task completion at
+#: its schema's maxima: 5000-character results and 50 paths of 500 characters, 4 bytes each).
+MAX_COMPOSED_DATA_BYTES = 131_072
 MAX_DATA_DEPTH = 32
 
 #: How long a send tool waits for delivery before answering ``queued`` (seconds), per
@@ -196,6 +200,8 @@ class NotificationService:
         data: dict[str, Any] | None = None,
         priority: Priority | None = None,
         max_description: int = 2000,
+        data_fields: str = "data",
+        max_data_bytes: int = MAX_DATA_BYTES,
     ) -> Event:
         """Validate and build an event. The MCP schema checks the same limits first; this
         guards the library path and anything that bypasses the schema."""
@@ -214,9 +220,9 @@ class NotificationService:
             raise ValidationError("source must be 1-100 characters of letters, digits, - and _.")
         data = dict(data or {})
         _check_data(data)
-        size = len(json.dumps(data, default=str))
-        if size > MAX_DATA_BYTES:
-            raise ValidationError(f"data is {size} bytes of JSON; the limit is {MAX_DATA_BYTES}.")
+        size = len(json.dumps(data, ensure_ascii=False, default=str).encode("utf-8", "replace"))
+        if size > max_data_bytes:  # real bytes, as stored; named as the caller knows the fields
+            raise ValidationError(f"{data_fields} take {size} bytes (UTF-8 JSON); the limit is {max_data_bytes}.")
         if task_id:
             event_id = str(uuid.uuid5(EVENT_NAMESPACE, f"{type}:{task_id}"))
         else:

@@ -50,6 +50,7 @@ TOOL_MODULES: tuple[ModuleType, ...] = (
     task_tools,
     permission_tools,
 )
+from cctg_mcp.server.strict_args import strict_scalars
 
 INSTRUCTIONS = """\
 Notify the person on Telegram and read their answers.
@@ -102,4 +103,5 @@ def build_server(
             raise RuntimeError(f"{module.__name__} declares no TOOLSET (see server/toolsets.py)")
         module.register(Registrar(mcp, toolset, selection, catalogue))
     resources.register(Registrar(mcp, None, selection, catalogue), current)
+    strict_scalars(mcp)  # no "5" for 5, no true for 1 (server/strict_args.py)
     return mcp

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from mcp.server.mcpserver import Context
 from pydantic import Field
 
-from cctg_mcp.delivery.service import EventTypeList, NotificationService, SendResult
+from cctg_mcp.delivery.service import MAX_COMPOSED_DATA_BYTES, EventTypeList, NotificationService, SendResult
 from cctg_mcp.server.common import READ, SEND, Description, NonBlank, Source, TaskId, Title, call, checked, service_of
 from cctg_mcp.server.toolsets import Registrar
 
@@ -90,6 +90,8 @@ def register(mcp: Registrar) -> None:
             description=f'Task "{title}" completed successfully',
             task_id=task_id,
             data=data,
+            data_fields="results and files_affected together",
+            max_data_bytes=MAX_COMPOSED_DATA_BYTES,
         )
         return await call(svc.submit(event, operation="sendTaskCompletion"))
 
@@ -115,6 +117,8 @@ def register(mcp: Registrar) -> None:
             title=title,
             description=f"Performance threshold exceeded: {title}",
             data=data,
+            data_fields="title, current_value and threshold together",
+            max_data_bytes=MAX_COMPOSED_DATA_BYTES,
             priority="critical" if severity in ("high", "critical") else "high",
         )
         return await call(svc.submit(event, operation="sendPerformanceAlert"))
@@ -138,7 +142,15 @@ def register(mcp: Registrar) -> None:
             "response_options": list(options),
             "timeout_minutes": 30,
         }
-        event = checked(svc.build_event, type="approval_request", title=title, description=description, data=data)
+        event = checked(
+            svc.build_event,
+            type="approval_request",
+            title=title,
+            description=description,
+            data=data,
+            data_fields="description and options together",
+            max_data_bytes=MAX_COMPOSED_DATA_BYTES,
+        )
         return await call(svc.submit(event, operation="sendApprovalRequest"))
 
     @mcp.tool(title="List event types", annotations=READ)
