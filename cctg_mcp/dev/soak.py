@@ -13,6 +13,8 @@ kill interrupted). Then it waits, bounded, until the outbox drains and counts at
 - duplicated: received more than once (expected only for "response lost" faults and for
   messages Telegram accepted just before a kill);
 - dead: rows the server gave up on; and the worst time to recover (chaos runs and kills).
+
+Then a storage-fault phase and a slow-peer phase (``dev/soak_faults.py``).
 """
 
 from __future__ import annotations
@@ -310,12 +312,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kills", type=int, default=2)
     parser.add_argument("--rate", type=float, default=4.0, help="events per second offered (default 4)")
     parser.add_argument("--json", dest="json_path", default=None, help="also write the report as JSON here")
+    parser.add_argument("--storage-events", type=int, default=10, help="rows in the storage-fault phase (0: skip)")
+    parser.add_argument("--skip-soak", action="store_true", help="run only the storage and slow-peer phases")
+    parser.add_argument("--skip-slow-peer", action="store_true", help="skip the slow-peer phase")
     args = parser.parse_args(argv)
-    report = anyio.run(run_soak, args.events, args.seed, args.concurrency, args.lease_seconds, args.kills, args.rate)
-    sys.stdout.write(render(report))
+    from cctg_mcp.dev import soak_faults
+
+    passed = True
+    report: dict[str, Any] = {}
+    if not args.skip_soak:
+        report = anyio.run(
+            run_soak, args.events, args.seed, args.concurrency, args.lease_seconds, args.kills, args.rate
+        )
+        sys.stdout.write(render(report))
+        passed = report["lost"] == 0 and report["dead"] == 0
+    storage = anyio.run(soak_faults.storage_phase, args.storage_events) if args.storage_events > 0 else None
+    peer = None if args.skip_slow_peer else anyio.run(soak_faults.slow_peer_phase)
+    if peer is not None:
+        peer["peak_server_rss_mb"] = soak_faults.peak_rss_of_children_mb()
+    sys.stdout.write(soak_faults.render(storage, peer))
+    passed = passed and (storage is None or storage["passed"]) and (peer is None or peer["passed"])
     if args.json_path:
-        Path(args.json_path).write_text(json.dumps(report, indent=2))
-    return 0 if report["lost"] == 0 and report["dead"] == 0 else 1
+        Path(args.json_path).write_text(
+            json.dumps({**report, "storage_phase": storage, "slow_peer_phase": peer}, indent=2)
+        )
+    return 0 if passed else 1
 
 
 if __name__ == "__main__":
