@@ -54,6 +54,7 @@ async def test_a_deleted_data_dir_refuses_sends_honestly_and_status_says_so(
         assert status["overall"] == "unhealthy"
         assert "deleted" in (status["outbox"]["problem"] or "")
         assert any("The outbox is gone" in issue for issue in status["active_issues"])
+        assert any("Answers are stored in a file that is gone" in issue for issue in status["active_issues"])
 
 
 async def test_a_replaced_outbox_file_is_noticed_too(standin: TelegramStandIn, tmp_path: Path) -> None:

@@ -59,6 +59,10 @@ def answers_summary(service: NotificationService, issues: list[str]) -> AnswersS
     poller = answers.poller
     last_error = redact(poller.last_error) if poller.last_error else None
     healthy = True
+    gone = answers.store.store_problem()
+    if gone is not None:
+        issues.append(f"Answers are stored in a file that is gone: {gone}. Restart the server.")
+        healthy = False
     if poller.in_conflict:
         issues.append(f"Answers from Telegram are not read: {CONFLICT_ISSUE}.")
         healthy = False

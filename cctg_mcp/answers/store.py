@@ -116,7 +116,9 @@ class ResponseStore(ThreadedSqlite):
                 log.warning(
                     "answers: cannot read the outbox at %s (%s); answers will not name their events", outbox_path, exc
                 )
-        return cls(conn, path, bot_id=bot_id, outbox_attached=attached, clock=clock)
+        store = cls(conn, path, bot_id=bot_id, outbox_attached=attached, clock=clock)
+        store.watch_file(path)  # a deleted data dir is noticed (sqlite_worker.store_problem)
+        return store
 
     # ---- change notification ------------------------------------------------------------
 
