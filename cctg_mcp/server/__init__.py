@@ -33,6 +33,7 @@ from cctg_mcp.server import (
 )
 from cctg_mcp.server.edge import CctgServer
 from cctg_mcp.server.ratelimit import ToolRateLimiter
+from cctg_mcp.server.strict_args import strict_scalars
 from cctg_mcp.server.toolsets import EVERYTHING, Catalogue, Registrar, ToolSelection
 
 #: Every module that registers tools; each declares ``TOOLSET`` (tests/test_toolsets.py checks
@@ -50,7 +51,6 @@ TOOL_MODULES: tuple[ModuleType, ...] = (
     task_tools,
     permission_tools,
 )
-from cctg_mcp.server.strict_args import strict_scalars
 
 INSTRUCTIONS = """\
 Notify the person on Telegram and read their answers.
