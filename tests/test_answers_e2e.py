@@ -218,6 +218,7 @@ async def test_without_a_token_the_response_tools_say_not_configured(tmp_path: P
                     ("process_pending_responses", {}),
                     ("wait_for_response", {"event_id": "x"}),
                     ("send_telegram_message", {"message": "hi"}),
+                    ("trigger_recovery", {}),  # one "not configured" answer for every use case
                 )
             ]
     texts = [text_of(r) for r in results]

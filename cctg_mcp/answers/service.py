@@ -22,7 +22,7 @@ from cctg_mcp.answers.models import ClearResult, PendingResponses, ResponseList,
 from cctg_mcp.answers.poller import DEFAULT_POLL_TIMEOUT, ResponsePoller, updates_pipeline
 from cctg_mcp.answers.store import ANSWERS_FILE, ResponseStore
 from cctg_mcp.config import Settings
-from cctg_mcp.delivery.service import NotConfiguredError, NotificationService
+from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
 from cctg_mcp.resilience.metrics import MetricsRegistry
 from cctg_mcp.resilience.pipeline import PipelineSet
@@ -39,12 +39,7 @@ def answers_of(service: NotificationService) -> AnswerSource:
     """The service's answers (direct or bridge), or the "not configured" error the send tools give."""
     if isinstance(service.answers, (Answers, BridgeAnswers)):
         return service.answers
-    service._ready()  # raises NotConfiguredError naming what to set
-    raise NotConfiguredError(
-        "Answers are not available: in telegram delivery mode set TELEGRAM_BOT_TOKEN and "
-        "TELEGRAM_ALLOWED_USERS; in bridge mode (CCTG_DELIVERY=bridge) the bridge's responses directory "
-        "(CC_TELEGRAM_RESPONSES_DIR) is read."
-    )
+    raise service.not_configured()
 
 
 class Answers:

@@ -19,7 +19,7 @@ import anyio.to_thread
 from pydantic import BaseModel, Field
 
 from cctg_mcp.delivery.mode import COMMAND_OF, MODE_FILE, TO_FILE, Mode, ModeStore, read_mode_file
-from cctg_mcp.delivery.service import NotConfiguredError, NotificationService
+from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.resilience.errors import BaseResilienceError, ResourceError, redact
 
 log = logging.getLogger(__name__)
@@ -59,8 +59,7 @@ def mode_store_of(service: NotificationService) -> ModeStore:
     """The direct-delivery mode store, or the "not configured" error the send tools give."""
     if isinstance(service.mode, ModeStore):
         return service.mode
-    service._ready()
-    raise NotConfiguredError("Modes are not available: the delivery path is not running.")
+    raise service.not_configured()
 
 
 async def switch_mode(service: NotificationService, mode: Mode, *, by: str = "tool") -> ModeSwitchResult:

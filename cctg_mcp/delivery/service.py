@@ -258,13 +258,16 @@ class NotificationService:
             max_description=20_000,
         )
 
-    def _ready(self) -> tuple[Outbox, Dispatcher]:
-        problems = self.settings.problems()
-        if problems or self.outbox is None or self.dispatcher is None:
-            raise NotConfiguredError(
-                "cctg-mcp is not configured, so nothing was sent or stored. "
-                + " ".join(problems or ["The delivery path is not available."])
-            )
+    def not_configured(self) -> NotConfiguredError:
+        """The one "not configured" answer every use case gives, word for word (send, answers,
+        modes, recovery, chaos): nothing was sent or stored, and what to set."""
+        problems = self.settings.problems() or ["The delivery path is not running (see the server's log)."]
+        return NotConfiguredError("cctg-mcp is not configured, so nothing was sent or stored. " + " ".join(problems))
+
+    def ready(self) -> tuple[Outbox, Dispatcher]:
+        """The outbox and dispatcher, or ``not_configured()``."""
+        if self.settings.problems() or self.outbox is None or self.dispatcher is None:
+            raise self.not_configured()
         return self.outbox, self.dispatcher
 
     def recipients(self) -> list[int]:
@@ -277,7 +280,7 @@ class NotificationService:
 
         While a recovery lever holds delivery (fallback pause, degraded mode below the event's
         priority) the event is only queued; ``bypass_holds`` (recovery's own alert) sends anyway."""
-        outbox, dispatcher = self._ready()
+        outbox, dispatcher = self.ready()
         held = None if bypass_holds else dispatcher.hold_reason(event.priority, event)
         lease = None if held else (dispatcher.owner, dispatcher.lease_s)
         claimed = await outbox.enqueue(event, self.recipients(), lease=lease)

@@ -59,10 +59,7 @@ def _controller(service: NotificationService) -> ChaosController:
     if chaos is None:
         if service.settings.environment == "production":
             raise ToolError(DISABLED.format(env=service.settings.environment))
-        raise ToolError(
-            "Chaos experiments are not available: "
-            + " ".join(service.settings.problems() or ["the delivery path is not running."])
-        )
+        raise ToolError(str(service.not_configured()))
     assert isinstance(chaos, ChaosController)
     return chaos
 

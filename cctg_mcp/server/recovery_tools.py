@@ -47,8 +47,7 @@ class RecoveryHistory(BaseModel):
 def _manager(service: NotificationService) -> RecoveryManager:
     manager = service.recovery
     if not isinstance(manager, RecoveryManager):
-        problems = " ".join(service.settings.problems()) or "The delivery path is not available."
-        raise ToolError(f"Recovery is not available because cctg-mcp is not configured. {problems}")
+        raise ToolError(str(service.not_configured()))
     return manager
 
 
