@@ -272,6 +272,13 @@ class NotificationService:
             return [0]  # one event file per event; the bridge fans out to its allowed users
         return list(self.settings.allowed_users)
 
+    def budget(self, operation: str, event_type: str) -> float:
+        """Seconds a send tool waits for its immediate attempt: the configuration's
+        ``events.<type>.timeout`` when set, else the operation's."""
+        if self.resilience is not None and event_type in self.resilience.events:
+            return self.resilience.timeout_for(operation, event_type)
+        return self.deadlines.get(operation, self.deadlines["sendEvent"])
+
     async def submit(self, event: Event, *, operation: str = "sendEvent", bypass_holds: bool = False) -> SendResult:
         """Commit ``event`` durably, then try to deliver it before the operation's deadline.
 
@@ -301,9 +308,7 @@ class NotificationService:
             return await self._result(
                 event, [Outcome(d.id, d.chat_id, "queued", [], held, None, d.next_attempt_at) for d in claimed]
             )
-        budget = self.deadlines.get(operation, self.deadlines["sendEvent"])
-        if self.resilience is not None and event.type in self.resilience.events:
-            budget = self.resilience.timeout_for(operation, event.type)  # the event's own timeout
+        budget = self.budget(operation, event.type)
         deadline = self.clock.monotonic() + budget
         outcomes: list[Outcome] = []
 
