@@ -350,7 +350,7 @@ async def test_circuit_breaker_closes_an_open_breaker_and_the_next_send_goes_out
     with anyio.fail_after(10):
         session = await service.recovery.recover("telegram", strategy=S.CIRCUIT_BREAKER)
     assert session.status == "succeeded", session
-    assert "breaker open → closed" in session.attempts[0].detail and "getMe ok" in session.attempts[0].detail
+    assert "breaker telegram open → closed" in session.attempts[0].detail and "getMe ok" in session.attempts[0].detail
     with anyio.fail_after(10):
         assert (await service.submit(msg(service, "after recovery"))).status == "delivered"
         await standin.await_messages(3 * len(USERS), timeout=10)  # the two queued ones went out too

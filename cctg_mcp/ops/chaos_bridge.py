@@ -142,9 +142,9 @@ class BridgeProbe:
         if svc.dispatcher is not None and not svc.dispatcher.running:
             problems.append("the dispatcher is not running")
         if svc.pipelines is not None:
-            state = svc.pipelines.for_component(BRIDGE_COMPONENT).breaker.state.value
-            if state not in ("closed", "disabled"):
-                problems.append(f"the bridge breaker is {state}")
+            for breaker in svc.pipelines.for_component(BRIDGE_COMPONENT).breakers.values():
+                if breaker.state.value not in ("closed", "disabled"):
+                    problems.append(f"the {breaker.name} breaker is {breaker.state.value}")
         manager = bridge_of(svc)
         if manager.executable_or_none() is not None:  # a bridge this server can manage
             if not manager.check_process().running:

@@ -38,11 +38,29 @@ class BotApi(Protocol):
     async def get_me(self) -> dict[str, Any]: ...
 
 
-def breaker_check(breaker: CircuitBreaker) -> CheckFn:
-    """closed → healthy; half_open or disabled → degraded; open or isolated → unhealthy."""
+#: Which of a component's breakers speaks for it: the one that blocks the most.
+_WORST = {
+    BreakerState.OPEN: 0,
+    BreakerState.ISOLATED: 1,
+    BreakerState.HALF_OPEN: 2,
+    BreakerState.DISABLED: 3,
+    BreakerState.CLOSED: 4,
+}
+
+
+def worst_breaker(breakers: Iterable[CircuitBreaker]) -> CircuitBreaker:
+    """The breaker in the worst state (ties: the first, i.e. the component's own)."""
+    return min(breakers, key=lambda b: _WORST[b.state])
+
+
+def breaker_check(breaker: CircuitBreaker, siblings: Mapping[str, CircuitBreaker] | None = None) -> CheckFn:
+    """closed → healthy; half_open or disabled → degraded; open or isolated → unhealthy.
+    ``siblings`` (a live mapping, e.g. ``Pipeline.breakers``): the component's per-operation
+    breakers; the worst of them all speaks for the component."""
 
     async def check() -> CheckResult:
-        st = breaker.statistics()
+        worst = worst_breaker((breaker, *(siblings or {}).values()))
+        st = worst.statistics()
         details = {
             "state": st.state.value,
             "retry_after_s": st.retry_after,
@@ -50,16 +68,16 @@ def breaker_check(breaker: CircuitBreaker) -> CheckFn:
         }
         state = st.state
         if state is BreakerState.CLOSED:
-            return CheckResult.healthy(f"breaker {breaker.name} is closed", **details)
+            return CheckResult.healthy(f"breaker {worst.name} is closed", **details)
         if state is BreakerState.HALF_OPEN:
-            return CheckResult.degraded(f"breaker {breaker.name} is half-open (probing)", **details)
+            return CheckResult.degraded(f"breaker {worst.name} is half-open (probing)", **details)
         if state is BreakerState.DISABLED:
-            return CheckResult.degraded(f"breaker {breaker.name} is disabled (no protection)", **details)
+            return CheckResult.degraded(f"breaker {worst.name} is disabled (no protection)", **details)
         why = f"; last failure: {redact(st.last_failure)}" if st.last_failure else ""
         if state is BreakerState.ISOLATED:
-            return CheckResult.unhealthy(f"breaker {breaker.name} is isolated (manual){why}", **details)
+            return CheckResult.unhealthy(f"breaker {worst.name} is isolated (manual){why}", **details)
         after = f" (probe in {st.retry_after:.1f}s)" if st.retry_after is not None else ""
-        return CheckResult.unhealthy(f"breaker {breaker.name} is open{after}{why}", **details)
+        return CheckResult.unhealthy(f"breaker {worst.name} is open{after}{why}", **details)
 
     return check
 
@@ -242,7 +260,8 @@ def install_default_checks(monitor: HealthMonitor, service: NotificationService)
         )
         add(ep.name, probe, critical=ep.critical, kind="http")
     if service.pipelines is not None:
-        add(breaker_name(active), breaker_check(service.pipelines.for_component(active).breaker), critical=True)
+        pipe = service.pipelines.for_component(active)
+        add(breaker_name(active), breaker_check(pipe.breaker, pipe.breakers), critical=True)
     if service.outbox is not None:
         add(OUTBOX, outbox_check(service.outbox), critical=False)
     if service.dispatcher is not None:
