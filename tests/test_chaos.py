@@ -175,7 +175,7 @@ async def test_error_responses_are_5xx_or_429_with_retry_after() -> None:
     controller, sender, fake, _ = network("error_responses", clock)
     async with hosted(controller, clock):
         await controller.start("error_responses", duration_s=60.0, intensity=1.0, seed=3)
-        kinds = Counter()
+        kinds: Counter[str] = Counter()
         for i in range(50):
             try:
                 await sender.send_message(111, f"m{i}")
