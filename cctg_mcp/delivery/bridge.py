@@ -120,6 +120,8 @@ def bridge_of(service: NotificationService) -> BridgeProcessManager:
 
 
 class BridgeMetrics(BaseModel):
+    """The figures the CCTelegram bridge reports on its health endpoint."""
+
     uptime_seconds: float = 0
     events_processed: float = 0
     telegram_messages_sent: float = 0
@@ -129,6 +131,8 @@ class BridgeMetrics(BaseModel):
 
 
 class BridgeStatus(BaseModel):
+    """The bridge's process, health and event files, as one status."""
+
     running: bool = Field(description="The bridge process is running (pid file or started by this server).")
     health: Literal["healthy", "degraded", "unhealthy"] = Field(description="From the bridge's /health URL.")
     health_detail: str

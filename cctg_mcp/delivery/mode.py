@@ -78,6 +78,8 @@ def read_mode_file(path: Path) -> Mode | None:
 
 @dataclass
 class ModeChange:
+    """One change of the delivery mode: which mode, who changed it, and when."""
+
     mode: Mode
     by: str  # "tool", "telegram:<user id>", or "file" (another process or a person edited it)
     at: float  # epoch seconds

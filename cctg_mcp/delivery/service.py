@@ -58,6 +58,8 @@ DEFAULT_TOOL_DEADLINES = {
 
 
 class NotConfiguredError(ConfigurationError):
+    """Raised by every use case while required settings are missing: nothing is sent or stored."""
+
     code = "NOT_CONFIGURED"
 
 
@@ -68,6 +70,8 @@ class DeliveryFailedError(BaseResilienceError):
 
 
 class RecipientResult(BaseModel):
+    """What happened to an event for one recipient."""
+
     chat_id: int
     status: Literal["delivered", "queued", "dead"]
     message_ids: list[int] = Field(default_factory=list)
@@ -92,12 +96,16 @@ class SendResult(BaseModel):
 
 
 class EventTypeInfo(BaseModel):
+    """One event type of the catalogue, with its category and meaning."""
+
     type: str
     category: str
     description: str
 
 
 class EventTypeList(BaseModel):
+    """The event types of the catalogue (optionally one category)."""
+
     count: int
     event_types: list[EventTypeInfo]
 
@@ -139,6 +147,8 @@ def _iso(epoch: float) -> str:
 
 
 class NotificationService:
+    """The use cases, free of MCP: build, accept, commit and deliver events."""
+
     def __init__(
         self,
         settings: Settings,

@@ -32,6 +32,8 @@ WRITE_ERRORS = (errno.ENOSPC, errno.EAGAIN)
 
 
 class BridgeProcessCrashExperiment:
+    """A chaos experiment that kills the CCTelegram bridge process (bridge delivery)."""
+
     name = "bridge_crash"
     description = (
         "Bridge mode: SIGKILL the running CCTelegram bridge process; automatic recovery (health check, "
@@ -81,6 +83,8 @@ class BridgeProcessCrashExperiment:
 
 
 class EventWriteFaultExperiment:
+    """A chaos experiment that fails a share of event-file writes as a full or busy disk does."""
+
     name = "event_write_faults"
     description = (
         "Bridge mode: a share (intensity) of event-file writes fail as a full or busy disk does (ENOSPC, EAGAIN); "

@@ -35,6 +35,8 @@ def breaker_name(component: str) -> str:
 
 
 class BotApi(Protocol):
+    """What the Telegram health check needs: one getMe call."""
+
     async def get_me(self) -> dict[str, Any]: ...
 
 

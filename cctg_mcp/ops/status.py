@@ -21,6 +21,8 @@ BACKLOG_WARN_S = 300.0
 
 
 class BreakerStatus(BaseModel):
+    """One circuit breaker's state and counts."""
+
     name: str
     state: Literal["closed", "open", "half_open", "isolated", "disabled"]
     retry_after_s: float | None = Field(description="Seconds until the next probe is allowed (open only).")
@@ -44,6 +46,8 @@ class BreakerStatus(BaseModel):
 
 
 class RetryStatus(BaseModel):
+    """Retry counts for one component."""
+
     component: str
     operations: int
     first_try_successes: int
@@ -53,6 +57,8 @@ class RetryStatus(BaseModel):
 
 
 class OutboxStatus(BaseModel):
+    """Outbox rows by status, and the age of the oldest waiting one."""
+
     pending: int
     in_flight: int
     delivered: int
@@ -64,6 +70,8 @@ class OutboxStatus(BaseModel):
 
 
 class HealthSummary(BaseModel):
+    """The health monitor's verdict in brief."""
+
     overall: Overall
     ready: bool = Field(description="No critical component is unhealthy.")
     live: bool = Field(description="The health monitor loop is running.")
@@ -72,6 +80,8 @@ class HealthSummary(BaseModel):
 
 
 class RecoverySummary(BaseModel):
+    """Recovery counts, the levers in effect, and the newest finished session."""
+
     statistics: RecoveryStatistics
     delivery_paused: bool = Field(description="Fallback mode: events are queued, not attempted.")
     min_priority: str = Field(description="Degraded mode when above 'low': only this priority or higher is sent.")
@@ -79,6 +89,8 @@ class RecoverySummary(BaseModel):
 
 
 class ResilienceStatus(BaseModel):
+    """The whole resilience picture: configuration, breakers, retries, outbox, health, recovery."""
+
     overall: Overall = Field(
         description="The same verdict as get_health_report: unknown until the first health checks ran; "
         "unhealthy when not configured or a critical component is down; degraded when something is impaired."
