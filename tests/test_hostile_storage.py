@@ -191,6 +191,8 @@ def test_start_up_with_the_outbox_locked_by_another_process_says_so_fast(
     finally:
         holder.kill()
         holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()  # a pipe left to the garbage collector is a ResourceWarning
     stderr = result.stderr.decode()
     assert result.returncode != 0
     assert "locked by another process" in stderr and str(path) in stderr, stderr
