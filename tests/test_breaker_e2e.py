@@ -28,7 +28,7 @@ async def call(client: Client, tool: str, args: dict[str, Any] | None = None) ->
         result = await client.call_tool(tool, args or {})
     assert not result.is_error, text_of(result)
     assert result.structured_content is not None
-    return result.structured_content
+    return dict(result.structured_content)
 
 
 async def breaker(client: Client, name: str = "telegram") -> dict[str, Any]:
