@@ -160,10 +160,9 @@ async def test_responses_resolve_presses_to_events_and_skip_junk(tmp_path: Path)
         directory = answers.responses_dir
         assert (await answers.responses()).total == 0  # the directory does not exist yet
         junk(directory)
-        now = time.time()  # not NOW (import time): since_minutes below counts back from the real now
-        callback_file(directory, "approve_deploy-7", at=now - 60)
-        callback_file(directory, "deny_unknown-task", at=now - 30)
-        text_file(directory, "looks good", at=now - 10)
+        callback_file(directory, "approve_deploy-7", at=NOW - 60)
+        callback_file(directory, "deny_unknown-task", at=NOW - 30)
+        text_file(directory, "looks good", at=NOW - 10)
         listed = await answers.responses(limit=2)
         assert (listed.count, listed.total) == (2, 3)
         assert [(r.kind, r.action) for r in listed.responses] == [("text", "text"), ("callback", "deny")]
