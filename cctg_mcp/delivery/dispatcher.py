@@ -241,6 +241,12 @@ class Dispatcher:
             if not self.active:
                 self._idle.set()
 
+    async def confirm(self, outcome: Outcome, deadline: float) -> Outcome:
+        """What a send tool may call ``outcome`` by ``deadline``. Telegram accepting the message
+        is delivery, so here it is the outcome as it is; bridge delivery overrides it (a file
+        is delivered only once the bridge consumed it)."""
+        return outcome
+
     async def _settle_delivered(self, delivery: Delivery, message_ids: list[int], attempts: int) -> Outcome:
         """Record a delivery Telegram accepted; if the record cannot be written it is still delivered."""
         note = None

@@ -323,7 +323,7 @@ class NotificationService:
         outcomes: list[Outcome] = []
 
         async def one(delivery: Any) -> None:
-            outcomes.append(await dispatcher.deliver(delivery, deadline=deadline))
+            outcomes.append(await dispatcher.confirm(await dispatcher.deliver(delivery, deadline=deadline), deadline))
 
         with self.clock.timeout_scope(budget + 2.0):
             async with anyio.create_task_group() as tg:

@@ -8,6 +8,7 @@ report what they see; the monitor applies timeouts, thresholds and history.
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,12 +23,16 @@ from cctg_mcp.resilience.breaker import BreakerState, CircuitBreaker
 from cctg_mcp.resilience.config_tables import DEFAULTS
 from cctg_mcp.resilience.errors import BaseResilienceError, TelegramRateLimited, classify, redact
 from cctg_mcp.resilience.health import CheckFn, CheckResult, HealthMonitor
+from cctg_mcp.transports.bridge.files import waiting_event_files
 from cctg_mcp.transports.http_check import HttpEndpointProbe
 
 #: Component names the defaults register (the recovery manager keys on them).
 TELEGRAM, OUTBOX, DISPATCHER, DISK, BRIDGE_HEALTH = "telegram", "outbox", "dispatcher", "disk", "bridge-health"
 #: The seed's default health endpoints, which describe the CCTelegram bridge (bridge mode only).
 SEED_BRIDGE_ENDPOINTS = frozenset((e["name"], e["url"]) for e in DEFAULTS["health"]["endpoints"])
+BRIDGE_FILES = "bridge-files"
+#: Seconds an event file may wait for the bridge before the bridge-files check says degraded.
+BRIDGE_FILE_WAIT_S = 60.0
 
 
 def breaker_name(component: str) -> str:
@@ -181,6 +186,25 @@ def disk_check(path: Path | str, min_free_mb: float = 100.0) -> CheckFn:
     return check
 
 
+def bridge_files_check(events_dir: Path, max_wait_s: float = BRIDGE_FILE_WAIT_S) -> CheckFn:
+    """Event files waiting for the bridge: none or all fresh → healthy; one older than
+    ``max_wait_s`` → degraded (the bridge is not consuming them). The message says how many
+    and the oldest one's age."""
+
+    async def check() -> CheckResult:
+        count, oldest, _ = await anyio.to_thread.run_sync(waiting_event_files, events_dir)
+        age = None if oldest is None else max(0.0, time.time() - oldest)
+        details = {"waiting": count, "oldest_age_s": None if age is None else round(age, 1), "dir": str(events_dir)}
+        if not count or age is None:
+            return CheckResult.healthy("no event file waiting for the bridge", **details)
+        words = f"{count} event file(s) waiting for the bridge in {events_dir}, oldest {age:.0f}s"
+        if age > max_wait_s:
+            return CheckResult.degraded(words + f" (> {max_wait_s:g}s: the bridge is not picking them up)", **details)
+        return CheckResult.healthy(words, **details)
+
+    return check
+
+
 def telegram_check(transport: BotApi) -> CheckFn:
     """``getMe`` through the transport (not the breaker): 429 → degraded, our errors → unhealthy."""
 
@@ -242,6 +266,7 @@ def install_default_checks(monitor: HealthMonitor, service: NotificationService)
             add(TELEGRAM, telegram_check(service.transport), critical=True, kind="http")
     else:
         add(BRIDGE_HEALTH, http_endpoint_check(BRIDGE_HEALTH, settings.bridge_health_url), critical=True, kind="http")
+        add(BRIDGE_FILES, bridge_files_check(settings.events_dir), critical=False)
     # health.endpoints are probed in every delivery mode; only the seed's own bridge endpoints
     # (bridge-health, bridge-metrics at their default URLs) describe the bridge, so direct mode
     # leaves those out.

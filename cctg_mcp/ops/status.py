@@ -6,16 +6,20 @@ pacer), never from samples or guesses; ``active_issues`` says in words what need
 
 from __future__ import annotations
 
+import time
 from typing import Literal
 
+import anyio.to_thread
 from pydantic import BaseModel, Field
 
 from cctg_mcp.answers.report import AnswersSummary, answers_summary
 from cctg_mcp.delivery.mode_switch import ModeStatus, mode_status
 from cctg_mcp.delivery.service import NotificationService
+from cctg_mcp.ops.health import BRIDGE_FILE_WAIT_S
 from cctg_mcp.ops.verdict import Overall, verdict
 from cctg_mcp.resilience.health import HealthMonitor, HealthStatus
 from cctg_mcp.resilience.recovery import RecoveryManager, RecoveryStatistics
+from cctg_mcp.transports.bridge.files import waiting_event_files
 
 BACKLOG_WARN_S = 300.0
 
@@ -69,6 +73,12 @@ class OutboxStatus(BaseModel):
     )
 
 
+class BridgeFiles(BaseModel):
+    events_dir: str
+    waiting: int = Field(description="Event files written and not yet consumed (deleted) by the bridge.")
+    oldest_age_s: float | None = Field(description="Age of the oldest waiting file (null when none waits).")
+
+
 class HealthSummary(BaseModel):
     """The health monitor's verdict in brief."""
 
@@ -112,6 +122,9 @@ class ResilienceStatus(BaseModel):
     )
     recovery: RecoverySummary | None = Field(
         default=None, description="Recovery sessions; details in get_recovery_history."
+    )
+    bridge_files: BridgeFiles | None = Field(
+        default=None, description="Bridge delivery: event files waiting for the bridge to pick them up."
     )
     answers: AnswersSummary | None = Field(
         default=None,
@@ -193,6 +206,7 @@ async def resilience_status(service: NotificationService, *, refresh: bool = Fal
     paused = dispatcher.pacer.paused_for() if dispatcher is not None else 0.0
     if paused > 0:
         issues.append(f"Telegram asked us to slow down (429): sending resumes in {paused:.1f}s.")
+    bridge_files = await _bridge_files(service, issues)
     recovery = _recovery_summary(service, issues)
     answers = answers_summary(service, issues)
     mode = mode_status(service)
@@ -218,6 +232,7 @@ async def resilience_status(service: NotificationService, *, refresh: bool = Fal
         health=health,
         recovery=recovery,
         answers=answers,
+        bridge_files=bridge_files,
         mode=mode,
     )
 
@@ -255,3 +270,17 @@ def _health_summary(service: NotificationService, issues: list[str]) -> HealthSu
         unhealthy=report.unhealthy,
         degraded=[c.name for c in report.components if c.status.value == "degraded"],
     )
+
+
+async def _bridge_files(service: NotificationService, issues: list[str]) -> BridgeFiles | None:
+    settings = service.settings
+    if settings.delivery != "bridge":
+        return None
+    count, oldest, _ = await anyio.to_thread.run_sync(waiting_event_files, settings.events_dir)
+    age = None if oldest is None else round(max(0.0, time.time() - oldest), 1)
+    if count and age is not None and age > BRIDGE_FILE_WAIT_S:
+        issues.append(
+            f"{count} event file(s) wait for the CCTelegram bridge in {settings.events_dir} (oldest {age:.0f}s): "
+            "the bridge is not picking them up; see get_bridge_status."
+        )
+    return BridgeFiles(events_dir=str(settings.events_dir), waiting=count, oldest_age_s=age)
