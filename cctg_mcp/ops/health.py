@@ -8,7 +8,6 @@ report what they see; the monitor applies timeouts, thresholds and history.
 from __future__ import annotations
 
 import shutil
-import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +19,7 @@ from cctg_mcp.delivery.dispatcher import Dispatcher
 from cctg_mcp.delivery.outbox import Outbox
 from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.resilience.breaker import BreakerState, CircuitBreaker
+from cctg_mcp.resilience.clock import Clock
 from cctg_mcp.resilience.config_tables import DEFAULTS
 from cctg_mcp.resilience.errors import BaseResilienceError, TelegramRateLimited, classify, redact
 from cctg_mcp.resilience.health import CheckFn, CheckResult, HealthMonitor
@@ -186,14 +186,14 @@ def disk_check(path: Path | str, min_free_mb: float = 100.0) -> CheckFn:
     return check
 
 
-def bridge_files_check(events_dir: Path, max_wait_s: float = BRIDGE_FILE_WAIT_S) -> CheckFn:
+def bridge_files_check(events_dir: Path, clock: Clock, max_wait_s: float = BRIDGE_FILE_WAIT_S) -> CheckFn:
     """Event files waiting for the bridge: none or all fresh → healthy; one older than
     ``max_wait_s`` → degraded (the bridge is not consuming them). The message says how many
     and the oldest one's age."""
 
     async def check() -> CheckResult:
         count, oldest, _ = await anyio.to_thread.run_sync(waiting_event_files, events_dir)
-        age = None if oldest is None else max(0.0, time.time() - oldest)
+        age = None if oldest is None else max(0.0, clock.time() - oldest)
         details = {"waiting": count, "oldest_age_s": None if age is None else round(age, 1), "dir": str(events_dir)}
         if not count or age is None:
             return CheckResult.healthy("no event file waiting for the bridge", **details)
@@ -266,7 +266,7 @@ def install_default_checks(monitor: HealthMonitor, service: NotificationService)
             add(TELEGRAM, telegram_check(service.transport), critical=True, kind="http")
     else:
         add(BRIDGE_HEALTH, http_endpoint_check(BRIDGE_HEALTH, settings.bridge_health_url), critical=True, kind="http")
-        add(BRIDGE_FILES, bridge_files_check(settings.events_dir), critical=False)
+        add(BRIDGE_FILES, bridge_files_check(settings.events_dir, service.clock), critical=False)
     # health.endpoints are probed in every delivery mode; only the seed's own bridge endpoints
     # (bridge-health, bridge-metrics at their default URLs) describe the bridge, so direct mode
     # leaves those out.

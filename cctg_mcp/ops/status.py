@@ -6,7 +6,6 @@ pacer), never from samples or guesses; ``active_issues`` says in words what need
 
 from __future__ import annotations
 
-import time
 from typing import Literal
 
 import anyio.to_thread
@@ -277,7 +276,7 @@ async def _bridge_files(service: NotificationService, issues: list[str]) -> Brid
     if settings.delivery != "bridge":
         return None
     count, oldest, _ = await anyio.to_thread.run_sync(waiting_event_files, settings.events_dir)
-    age = None if oldest is None else round(max(0.0, time.time() - oldest), 1)
+    age = None if oldest is None else round(max(0.0, service.clock.time() - oldest), 1)
     if count and age is not None and age > BRIDGE_FILE_WAIT_S:
         issues.append(
             f"{count} event file(s) wait for the CCTelegram bridge in {settings.events_dir} (oldest {age:.0f}s): "
