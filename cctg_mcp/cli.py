@@ -198,7 +198,8 @@ def check(as_json: bool = False) -> int:
     return 0 if report.ok else 1
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser (tests check the README's commands against it)."""
     parser = argparse.ArgumentParser(prog="cctg-mcp", description="Telegram notifications for MCP clients.")
     parser.add_argument("--version", action="version", version=f"cctg-mcp {__version__}")
     sub = parser.add_subparsers(dest="command")
@@ -230,6 +231,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_arguments(p_setup)
     p_demo = sub.add_parser("demo", help="run a self-contained demo against a local Telegram stand-in")
     p_demo.add_argument("--json", dest="json_path", default=None, help="also write the report as JSON here")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     args: Any = parser.parse_args(argv)
     command = args.command or "serve"
     if command == "serve":

@@ -26,8 +26,12 @@ from cctg_mcp.ops.verdict import verdict
 from cctg_mcp.resilience.breaker import BreakerStatistics
 from cctg_mcp.resilience.config import ResilienceConfig, load_resilience_config, parse_resilience_config
 
+__all__ = ["ResilienceConfig", "ResilienceStatus", "ResilientBridgeClient", "SendResult", "Settings"]
+
 
 class ResilientBridgeClient:
+    """Notify a person on Telegram from a script, through the same service as the MCP tools."""
+
     def __init__(
         self,
         config: ResilienceConfig | Mapping[str, Any] | None = None,

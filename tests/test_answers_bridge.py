@@ -305,7 +305,8 @@ def event_files(events_dir: Path) -> list[dict[str, Any]]:
 
 async def send_approval(client: Client, events_dir: Path, title: str) -> tuple[str, str]:
     sent = await call(client, "send_approval_request", {"title": title, "description": "prod"})
-    assert sent["status"] == "delivered"  # writing the event file is the delivery
+    assert sent["status"] == "queued"  # written; no bridge runs here to consume it, so not "delivered"
+    assert "has not picked it up" in sent["reason"]
     (body,) = [b for b in event_files(events_dir) if b["title"] == title]
     assert body["event_id"] == sent["event_id"]
     return sent["event_id"], body["task_id"]

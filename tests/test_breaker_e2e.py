@@ -28,7 +28,7 @@ async def call(client: Client, tool: str, args: dict[str, Any] | None = None) ->
         result = await client.call_tool(tool, args or {})
     assert not result.is_error, text_of(result)
     assert result.structured_content is not None
-    return result.structured_content
+    return dict(result.structured_content)
 
 
 async def breaker(client: Client, name: str = "telegram") -> dict[str, Any]:
@@ -145,8 +145,17 @@ async def test_operation_override_breaker_is_live(standin: TelegramStandIn, tmp_
             assert (await call(client, "send_performance_alert", alert))["status"] == "queued"
         alerts = await breaker(client, "telegram.sendPerformanceAlert")
         tg = await breaker(client)
+        health = await call(client, "get_health_report", {"component": "telegram_breaker", "refresh": True})
+        standin.clear_fault()
+        run = await call(client, "trigger_recovery", {"component": "telegram", "strategy": "circuit_breaker"})
+        after = await breaker(client, "telegram.sendPerformanceAlert")
     assert alerts["state"] == "open" and alerts["failures"] == 2
     assert tg["state"] == "closed" and tg["failures"] == 0
+    # the component's health speaks for its worst breaker; recovery closes the operation's too
+    (component,) = [c for c in health["components"] if c["name"] == "telegram_breaker"]
+    assert component["status"] != "healthy" and "telegram.sendPerformanceAlert is open" in component["message"]
+    assert "breaker telegram.sendPerformanceAlert open → closed" in run["sessions"][0]["attempts"][0]["detail"], run
+    assert after["state"] == "closed" and after["forced_by"] == "recovery"
 
 
 @pytest.mark.parametrize(("priority", "expected"), [(None, "queued"), ("critical", "delivered")])
@@ -161,3 +170,26 @@ async def test_event_priority_from_configuration_decides_degradation(
         assert run["sessions"][0]["status"] in ("succeeded", "mitigated"), run  # the lever is on
         result = await call(client, "send_telegram_message", {"message": "info"})
     assert result["status"] == expected
+
+
+async def test_recovery_closes_every_open_breaker_of_the_component(standin: TelegramStandIn, tmp_path: Path) -> None:
+    config = parse_resilience_config(
+        {
+            **FAST,
+            "circuitBreaker": {"telegram": {"failureThreshold": 1, "volumeThreshold": 1, **SLOW}},
+            "retry": NO_RETRY,
+            "operations": {"sendPerformanceAlert": {"circuitBreaker": {"successThreshold": 3}}},
+        }
+    )
+    alert = {"title": "CPU", "current_value": 95, "threshold": 80}
+    async with connected(make_settings(standin, tmp_path, **ONE_USER), config) as client:
+        standin.set_fault(FaultMode.SERVER_ERROR, status=502, methods={"sendMessage"})
+        assert (await call(client, "send_telegram_message", {"message": "m"}))["status"] == "queued"
+        assert (await call(client, "send_performance_alert", alert))["status"] == "queued"
+        before = [(await breaker(client, n))["state"] for n in ("telegram", "telegram.sendPerformanceAlert")]
+        standin.clear_fault()
+        run = await call(client, "trigger_recovery", {"component": "telegram", "strategy": "circuit_breaker"})
+        after = [(await breaker(client, n))["state"] for n in ("telegram", "telegram.sendPerformanceAlert")]
+    assert before == ["open", "open"] and after == ["closed", "closed"]
+    detail = run["sessions"][0]["attempts"][0]["detail"]
+    assert "breaker telegram open → closed" in detail and "also closed telegram.sendPerformanceAlert" in detail

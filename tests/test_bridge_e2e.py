@@ -267,13 +267,22 @@ async def test_bridge_mode_end_to_end_through_the_mcp_tools(
             assert read_only[name] is False  # check_bridge_process removes a stale pid file
         assert read_only["get_bridge_status"] is True and "ensure_bridge_running" not in tools
 
-        # The bridge is not running: the send is still delivered (as a file), and waits for it.
+        # The bridge is not running: the file is written and waits for it, so the send is queued,
+        # saying why (the bridge has not consumed it) and what its health check says.
         sent = await client.call_tool(
             "send_telegram_event",
             {"type": "build_completed", "title": "Build", "description": "green", "task_id": "build-42"},
         )
         assert not sent.is_error, text_of(sent)
-        assert sent.structured_content is not None and sent.structured_content["status"] == "delivered"
+        assert sent.structured_content is not None and sent.structured_content["status"] == "queued"
+        reason = sent.structured_content["reason"]
+        assert "has not picked it up" in reason and "health check unhealthy" in reason, reason
+        waiting = (await client.call_tool("get_resilience_status", {})).structured_content
+        assert waiting is not None and waiting["bridge_files"]["waiting"] == 1
+        assert waiting["bridge_files"]["oldest_age_s"] is not None and waiting["bridge_files"]["oldest_age_s"] >= 0
+        files_check = await client.call_tool("get_health_report", {"component": "bridge-files", "refresh": True})
+        assert files_check.structured_content is not None
+        assert "1 event file(s) waiting for the bridge" in files_check.structured_content["components"][0]["message"]
         status = (await client.call_tool("get_bridge_status", {})).structured_content
         assert status is not None and (status["running"], status["health"], status["pending_events"]) == (
             False,
@@ -295,6 +304,7 @@ async def test_bridge_mode_end_to_end_through_the_mcp_tools(
         approval = await client.call_tool(
             "send_approval_request", {"title": "Deploy?", "description": "prod now", "options": ["Ship", "Wait"]}
         )
+        # the bridge runs now and consumes the file within the tool's deadline: delivered
         assert approval.structured_content is not None and approval.structured_content["status"] == "delivered"
         second = (await fake_bridge.await_processed(2))[1]["event"]
         assert second["type"] == "approval_request"

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import anyio.lowlevel
@@ -44,6 +44,7 @@ from cctg_mcp.resilience.errors import NetworkError, TelegramRateLimited, Telegr
 from cctg_mcp.resilience.metrics import MetricsRegistry
 from cctg_mcp.resilience.pipeline import PipelineSet
 from cctg_mcp.testing import TelegramStandIn
+from cctg_mcp.transports.api import BotApi
 
 pytestmark = pytest.mark.anyio
 TOKEN = "123456:TEST-TOKEN-abcdefghijklmnopqrstuvwxyz012"
@@ -67,6 +68,11 @@ class FakeTelegram:
         self.calls += 1
         await anyio.lowlevel.checkpoint()
         return {"id": 1, "is_bot": True}
+
+
+def as_bot_api(fake: FakeTelegram) -> BotApi:
+    """The fake implements only the calls the chaos sender and the dispatcher make."""
+    return cast(BotApi, fake)
 
 
 @dataclass
@@ -93,7 +99,7 @@ async def hosted(controller: ChaosController, clock: FakeClock) -> AsyncIterator
 
 def network(name: str, clock: FakeClock, **kw: Any) -> tuple[ChaosController, ChaosSender, FakeTelegram, FakeProbe]:
     fake = FakeTelegram(clock)
-    sender = ChaosSender(fake, clock=clock)
+    sender = ChaosSender(as_bot_api(fake), clock=clock)
     probe = FakeProbe()
     experiments: list[Experiment] = [NetworkExperiment(name, "test", sender)]
     return ChaosController("development", experiments, probe, clock=clock, **kw), sender, fake, probe
@@ -175,7 +181,7 @@ async def test_error_responses_are_5xx_or_429_with_retry_after() -> None:
     controller, sender, fake, _ = network("error_responses", clock)
     async with hosted(controller, clock):
         await controller.start("error_responses", duration_s=60.0, intensity=1.0, seed=3)
-        kinds = Counter()
+        kinds: Counter[str] = Counter()
         for i in range(50):
             try:
                 await sender.send_message(111, f"m{i}")
@@ -212,7 +218,10 @@ async def test_refused_in_production_with_how_to_enable() -> None:
     clock = FakeClock()
     fake = FakeTelegram(clock)
     controller = ChaosController(
-        "production", [NetworkExperiment("network_partition", "t", ChaosSender(fake))], FakeProbe(), clock=clock
+        "production",
+        [NetworkExperiment("network_partition", "t", ChaosSender(as_bot_api(fake)))],
+        FakeProbe(),
+        clock=clock,
     )
     async with hosted(controller, clock):
         with pytest.raises(ChaosRefusedError) as err:
@@ -311,7 +320,7 @@ async def _stack(
     pipelines = PipelineSet(config, clock=clock, metrics=metrics, rng=random.Random(5))
     outbox = await Outbox.open(tmp_path / "outbox.sqlite3", clock=clock)
     fake = FakeTelegram(clock)
-    sender = ChaosSender(fake, clock=clock)
+    sender = ChaosSender(as_bot_api(fake), clock=clock)
     pacer = Pacer(PacingSettings(per_chat_per_second=1000, per_chat_burst=1000, global_per_second=1000), clock=clock)
     dispatcher = Dispatcher(
         outbox,

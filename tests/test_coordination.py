@@ -99,6 +99,8 @@ def child(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
     finally:
         proc.kill()
         proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()  # a pipe left to the garbage collector is a ResourceWarning
 
 
 async def test_a_sigkilled_peer_is_dead_at_once_and_its_leadership_moves(

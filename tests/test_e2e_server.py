@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.anyio
 
 
 async def test_every_send_tool_delivers_to_every_allowed_user(standin: TelegramStandIn, tmp_path: Path) -> None:
-    calls = [
+    calls: list[tuple[str, dict[str, Any]]] = [
         ("send_telegram_event", {"type": "build_completed", "title": "Build", "description": "green"}),
         ("send_telegram_message", {"message": "hello"}),
         ("send_task_completion", {"task_id": "t-1", "title": "Refactor", "results": "done", "duration_ms": 5}),

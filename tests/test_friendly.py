@@ -71,5 +71,5 @@ async def test_wait_for_response_defaults_to_45_seconds_and_says_call_again(
         assert "call wait_for_response again" in waited.structured_content["message"].lower()
         assert event_id in waited.structured_content["message"]
         prompt = await client.get_prompt("ask_me_before", {"action": "drop the table"})
-        text = prompt.messages[0].content.text  # type: ignore[union-attr]
+        text = prompt.messages[0].content.text
         assert "call wait_for_response again with the same event_id" in text and "45 seconds" in text

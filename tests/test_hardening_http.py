@@ -19,10 +19,11 @@ from pathlib import Path
 
 import anyio
 import httpx
+import httpx2
 import pytest
 from helpers import FAST, USERS, text_of
 from mcp import Client
-from mcp.client.streamable_http import create_mcp_http_client, streamable_http_client
+from mcp.client.streamable_http import streamable_http_client
 
 from cctg_mcp.testing import FaultMode, TelegramStandIn
 
@@ -74,7 +75,8 @@ async def test_http_transport_auth_rebinding_healthz_and_sigterm(standin: Telegr
                 evil_origin = await raw.post("/mcp", json=body, headers={**auth, "Origin": "http://evil.example"})
                 assert evil_origin.status_code == 403
 
-            http = create_mcp_http_client(headers=auth)
+            # The MCP client's own HTTP library (httpx2), with the read timeout its transports use.
+            http = httpx2.AsyncClient(headers=auth, timeout=httpx2.Timeout(30.0, read=300.0))
             async with http, Client(streamable_http_client(f"{base}/mcp", http_client=http)) as client:
                 names = {t.name for t in (await client.list_tools()).tools}
                 assert "send_telegram_message" in names

@@ -362,7 +362,9 @@ class _NoSender:
 
 
 class _NoPipeline:
-    async def call(self, operation: str, fn: Any, *, deadline: float | None = None) -> Any:
+    async def call(
+        self, operation: str, fn: Any, *, deadline: float | None = None, event_type: str | None = None
+    ) -> Any:
         return await fn()
 
 

@@ -68,7 +68,7 @@ async def call(client: Client, tool: str, args: dict[str, Any]) -> dict[str, Any
         result = await client.call_tool(tool, args)
     assert not result.is_error, text_of(result)
     assert result.structured_content is not None
-    return result.structured_content
+    return dict(result.structured_content)
 
 
 async def test_wait_for_response_does_not_return_a_strangers_approval(tmp_path: Path) -> None:

@@ -73,7 +73,7 @@ async def test_a_replaced_outbox_file_is_noticed_too(standin: TelegramStandIn, t
 def full_disk(path: Path) -> sqlite3.OperationalError:
     """The error SQLite raises when the disk is full (what ``database or disk is full`` is)."""
     exc = sqlite3.OperationalError("database or disk is full")
-    exc.sqlite_errorname = "SQLITE_FULL"  # type: ignore[attr-defined]
+    exc.sqlite_errorname = "SQLITE_FULL"
     return exc
 
 
@@ -86,6 +86,7 @@ async def test_a_record_that_fails_after_telegram_accepted_is_still_delivered_an
     settings = make_settings(standin, tmp_path / "data")
     async with open_service(settings, resilience=fast_config(health={"enabled": False})) as service:
         outbox, dispatcher = service.outbox, service.dispatcher
+        assert outbox is not None and dispatcher is not None
         real = outbox.mark_delivered
         disk_full = True
         tried_after_lease: set[int] = set()
@@ -144,6 +145,7 @@ async def test_a_send_on_a_full_disk_is_refused_in_plain_words(standin: Telegram
         assert not first.is_error
         (service,) = services
         box = service.outbox
+        assert box is not None
         (pages,) = await box._run(lambda: box._conn.execute("PRAGMA page_count").fetchone())
         # max_page_count is per connection: set on the server's own, the file may not grow.
         await box._run(box._conn.execute, f"PRAGMA max_page_count={pages}")
@@ -189,6 +191,8 @@ def test_start_up_with_the_outbox_locked_by_another_process_says_so_fast(
     finally:
         holder.kill()
         holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()  # a pipe left to the garbage collector is a ResourceWarning
     stderr = result.stderr.decode()
     assert result.returncode != 0
     assert "locked by another process" in stderr and str(path) in stderr, stderr

@@ -44,6 +44,7 @@ async def test_a_huge_retry_after_is_capped_logged_and_trigger_recovery_clears_t
             with anyio.fail_after(15):
                 result = await service.submit(event)
             assert result.status == "queued"
+            assert service.dispatcher is not None
             pacer = service.dispatcher.pacer
             assert 0 < pacer.paused_for() <= 600  # not 31 years
             assert all(due <= time.time() + 600 + 1 for due in due_times(settings.outbox_path))

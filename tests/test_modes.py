@@ -5,6 +5,7 @@ Mode Switch Request event file."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -67,7 +68,12 @@ def test_the_mode_file_is_the_bridges_format(tmp_path: Path) -> None:
     assert store.get() == "nomad" and not store.path.exists()  # no file: nomad
     assert store.set("muted", by="tool") == "nomad"
     assert json.loads(store.path.read_text()) == "Muted"
-    (tmp_path / "bridge_mode.json").write_text('"Local"')  # another process (or the bridge) wrote it
+    muted_at = store.path.stat().st_mtime_ns
+    other = ModeStore(store.path)  # another process sharing the data dir
+    other.set("local", by="tool")
+    os.utime(store.path, ns=(muted_at, muted_at))  # a coarse clock: the same mtime, and the same size
+    assert store.get() == "local"  # seen anyway: the switch replaced the file
+    (tmp_path / "bridge_mode.json").write_text('"Local"')  # or the bridge wrote it in place
     assert ModeStore(store.path).get() == "local" and store.get() == "local"
     store.path.write_text('"Loud"')
     with pytest.raises(ValueError, match='"Nomad", "Local", "Muted"'):

@@ -33,7 +33,7 @@ ORIGINAL = {
 async def read(client: Client, uri: str) -> Any:
     with anyio.fail_after(15):
         contents = (await client.read_resource(uri)).contents
-    return json.loads(contents[0].text)  # type: ignore[union-attr]
+    return json.loads(contents[0].text)
 
 
 async def test_the_original_uris_resolve(standin: TelegramStandIn, tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cctg_mcp.delivery.outbox import Outbox
-from cctg_mcp.events.catalogue import Event
+from cctg_mcp.events.catalogue import Event, Priority
 from cctg_mcp.resilience.errors import ConfigurationError, ResourceError
 
 pytestmark = pytest.mark.anyio
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.anyio
 TOKEN = "123456:SECRET-token-abcdefghijklmnopqrstuvwxyz"
 
 
-def event(n: int = 1, priority: str = "normal") -> Event:
+def event(n: int = 1, priority: Priority = "normal") -> Event:
     return Event(
         event_id=f"ev-{n}",
         type="info_notification",
@@ -24,7 +24,7 @@ def event(n: int = 1, priority: str = "normal") -> Event:
         description="d",
         task_id=f"task-{n}",
         priority=priority,
-    )  # type: ignore[arg-type]
+    )
 
 
 async def test_enqueue_commits_and_is_visible_to_a_new_connection(tmp_path: Path) -> None:

@@ -350,7 +350,7 @@ async def test_circuit_breaker_closes_an_open_breaker_and_the_next_send_goes_out
     with anyio.fail_after(10):
         session = await service.recovery.recover("telegram", strategy=S.CIRCUIT_BREAKER)
     assert session.status == "succeeded", session
-    assert "breaker open → closed" in session.attempts[0].detail and "getMe ok" in session.attempts[0].detail
+    assert "breaker telegram open → closed" in session.attempts[0].detail and "getMe ok" in session.attempts[0].detail
     with anyio.fail_after(10):
         assert (await service.submit(msg(service, "after recovery"))).status == "delivered"
         await standin.await_messages(3 * len(USERS), timeout=10)  # the two queued ones went out too
@@ -400,6 +400,7 @@ async def test_graceful_degradation_holds_low_priority_and_sends_critical(
 ) -> None:
     with anyio.fail_after(10):
         session = await service.recovery.recover("telegram", strategy=S.GRACEFUL_DEGRADATION)
+        assert service.dispatcher is not None
         assert session.status == "mitigated" and service.dispatcher.min_priority == "high"
         assert session.attempts[-1].outcome == "mitigated" and session.ended_at is None
         stats = service.recovery.statistics()
@@ -424,6 +425,7 @@ async def test_fallback_queues_without_attempts_until_a_recovery_resumes(
 ) -> None:
     with anyio.fail_after(10):
         session = await service.recovery.recover("telegram", strategy=S.FALLBACK)
+        assert service.dispatcher is not None
         assert session.status == "mitigated" and service.dispatcher.paused
         result = await service.submit(msg(service, "held back", type="performance_alert"))
         assert result.status == "queued" and "paused" in (result.reason or "")

@@ -38,7 +38,7 @@ async def call(client: Client, tool: str, args: dict[str, Any] | None = None) ->
         result = await client.call_tool(tool, args or {})
     assert not result.is_error, text_of(result)
     assert result.structured_content is not None
-    return result.structured_content
+    return dict(result.structured_content)
 
 
 async def test_tools_are_listed_with_honest_annotations(standin: TelegramStandIn, tmp_path: Path) -> None:

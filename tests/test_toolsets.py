@@ -84,7 +84,7 @@ def model_visible(tools: list[Tool]) -> str:
 
 def catalogue() -> Catalogue:
     found = Catalogue()
-    build_server(lambda: open_service(None), catalogue=found)  # type: ignore[arg-type,return-value]
+    build_server(lambda: open_service(None), catalogue=found)  # type: ignore[arg-type]
     return found
 
 
@@ -102,7 +102,7 @@ def test_a_module_without_a_toolset_stops_the_build(monkeypatch: pytest.MonkeyPa
     stray.register = lambda mcp: None  # type: ignore[attr-defined]
     monkeypatch.setattr(server, "TOOL_MODULES", (*server.TOOL_MODULES, stray))
     with pytest.raises(RuntimeError, match="stray_tools declares no TOOLSET"):
-        server.build_server(lambda: open_service(None))  # type: ignore[arg-type,return-value]
+        server.build_server(lambda: open_service(None))  # type: ignore[arg-type]
 
 
 def test_every_tool_is_in_one_toolset_and_its_hints_are_pinned() -> None:

@@ -28,7 +28,7 @@ async def call(client: Client, tool: str, args: dict[str, Any]) -> dict[str, Any
     result = await client.call_tool(tool, args)
     assert not result.is_error, result.content
     assert result.structured_content is not None
-    return result.structured_content
+    return dict(result.structured_content)
 
 
 async def test_fallback_while_telegram_fails_is_mitigated_until_health_sees_it_healthy(

@@ -26,6 +26,8 @@ ProgressFn = Callable[[float, float, str], Awaitable[None]]
 
 
 class UnknownEventError(ValidationError):
+    """Raised when an answer tool names an event id this server never sent."""
+
     code = "UNKNOWN_EVENT"
 
 

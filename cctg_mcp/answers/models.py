@@ -121,17 +121,23 @@ class TelegramResponse(BaseModel):
 
 
 class ResponseList(BaseModel):
+    """Stored answers from the person, newest first, with how many the window holds."""
+
     count: int = Field(description="Responses in this answer (≤ limit).")
     total: int = Field(description="Responses stored in the requested window.")
     responses: list[TelegramResponse] = Field(description="Newest first.")
 
 
 class ClearResult(BaseModel):
+    """How many stored answers a clear removed."""
+
     deleted_count: int
     message: str
 
 
 class PendingSummary(BaseModel):
+    """Counts of recent answers, and of the approvals and denials among them."""
+
     total_recent_responses: int
     actionable_responses: int
     pending_approvals: int
@@ -140,6 +146,8 @@ class PendingSummary(BaseModel):
 
 
 class ActionableResponse(BaseModel):
+    """One answer that asks for action: an approval, a denial or a chosen option."""
+
     action: Literal["approve", "deny", "option"]
     event_id: str | None
     task_id: str | None
@@ -151,12 +159,16 @@ class ActionableResponse(BaseModel):
 
 
 class PendingResponses(BaseModel):
+    """Answers that ask for action, with a summary and what to do next."""
+
     summary: PendingSummary
     actionable_responses: list[ActionableResponse] = Field(description="Newest first.")
     recommendations: list[str]
 
 
 class WaitResult(BaseModel):
+    """The person's answer to one question, or that none came before the wait ended."""
+
     status: Literal["answered", "timeout"] = Field(
         description="answered: the person answered (see action/option/response); timeout: no answer yet "
         "(the question is still open; call again to keep waiting)."

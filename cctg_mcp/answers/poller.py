@@ -77,6 +77,8 @@ def ack_text(response: TelegramResponse) -> str:
 
 
 class ResponsePoller:
+    """Reads the bot's updates (getUpdates, one reader per bot) and stores the person's answers."""
+
     def __init__(
         self,
         store: ResponseStore,

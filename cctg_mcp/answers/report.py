@@ -18,6 +18,8 @@ CONFLICT_ISSUE = "another program is reading this bot's updates (409): stop it o
 
 
 class AnswersSummary(BaseModel):
+    """Where answers come from and whether they are being read."""
+
     mode: Literal["telegram", "bridge"] = Field(
         description="telegram: this server polls getUpdates; bridge: answers are read from the CCTelegram "
         "bridge's response files."

@@ -43,6 +43,8 @@ def answers_of(service: NotificationService) -> AnswerSource:
 
 
 class Answers:
+    """The answers feature: the response store and, in direct mode, its poller."""
+
     def __init__(
         self,
         store: ResponseStore,

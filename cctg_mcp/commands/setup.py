@@ -42,6 +42,8 @@ class SetupError(Exception):
 
 @dataclass(frozen=True)
 class Person:
+    """The person who sent /start to the bot: their user id and name."""
+
     user_id: int
     first_name: str
     username: str | None

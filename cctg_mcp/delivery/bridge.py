@@ -22,6 +22,8 @@ any delivery mode), for the bridge tools and the recovery ``restart`` strategy.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -30,7 +32,7 @@ import anyio.to_thread
 from pydantic import BaseModel, Field
 
 from cctg_mcp.config import Settings
-from cctg_mcp.delivery.dispatcher import CallPipeline, Dispatcher, operation_for
+from cctg_mcp.delivery.dispatcher import CallPipeline, Dispatcher, Outcome, operation_for
 from cctg_mcp.delivery.outbox import Delivery, Outbox
 from cctg_mcp.delivery.pacing import Pacer
 from cctg_mcp.delivery.service import NotificationService
@@ -38,7 +40,7 @@ from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
 from cctg_mcp.resilience.errors import ConfigurationError
 from cctg_mcp.resilience.pipeline import PipelineSet
 from cctg_mcp.transports.bridge.files import EventFileWriter, pending_event_files
-from cctg_mcp.transports.bridge.process import BridgeHealth, BridgeProcessManager
+from cctg_mcp.transports.bridge.process import BridgeHealth, BridgeProcessManager, probe_bridge_health
 
 #: The pipeline component event-file writes go through (see the module docstring).
 BRIDGE_COMPONENT = "bridge"
@@ -55,15 +57,33 @@ class _NoBotApi:
         raise ConfigurationError("bridge delivery does not call the Telegram Bot API", code="BRIDGE_MODE")
 
 
+BridgeCheck = Callable[[], Awaitable[str]]
+#: How often a send tool looks whether the bridge consumed its file (seconds, on the clock).
+CONSUME_POLL_S = 0.05
+
+
 class BridgeDispatcher(Dispatcher):
-    """The dispatcher whose delivery step writes a CCTelegram event file."""
+    """The dispatcher whose delivery step writes a CCTelegram event file.
+
+    The row is settled once the file is written (the bridge owns it from then on), but a send
+    tool says ``delivered`` only when the bridge consumed (deleted) the file before the tool's
+    deadline (``confirm``); otherwise ``queued``, with what the bridge's health check says."""
 
     def __init__(
-        self, outbox: Outbox, writer: EventFileWriter, pipeline: CallPipeline, pacer: Pacer, **kwargs: Any
+        self,
+        outbox: Outbox,
+        writer: EventFileWriter,
+        pipeline: CallPipeline,
+        pacer: Pacer,
+        *,
+        bridge_check: BridgeCheck | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(outbox, _NoBotApi(), pipeline, pacer, **kwargs)
         self.writer = writer
         self.files_written = 0
+        self.bridge_check = bridge_check
+        self._files: dict[int, Path] = {}  # delivery id -> the file this process wrote for it
 
     async def send_parts(self, delivery: Delivery, message_ids: list[int], deadline: float | None) -> None:
         if delivery.parts_sent > 0:  # written before a crash and recorded: nothing left to do
@@ -72,10 +92,47 @@ class BridgeDispatcher(Dispatcher):
         async def write() -> Path:
             return await self.writer.write(delivery.event)
 
-        await self.pipeline.call(
+        path = await self.pipeline.call(
             operation_for(delivery.event), write, deadline=deadline, event_type=delivery.event.type
         )
+        self._files[delivery.id] = path
         self.files_written += 1
+
+    async def confirm(self, outcome: Outcome, deadline: float) -> Outcome:
+        path = self._files.pop(outcome.delivery_id, None)
+        if outcome.status != "delivered" or path is None:
+            return outcome
+        while await anyio.to_thread.run_sync(path.exists):
+            if self.clock.monotonic() >= deadline:
+                seen = await self.bridge_check() if self.bridge_check is not None else "no bridge check configured"
+                return replace(
+                    outcome,
+                    status="queued",
+                    reason=f"The event file {path.name} was written to {path.parent} but the CCTelegram bridge has "
+                    f"not picked it up yet (bridge: {seen}). It is sent when the bridge runs; do not send it again.",
+                    error_code="BRIDGE_NOT_CONSUMED",
+                    next_attempt_at=None,
+                )
+            await self.clock.sleep(min(CONSUME_POLL_S, max(0.0, deadline - self.clock.monotonic())))
+        return outcome
+
+
+def bridge_check_of(settings: Settings) -> BridgeCheck:
+    """What the bridge's health check says, in words: its /health, and whether it is installed."""
+
+    async def check() -> str:
+        health = await probe_bridge_health(settings.bridge_health_url, timeout_s=2.0)
+        words = f"health check {health.status}: {health.detail}"
+        manager = BridgeProcessManager(
+            data_dir=settings.data_dir, health_url=settings.bridge_health_url, executable=settings.bridge_path
+        )
+        if health.status != "healthy" and manager.executable_or_none() is None:
+            words += (
+                "; no bridge executable is installed (set CC_TELEGRAM_BRIDGE_PATH or put cctelegram-bridge on PATH)"
+            )
+        return words
+
+    return check
 
 
 def bridge_dispatcher(
@@ -87,6 +144,7 @@ def bridge_dispatcher(
         EventFileWriter(settings.events_dir, clock=clock),
         pipelines.for_component(BRIDGE_COMPONENT),
         pacer,
+        bridge_check=bridge_check_of(settings),
         clock=clock,
         lease_s=settings.lease_seconds,
         send_timeout_s=min(30.0, settings.lease_seconds / 2),
@@ -120,6 +178,8 @@ def bridge_of(service: NotificationService) -> BridgeProcessManager:
 
 
 class BridgeMetrics(BaseModel):
+    """The figures the CCTelegram bridge reports on its health endpoint."""
+
     uptime_seconds: float = 0
     events_processed: float = 0
     telegram_messages_sent: float = 0
@@ -129,6 +189,8 @@ class BridgeMetrics(BaseModel):
 
 
 class BridgeStatus(BaseModel):
+    """The bridge's process, health and event files, as one status."""
+
     running: bool = Field(description="The bridge process is running (pid file or started by this server).")
     health: Literal["healthy", "degraded", "unhealthy"] = Field(description="From the bridge's /health URL.")
     health_detail: str

@@ -59,6 +59,8 @@ class Take:
 
 @dataclass(frozen=True)
 class SessionInfo:
+    """One server process sharing the bot: its session id, pid, host and start time."""
+
     session_id: str
     pid: int
     host: str

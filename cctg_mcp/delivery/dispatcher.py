@@ -72,6 +72,8 @@ def operation_for(event: Event) -> str:
 
 
 class MessageSender(Protocol):
+    """What the dispatcher needs from a transport: send one message, get its id."""
+
     async def send_message(
         self, chat_id: int, text: str, *, reply_markup: dict[str, Any] | None = None, parse_mode: str | None = "HTML"
     ) -> int: ...
@@ -79,6 +81,8 @@ class MessageSender(Protocol):
 
 @dataclass
 class Outcome:
+    """How one delivery attempt ended: delivered, queued again, or dead."""
+
     delivery_id: int
     chat_id: int
     status: Literal["delivered", "queued", "dead"]
@@ -107,6 +111,8 @@ def requeue_delay(attempts: int, error: BaseResilienceError) -> float:
 
 
 class Dispatcher:
+    """Delivers outbox rows through the pipeline, paced: a send's own attempt and the background loop."""
+
     def __init__(
         self,
         outbox: Outbox,
@@ -234,6 +240,12 @@ class Dispatcher:
             self.active -= 1
             if not self.active:
                 self._idle.set()
+
+    async def confirm(self, outcome: Outcome, deadline: float) -> Outcome:
+        """What a send tool may call ``outcome`` by ``deadline``. Telegram accepting the message
+        is delivery, so here it is the outcome as it is; bridge delivery overrides it (a file
+        is delivered only once the bridge consumed it)."""
+        return outcome
 
     async def _settle_delivered(self, delivery: Delivery, message_ids: list[int], attempts: int) -> Outcome:
         """Record a delivery Telegram accepted; if the record cannot be written it is still delivered."""

@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Purged:
+    """How many finished outbox rows and stored answers one retention pass deleted."""
+
     outbox_rows: int
     answers: int
 

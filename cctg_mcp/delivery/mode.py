@@ -78,6 +78,8 @@ def read_mode_file(path: Path) -> Mode | None:
 
 @dataclass
 class ModeChange:
+    """One change of the delivery mode: which mode, who changed it, and when."""
+
     mode: Mode
     by: str  # "tool", "telegram:<user id>", or "file" (another process or a person edited it)
     at: float  # epoch seconds
@@ -91,7 +93,9 @@ class ModeStore:
         self.clock = clock
         self.default = default
         self._mode: Mode = default
-        self._seen: tuple[int, int] | None = None  # (mtime_ns, size) of the file last read
+        #: (inode, mtime_ns, size) of the file last read: a switch replaces the file (new inode),
+        #: so a change is seen even where timestamps are coarse and the size is the same.
+        self._seen: tuple[int, int, int] | None = None
         self.last_change: ModeChange | None = None
         self.error: str | None = None  # the file could not be read or parsed
 
@@ -105,7 +109,7 @@ class ModeStore:
         except OSError as exc:
             self.error = f"cannot read {self.path}: {exc.strerror}"
             return self._mode
-        signature = (st.st_mtime_ns, st.st_size)
+        signature = (st.st_ino, st.st_mtime_ns, st.st_size)
         if signature != self._seen:
             try:
                 mode = read_mode_file(self.path) or self.default

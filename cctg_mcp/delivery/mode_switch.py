@@ -32,6 +32,8 @@ MEANING: dict[Mode, str] = {
 
 
 class ModeSwitchResult(BaseModel):
+    """Whether a mode switch was made, and the mode now in force."""
+
     success: bool
     message: str
     mode: Literal["nomad", "local", "muted", "unknown"] = Field(
@@ -43,6 +45,8 @@ class ModeSwitchResult(BaseModel):
 
 
 class ModeStatus(BaseModel):
+    """The delivery mode in force, who manages it, and what it means."""
+
     mode: Literal["nomad", "local", "muted"] | None = Field(
         description="The mode in force; None in bridge delivery when the bridge has not written its mode file."
     )

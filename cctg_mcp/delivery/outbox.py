@@ -103,6 +103,8 @@ class UnreadableRow(ValueError):
 
 @dataclass(frozen=True)
 class Delivery:
+    """One event to one recipient, as stored in the outbox."""
+
     id: int
     event: Event
     chat_id: int
@@ -116,6 +118,8 @@ class Delivery:
 
 @dataclass(frozen=True)
 class OutboxCounts:
+    """Outbox rows by status, and the age of the oldest waiting one."""
+
     pending: int
     in_flight: int
     delivered: int

@@ -58,6 +58,8 @@ DEFAULT_TOOL_DEADLINES = {
 
 
 class NotConfiguredError(ConfigurationError):
+    """Raised by every use case while required settings are missing: nothing is sent or stored."""
+
     code = "NOT_CONFIGURED"
 
 
@@ -68,6 +70,8 @@ class DeliveryFailedError(BaseResilienceError):
 
 
 class RecipientResult(BaseModel):
+    """What happened to an event for one recipient."""
+
     chat_id: int
     status: Literal["delivered", "queued", "dead"]
     message_ids: list[int] = Field(default_factory=list)
@@ -92,12 +96,16 @@ class SendResult(BaseModel):
 
 
 class EventTypeInfo(BaseModel):
+    """One event type of the catalogue, with its category and meaning."""
+
     type: str
     category: str
     description: str
 
 
 class EventTypeList(BaseModel):
+    """The event types of the catalogue (optionally one category)."""
+
     count: int
     event_types: list[EventTypeInfo]
 
@@ -139,6 +147,8 @@ def _iso(epoch: float) -> str:
 
 
 class NotificationService:
+    """The use cases, free of MCP: build, accept, commit and deliver events."""
+
     def __init__(
         self,
         settings: Settings,
@@ -275,6 +285,13 @@ class NotificationService:
             return [0]  # one event file per event; the bridge fans out to its allowed users
         return list(self.settings.allowed_users)
 
+    def budget(self, operation: str, event_type: str) -> float:
+        """Seconds a send tool waits for its immediate attempt: the configuration's
+        ``events.<type>.timeout`` when set, else the operation's."""
+        if self.resilience is not None and event_type in self.resilience.events:
+            return self.resilience.timeout_for(operation, event_type)
+        return self.deadlines.get(operation, self.deadlines["sendEvent"])
+
     async def submit(self, event: Event, *, operation: str = "sendEvent", bypass_holds: bool = False) -> SendResult:
         """Commit ``event`` durably, then try to deliver it before the operation's deadline.
 
@@ -304,14 +321,12 @@ class NotificationService:
             return await self._result(
                 event, [Outcome(d.id, d.chat_id, "queued", [], held, None, d.next_attempt_at) for d in claimed]
             )
-        budget = self.deadlines.get(operation, self.deadlines["sendEvent"])
-        if self.resilience is not None and event.type in self.resilience.events:
-            budget = self.resilience.timeout_for(operation, event.type)  # the event's own timeout
+        budget = self.budget(operation, event.type)
         deadline = self.clock.monotonic() + budget
         outcomes: list[Outcome] = []
 
         async def one(delivery: Any) -> None:
-            outcomes.append(await dispatcher.deliver(delivery, deadline=deadline))
+            outcomes.append(await dispatcher.confirm(await dispatcher.deliver(delivery, deadline=deadline), deadline))
 
         with self.clock.timeout_scope(budget + 2.0):
             async with anyio.create_task_group() as tg:

@@ -39,6 +39,8 @@ class _Started:
 
 
 class DispatcherSupervisor:
+    """Runs the dispatcher's background loop and restarts it when it dies or is killed."""
+
     def __init__(
         self,
         dispatcher: Dispatcher,

@@ -67,6 +67,8 @@ def server_env(standin: TelegramStandIn, data_dir: Path, lease_s: int) -> dict[s
 
 
 class Soak:
+    """One soak run: events from concurrent callers while chaos runs and the server is killed and restarted."""
+
     def __init__(self, events: int, seed: int, concurrency: int, lease_s: int, kills: int, rate: float) -> None:
         self.events, self.seed, self.concurrency, self.lease_s = events, seed, concurrency, lease_s
         self.interval, self.next_slot, self.k = 1.0 / rate, 0.0, 0

@@ -56,6 +56,8 @@ CPU_PERIOD_S = 0.1
 
 @dataclass
 class NetworkFault:
+    """The fault a network experiment injects into sends, seeded, with counts of what it did."""
+
     kind: str
     intensity: float
     rng: random.Random
@@ -90,6 +92,8 @@ class NetworkFault:
 
 @dataclass(frozen=True)
 class LostResponse:
+    """A message Telegram accepted whose answer the chaos layer dropped (the caller saw a failure)."""
+
     chat_id: int
     text: str
     message_id: int
@@ -222,6 +226,8 @@ def _chat_target(target: str | None) -> int | None:
 
 
 class NetworkExperiment:
+    """A chaos experiment that injects a network fault at the Telegram sender."""
+
     def __init__(self, name: str, description: str, sender: ChaosSender) -> None:
         self.name, self.description, self.sender = name, description, sender
         self._fault: NetworkFault | None = None
@@ -242,6 +248,8 @@ class NetworkExperiment:
 
 
 class BridgeCrashExperiment:
+    """A chaos experiment that kills the dispatcher's background loop until recovery restarts it."""
+
     name = "bridge_crash"
     description = (
         "Direct mode: kill the dispatcher's background loop (queued events stop going out) and keep it down "
@@ -282,6 +290,8 @@ class BridgeCrashExperiment:
 
 
 class MemoryPressureExperiment:
+    """A chaos experiment that holds touched memory in the process for its duration."""
+
     name = "memory_pressure"
     description = f"Hold intensity x {MAX_MEMORY_MB} MiB of touched memory in the process; released at the end."
 
@@ -316,6 +326,8 @@ class MemoryPressureExperiment:
 
 
 class CpuSpikeExperiment:
+    """A chaos experiment that keeps a worker thread busy for its duration."""
+
     name = "cpu_spike"
     description = (
         "Keep a worker thread busy for intensity x 90% of every 100 ms (the event loop keeps running); "

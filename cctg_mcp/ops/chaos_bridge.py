@@ -32,6 +32,8 @@ WRITE_ERRORS = (errno.ENOSPC, errno.EAGAIN)
 
 
 class BridgeProcessCrashExperiment:
+    """A chaos experiment that kills the CCTelegram bridge process (bridge delivery)."""
+
     name = "bridge_crash"
     description = (
         "Bridge mode: SIGKILL the running CCTelegram bridge process; automatic recovery (health check, "
@@ -81,6 +83,8 @@ class BridgeProcessCrashExperiment:
 
 
 class EventWriteFaultExperiment:
+    """A chaos experiment that fails a share of event-file writes as a full or busy disk does."""
+
     name = "event_write_faults"
     description = (
         "Bridge mode: a share (intensity) of event-file writes fail as a full or busy disk does (ENOSPC, EAGAIN); "
@@ -142,9 +146,9 @@ class BridgeProbe:
         if svc.dispatcher is not None and not svc.dispatcher.running:
             problems.append("the dispatcher is not running")
         if svc.pipelines is not None:
-            state = svc.pipelines.for_component(BRIDGE_COMPONENT).breaker.state.value
-            if state not in ("closed", "disabled"):
-                problems.append(f"the bridge breaker is {state}")
+            for breaker in svc.pipelines.for_component(BRIDGE_COMPONENT).breakers.values():
+                if breaker.state.value not in ("closed", "disabled"):
+                    problems.append(f"the {breaker.name} breaker is {breaker.state.value}")
         manager = bridge_of(svc)
         if manager.executable_or_none() is not None:  # a bridge this server can manage
             if not manager.check_process().running:

@@ -19,15 +19,20 @@ from cctg_mcp.delivery.dispatcher import Dispatcher
 from cctg_mcp.delivery.outbox import Outbox
 from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.resilience.breaker import BreakerState, CircuitBreaker
+from cctg_mcp.resilience.clock import Clock
 from cctg_mcp.resilience.config_tables import DEFAULTS
 from cctg_mcp.resilience.errors import BaseResilienceError, TelegramRateLimited, classify, redact
 from cctg_mcp.resilience.health import CheckFn, CheckResult, HealthMonitor
+from cctg_mcp.transports.bridge.files import waiting_event_files
 from cctg_mcp.transports.http_check import HttpEndpointProbe
 
 #: Component names the defaults register (the recovery manager keys on them).
 TELEGRAM, OUTBOX, DISPATCHER, DISK, BRIDGE_HEALTH = "telegram", "outbox", "dispatcher", "disk", "bridge-health"
 #: The seed's default health endpoints, which describe the CCTelegram bridge (bridge mode only).
 SEED_BRIDGE_ENDPOINTS = frozenset((e["name"], e["url"]) for e in DEFAULTS["health"]["endpoints"])
+BRIDGE_FILES = "bridge-files"
+#: Seconds an event file may wait for the bridge before the bridge-files check says degraded.
+BRIDGE_FILE_WAIT_S = 60.0
 
 
 def breaker_name(component: str) -> str:
@@ -35,14 +40,34 @@ def breaker_name(component: str) -> str:
 
 
 class BotApi(Protocol):
+    """What the Telegram health check needs: one getMe call."""
+
     async def get_me(self) -> dict[str, Any]: ...
 
 
-def breaker_check(breaker: CircuitBreaker) -> CheckFn:
-    """closed → healthy; half_open or disabled → degraded; open or isolated → unhealthy."""
+#: Which of a component's breakers speaks for it: the one that blocks the most.
+_WORST = {
+    BreakerState.OPEN: 0,
+    BreakerState.ISOLATED: 1,
+    BreakerState.HALF_OPEN: 2,
+    BreakerState.DISABLED: 3,
+    BreakerState.CLOSED: 4,
+}
+
+
+def worst_breaker(breakers: Iterable[CircuitBreaker]) -> CircuitBreaker:
+    """The breaker in the worst state (ties: the first, i.e. the component's own)."""
+    return min(breakers, key=lambda b: _WORST[b.state])
+
+
+def breaker_check(breaker: CircuitBreaker, siblings: Mapping[str, CircuitBreaker] | None = None) -> CheckFn:
+    """closed → healthy; half_open or disabled → degraded; open or isolated → unhealthy.
+    ``siblings`` (a live mapping, e.g. ``Pipeline.breakers``): the component's per-operation
+    breakers; the worst of them all speaks for the component."""
 
     async def check() -> CheckResult:
-        st = breaker.statistics()
+        worst = worst_breaker((breaker, *(siblings or {}).values()))
+        st = worst.statistics()
         details = {
             "state": st.state.value,
             "retry_after_s": st.retry_after,
@@ -50,16 +75,16 @@ def breaker_check(breaker: CircuitBreaker) -> CheckFn:
         }
         state = st.state
         if state is BreakerState.CLOSED:
-            return CheckResult.healthy(f"breaker {breaker.name} is closed", **details)
+            return CheckResult.healthy(f"breaker {worst.name} is closed", **details)
         if state is BreakerState.HALF_OPEN:
-            return CheckResult.degraded(f"breaker {breaker.name} is half-open (probing)", **details)
+            return CheckResult.degraded(f"breaker {worst.name} is half-open (probing)", **details)
         if state is BreakerState.DISABLED:
-            return CheckResult.degraded(f"breaker {breaker.name} is disabled (no protection)", **details)
+            return CheckResult.degraded(f"breaker {worst.name} is disabled (no protection)", **details)
         why = f"; last failure: {redact(st.last_failure)}" if st.last_failure else ""
         if state is BreakerState.ISOLATED:
-            return CheckResult.unhealthy(f"breaker {breaker.name} is isolated (manual){why}", **details)
+            return CheckResult.unhealthy(f"breaker {worst.name} is isolated (manual){why}", **details)
         after = f" (probe in {st.retry_after:.1f}s)" if st.retry_after is not None else ""
-        return CheckResult.unhealthy(f"breaker {breaker.name} is open{after}{why}", **details)
+        return CheckResult.unhealthy(f"breaker {worst.name} is open{after}{why}", **details)
 
     return check
 
@@ -161,6 +186,25 @@ def disk_check(path: Path | str, min_free_mb: float = 100.0) -> CheckFn:
     return check
 
 
+def bridge_files_check(events_dir: Path, clock: Clock, max_wait_s: float = BRIDGE_FILE_WAIT_S) -> CheckFn:
+    """Event files waiting for the bridge: none or all fresh → healthy; one older than
+    ``max_wait_s`` → degraded (the bridge is not consuming them). The message says how many
+    and the oldest one's age."""
+
+    async def check() -> CheckResult:
+        count, oldest, _ = await anyio.to_thread.run_sync(waiting_event_files, events_dir)
+        age = None if oldest is None else max(0.0, clock.time() - oldest)
+        details = {"waiting": count, "oldest_age_s": None if age is None else round(age, 1), "dir": str(events_dir)}
+        if not count or age is None:
+            return CheckResult.healthy("no event file waiting for the bridge", **details)
+        words = f"{count} event file(s) waiting for the bridge in {events_dir}, oldest {age:.0f}s"
+        if age > max_wait_s:
+            return CheckResult.degraded(words + f" (> {max_wait_s:g}s: the bridge is not picking them up)", **details)
+        return CheckResult.healthy(words, **details)
+
+    return check
+
+
 def telegram_check(transport: BotApi) -> CheckFn:
     """``getMe`` through the transport (not the breaker): 429 → degraded, our errors → unhealthy."""
 
@@ -222,6 +266,7 @@ def install_default_checks(monitor: HealthMonitor, service: NotificationService)
             add(TELEGRAM, telegram_check(service.transport), critical=True, kind="http")
     else:
         add(BRIDGE_HEALTH, http_endpoint_check(BRIDGE_HEALTH, settings.bridge_health_url), critical=True, kind="http")
+        add(BRIDGE_FILES, bridge_files_check(settings.events_dir, service.clock), critical=False)
     # health.endpoints are probed in every delivery mode; only the seed's own bridge endpoints
     # (bridge-health, bridge-metrics at their default URLs) describe the bridge, so direct mode
     # leaves those out.
@@ -242,7 +287,8 @@ def install_default_checks(monitor: HealthMonitor, service: NotificationService)
         )
         add(ep.name, probe, critical=ep.critical, kind="http")
     if service.pipelines is not None:
-        add(breaker_name(active), breaker_check(service.pipelines.for_component(active).breaker), critical=True)
+        pipe = service.pipelines.for_component(active)
+        add(breaker_name(active), breaker_check(pipe.breaker, pipe.breakers), critical=True)
     if service.outbox is not None:
         add(OUTBOX, outbox_check(service.outbox), critical=False)
     if service.dispatcher is not None:

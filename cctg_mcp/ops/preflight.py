@@ -40,11 +40,15 @@ _UNRESOLVED = (
 
 
 class BotInfo(BaseModel):
+    """The bot the token belongs to."""
+
     id: int | None
     username: str | None
 
 
 class RecipientCheck(BaseModel):
+    """Whether the bot may write to one recipient, and how to fix it if not."""
+
     chat_id: int
     reachable: bool
     error: str | None = None
@@ -52,6 +56,8 @@ class RecipientCheck(BaseModel):
 
 
 class Preflight(BaseModel):
+    """What `cctg-mcp check` saw: whether a send would reach every recipient now."""
+
     ok: bool = Field(description="A send would reach every recipient now.")
     delivery: str
     environment: str

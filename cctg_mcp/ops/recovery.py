@@ -45,6 +45,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from cctg_mcp.delivery.service import NotificationService
+from cctg_mcp.ops.health import worst_breaker
 from cctg_mcp.resilience.breaker import BreakerState, CircuitBreaker
 from cctg_mcp.resilience.errors import (
     BaseResilienceError,
@@ -160,10 +161,25 @@ class RecoveryActions:
 
     # ---- helpers ------------------------------------------------------------------------
 
-    def _breaker(self, fam: str) -> CircuitBreaker | None:
+    def _breakers(self, fam: str) -> list[CircuitBreaker]:
+        """The component's breakers: its own first, then its per-operation ones."""
         pipelines = self.service.pipelines
         pipe = pipelines.pipelines.get(fam) if pipelines is not None else None
-        return pipe.breaker if pipe is not None else None
+        return list(pipe.breakers.values()) if pipe is not None else []
+
+    def _breaker(self, fam: str) -> CircuitBreaker | None:
+        """The component's breaker in the worst state (its own, or a per-operation one)."""
+        found = self._breakers(fam)
+        return worst_breaker(found) if found else None
+
+    def _close_siblings(self, fam: str) -> str:
+        """The component passed its check: close its other open or half-open breakers too."""
+        closed = []
+        for breaker in self._breakers(fam):
+            if breaker.state in (BreakerState.OPEN, BreakerState.HALF_OPEN):
+                breaker.close(by="recovery")
+                closed.append(breaker.name)
+        return f"; also closed {', '.join(closed)}" if closed else ""
 
     def _probe(self, fam: str) -> Callable[[], Awaitable[str]] | None:
         """The component's own check (raises our errors on failure), or None if it has none."""
@@ -306,9 +322,11 @@ class RecoveryActions:
         except BaseResilienceError as exc:
             passed, seen = False, f"check failed: {exc.code}: {exc}"
         if passed and breaker.state is not BreakerState.CLOSED:
-            breaker.close()
+            breaker.close(by="recovery")
+        if passed:
+            seen += self._close_siblings(fam)
         after = breaker.state
-        moved = f"breaker {before.value} → {after.value}"
+        moved = f"breaker {breaker.name} {before.value} → {after.value}"
         if not passed:
             return StrategyOutcome(False, f"{moved}; {seen}")
         return StrategyOutcome(after is BreakerState.CLOSED, f"{moved}; {seen}{await self._resume(fam)}", verified=True)
@@ -354,10 +372,11 @@ class RecoveryActions:
         passed, seen = await self._check(fam)
         if not passed:
             return StrategyOutcome(False, f"{rebuilt}, but {seen}")
-        breaker = self._breaker(fam)
-        if breaker is not None and breaker.state is BreakerState.OPEN:
+        opened = [b for b in self._breakers(fam) if b.state is BreakerState.OPEN]
+        for breaker in opened:
             breaker.probe_now()
-            rebuilt += "; breaker will probe on the next send"
+        if opened:
+            rebuilt += f"; {', '.join(b.name for b in opened)} will probe on the next send"
         return StrategyOutcome(True, f"{rebuilt}; {seen}{await self._resume(fam)}", verified=True)
 
     async def fallback(self, req: RecoveryRequest) -> StrategyOutcome:

@@ -8,19 +8,24 @@ from __future__ import annotations
 
 from typing import Literal
 
+import anyio.to_thread
 from pydantic import BaseModel, Field
 
 from cctg_mcp.answers.report import AnswersSummary, answers_summary
 from cctg_mcp.delivery.mode_switch import ModeStatus, mode_status
 from cctg_mcp.delivery.service import NotificationService
+from cctg_mcp.ops.health import BRIDGE_FILE_WAIT_S
 from cctg_mcp.ops.verdict import Overall, verdict
 from cctg_mcp.resilience.health import HealthMonitor, HealthStatus
 from cctg_mcp.resilience.recovery import RecoveryManager, RecoveryStatistics
+from cctg_mcp.transports.bridge.files import waiting_event_files
 
 BACKLOG_WARN_S = 300.0
 
 
 class BreakerStatus(BaseModel):
+    """One circuit breaker's state and counts."""
+
     name: str
     state: Literal["closed", "open", "half_open", "isolated", "disabled"]
     retry_after_s: float | None = Field(description="Seconds until the next probe is allowed (open only).")
@@ -44,6 +49,8 @@ class BreakerStatus(BaseModel):
 
 
 class RetryStatus(BaseModel):
+    """Retry counts for one component."""
+
     component: str
     operations: int
     first_try_successes: int
@@ -53,6 +60,8 @@ class RetryStatus(BaseModel):
 
 
 class OutboxStatus(BaseModel):
+    """Outbox rows by status, and the age of the oldest waiting one."""
+
     pending: int
     in_flight: int
     delivered: int
@@ -63,7 +72,15 @@ class OutboxStatus(BaseModel):
     )
 
 
+class BridgeFiles(BaseModel):
+    events_dir: str
+    waiting: int = Field(description="Event files written and not yet consumed (deleted) by the bridge.")
+    oldest_age_s: float | None = Field(description="Age of the oldest waiting file (null when none waits).")
+
+
 class HealthSummary(BaseModel):
+    """The health monitor's verdict in brief."""
+
     overall: Overall
     ready: bool = Field(description="No critical component is unhealthy.")
     live: bool = Field(description="The health monitor loop is running.")
@@ -72,6 +89,8 @@ class HealthSummary(BaseModel):
 
 
 class RecoverySummary(BaseModel):
+    """Recovery counts, the levers in effect, and the newest finished session."""
+
     statistics: RecoveryStatistics
     delivery_paused: bool = Field(description="Fallback mode: events are queued, not attempted.")
     min_priority: str = Field(description="Degraded mode when above 'low': only this priority or higher is sent.")
@@ -79,6 +98,8 @@ class RecoverySummary(BaseModel):
 
 
 class ResilienceStatus(BaseModel):
+    """The whole resilience picture: configuration, breakers, retries, outbox, health, recovery."""
+
     overall: Overall = Field(
         description="The same verdict as get_health_report: unknown until the first health checks ran; "
         "unhealthy when not configured or a critical component is down; degraded when something is impaired."
@@ -100,6 +121,9 @@ class ResilienceStatus(BaseModel):
     )
     recovery: RecoverySummary | None = Field(
         default=None, description="Recovery sessions; details in get_recovery_history."
+    )
+    bridge_files: BridgeFiles | None = Field(
+        default=None, description="Bridge delivery: event files waiting for the bridge to pick them up."
     )
     answers: AnswersSummary | None = Field(
         default=None,
@@ -181,6 +205,7 @@ async def resilience_status(service: NotificationService, *, refresh: bool = Fal
     paused = dispatcher.pacer.paused_for() if dispatcher is not None else 0.0
     if paused > 0:
         issues.append(f"Telegram asked us to slow down (429): sending resumes in {paused:.1f}s.")
+    bridge_files = await _bridge_files(service, issues)
     recovery = _recovery_summary(service, issues)
     answers = answers_summary(service, issues)
     mode = mode_status(service)
@@ -206,6 +231,7 @@ async def resilience_status(service: NotificationService, *, refresh: bool = Fal
         health=health,
         recovery=recovery,
         answers=answers,
+        bridge_files=bridge_files,
         mode=mode,
     )
 
@@ -243,3 +269,17 @@ def _health_summary(service: NotificationService, issues: list[str]) -> HealthSu
         unhealthy=report.unhealthy,
         degraded=[c.name for c in report.components if c.status.value == "degraded"],
     )
+
+
+async def _bridge_files(service: NotificationService, issues: list[str]) -> BridgeFiles | None:
+    settings = service.settings
+    if settings.delivery != "bridge":
+        return None
+    count, oldest, _ = await anyio.to_thread.run_sync(waiting_event_files, settings.events_dir)
+    age = None if oldest is None else round(max(0.0, service.clock.time() - oldest), 1)
+    if count and age is not None and age > BRIDGE_FILE_WAIT_S:
+        issues.append(
+            f"{count} event file(s) wait for the CCTelegram bridge in {settings.events_dir} (oldest {age:.0f}s): "
+            "the bridge is not picking them up; see get_bridge_status."
+        )
+    return BridgeFiles(events_dir=str(settings.events_dir), waiting=count, oldest_age_s=age)

@@ -27,6 +27,8 @@ Overall = Literal["healthy", "degraded", "unhealthy", "unknown"]
 
 @dataclass(frozen=True)
 class Verdict:
+    """The one overall verdict that status and health both report, with its reason."""
+
     overall: Overall
     #: Sends can go out now: configured and no critical component unhealthy.
     ready: bool

@@ -70,6 +70,8 @@ def who(response: TelegramResponse) -> str:
 
 
 class PermissionGate:
+    """Decides a Claude Code permission request by asking the person on Telegram; never allows by default."""
+
     def __init__(self, service: NotificationService) -> None:
         self.service = service
         self.settings = service.settings

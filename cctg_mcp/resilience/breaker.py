@@ -46,6 +46,8 @@ _BUCKETS = 10  # sliding window granularity: outcomes expire 0.9..1.0 window aft
 
 
 class BreakerState(StrEnum):
+    """The states of a circuit breaker."""
+
     CLOSED = "closed"
     OPEN = "open"
     HALF_OPEN = "half_open"
@@ -55,6 +57,8 @@ class BreakerState(StrEnum):
 
 @dataclass(frozen=True)
 class BreakerSettings:
+    """When a breaker opens, how long it stays open, and what closes it again."""
+
     enabled: bool = True  # False: the breaker starts (and stays, unless forced) DISABLED
     failure_threshold: int = 5  # counted failures inside the window that open it
     success_threshold: int = 2  # half-open successes that close it
@@ -100,6 +104,8 @@ class BreakerSettings:
 
 @dataclass(frozen=True)
 class BreakerTransition:
+    """One change of a breaker's state, with its reason and whether it was forced."""
+
     breaker: str
     from_state: BreakerState
     to_state: BreakerState
@@ -110,6 +116,8 @@ class BreakerTransition:
 
 @dataclass(frozen=True)
 class BreakerStatistics:
+    """A breaker's state and counts at one moment."""
+
     name: str
     state: BreakerState
     retry_after: float | None  # None while isolated (no automatic probe will ever come)
@@ -170,6 +178,8 @@ def _default_is_failure(exc: BaseException) -> bool:
 
 
 class CircuitBreaker:
+    """A circuit breaker: stops calls to a failing component and lets a probe through later."""
+
     def __init__(
         self,
         name: str,

@@ -44,10 +44,14 @@ EndedBy = Literal["duration", "stop", "safety", "shutdown", "error"]
 
 
 class ChaosRefusedError(ConfigurationError):
+    """Raised when a chaos experiment is asked for where chaos is disabled (production)."""
+
     code = "CHAOS_DISABLED"
 
 
 class ChaosBusyError(BaseResilienceError):
+    """Raised when a chaos experiment is asked for while another one is running."""
+
     code = "CHAOS_BUSY"
     counts_as_failure = False
 
@@ -67,6 +71,8 @@ class RunContext:
 
 
 class Experiment(Protocol):
+    """A chaos experiment: starts a fault, stops it, and says when it cannot run."""
+
     name: str
     description: str
 
@@ -94,6 +100,8 @@ class SafetyReading:
 
 
 class SystemProbe(Protocol):
+    """What the chaos controller reads to judge safety and recovery."""
+
     async def reading(self) -> SafetyReading: ...
 
     async def recovered(self, since_epoch: float) -> tuple[bool, str]:
@@ -103,6 +111,8 @@ class SystemProbe(Protocol):
 
 @dataclass
 class SafetyLimits:
+    """The limits that stop a chaos experiment early."""
+
     max_error_rate: float | None = None  # errors/calls since the start; None = not checked
     min_calls: int = 20  # calls needed before the error rate is judged
     max_new_dead: int | None = 0  # dead rows added since the start (faults must never kill rows)
@@ -114,6 +124,8 @@ class SafetyLimits:
 
 
 class ExperimentInfo(BaseModel):
+    """One chaos experiment and whether it can run here."""
+
     name: str
     description: str
     available: bool
@@ -121,6 +133,8 @@ class ExperimentInfo(BaseModel):
 
 
 class ChaosRun(BaseModel):
+    """One chaos experiment run: parameters, what it did, and how the system recovered."""
+
     id: str
     experiment: str
     state: Literal["active", "recovering", "done"]
@@ -156,6 +170,8 @@ class _Active:
 
 
 class ChaosController:
+    """Runs one chaos experiment at a time within safety limits, and records each run."""
+
     def __init__(
         self,
         environment: str,

@@ -26,6 +26,8 @@ import anyio.to_thread
 
 
 class Clock(Protocol):
+    """Monotonic time, sleeping and timeouts, injectable (the fake clock runs tests in virtual time)."""
+
     def monotonic(self) -> float:
         """Seconds on a monotonic clock (never goes back, immune to time zones)."""
         ...

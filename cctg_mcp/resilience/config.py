@@ -63,6 +63,8 @@ class _Model(BaseModel):
 
 
 class CircuitBreakerConfig(_Model):
+    """A component's circuit breaker settings (milliseconds, as in the seed)."""
+
     enabled: bool = True
     failure_threshold: PosInt = 5
     success_threshold: PosInt = 3
@@ -89,6 +91,8 @@ class CircuitBreakerConfig(_Model):
 
 
 class RetryConfig(_Model):
+    """A component's retry settings (milliseconds, as in the seed)."""
+
     enabled: bool = True
     max_attempts: PosInt = 3
     base_delay: PosInt = 1000
@@ -130,6 +134,8 @@ class RetryConfig(_Model):
 
 
 class CircuitBreakerOverride(_Model):
+    """One operation's changes to its component's circuit breaker settings."""
+
     enabled: bool | None = None
     failure_threshold: PosInt | None = None
     success_threshold: PosInt | None = None
@@ -142,6 +148,8 @@ class CircuitBreakerOverride(_Model):
 
 
 class RetryOverride(_Model):
+    """One operation's changes to its component's retry settings."""
+
     enabled: bool | None = None
     max_attempts: PosInt | None = None
     base_delay: PosInt | None = None
@@ -156,6 +164,8 @@ class RetryOverride(_Model):
 
 
 class HealthEndpoint(_Model):
+    """An extra HTTP endpoint the health monitor checks."""
+
     name: Annotated[str, Field(min_length=1)]
     url: Annotated[str, Field(pattern=r"^https?://")]
     method: Literal["GET", "POST", "HEAD"] = "GET"
@@ -167,6 +177,8 @@ class HealthEndpoint(_Model):
 
 
 class HealthConfig(_Model):
+    """How often and how strictly the health monitor checks each component."""
+
     enabled: bool = True
     interval: PosInt = 30_000
     timeout: PosInt = 5000
@@ -177,6 +189,8 @@ class HealthConfig(_Model):
 
 
 class AlertThresholds(_Model):
+    """The metric levels that raise an alert."""
+
     error_rate: Ratio = 0.1
     response_time: PosInt = 5000
     memory_usage: Ratio = 0.8
@@ -184,6 +198,8 @@ class AlertThresholds(_Model):
 
 
 class Retention(_Model):
+    """How long metrics history, finished events and logs are kept (milliseconds)."""
+
     metrics: PosInt = 86_400_000
     events: PosInt = 604_800_000
     logs: PosInt = 259_200_000
@@ -197,6 +213,8 @@ def _exposition_path(raw: Any) -> Any:
 
 
 class PrometheusConfig(_Model):
+    """Whether and where metrics are served in the Prometheus text format."""
+
     enabled: bool = False
     #: The path the exposition is served at (a URL is accepted; its path is used).
     endpoint: Annotated[str, BeforeValidator(_exposition_path), Field(pattern=r"^/[^\s?#]*$")] = "/metrics"
@@ -206,6 +224,8 @@ class PrometheusConfig(_Model):
 
 
 class MonitoringConfig(_Model):
+    """Metrics sampling, alert thresholds, retention and Prometheus exposition."""
+
     enabled: bool = True
     metrics_interval: PosInt = 10_000
     alert_thresholds: AlertThresholds = Field(default_factory=AlertThresholds)
@@ -214,6 +234,8 @@ class MonitoringConfig(_Model):
 
 
 class BackupStrategy(_Model):
+    """A fallback the recovery manager may try, in priority order."""
+
     name: Annotated[str, Field(min_length=1)]
     priority: NonNegInt  # lower = tried first
     enabled: bool = True
@@ -223,6 +245,8 @@ class BackupStrategy(_Model):
 
 
 class RecoveryConfig(_Model):
+    """Whether recovery runs on its own, how often it retries, and when it escalates."""
+
     enabled: bool = True
     auto_recovery_enabled: bool = True
     max_recovery_attempts: NonNegInt = 5
@@ -234,6 +258,8 @@ class RecoveryConfig(_Model):
 
 
 class OperationConfig(_Model):
+    """One operation's priority, timeout and changes to its component's settings."""
+
     priority: Priority = "normal"
     timeout: PosInt = 10_000
     circuit_breaker: CircuitBreakerOverride | None = None
@@ -253,6 +279,8 @@ def _apply(base: _Model, override: _Model | None) -> Any:
 
 
 class ResilienceConfig(_Model):
+    """The whole resilience configuration: breakers, retries, health, monitoring, recovery."""
+
     enabled: bool = True
     environment: Environment = "production"
     # Filled from DEFAULTS by the merge in ``_merge_defaults``; a partial input keeps the rest.

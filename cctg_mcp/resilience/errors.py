@@ -46,6 +46,8 @@ from cctg_mcp.resilience.clock import SYSTEM_CLOCK
 
 
 class ErrorCategory(StrEnum):
+    """What kind of failure an error is."""
+
     BRIDGE = "bridge"
     NETWORK = "network"
     TELEGRAM = "telegram"
@@ -59,6 +61,8 @@ class ErrorCategory(StrEnum):
 
 
 class Severity(StrEnum):
+    """How serious an error is."""
+
     LOW = "low"
     MEDIUM = "medium"
     HIGH = "high"
@@ -66,6 +70,8 @@ class Severity(StrEnum):
 
 
 class RecoveryStrategy(StrEnum):
+    """How a failure may be recovered from."""
+
     RETRY = "retry"
     CIRCUIT_BREAKER = "circuit_breaker"
     RESTART = "restart"
@@ -105,6 +111,8 @@ def redact(text: str, *secrets: str) -> str:
 
 @dataclass
 class RecoveryRecord:
+    """An error's recovery plan and the attempts made on it."""
+
     strategy: RecoveryStrategy
     max_attempts: int = 3
     current_attempt: int = 0
@@ -114,6 +122,8 @@ class RecoveryRecord:
 
 @dataclass
 class ErrorContext:
+    """Where and when an error happened."""
+
     operation: str | None = None
     component: str | None = None
     correlation_id: str | None = None

@@ -60,6 +60,8 @@ TREND_MIN_SHIFT = 0.15
 
 
 class HealthStatus(StrEnum):
+    """The health of a component, or of the whole system."""
+
     HEALTHY = "healthy"
     DEGRADED = "degraded"
     UNHEALTHY = "unhealthy"
@@ -71,6 +73,8 @@ _SCORE = {HealthStatus.HEALTHY: 1.0, HealthStatus.DEGRADED: 0.5, HealthStatus.UN
 
 @dataclass(frozen=True)
 class CheckResult:
+    """What one health check found."""
+
     status: HealthStatus
     message: str = ""
     latency_s: float = 0.0  # set by the monitor (time the check took)
@@ -127,6 +131,8 @@ class HealthSettings:
 
 @dataclass(frozen=True)
 class HistoryEntry:
+    """One past health check result of a component."""
+
     at: float  # clock time
     status: HealthStatus  # the result's own status
     latency_s: float
@@ -134,6 +140,8 @@ class HistoryEntry:
 
 @dataclass(frozen=True)
 class ComponentReport:
+    """One component's health, its last check and its counters."""
+
     name: str
     kind: CheckKind
     critical: bool
@@ -153,6 +161,8 @@ class ComponentReport:
 
 @dataclass(frozen=True)
 class HealthReport:
+    """Every component's health and the overall verdict."""
+
     overall: HealthStatus
     ready: bool
     live: bool
@@ -204,6 +214,8 @@ class _Component:
 
 
 class HealthMonitor:
+    """Checks registered components periodically and tells listeners when their status changes."""
+
     def __init__(self, settings: HealthSettings | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
         self.settings = settings or HealthSettings()
         self.clock = clock

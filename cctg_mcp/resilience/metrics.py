@@ -42,6 +42,8 @@ _NAME = re.compile(r"[^a-zA-Z0-9_]")
 
 
 class OperationMetrics:
+    """Calls, outcomes, retries and latency of one component's operation."""
+
     __slots__ = (
         "_mark",
         "by_error_code",
@@ -111,6 +113,8 @@ class OperationMetrics:
 
 @dataclass
 class AlertThresholds:
+    """The levels above which the metrics sampler raises an alert."""
+
     error_rate: float = 0.1  # fraction of calls in the interval that did not succeed
     response_time_ms: float = 5000.0  # p95 over the interval
     memory_usage: float = 0.8  # RSS / system memory (or the cgroup limit)
@@ -133,6 +137,8 @@ class Alert:
 
 @dataclass(frozen=True, slots=True)
 class HistoryEntry:
+    """The totals of one sampling interval."""
+
     at: float
     interval_s: float
     calls: int
@@ -148,6 +154,8 @@ Labels = tuple[tuple[str, str], ...]
 
 
 class MetricsRegistry:
+    """In-process metrics: per-operation calls and latency, gauges, counters, alerts."""
+
     def __init__(
         self,
         *,

@@ -25,6 +25,8 @@ _MB = 1024.0 * 1024.0
 
 @dataclass(frozen=True, slots=True)
 class ProcessStats:
+    """This process's CPU, memory, file and thread figures at one moment."""
+
     uptime_s: float
     cpu_count: int
     cpu_percent: float | None  # share of all usable cores since the last sample, 0..100

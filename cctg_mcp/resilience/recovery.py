@@ -90,6 +90,8 @@ DefaultStrategy = Callable[[str, "str | None"], RecoveryStrategy]
 
 
 class RecoveryManager:
+    """Runs recovery sessions for failing components: strategies in order, then escalation."""
+
     def __init__(
         self,
         settings: RecoverySettings,

@@ -69,6 +69,8 @@ StrategyFn = Callable[[RecoveryRequest], Awaitable[StrategyOutcome]]
 
 @dataclass(frozen=True)
 class BackupPlan:
+    """A configured fallback strategy, in priority order."""
+
     name: str
     priority: int
     strategy: RecoveryStrategy
@@ -146,6 +148,8 @@ def _plan(backup: BackupStrategy) -> BackupPlan | None:
 
 
 class RecoveryAttempt(BaseModel):
+    """One strategy tried during a recovery session."""
+
     strategy: RecoveryStrategy
     outcome: AttemptOutcome
     detail: str
@@ -156,6 +160,8 @@ class RecoveryAttempt(BaseModel):
 
 
 class RecoverySession(BaseModel):
+    """One recovery of one component: its trigger, attempts and result."""
+
     id: str
     component: str
     trigger: str = Field(description="What started it: health, tool, or api.")
@@ -175,6 +181,8 @@ class RecoverySession(BaseModel):
 
 
 class RecoveryStatistics(BaseModel):
+    """Counts of recovery sessions by result."""
+
     sessions: int
     in_progress: int = Field(description="Sessions open now (running, or mitigated and waiting for health).")
     succeeded: int = Field(description="Sessions that ended with a check of the effect passing.")

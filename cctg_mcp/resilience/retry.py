@@ -48,6 +48,8 @@ SEED_SEVERITY_ATTEMPTS: Mapping[str, int] = MappingProxyType({"critical": 5, "hi
 
 
 class BackoffKind(StrEnum):
+    """How the wait between retries grows."""
+
     EXPONENTIAL = "exponential"
     LINEAR = "linear"
     FIXED = "fixed"
@@ -55,6 +57,8 @@ class BackoffKind(StrEnum):
 
 @dataclass(frozen=True)
 class RetryPolicy:
+    """How many attempts, and how long to wait between them."""
+
     max_attempts: int = 3  # total attempts including the first
     base_delay: float = 1.0  # seconds
     max_delay: float = 10.0  # cap for computed backoff (not for a server's retry_after)
@@ -128,6 +132,8 @@ class RetryEvent:
 
 @dataclass
 class RetryStatistics:
+    """Counts of operations, retries and their outcomes."""
+
     operations: int = 0
     first_try_successes: int = 0
     retried_operations: int = 0  # operations that slept at least once
@@ -146,6 +152,8 @@ class RetryStatistics:
 
 
 class RetryExecutor:
+    """Runs an operation with retries and backoff, honouring a server's retry_after."""
+
     def __init__(
         self,
         policy: RetryPolicy,

@@ -23,12 +23,16 @@ FORCE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent
 
 
 class ForcedBreaker(BaseModel):
+    """One breaker's state after a forced change, and who forced it."""
+
     name: str
     state: str
     forced_by: str | None
 
 
 class ForceResult(BaseModel):
+    """What forcing a component's breakers did."""
+
     message: str
     breakers: list[ForcedBreaker] = Field(description="Every breaker of the component, after the change.")
 

@@ -37,6 +37,8 @@ DISABLED = (
 
 
 class ExperimentList(BaseModel):
+    """The chaos experiments, whether chaos is enabled here, and the run in progress."""
+
     environment: str
     enabled: bool
     experiments: list[ExperimentInfo]
@@ -44,12 +46,16 @@ class ExperimentList(BaseModel):
 
 
 class StopResult(BaseModel):
+    """Whether a chaos experiment was stopped, and its run."""
+
     stopped: bool
     message: str
     run: ChaosRun | None = None
 
 
 class ChaosHistory(BaseModel):
+    """The chaos run in progress and the finished runs."""
+
     active: ChaosRun | None = Field(description="The experiment running (or measuring recovery) now, if any.")
     runs: list[ChaosRun] = Field(description="Newest first.")
 

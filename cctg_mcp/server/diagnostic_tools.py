@@ -17,6 +17,8 @@ TOOLSET = "diagnostics"  # server/toolsets.py: which selection lists these tools
 
 
 class Ping(BaseModel):
+    """The server is alive: its version and uptime."""
+
     ok: bool
     version: str
     uptime_s: float

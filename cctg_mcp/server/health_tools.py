@@ -32,6 +32,8 @@ ComponentArg = Annotated[str | None, Field(default=None, max_length=100, descrip
 
 
 class ComponentHealth(BaseModel):
+    """One component's health, its last check and its counters."""
+
     name: str
     kind: Literal["http", "component"]
     critical: bool = Field(description="An unhealthy critical component makes the whole channel unhealthy.")
@@ -49,6 +51,8 @@ class ComponentHealth(BaseModel):
 
 
 class HealthReportResult(BaseModel):
+    """Every component's health and the overall verdict."""
+
     overall: Status = Field(
         description="The same verdict as get_resilience_status. unhealthy: not configured, or a critical "
         "component is down; degraded: something is impaired; unknown: the first checks have not run yet."
@@ -65,6 +69,8 @@ class HealthReportResult(BaseModel):
 
 
 class MetricsResult(BaseModel):
+    """Call counts, error rate and latency over the selected operations, with the full snapshot."""
+
     calls: int
     successes: int
     errors: int

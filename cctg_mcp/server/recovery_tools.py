@@ -30,12 +30,16 @@ StrategyName = Literal[
 
 
 class RecoveryRun(BaseModel):
+    """The recovery sessions a trigger ran, one per component."""
+
     message: str
     sessions: list[RecoverySession] = Field(description="One session per component (finished, or mitigated and open).")
     statistics: RecoveryStatistics
 
 
 class RecoveryHistory(BaseModel):
+    """Recovery sessions running now and finished, with counts."""
+
     active: list[RecoverySession] = Field(description="Sessions running now.")
     sessions: list[RecoverySession] = Field(description="Finished sessions, newest first.")
     statistics: RecoveryStatistics

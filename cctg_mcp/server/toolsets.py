@@ -32,6 +32,8 @@ Rule = Literal["always", "bridge", "nonproduction", "opt-in"]
 
 @dataclass(frozen=True)
 class Toolset:
+    """A named group of tools and the rule that lists it by default."""
+
     name: str
     summary: str
     rule: Rule

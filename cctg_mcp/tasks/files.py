@@ -98,6 +98,8 @@ def todo_items(data: Any) -> list[TaskItem] | None:
 
 @dataclass
 class TodoFile:
+    """A task file found under the project root."""
+
     shown: str  # relative to the project root
     path: Path
     mtime: float
@@ -105,6 +107,8 @@ class TodoFile:
 
 @dataclass
 class Search:
+    """The task files a search found, the paths it tried, and those it refused (outside the root)."""
+
     found: list[TodoFile] = field(default_factory=list)
     attempted: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)

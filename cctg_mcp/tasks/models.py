@@ -37,6 +37,8 @@ class Todo(BaseModel):
 
 
 class RegisterResult(BaseModel):
+    """Whether a session's todos were registered, and how many."""
+
     success: bool
     message: str
     registered_count: int
@@ -44,6 +46,8 @@ class RegisterResult(BaseModel):
 
 
 class Summary(BaseModel):
+    """Task counts by status."""
+
     pending: int = 0
     in_progress: int = 0
     completed: int = 0
@@ -59,6 +63,8 @@ class Summary(BaseModel):
 
 
 class TaskItem(BaseModel):
+    """One task, as a task system wrote it."""
+
     id: str
     title: str
     description: str | None = None
@@ -70,6 +76,8 @@ class TaskItem(BaseModel):
 
 
 class ClaudeCodeTasks(BaseModel):
+    """Claude Code's todos: where they were found and what they hold."""
+
     available: bool
     source: str | None = Field(
         default=None, description="registered:<session_id>, or the todo file (relative to the project root)."
@@ -86,6 +94,8 @@ class ClaudeCodeTasks(BaseModel):
 
 
 class TaskmasterTasks(BaseModel):
+    """TaskMaster's tasks: where they were found, the tag read, and what they hold."""
+
     available: bool
     source: str | None = None
     current_tag: str | None = None
@@ -99,11 +109,15 @@ class TaskmasterTasks(BaseModel):
 
 
 class Breakdown(BaseModel):
+    """Task counts by status for each task system."""
+
     claude_code: dict[str, int]
     taskmaster: dict[str, int]
 
 
 class CombinedSummary(BaseModel):
+    """Task counts by status over both task systems."""
+
     total_pending: int
     total_in_progress: int
     total_completed: int
@@ -113,6 +127,8 @@ class CombinedSummary(BaseModel):
 
 
 class TaskStatus(BaseModel):
+    """The tasks of both task systems, filtered and summarised."""
+
     timestamp: str
     task_system: TaskSystem
     status_filter: str = Field(description="The filter applied, or 'all'.")

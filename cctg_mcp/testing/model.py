@@ -8,6 +8,8 @@ from typing import Any
 
 
 class FaultMode(StrEnum):
+    """The failures the stand-in can simulate."""
+
     NONE = "none"
     SERVER_ERROR = "server_error"
     RATE_LIMIT = "rate_limit"
@@ -24,6 +26,8 @@ class FaultMode(StrEnum):
 
 @dataclass
 class SentMessage:
+    """A message the stand-in accepted."""
+
     chat_id: int
     text: str
     parse_mode: str | None
@@ -35,6 +39,8 @@ class SentMessage:
 
 @dataclass
 class RecordedRequest:
+    """A request the stand-in received (token redacted) and the status it answered."""
+
     method: str
     path: str  # the token is replaced by [REDACTED]
     params: dict[str, Any]
@@ -43,6 +49,8 @@ class RecordedRequest:
 
 @dataclass
 class Fault:
+    """A simulated failure and the requests it applies to."""
+
     mode: FaultMode
     methods: set[str] | None
     chats: set[int] | None
@@ -54,6 +62,8 @@ class Fault:
 
 @dataclass
 class Bucket:
+    """A token bucket for the stand-in's flood limits."""
+
     rate: float
     burst: float
     tokens: float
@@ -67,6 +77,8 @@ class Bucket:
 
 @dataclass
 class Reply:
+    """The stand-in's answer to one request."""
+
     status: int
     payload: dict[str, Any] | None = None  # None: drop the connection (RST)
     close: bool = False  # answer, then close the connection (its framing is lost)

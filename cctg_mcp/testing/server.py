@@ -31,6 +31,8 @@ class IncompleteBody(ValueError):
 
 
 class StandInServer(ThreadingHTTPServer):
+    """The stand-in's threaded HTTP server."""
+
     daemon_threads = True
     request_queue_size = 128
     standin: TelegramStandIn
@@ -40,6 +42,8 @@ class StandInServer(ThreadingHTTPServer):
 
 
 class StandInHandler(BaseHTTPRequestHandler):
+    """Answers one HTTP request as the Bot API would."""
+
     protocol_version = "HTTP/1.1"
     timeout = 60  # idle keep-alive connections end on their own
     server: StandInServer

@@ -18,6 +18,8 @@ RSS_GOAL_MB = 10.0
 
 @dataclass(frozen=True)
 class Plan:
+    """Sample sizes of one benchmark run (full or quick)."""
+
     mode: str
     pipeline_calls: int  # calls per repetition
     pipeline_reps: int

@@ -272,11 +272,17 @@ def _fsync_dir(directory: Path) -> None:
 
 def pending_event_files(events_dir: Path) -> tuple[int, float | None]:
     """``(count, newest mtime)`` of event files not yet consumed by the bridge."""
-    count, newest = 0, None
+    count, _, newest = waiting_event_files(events_dir)
+    return count, newest
+
+
+def waiting_event_files(events_dir: Path) -> tuple[int, float | None, float | None]:
+    """``(count, oldest mtime, newest mtime)`` of event files not yet consumed by the bridge."""
+    count, oldest, newest = 0, None, None
     try:
         entries = list(os.scandir(events_dir))
     except OSError:
-        return 0, None
+        return 0, None, None
     for entry in entries:
         if entry.name.startswith(".") or not entry.name.endswith(".json"):
             continue
@@ -285,7 +291,8 @@ def pending_event_files(events_dir: Path) -> tuple[int, float | None]:
                 count += 1
                 mtime = entry.stat(follow_symlinks=False).st_mtime
                 newest = mtime if newest is None else max(newest, mtime)
-    return count, newest
+                oldest = mtime if oldest is None else min(oldest, mtime)
+    return count, oldest, newest
 
 
 # ---- responses (bridge -> us) ------------------------------------------------------------

@@ -7,7 +7,10 @@
 - ``start`` spawns it in its own session (it outlives this server, like the seed's detached
   bridge), stdout/stderr appended to ``<data dir>/bridge.log``, its pid in
   ``<data dir>/bridge.pid``; then it waits (bounded) for ``/health`` to answer or the process to
-  exit, so "started" means something;
+  exit, so "started" means something. It is spawned with ``os.posix_spawn``, not ``Popen``: a
+  ``Popen`` (or an asyncio subprocess transport, which kills its child when closed) cannot be
+  let go while the child runs on, so it would reach the garbage collector still running. The
+  manager reaps its own child (``waitpid``, never blocking) whenever it looks at it;
 - ``stop`` sends SIGTERM, waits ``grace_s``, then SIGKILL; ``restart`` is stop, the
   resilience config's ``recovery.restartDelay``, start;
 - ``check_process`` trusts the pid file only when that pid is alive, not a zombie, and (where
@@ -25,13 +28,11 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import anyio
-import anyio.abc
 import anyio.to_thread
 import httpx
 from pydantic import BaseModel, Field
@@ -54,10 +55,14 @@ _METRIC_KEYS = (
 
 
 class BridgeNotFoundError(ConfigurationError):
+    """Raised when no bridge executable is configured or found on PATH."""
+
     code = "BRIDGE_NOT_FOUND"
 
 
 class BridgeHealth(BaseModel):
+    """What the bridge's health endpoint answered."""
+
     status: HealthState
     detail: str
     http_status: int | None = None
@@ -65,6 +70,8 @@ class BridgeHealth(BaseModel):
 
 
 class ProcessCheck(BaseModel):
+    """Whether the bridge process runs, and how it was found."""
+
     running: bool
     pid: int | None = None
     message: str
@@ -72,6 +79,8 @@ class ProcessCheck(BaseModel):
 
 
 class BridgeActionResult(BaseModel):
+    """What a start, stop or restart of the bridge did."""
+
     success: bool
     message: str
     pid: int | None = None
@@ -141,6 +150,8 @@ def _runs(pid: int, names: Iterable[str]) -> bool:
 
 
 class BridgeProcessManager:
+    """Finds, starts, watches and stops the CCTelegram bridge process."""
+
     def __init__(
         self,
         *,
@@ -165,7 +176,8 @@ class BridgeProcessManager:
         self.http_transport = http_transport
         self.pid_file = self.data_dir / "bridge.pid"
         self.log_file = self.data_dir / "bridge.log"
-        self._process: anyio.abc.Process | None = None
+        #: The pid of the bridge this manager spawned and has not reaped yet.
+        self._child: int | None = None
         self._lock = anyio.Lock()
         self.starts = 0
         self.stops = 0
@@ -222,14 +234,29 @@ class BridgeProcessManager:
 
     # ---- state --------------------------------------------------------------------------
 
+    def _reap(self, pid: int) -> tuple[bool, int | None]:
+        """(exited, exit status) of our own child ``pid``, reaping it once it has exited; a pid
+        that is not our unreaped child is reported as (False, None)."""
+        if pid != self._child:
+            return False, None
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:  # already reaped elsewhere: gone, status unknown
+            self._child = None
+            return True, None
+        if done == 0:
+            return False, None
+        self._child = None
+        return True, os.waitstatus_to_exitcode(status)
+
     def check_process(self) -> ProcessCheck:
-        proc = self._process
-        if proc is not None:
-            if proc.returncode is None:
-                return ProcessCheck(running=True, pid=proc.pid, message="Bridge process is running", started_here=True)
-            log.warning("the bridge (pid %s) exited with status %s", proc.pid, proc.returncode)
-            self._process = None
-            self._clear_pid(proc.pid)
+        pid = self._child
+        if pid is not None:
+            exited, status = self._reap(pid)
+            if not exited:
+                return ProcessCheck(running=True, pid=pid, message="Bridge process is running", started_here=True)
+            log.warning("the bridge (pid %s) exited with status %s", pid, status)
+            self._clear_pid(pid)
         pid = self._read_pid()
         if pid is None:
             return ProcessCheck(running=False, message="Bridge process is not running")
@@ -260,62 +287,70 @@ class BridgeProcessManager:
             )
         exe = self.find_executable()
         try:
-            log_fd = await anyio.to_thread.run_sync(self._prepare)
-            try:
-                proc = await anyio.open_process(
-                    [str(exe)],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log_fd,
-                    stderr=log_fd,
-                    env=self._child_env(),
-                    start_new_session=True,
-                )
-            finally:
-                os.close(log_fd)
-            self._process = proc
-            self._write_pid(proc.pid)
+            pid = await anyio.to_thread.run_sync(self._spawn, exe)
+            self._child = pid
+            self._write_pid(pid)
         except OSError as exc:
             return BridgeActionResult(
                 success=False, message=f"Failed to start bridge: {redact(str(exc))}", action="failed"
             )
         self.starts += 1
-        log.info("started the bridge %s (pid %s)", exe, proc.pid)
-        return await self._await_started(proc)
+        log.info("started the bridge %s (pid %s)", exe, pid)
+        return await self._await_started(pid)
 
-    def _prepare(self) -> int:
-        """Create the directories the bridge uses; open (append) its log file."""
+    def _spawn(self, exe: Path) -> int:
+        """Create the directories the bridge uses, then spawn it in its own session: stdin from
+        /dev/null, stdout and stderr appended to its log file. Returns its pid."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         for key in ("CC_TELEGRAM_EVENTS_DIR", "CC_TELEGRAM_RESPONSES_DIR"):
             if self.env_overrides.get(key):
                 Path(self.env_overrides[key]).mkdir(parents=True, exist_ok=True)
-        return os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        log_fd = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            # Our other descriptors are close-on-exec (PEP 446); only these three are passed on.
+            return os.posix_spawn(
+                str(exe),
+                [str(exe)],
+                self._child_env(),
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, log_fd, 1),
+                    (os.POSIX_SPAWN_DUP2, log_fd, 2),
+                ],
+                setsid=True,
+            )
+        finally:
+            os.close(log_fd)
 
-    async def _await_started(self, proc: anyio.abc.Process) -> BridgeActionResult:
+    async def _await_started(self, pid: int) -> BridgeActionResult:
         """Until /health answers healthy, the process exits, or ``start_timeout_s`` passes."""
         health: BridgeHealth | None = None
+        exited, status = False, None
         with anyio.move_on_after(self.start_timeout_s):
-            while proc.returncode is None:
+            while True:
+                exited, status = self._reap(pid)
+                if exited:
+                    break
                 health = await self.health(timeout_s=1.0)
                 if health.status == "healthy":
                     return BridgeActionResult(
-                        success=True, message="Bridge started successfully", pid=proc.pid, action="started"
+                        success=True, message="Bridge started successfully", pid=pid, action="started"
                     )
                 await anyio.sleep(0.05)  # waiting on a subprocess
-        if proc.returncode is not None:
-            self._process = None
-            self._clear_pid(proc.pid)
+        if exited:
+            self._clear_pid(pid)
             return BridgeActionResult(
                 success=False,
                 action="failed",
-                message=f"Bridge failed to start: it exited with status {proc.returncode}. See {self.log_file}; "
+                message=f"Bridge failed to start: it exited with status {status}. See {self.log_file}; "
                 "the bridge needs TELEGRAM_BOT_TOKEN and TELEGRAM_ALLOWED_USERS in its environment.",
             )
         why = health.detail if health is not None else "no answer"
         return BridgeActionResult(
             success=True,
-            pid=proc.pid,
+            pid=pid,
             action="started",
-            message=f"Bridge started (pid {proc.pid}), but its health endpoint is not healthy yet ({why}).",
+            message=f"Bridge started (pid {pid}), but its health endpoint is not healthy yet ({why}).",
         )
 
     async def stop(self) -> BridgeActionResult:
@@ -326,20 +361,19 @@ class BridgeProcessManager:
         state = self.check_process()
         if not state.running or state.pid is None:
             return BridgeActionResult(success=True, message="Bridge is not running", action="not_running")
-        pid, proc = state.pid, self._process
-        self._signal(pid, proc, signal.SIGTERM)
-        forced = not await self._wait_exit(pid, proc, self.grace_s)
+        pid = state.pid
+        self._signal(pid, signal.SIGTERM)
+        forced = not await self._wait_exit(pid, self.grace_s)
         if forced:
             log.warning("the bridge (pid %s) ignored SIGTERM for %.1fs: killing it", pid, self.grace_s)
-            self._signal(pid, proc, signal.SIGKILL)
-            if not await self._wait_exit(pid, proc, 5.0):
+            self._signal(pid, signal.SIGKILL)
+            if not await self._wait_exit(pid, 5.0):
                 return BridgeActionResult(
                     success=False,
                     pid=pid,
                     action="failed",
                     message=f"Failed to stop bridge: pid {pid} survived SIGKILL",
                 )
-        self._process = None
         self._clear_pid(pid)
         self.stops += 1
         if forced:
@@ -355,24 +389,16 @@ class BridgeProcessManager:
         )
 
     @staticmethod
-    def _signal(pid: int, proc: anyio.abc.Process | None, sig: signal.Signals) -> None:
-        try:
-            if proc is not None and proc.pid == pid:
-                proc.send_signal(sig)
-            else:
-                os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
+    def _signal(pid: int, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
 
-    @staticmethod
-    async def _wait_exit(pid: int, proc: anyio.abc.Process | None, seconds: float) -> bool:
+    async def _wait_exit(self, pid: int, seconds: float) -> bool:
+        """Whether ``pid`` is gone within ``seconds`` (reaped, when it is our own child)."""
         with anyio.move_on_after(seconds):
-            if proc is not None and proc.pid == pid:
-                await proc.wait()
-                return True
-            # Not our child: there is nothing to wait on but its pid.
-            while _alive(pid):  # noqa: ASYNC110
-                await anyio.sleep(0.05)
+            # Our child is reaped here; another process's bridge has nothing to wait on but its pid.
+            while not self._reap(pid)[0] and (pid == self._child or _alive(pid)):  # noqa: ASYNC110
+                await anyio.sleep(0.05)  # waiting on a subprocess
             return True
         return False
 
