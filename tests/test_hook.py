@@ -167,23 +167,22 @@ async def test_with_a_running_server_what_the_hook_could_not_send_is_delivered_b
 
 
 def test_a_stdin_that_never_ends_cannot_hold_the_hook(standin: TelegramStandIn, tmp_path: Path) -> None:
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-m", "cctg_mcp", "hook"],
         env=env_for(standin, tmp_path),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-    )
-    assert proc.stdin is not None
-    proc.stdin.write(json.dumps(STOP).encode())  # no end of file: the pipe stays open
-    proc.stdin.flush()
-    try:
-        code = proc.wait(timeout=30)
-        assert proc.stdout is not None and proc.stderr is not None
-        assert (code, proc.stdout.read()) == (0, b"")
-        assert b"stdin did not end in time; nothing sent" in proc.stderr.read()
-    finally:
-        proc.stdin.close()
-        proc.kill()
-        proc.wait()
+    ) as proc:
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        proc.stdin.write(json.dumps(STOP).encode())  # no end of file: the pipe stays open
+        proc.stdin.flush()
+        try:
+            code = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+        out, err = proc.stdout.read(), proc.stderr.read()
+    assert (code, out) == (0, b"")
+    assert b"stdin did not end in time; nothing sent" in err
     assert standin.sent == []

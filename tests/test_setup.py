@@ -99,8 +99,13 @@ async def test_print_for_scripts_masks_the_token_unless_asked(standin: TelegramS
     assert (printed["TELEGRAM_BOT_TOKEN"], printed["TELEGRAM_ALLOWED_USERS"]) == (MASKED, "5,7")
     assert DEFAULT_TOKEN not in out + err and "--show-token" in err
     assert not any(r.method == "getUpdates" for r in standin.requests)  # --user-id: no /start needed
-    code, out, _ = await finish(start(env_for(standin, tmp_path), "--user-id", "5", "--print", "--show-token"))
-    assert code == 0 and json.loads(out)["mcpServers"]["cctg"]["env"]["TELEGRAM_BOT_TOKEN"] == DEFAULT_TOKEN
+    args = ("--user-id", "5", "--print", "--show-token", "--toolsets", "default,permissions")
+    shown = start(env_for(standin, tmp_path), *args)
+    code, out, _ = await finish(shown)
+    env = json.loads(out)["mcpServers"]["cctg"]["env"]
+    assert code == 0 and (env["TELEGRAM_BOT_TOKEN"], env["CCTG_TOOLSETS"]) == (DEFAULT_TOKEN, "default,permissions")
+    code, out, err = await finish(start(env_for(standin, tmp_path), "--user-id", "5", "--print", "--toolsets", "nope"))
+    assert (code, out) == (1, "") and "--toolsets names unknown toolset(s) 'nope'" in err
 
 
 async def test_a_rejected_token_or_no_start_says_so_without_echoing_it(

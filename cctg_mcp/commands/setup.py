@@ -74,6 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--client", choices=("code", "desktop", "both"), default=None, help="which configuration to write"
     )
     parser.add_argument("--config-path", type=Path, default=None, help="the configuration file to merge into")
+    parser.add_argument(
+        "--toolsets", default=None, help="CCTG_TOOLSETS for the server, e.g. default,permissions (permission_prompt)"
+    )
     parser.add_argument("--print", dest="print_only", action="store_true", help="print the configuration instead")
     parser.add_argument("--show-token", action="store_true", help="with --print: print the token in full")
 
@@ -143,13 +146,15 @@ async def wait_for_start(transport: TelegramTransport, wait: float) -> Person:
     raise SetupError(f"No /start arrived within {wait:g} s; nothing was written. Run setup again.")
 
 
-def server_entry(token: str, users: list[int], base_url: str) -> dict[str, Any]:
+def server_entry(token: str, users: list[int], base_url: str, toolsets: str | None = None) -> dict[str, Any]:
     """How the client starts the server: an absolute command, since clients have a short PATH."""
     exe = shutil.which("cctg-mcp") or str(Path(sys.executable).with_name("cctg-mcp"))
     command, args = (exe, ["serve"]) if Path(exe).exists() else (sys.executable, ["-m", "cctg_mcp", "serve"])
     env = {"TELEGRAM_BOT_TOKEN": token, "TELEGRAM_ALLOWED_USERS": ",".join(str(u) for u in users)}
     if base_url != DEFAULT_API_BASE_URL:
         env["TELEGRAM_API_BASE_URL"] = base_url
+    if toolsets:
+        env["CCTG_TOOLSETS"] = toolsets
     return {"command": command, "args": args, "env": env}
 
 
@@ -226,7 +231,7 @@ async def _setup(args: Any, token: str, base_url: str) -> int:
             users = [person.user_id]
     finally:
         await transport.aclose()
-    entry = server_entry(token, users, base_url)
+    entry = server_entry(token, users, base_url, args.toolsets)
     if args.print_only:
         shown = entry if args.show_token else {**entry, "env": {**entry["env"], "TELEGRAM_BOT_TOKEN": mask(token)}}
         sys.stdout.write(json.dumps({"mcpServers": {SERVER_NAME: shown}}, indent=2, ensure_ascii=False) + "\n")
@@ -246,6 +251,15 @@ def run_setup(args: Any) -> int:
     """The ``setup`` command: 0 when the configuration was written or printed, 1 otherwise."""
     token = ""
     try:
+        if args.toolsets is not None:  # checked before anything is asked: the server would refuse it
+            from cctg_mcp.resilience.errors import ConfigurationError
+            from cctg_mcp.server.toolsets import select_tools
+
+            try:
+                names = args.toolsets.split(",")
+                select_tools(names, delivery="telegram", environment="production", source="--toolsets")
+            except ConfigurationError as exc:
+                raise SetupError(str(exc)) from None
         token = read_token(args)
         base_url = (args.api_base_url or os.environ.get("TELEGRAM_API_BASE_URL") or DEFAULT_API_BASE_URL).rstrip("/")
         import anyio
