@@ -44,3 +44,29 @@ async def test_the_metrics_resource_rejects_unknown_names_too(standin: TelegramS
             with pytest.raises(Exception, match="Valid components"):
                 await client.read_resource("cctg://metrics?component=bogus")
     assert ok.contents
+
+
+async def test_status_lists_only_components_that_guard_real_calls(standin: TelegramStandIn, tmp_path: Path) -> None:
+    """Item 6: no filesystem/network (or, in direct delivery, bridge) breaker with zero calls forever."""
+    async with connected(make_settings(standin, tmp_path / "t")) as client:
+        with anyio.fail_after(30):
+            sent = await client.call_tool("send_telegram_message", {"message": "counted"})
+            status = (await client.call_tool("get_resilience_status", {})).structured_content
+            bogus = await client.call_tool("trigger_recovery", {"component": "filesystem"})
+    async with connected(
+        make_settings(
+            None, tmp_path / "b", CCTG_DELIVERY="bridge", CC_TELEGRAM_BRIDGE_HEALTH_URL="http://127.0.0.1:9/h"
+        )
+    ) as client:
+        bridge = (await client.call_tool("get_resilience_status", {})).structured_content
+    assert not sent.is_error and status is not None and bridge is not None
+
+    def components(doc: dict[str, Any]) -> set[str]:  # "telegram.sendPerformanceAlert" is telegram's
+        return {b["name"].split(".")[0] for b in doc["breakers"]} | {
+            r["component"].split(".")[0] for r in doc["retries"]
+        }
+
+    assert components(status) == {"telegram"} and components(bridge) == {"bridge"}
+    telegram = next(b for b in status["breakers"] if b["name"] == "telegram")
+    assert telegram["successes"] > 0
+    assert bogus.is_error and "filesystem" in text_of(bogus) and "telegram" in text_of(bogus)

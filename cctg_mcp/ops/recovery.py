@@ -144,7 +144,7 @@ class RecoveryActions:
         """Components ``trigger_recovery`` accepts."""
         names = {"telegram", "bridge", "outbox", "dispatcher", "disk"}
         if self.service.pipelines is not None:
-            names |= set(self.service.pipelines.pipelines)
+            names |= set(self.service.pipelines.in_use)
         return sorted(names)
 
     def default_strategy(self, component: str, error_code: str | None = None) -> RecoveryStrategy:

@@ -142,7 +142,7 @@ async def resilience_status(service: NotificationService, *, refresh: bool = Fal
     if refresh and isinstance(service.health, HealthMonitor):
         await service.health.check_now()
     if service.pipelines is not None:
-        for name, pipe in service.pipelines.pipelines.items():
+        for name, pipe in service.pipelines.in_use.items():  # only components that guard real calls
             for breaker in pipe.breakers.values():
                 st = breaker.statistics()
                 breakers.append(

@@ -207,6 +207,7 @@ class PipelineSet:
         self.clock = clock
         self.metrics = metrics
         self.pipelines: dict[str, Pipeline] = {}
+        self._in_use: dict[str, Pipeline] = {}
         rng = rng or random.Random()
         for component in COMPONENTS:
             breaker = CircuitBreaker(component, breaker_settings(config, component), clock=clock)
@@ -237,7 +238,17 @@ class PipelineSet:
         )
 
     def for_component(self, component: str) -> Pipeline:
-        return self.pipelines[component]
+        """The pipeline that will guard ``component``'s calls; from now on it is ``in_use``."""
+        pipeline = self.pipelines[component]
+        self._in_use.setdefault(component, pipeline)
+        return pipeline
+
+    @property
+    def in_use(self) -> dict[str, Pipeline]:
+        """The pipelines something was wired to call through (what status and tools list): a
+        component no call goes through (``filesystem``/``network`` today, ``bridge`` in direct
+        delivery) is not reported, since its zero counts would protect nothing."""
+        return dict(self._in_use)
 
     @property
     def breakers(self) -> dict[str, CircuitBreaker]:

@@ -167,7 +167,7 @@ def _check_names(service: NotificationService, component: str | None, operation:
     recorded = [(m.component, m.operation) for m in service.metrics.series()]
     components = {c for c, _ in recorded}
     if service.pipelines is not None:
-        components |= set(service.pipelines.pipelines)
+        components |= set(service.pipelines.in_use)
     operations = {o for _, o in recorded}
     if service.resilience is not None:
         operations |= set(service.resilience.operations)
