@@ -93,6 +93,8 @@ class SessionQuota:
 
     def _open(self, identity: str) -> set[str]:
         live = self.live_sessions()
+        if len(self._sessions) > 4 * MAX_SESSIONS:  # clients that went away: forget them
+            self._sessions = {k: v & set(live) for k, v in self._sessions.items() if v & set(live)}
         mine = {sid for sid in self._sessions.get(identity, set()) if sid in live}
         if mine:
             self._sessions[identity] = mine
