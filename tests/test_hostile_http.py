@@ -139,3 +139,31 @@ async def test_one_client_cannot_take_every_session_nor_dodge_the_rate_limit(
         assert closed.status_code in (200, 204)
         assert (await open_session(raw)).status_code == 200  # a slot is free again
     assert log_path.read_text().count("refused a new HTTP session") == 1
+
+
+async def test_the_event_loops_repeated_errors_are_logged_once_without_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """What 'Too many open files' on every accept used to do: one traceback per occurrence."""
+    import asyncio
+    import logging
+
+    from cctg_mcp.server.http_limits import install_loop_log_throttle
+
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+    install_loop_log_throttle(loop)
+    try:
+        with caplog.at_level(logging.ERROR, logger="cctg_mcp.server.http_limits"):
+            for _ in range(200):
+                loop.call_exception_handler(
+                    {
+                        "message": "socket.accept() out of system resource",
+                        "exception": OSError(24, "Too many open files"),
+                    }
+                )
+    finally:
+        loop.set_exception_handler(previous)
+    lines = [r for r in caplog.records if "out of system resource" in r.getMessage()]
+    assert len(lines) == 1 and "Too many open files" in lines[0].getMessage()
+    assert lines[0].exc_info is None
