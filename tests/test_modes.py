@@ -185,3 +185,17 @@ async def test_mode_tools_without_configuration_say_what_to_set(tmp_path: Path) 
     async with connected(make_settings(None, tmp_path, CCTG_DELIVERY="telegram")) as client:
         result = await client.call_tool("switch_to_nomad_mode", {})
     assert result.is_error and "TELEGRAM_BOT_TOKEN" in text_of(result)
+
+
+async def test_a_permission_request_in_local_mode_is_denied_saying_how_to_be_asked(
+    standin: TelegramStandIn, tmp_path: Path
+) -> None:
+    async with connected(make_settings(standin, tmp_path)) as client:
+        await call(client, "switch_to_local_mode")
+        with anyio.fail_after(15):
+            result = await client.call_tool("permission_prompt", {"tool_name": "Bash", "input": {"command": "ls"}})
+        status = await call(client, "get_resilience_status")
+    decision = json.loads(text_of(result))
+    assert decision["behavior"] == "deny" and "local" in decision["message"]
+    assert "switch_to_nomad_mode" in decision["message"] and "withdrawn" in decision["message"]
+    assert standin.sent == [] and status["outbox"]["pending"] == 0  # withdrawn: it never pops up later

@@ -29,6 +29,7 @@ import anyio
 
 from cctg_mcp.answers import Answers, TelegramResponse
 from cctg_mcp.answers.common import ProgressFn
+from cctg_mcp.delivery.mode import LOCAL, MUTED
 from cctg_mcp.delivery.service import NotificationService, SendResult
 from cctg_mcp.events.catalogue import escape_html
 from cctg_mcp.events.rendering import render_event
@@ -146,6 +147,12 @@ class PermissionGate:
         return deny(f"Denied on Telegram by {by}.")
 
     def _unreachable(self, sent: SendResult) -> str:
+        if sent.reason in (MUTED, LOCAL):  # held by the mode (delivery/mode.py), not an outage
+            return (
+                f"Denied: the notification mode is {'mute' if sent.reason == MUTED else 'local'}, so approval "
+                "requests are not sent to Telegram. The request was withdrawn. Switch to nomad mode "
+                "(switch_to_nomad_mode, or /cct:nomad in Telegram) to be asked there."
+            )
         reason = redact(sent.reason or "Telegram did not accept it in time")[:300]
         return (
             f"Denied: nobody could be asked on Telegram now ({reason}). The request was withdrawn (it will "
