@@ -15,6 +15,8 @@ import anyio
 import pytest
 from helpers import USERS, connected, fast_config, make_settings, text_of
 from mcp import Client
+from test_bridge_e2e import FakeBridge
+from test_bridge_e2e import fake_bridge as fake_bridge  # the fixture
 
 from cctg_mcp.app import open_service
 from cctg_mcp.config import Settings
@@ -168,7 +170,8 @@ async def test_bridge_mode_asks_the_bridge_as_the_original_did(tmp_path: Path) -
     async with connected(settings) as client:
         result = await call(client, "switch_to_mute_mode")
         status = await call(client, "get_resilience_status")
-    assert (result["success"], result["mode"]) == (True, "muted")
+    # No bridge runs: the request is written for it, and not claimed as done.
+    assert (result["success"], result["mode"]) == (False, "unknown") and "queued" in result["message"]
     (written,) = [json.loads(p.read_text()) for p in settings.events_dir.glob("*.json")]
     assert (written["type"], written["title"], written["description"]) == (
         "info_notification",
@@ -179,6 +182,28 @@ async def test_bridge_mode_asks_the_bridge_as_the_original_did(tmp_path: Path) -
     assert written["event_id"] == result["event_id"]
     assert (status["mode"]["managed_by"], status["mode"]["mode"]) == ("bridge", "local")  # the bridge decides
     assert not (tmp_path / "bridge_mode.json").exists()  # the server does not switch itself in bridge mode
+
+
+async def test_bridge_mode_switch_succeeds_once_the_bridge_takes_the_request(
+    fake_bridge: FakeBridge, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in fake_bridge.env().items():
+        monkeypatch.setenv(key, value)
+    started = await fake_bridge.manager().start()
+    assert started.success
+    settings = make_settings(
+        None,
+        tmp_path / "data",
+        CCTG_DELIVERY="bridge",
+        CC_TELEGRAM_BRIDGE_PATH=str(fake_bridge.script),
+        CC_TELEGRAM_BRIDGE_HEALTH_URL=fake_bridge.health_url,
+    )
+    async with connected(settings) as client:
+        result = await call(client, "switch_to_nomad_mode")
+        await call(client, "stop_bridge")
+    assert (result["success"], result["mode"]) == (True, "nomad"), result
+    (taken,) = await fake_bridge.await_processed(1)
+    assert taken["event"]["data"]["command"] == "/cct:nomad" and taken["event"]["event_id"] == result["event_id"]
 
 
 async def test_mode_tools_without_configuration_say_what_to_set(tmp_path: Path) -> None:
