@@ -30,12 +30,12 @@ BASH = {"command": "rm -rf build && echo '<b>done</b> & gone'", "description": "
 
 
 @asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[tuple[Client, list[NotificationService]]]:
+async def serving(settings: Settings, **config: Any) -> AsyncIterator[tuple[Client, list[NotificationService]]]:
     services: list[NotificationService] = []
 
     @asynccontextmanager
     async def opened() -> AsyncIterator[NotificationService]:
-        async with open_service(settings, resilience=fast_config(), poll_timeout=1) as service:
+        async with open_service(settings, resilience=fast_config(**config), poll_timeout=1) as service:
             services.append(service)
             yield service
 
@@ -223,3 +223,32 @@ async def test_not_configured_denies_and_bad_arguments_are_rejected(tmp_path: Pa
             bad = await client.call_tool("permission_prompt", {"tool_name": "Bash", "input": "ls"})
     assert decision["behavior"] == "deny" and "nobody could be asked" in decision["message"]
     assert bad.is_error and "input" in text_of(bad)
+
+
+async def test_a_copy_that_could_not_be_delivered_is_withdrawn_and_the_others_decide(
+    standin: TelegramStandIn, tmp_path: Path
+) -> None:
+    # One chat failing must not open the breaker here, or the edit below is skipped (best effort).
+    breaker = {"telegram": {"failureThreshold": 10, "successThreshold": 1, "timeout": 200}}
+    async with serving(make_settings(standin, tmp_path), circuitBreaker=breaker) as (client, services):
+        standin.set_fault(FaultMode.SERVER_ERROR, status=502, chats={BOB})
+        decisions: list[dict[str, Any]] = []
+
+        async def claude_code() -> None:
+            decisions.append(await ask(client, "Bash", {"command": "make release"}))
+
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(claude_code)
+                (alice_copy,) = await asked(standin, 1)
+                assert alice_copy.chat_id == ALICE
+                standin.press(ALICE, alice_copy, "Allow")
+        assert decisions == [{"behavior": "allow", "updatedInput": {"command": "make release"}}]
+        outbox = services[-1].outbox
+        assert outbox is not None
+        counts = await outbox.counts()
+        assert (counts.pending, counts.in_flight, counts.dead) == (0, 0, 0)  # Bob's copy was withdrawn
+        assert any(r.method == "sendMessage" and r.status == 502 for r in standin.requests)
+        assert [m.chat_id for m in standin.sent] == [ALICE]
+        (edit,) = await edited(standin, 1)
+        assert edit.chat_id == ALICE and f"Allowed by @user{ALICE}" in edit.plain_text
