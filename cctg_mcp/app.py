@@ -60,6 +60,7 @@ async def open_service(
     alerts = config.monitoring.alert_thresholds
     metrics = MetricsRegistry(
         clock=clock,
+        disk_path=str(settings.data_dir),  # disk_free_mb: the data dir's volume
         history_interval=config.monitoring.seconds("metrics_interval"),
         history_retention=config.monitoring.retention.seconds("metrics"),
         thresholds=AlertThresholds(

@@ -167,12 +167,14 @@ class MetricsRegistry:
         max_labelled: int = 500,
         alert_history: int = 1000,
         process: ProcessSampler | None = None,
+        disk_path: str | None = None,
     ) -> None:
         self.clock = clock
         self.thresholds = thresholds or AlertThresholds()
         self.history_retention, self.history_interval = history_retention, history_interval
         self.max_series, self.max_labelled = max_series, max_labelled
-        self.process = process or ProcessSampler(clock)
+        #: ``disk_path``: where the data dir lives, so ``disk_free_mb`` is that volume's free space.
+        self.process = process or ProcessSampler(clock, disk_path=disk_path)
         self.started = self._last_sample = clock.monotonic()
         self._series: dict[str, dict[str, OperationMetrics]] = {}
         self._n_series = 0

@@ -1,26 +1,29 @@
-"""Process figures from the standard library, each where the platform provides it.
+"""Process figures from psutil (Linux, macOS and Windows alike), each where the platform gives it.
 
-No psutil: CPU from ``os.times()``, memory from ``/proc/self/status`` and
-``resource.getrusage``, system memory from ``/proc/meminfo`` (capped by a cgroup v2 limit),
-open files from ``/proc/self/fd`` (``/dev/fd`` elsewhere), I/O from ``/proc/self/io``,
-network from ``/proc/self/net/dev`` and disk space from ``shutil.disk_usage``. A figure
-the platform does not offer is ``None``, never a guess.
+CPU from ``Process.cpu_times()``, memory from ``memory_info()`` and ``virtual_memory()``
+(capped by a cgroup v2 limit), open files from ``num_fds()`` (handles on Windows), storage
+I/O from ``io_counters()`` (not on macOS), disk space of the data dir's volume from
+``disk_usage()``. A figure the platform does not offer is ``None``, never a guess. Nothing
+system-wide is reported as if it were this process's (no network-namespace byte counts).
 
 ``cpu_percent`` is a share of *all* usable cores: 100 means every core the process may run
 on was busy for the whole interval (so one busy thread on a 4-core box reads 25).
+``max_rss_mb`` is the highest RSS this sampler has read (so never below ``rss_mb``).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
 
 from .clock import SYSTEM_CLOCK, Clock
 
 _MB = 1024.0 * 1024.0
+_SELF = psutil.Process()
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,101 +35,57 @@ class ProcessStats:
     cpu_percent: float | None  # share of all usable cores since the last sample, 0..100
     cpu_seconds: float | None  # user + system since process start
     rss_mb: float | None
-    max_rss_mb: float | None
+    max_rss_mb: float | None  # the highest RSS read by this sampler
     memory_total_mb: float | None  # system memory, or the cgroup limit when lower
     memory_fraction: float | None  # rss / memory_total
-    open_files: int | None
+    open_files: int | None  # file descriptors (handles on Windows)
     threads: int | None
-    read_bytes: int | None  # storage I/O (/proc/self/io read_bytes / write_bytes)
+    read_bytes: int | None  # storage I/O of this process (io_counters; None on macOS)
     write_bytes: int | None
-    io_read_bytes: int | None  # every read/write syscall, sockets and pipes included (rchar/wchar)
+    io_read_bytes: int | None  # every read/write syscall, sockets and pipes included (Linux only)
     io_write_bytes: int | None
-    net_rx_bytes: int | None  # network namespace totals, loopback excluded (not per process)
-    net_tx_bytes: int | None
-    disk_free_mb: float | None
+    disk_free_mb: float | None  # free space on the data dir's volume
 
 
-def _read_keyed(path: str) -> dict[str, int]:
-    """``key: value [unit]`` files such as /proc/self/status, /proc/self/io, /proc/meminfo."""
-    out: dict[str, int] = {}
+def _safe(fn: Callable[[], int | float | None]) -> int | float | None:
     try:
-        with open(path, encoding="ascii", errors="replace") as f:
-            for line in f:
-                key, _, rest = line.partition(":")
-                parts = rest.split()
-                if parts and parts[0].isdigit():
-                    out[key.strip()] = int(parts[0])
-    except OSError:
-        pass
-    return out
+        return fn()
+    except (psutil.Error, OSError, AttributeError, NotImplementedError):
+        return None
 
 
 def read_cpu_seconds() -> float | None:
-    t = os.times()
-    return t.user + t.system
+    times = _SELF.cpu_times()
+    return float(times.user + times.system)
 
 
 def read_rss_bytes() -> int | None:
-    kb = _read_keyed("/proc/self/status").get("VmRSS")
-    return None if kb is None else kb * 1024
-
-
-def read_max_rss_bytes() -> int | None:
-    try:
-        import resource
-    except ImportError:  # Windows
-        return None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak) if sys.platform == "darwin" else int(peak) * 1024  # bytes on macOS, KiB on Linux
+    value = _safe(lambda: _SELF.memory_info().rss)
+    return None if value is None else int(value)
 
 
 def read_memory_total_bytes() -> int | None:
-    kb = _read_keyed("/proc/meminfo").get("MemTotal")
-    total: int | None = kb * 1024 if kb is not None else None
-    if total is None:
-        try:
-            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        except (AttributeError, ValueError, OSError):
-            total = None
+    total = _safe(lambda: psutil.virtual_memory().total)
+    limit: int | None = None
     try:
         with open("/sys/fs/cgroup/memory.max", encoding="ascii") as f:
-            limit = f.read().strip()
-        if limit.isdigit():
-            total = min(total, int(limit)) if total else int(limit)
+            raw = f.read().strip()
+        limit = int(raw) if raw.isdigit() else None
     except OSError:
         pass
-    return total or None
+    values = [int(v) for v in (total, limit) if v]
+    return min(values) if values else None
 
 
 def read_open_files() -> int | None:
-    for path in ("/proc/self/fd", "/dev/fd"):
-        try:
-            return max(0, len(os.listdir(path)) - 1)  # minus the descriptor listdir itself holds
-        except OSError:
-            continue
-    return None
-
-
-def read_net_bytes() -> tuple[int | None, int | None]:
-    rx = tx = 0
-    try:
-        with open("/proc/self/net/dev", encoding="ascii") as f:
-            for line in f.readlines()[2:]:
-                name, _, rest = line.partition(":")
-                fields = rest.split()
-                if name.strip() != "lo" and len(fields) >= 9:
-                    rx += int(fields[0])
-                    tx += int(fields[8])
-    except (OSError, ValueError):
-        return None, None
-    return rx, tx
+    counter = getattr(_SELF, "num_fds", None) or getattr(_SELF, "num_handles", None)  # POSIX / Windows
+    value = _safe(counter) if counter is not None else None
+    return None if value is None else int(value)
 
 
 def usable_cpu_count() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
+    affinity = _safe(lambda: len(_SELF.cpu_affinity() or []))  # not on macOS
+    return max(1, int(affinity or psutil.cpu_count() or os.cpu_count() or 1))
 
 
 def _mb(value: int | None) -> float | None:
@@ -160,6 +119,7 @@ class ProcessSampler:
         self._started = clock.monotonic()
         self._base = (self._started, cpu_seconds())
         self._cpu_percent: float | None = None
+        self._max_rss: int | None = None
         self.min_cpu_window = min_cpu_window
 
     def read(self, *, rebase: bool = False) -> ProcessStats:
@@ -175,32 +135,41 @@ class ProcessSampler:
             if rebase:
                 self._base, self._cpu_percent = (now, cpu), cpu_percent
         rss = self._rss_bytes()
+        if rss is not None:
+            self._max_rss = max(self._max_rss or 0, rss)
         total = self._memory_total()
-        status = _read_keyed("/proc/self/status")
-        io = _read_keyed("/proc/self/io")
-        rx, tx = read_net_bytes()
+        threads = _safe(_SELF.num_threads)
+        io = None
+        try:
+            io = _SELF.io_counters() if hasattr(_SELF, "io_counters") else None
+        except (psutil.Error, OSError, NotImplementedError):
+            io = None
         disk_free: float | None = None
         if self.disk_path is not None:
-            try:
-                disk_free = _mb(shutil.disk_usage(self.disk_path).free)
-            except OSError:
-                disk_free = None
+            disk_free = _mb(_disk_free(self.disk_path))
         return ProcessStats(
             uptime_s=round(now - self._started, 3),
             cpu_count=self.cpu_count,
             cpu_percent=cpu_percent,
             cpu_seconds=cpu,
             rss_mb=_mb(rss),
-            max_rss_mb=_mb(read_max_rss_bytes()),
+            max_rss_mb=_mb(self._max_rss),
             memory_total_mb=_mb(total),
             memory_fraction=rss / total if rss is not None and total else None,
             open_files=read_open_files(),
-            threads=status.get("Threads"),
-            read_bytes=io.get("read_bytes"),
-            write_bytes=io.get("write_bytes"),
-            io_read_bytes=io.get("rchar"),
-            io_write_bytes=io.get("wchar"),
-            net_rx_bytes=rx,
-            net_tx_bytes=tx,
+            threads=None if threads is None else int(threads),
+            read_bytes=getattr(io, "read_bytes", None),
+            write_bytes=getattr(io, "write_bytes", None),
+            io_read_bytes=getattr(io, "read_chars", None),
+            io_write_bytes=getattr(io, "write_chars", None),
             disk_free_mb=disk_free,
         )
+
+
+def _disk_free(path: str) -> int | None:
+    """Free bytes on the volume holding ``path`` (its nearest existing ancestor)."""
+    probe = Path(path)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    value = _safe(lambda: psutil.disk_usage(str(probe)).free)
+    return None if value is None else int(value)
