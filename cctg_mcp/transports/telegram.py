@@ -336,11 +336,20 @@ class TelegramTransport:
                 raise _TooLarge
             chunks: list[bytes] = []
             size = 0
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > self.max_body_bytes:
-                    raise _TooLarge
-                chunks.append(chunk)
+            try:
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > self.max_body_bytes:
+                        # Close the stream and let the iteration end on its own: leaving the
+                        # loop here would leave httpcore's generators suspended (unclosed).
+                        await response.aclose()
+                        continue
+                    chunks.append(chunk)
+            except httpx.HTTPError:  # the stream we closed ends with a read error: expected
+                if size <= self.max_body_bytes:
+                    raise
+            if size > self.max_body_bytes:
+                raise _TooLarge
             return response.status_code, b"".join(chunks)
 
     def _map_httpx(self, method: str, exc: httpx.HTTPError) -> BaseResilienceError:
