@@ -30,6 +30,7 @@ from cctg_mcp.delivery.pacing import Pacer
 from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.delivery.supervisor import DispatcherSupervisor
 from cctg_mcp.ops.chaos import ChaosSender, build_chaos
+from cctg_mcp.ops.config_support import warn_unsupported
 from cctg_mcp.ops.health import install_default_checks
 from cctg_mcp.ops.logfile import log_dir, run_log_retention
 from cctg_mcp.ops.recovery import build_manager
@@ -57,6 +58,7 @@ async def open_service(
     shutdown_grace: float | None = None,
 ) -> AsyncIterator[NotificationService]:
     config = resilience if resilience is not None else load_resilience_config({}, settings.config_path)
+    warn_unsupported(config)  # once per start: keys accepted but not acting, and why (ops/config_support.py)
     alerts = config.monitoring.alert_thresholds
     metrics = MetricsRegistry(
         clock=clock,
