@@ -5,10 +5,15 @@ faults); short timeouts so the bound shows in a second, not a minute."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import anyio
 import pytest
+from helpers import USERS, fast_config
 
+from cctg_mcp.answers import ANSWERS_FILE, ResponsePoller, ResponseStore, updates_pipeline
 from cctg_mcp.resilience.errors import AttemptTimeoutError, ResourceError
+from cctg_mcp.resilience.pipeline import PipelineSet
 from cctg_mcp.testing import FaultMode, TelegramStandIn
 from cctg_mcp.transports.telegram import TelegramTransport
 
@@ -48,3 +53,25 @@ async def test_a_huge_body_is_refused_not_read_whole(standin: TelegramStandIn) -
         standin.clear_fault()
         with anyio.fail_after(10):
             assert await client.get_updates(None, timeout=0) == []  # the next call is fine
+
+
+async def test_a_dripping_getupdates_is_a_failed_round_for_the_poller_not_a_hang(
+    standin: TelegramStandIn, tmp_path: Path
+) -> None:
+    """The reported case: the poller hung for good while the status said healthy."""
+    standin.drip_interval = 0.2
+    standin.set_fault(FaultMode.DRIP, methods={"getUpdates"})
+    store = await ResponseStore.open(tmp_path / ANSWERS_FILE)
+    try:
+        async with transport(standin) as client:
+            pipelines = PipelineSet(fast_config(retry={"telegram": {"maxAttempts": 1}}))
+            poller = ResponsePoller(store, client, updates_pipeline(pipelines), allowed_users=USERS, poll_timeout=0)
+            with anyio.fail_after(10):
+                delay = await poller._poll_guarded()
+            assert delay > 0 and poller.consecutive_failures == 1
+            assert poller.last_error is not None and "no complete answer" in poller.last_error
+            standin.clear_fault()
+            with anyio.fail_after(10):
+                assert await poller._poll_guarded() == 0 and poller.consecutive_failures == 0
+    finally:
+        await store.close()
