@@ -19,15 +19,17 @@ from typing import TYPE_CHECKING
 import anyio
 
 from cctg_mcp.answers import DEFAULT_POLL_TIMEOUT, Answers, BridgeAnswers
+from cctg_mcp.answers.store import ANSWERS_FILE
 from cctg_mcp.config import Settings
 from cctg_mcp.delivery.bridge import bridge_dispatcher
 from cctg_mcp.delivery.dispatcher import Dispatcher
 from cctg_mcp.delivery.housekeeping import run_housekeeping
+from cctg_mcp.delivery.local_coordination import LocalCoordinator
 from cctg_mcp.delivery.mode import MODE_FILE, ModeStore
 from cctg_mcp.delivery.mode_switch import on_telegram_command
 from cctg_mcp.delivery.outbox import Outbox
 from cctg_mcp.delivery.pacing import Pacer
-from cctg_mcp.delivery.service import NotificationService
+from cctg_mcp.delivery.service import DEFAULT_TOOL_DEADLINES, NotificationService
 from cctg_mcp.delivery.supervisor import DispatcherSupervisor
 from cctg_mcp.ops.chaos import ChaosSender, build_chaos
 from cctg_mcp.ops.config_support import warn_unsupported
@@ -45,6 +47,17 @@ if TYPE_CHECKING:  # only transports/ imports httpx at run time (tests/test_layo
     import httpx
 
 log = logging.getLogger(__name__)
+
+
+def lease_for(configured_s: float, config: ResilienceConfig) -> float:
+    """The lease a delivery holds: never shorter than the longest attempt (a send tool's
+    deadline plus its safety margin, or the background loop's send timeout), so a live
+    owner's attempt cannot outlast its lease even before a renewal lands."""
+    longest = max(config.timeout_for(operation) for operation in DEFAULT_TOOL_DEADLINES) + 2.0 + 1.0
+    longest = max(longest, min(30.0, configured_s / 2) + 5.0 + 1.0)
+    if longest > configured_s:
+        log.info("CCTG_LEASE_SECONDS=%g is shorter than the longest attempt; leasing for %gs", configured_s, longest)
+    return max(configured_s, longest)
 
 
 @asynccontextmanager
@@ -109,9 +122,16 @@ async def open_service(
             else None
         )
         sender = chaos_sender or transport
-        pacer = Pacer(settings.pacing, clock=clock)
+        # The sessions sharing this data dir: liveness, the one reader, shared budgets (coordination.py).
+        coordinator = LocalCoordinator(settings.data_dir, answers_path=settings.data_dir / ANSWERS_FILE, clock=clock)
+        await coordinator.start()
+        stack.push_async_callback(coordinator.aclose)
+        pacer = Pacer(settings.pacing, clock=clock, shared=coordinator)
+        lease_s = lease_for(settings.lease_seconds, config)
         if sender is None:
-            dispatcher: Dispatcher = bridge_dispatcher(settings, outbox, pipelines, pacer, clock=clock)
+            dispatcher: Dispatcher = bridge_dispatcher(
+                settings, outbox, pipelines, pacer, clock=clock, coordinator=coordinator, lease_s=lease_s
+            )
         else:
             dispatcher = Dispatcher(
                 outbox,
@@ -119,10 +139,11 @@ async def open_service(
                 pipelines.for_component("telegram"),
                 pacer,
                 clock=clock,
-                lease_s=settings.lease_seconds,  # a send must end well inside its lease (CCTG_LEASE_SECONDS)
+                lease_s=lease_s,
                 send_timeout_s=min(30.0, settings.lease_seconds / 2),
                 # no more sends in flight than the telegram bulkhead admits (maxConcurrentRequests)
                 concurrency=min(8, config.circuit_breaker["telegram"].max_concurrent_requests),
+                coordinator=coordinator,
             )
         service = NotificationService(
             settings,
@@ -134,6 +155,7 @@ async def open_service(
             resilience=config,
             transport=sender,
         )
+        service.coordinator = coordinator
         if transport is not None:  # direct delivery: the server owns the mode (bridge: the bridge does)
             service.mode = dispatcher.mode = ModeStore(settings.data_dir / MODE_FILE, clock=clock)
         supervisor = DispatcherSupervisor(  # a crashed loop restarts after recovery.restartDelay, backing off
@@ -153,13 +175,15 @@ async def open_service(
             stack.push_async_callback(service.answers.aclose)
             if service.answers.poller is not None:  # /cct:nomad, /cct:local, /cct:mute from Telegram
                 service.answers.poller.on_command = partial(on_telegram_command, service)
+            service.answers.coordinator = coordinator
         else:  # bridge: the bridge reads Telegram; answers come from its response files
             service.answers = await BridgeAnswers.open(settings, clock=clock, metrics=metrics)
             stack.push_async_callback(service.answers.aclose)
         async with anyio.create_task_group() as tg:
+            await tg.start(coordinator.run)
             await tg.start(supervisor.run)
-            if service.answers.poller is not None:
-                await tg.start(service.answers.poller.run)
+            if service.answers.poller is not None:  # only the data dir's one reader polls
+                await tg.start(partial(service.answers.poller.run_as_reader, coordinator))
             if service.chaos is not None:
                 await tg.start(service.chaos.run)  # hosts the experiments' rollback timers
             if recovery.settings.enabled:

@@ -46,11 +46,20 @@ async def test_groups_get_twenty_per_minute_without_a_burst() -> None:
 
 async def test_the_jitter_margin_is_paid_once_and_the_rate_never_exceeds_the_limit() -> None:
     clock = FakeClock()
-    pacer = Pacer(PacingSettings(per_chat_per_second=1, per_chat_burst=1), clock=clock)  # margin 0.25 s
+    pacer = Pacer(PacingSettings(per_chat_per_second=1, per_chat_burst=2), clock=clock)  # margin 0.25 s
     times = await send_times(pacer, clock, [7] * 6)
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert all(gap >= 1.0 - 1e-9 for gap in gaps[1:])  # never faster than 1/s once the burst is used
-    assert times[-1] <= 5.25 + 1e-9  # the spare costs 0.25 s once, not per message
+    assert times[-1] <= 4.25 + 1e-9  # the spare costs 0.25 s once, not per message
+
+
+async def test_without_a_burst_sends_are_spaced_past_the_limit() -> None:
+    """A receiver that allows no burst holds no spare for a message that arrives early:
+    every gap is 1/rate plus the spacing margin (0.1 s), in one process as in several."""
+    clock = FakeClock()
+    pacer = Pacer(PacingSettings(per_chat_per_second=1, per_chat_burst=1), clock=clock)
+    times = await send_times(pacer, clock, [7] * 6)
+    assert [round(b - a, 6) for a, b in itertools.pairwise(times)] == [1.1] * 5
 
 
 async def test_a_429_pause_holds_every_chat_until_it_ends() -> None:

@@ -239,6 +239,34 @@ def test_a_body_shorter_than_content_length_is_never_processed(standin: Telegram
     assert [m.text for m in standin.sent] == ["whole"]
 
 
+def test_an_overlapped_get_updates_reader_gets_409_like_telegram(
+    standin: TelegramStandIn, client: httpx.Client
+) -> None:
+    """Two readers of one bot: the newer getUpdates terminates the one still waiting."""
+    got: list[httpx.Response] = []
+    first = threading.Thread(target=lambda: got.append(call(client, standin, "getUpdates", timeout=10)))
+    first.start()
+    assert standin.wait_until(lambda: standin.polling == 1, 5)
+    with httpx.Client() as other:  # a second connection, as a second process would use
+        second = call(other, standin, "getUpdates", timeout=0)
+    first.join(5)
+    assert second.status_code == 200
+    assert got[0].status_code == 409
+    assert got[0].json()["description"].startswith("Conflict: terminated by other getUpdates request")
+    assert standin.getupdates_conflicts == 1
+
+
+def test_flood_limits_without_a_burst(client: httpx.Client) -> None:
+    now = [100.0]
+    with TelegramStandIn(flood_limits=True, per_chat_burst=1, clock=lambda: now[0]) as s:
+        codes = [call(client, s, "sendMessage", chat_id=1, text="x").status_code for _ in range(2)]
+        assert codes == [200, 429]  # one per second per chat, from the first message on
+        now[0] += 0.99
+        assert call(client, s, "sendMessage", chat_id=1, text="x").status_code == 429
+        now[0] += 0.01
+        assert call(client, s, "sendMessage", chat_id=1, text="x").status_code == 200
+
+
 def test_flood_limits_per_chat_and_global(client: httpx.Client) -> None:
     now = [100.0]
     with TelegramStandIn(flood_limits=True, global_per_second=4, clock=lambda: now[0]) as s:

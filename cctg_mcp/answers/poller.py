@@ -35,6 +35,7 @@ from anyio.abc import TaskStatus
 
 from cctg_mcp.answers.models import ParsedUpdate, TelegramResponse, parse_update
 from cctg_mcp.answers.store import ResponseStore
+from cctg_mcp.delivery.coordination import Coordinator
 from cctg_mcp.delivery.mode import Mode, parse_command
 from cctg_mcp.resilience.breaker import CircuitBreaker
 from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
@@ -105,6 +106,8 @@ class ResponsePoller:
         self.min_backoff, self.max_backoff, self.conflict_backoff = min_backoff, max_backoff, conflict_backoff
         self.offset: int | None = None
         self.running = False
+        #: Another session on this data dir reads getUpdates; this one takes over if it stops.
+        self.following = False
         self.polls = 0
         self.stored = 0
         self.unauthorized = 0
@@ -137,6 +140,23 @@ class ResponsePoller:
                     await self.clock.sleep(delay)
         finally:
             self.running = False
+
+    async def run_as_reader(
+        self, coordinator: Coordinator, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Poll once this process is the data dir's one reader (Telegram allows one getUpdates
+        reader per bot; a second gets 409). Until then, follow: the reader stores answers in
+        the shared store, and every process's waiters wake on them."""
+        if await coordinator.try_lead():
+            await self.run(task_status=task_status)
+            return
+        self.following = True
+        task_status.started()
+        try:
+            await coordinator.lead()
+        finally:
+            self.following = False
+        await self.run()
 
     def round_done(self) -> anyio.Event:
         """An event set when the current poll round ends (success or failure): status watchers
@@ -290,6 +310,7 @@ class ResponsePoller:
         since = None if self.last_success_at is None else self.clock.monotonic() - self.last_success_at
         return {
             "running": self.running,
+            "following": self.following,
             "offset": self.offset,
             "polls": self.polls,
             "stored": self.stored,

@@ -25,6 +25,11 @@ class AnswersSummary(BaseModel):
         "bridge's response files."
     )
     poller_running: bool | None = Field(description="The getUpdates poller runs (None in bridge mode).")
+    following: bool = Field(
+        default=False,
+        description="Another session on this data dir reads getUpdates for all of them (see coordination); "
+        "this one takes over if that one stops.",
+    )
     consecutive_failures: int = Field(description="getUpdates rounds failed in a row (0 when reading fine).")
     getupdates_conflicts: int = Field(description="getUpdates answers 409 (another reader or a webhook) so far.")
     in_conflict: bool = Field(description="The last getUpdates round was refused with 409.")
@@ -74,12 +79,13 @@ def answers_summary(service: NotificationService, issues: list[str]) -> AnswersS
             f"in a row (last error: {last_error})."
         )
         healthy = False
-    elif not poller.running:
+    elif not poller.running and not poller.following:
         issues.append("The getUpdates poller is not running: answers from Telegram are not read.")
         healthy = False
     return AnswersSummary(
         mode="telegram",
         poller_running=poller.running,
+        following=poller.following,
         consecutive_failures=poller.consecutive_failures,
         getupdates_conflicts=poller.conflicts,
         in_conflict=poller.in_conflict,

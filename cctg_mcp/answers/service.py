@@ -16,12 +16,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
+
 from cctg_mcp.answers.bridge import BridgeAnswers
 from cctg_mcp.answers.common import ProgressFn, UnknownEventError, summarise_pending, unknown_event, wait_for_answer
 from cctg_mcp.answers.models import ClearResult, PendingResponses, ResponseList, TelegramResponse, WaitResult
 from cctg_mcp.answers.poller import DEFAULT_POLL_TIMEOUT, ResponsePoller, updates_pipeline
 from cctg_mcp.answers.store import ANSWERS_FILE, ResponseStore
 from cctg_mcp.config import Settings
+from cctg_mcp.delivery.coordination import Coordinator
 from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
 from cctg_mcp.resilience.metrics import MetricsRegistry
@@ -56,6 +59,8 @@ class Answers:
         self.store = store
         self.poller = poller
         self.clock = clock
+        #: Set by the composition root: other processes' stored answers wake ``wait`` too.
+        self.coordinator: Coordinator | None = None
         #: Seconds between progress notifications of ``wait``.
         self.progress_interval = progress_interval
 
@@ -114,20 +119,23 @@ class Answers:
     async def wait(self, event_id: str, timeout_s: float, *, on_progress: ProgressFn | None = None) -> WaitResult:
         """The first answer to ``event_id``, as soon as it is stored, or a timeout result.
 
-        Never polls: each read is preceded by taking the store's change event, and the wait
-        sleeps on it (a write in between wakes it at once)."""
+        Never polls the answers: each read is preceded by taking the change events (this
+        process's store, and the coordinator's for answers another process stored), and the
+        wait sleeps on them (a write in between wakes it at once)."""
         if await self.store.event_known(event_id) is False:
             raise unknown_event(event_id)
-        changed = self.store.changed()
+        changed: list[anyio.Event] = []
 
         async def check() -> TelegramResponse | None:
-            nonlocal changed
-            changed = self.store.changed()  # taken before the read: a write in between wakes us
+            # Taken before the read: a write in between wakes us.
+            changed[:] = [self.store.changed()]
+            if self.coordinator is not None:
+                changed.append(self.coordinator.answers_changed())
             return await self.store.first_for_event(event_id)
 
         async def pause(seconds: float) -> None:
             with self.clock.timeout_scope(seconds):
-                await changed.wait()
+                await first_of(changed)
 
         return await wait_for_answer(
             event_id,
@@ -138,6 +146,21 @@ class Answers:
             progress_interval=self.progress_interval,
             on_progress=on_progress,
         )
+
+
+async def first_of(events: list[anyio.Event]) -> None:
+    """Return when any of ``events`` is set."""
+    if len(events) == 1:
+        await events[0].wait()
+        return
+    async with anyio.create_task_group() as tg:
+
+        async def one(event: anyio.Event) -> None:
+            await event.wait()
+            tg.cancel_scope.cancel()
+
+        for event in events:
+            tg.start_soon(one, event)
 
 
 #: What ``answers_of`` returns: both have the same interface.

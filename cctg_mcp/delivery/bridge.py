@@ -32,6 +32,7 @@ import anyio.to_thread
 from pydantic import BaseModel, Field
 
 from cctg_mcp.config import Settings
+from cctg_mcp.delivery.coordination import Coordinator
 from cctg_mcp.delivery.dispatcher import CallPipeline, Dispatcher, Outcome, operation_for
 from cctg_mcp.delivery.outbox import Delivery, Outbox
 from cctg_mcp.delivery.pacing import Pacer
@@ -136,9 +137,17 @@ def bridge_check_of(settings: Settings) -> BridgeCheck:
 
 
 def bridge_dispatcher(
-    settings: Settings, outbox: Outbox, pipelines: PipelineSet, pacer: Pacer, *, clock: Clock = SYSTEM_CLOCK
+    settings: Settings,
+    outbox: Outbox,
+    pipelines: PipelineSet,
+    pacer: Pacer,
+    *,
+    clock: Clock = SYSTEM_CLOCK,
+    coordinator: Coordinator | None = None,
+    lease_s: float | None = None,
 ) -> BridgeDispatcher:
     """The composition root's bridge-mode dispatcher."""
+    lease = settings.lease_seconds if lease_s is None else lease_s
     return BridgeDispatcher(
         outbox,
         EventFileWriter(settings.events_dir, clock=clock),
@@ -146,8 +155,9 @@ def bridge_dispatcher(
         pacer,
         bridge_check=bridge_check_of(settings),
         clock=clock,
-        lease_s=settings.lease_seconds,
+        lease_s=lease,
         send_timeout_s=min(30.0, settings.lease_seconds / 2),
+        coordinator=coordinator,
     )
 
 

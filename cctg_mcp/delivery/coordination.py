@@ -38,13 +38,15 @@ from anyio.abc import TaskStatus
 
 @dataclass(frozen=True)
 class BucketSpec:
-    """One token bucket a send takes a token from: ``need`` tokens must be there (one plus
-    the pacer's jitter margin), one is taken."""
+    """One token bucket a send takes from: ``need`` tokens must be there (one plus the
+    pacer's jitter margin), ``cost`` are taken (one, or more to space sends that may not
+    burst)."""
 
     key: str
     rate: float  # tokens per second
     burst: float
     need: float = 1.0
+    cost: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,10 @@ class Coordinator(Protocol):
 
     def is_leader(self) -> bool: ...
 
+    async def try_lead(self) -> bool:
+        """Become the one reader if no process is; True when this process is the reader."""
+        ...
+
     async def lead(self) -> None:
         """Return once this process is the one reader (waits while another process is)."""
         ...
@@ -141,5 +147,7 @@ class Coordinator(Protocol):
         ...
 
     async def describe(self, now: float) -> dict[str, Any]:
-        """For ``get_resilience_status``: the sessions, the reader, the shared budget."""
+        """For ``get_resilience_status`` (``ops.status.CoordinationStatus``): the keys ``kind``,
+        ``session_id``, ``sessions`` (dicts of ``SessionInfo``), ``reader``,
+        ``this_session_reads_updates``, ``peer_deaths_seen`` and ``budget`` (a dict)."""
         ...

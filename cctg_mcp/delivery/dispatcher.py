@@ -11,6 +11,12 @@ record of it: if writing that record fails (a full disk, a locked database), the
 still ``delivered``, the message ids are kept in memory (``unsettled``) and the record is
 written again before every claim; a row of ours that comes back from an expired lease is
 settled, never sent again. Only a crash before the record is written can repeat it.
+
+Leases: a live owner renews the lease of every row it is delivering (every third of the
+lease), so no other process takes a row over while its attempt runs, however long that
+is. With a coordinator (several processes on one bot), rows leased by a process found dead
+(liveness: its OS lock is gone) go back to pending at once; an expired lease (a process
+that stopped renewing: hung, or from before liveness) is the fallback.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import Any, Literal, Protocol, TypeVar
 
 import anyio
 
+from cctg_mcp.delivery.coordination import Coordinator
 from cctg_mcp.delivery.mode import ModeStore
 from cctg_mcp.delivery.outbox import PRIORITY_RANK, Delivery, Outbox
 from cctg_mcp.delivery.pacing import Pacer
@@ -125,13 +132,20 @@ class Dispatcher:
         send_timeout_s: float = 30.0,
         concurrency: int = 8,
         idle_poll_s: float = 5.0,
+        coordinator: Coordinator | None = None,
     ) -> None:
         self.outbox = outbox
         self.sender = sender
         self.pipeline = pipeline
         self.pacer = pacer
         self.clock = clock
-        self.owner = f"{uuid.uuid4().hex[:12]}"
+        self.coordinator = coordinator
+        #: The lease owner: with a coordinator, its session id (what liveness is checked by).
+        self.owner = coordinator.session_id if coordinator is not None else f"{uuid.uuid4().hex[:12]}"
+        self._peer_died = True  # check the outbox for rows of dead owners at the first chance
+        self.taken_over = 0
+        if coordinator is not None:
+            coordinator.add_death_listener(self.peer_died)
         self.lease_s = lease_s
         self.send_timeout_s = send_timeout_s
         self.concurrency = concurrency
@@ -159,6 +173,24 @@ class Dispatcher:
     def wake(self) -> None:
         """Look at the outbox now (new work, or due times changed)."""
         self._wake.set()
+
+    def peer_died(self) -> None:
+        """A process sharing the outbox stopped: take its leased rows back now."""
+        self._peer_died = True
+        self.wake()
+
+    async def release_dead_owners(self) -> int:
+        """Rows leased by processes that are not alive go back to pending (liveness)."""
+        self._peer_died = False
+        if self.coordinator is None:
+            return 0
+        owners = await self.outbox.lease_owners()
+        dead = await self.coordinator.dead_among(owners - {self.owner})
+        released = await self.outbox.release_owners(dead)
+        if released:
+            self.taken_over += released
+            log.info("took over %d deliveries leased by stopped session(s) %s", released, ", ".join(sorted(dead)))
+        return released
 
     def hold_reason(self, priority: str, event: Event | None = None) -> str | None:
         """Why a new event of ``priority`` is queued without a direct attempt (the mode, then
@@ -205,7 +237,7 @@ class Dispatcher:
                     return await self.sender.send_message(delivery.chat_id, text, reply_markup=markup)
                 except TelegramRateLimited as exc:
                     # The limit is per bot: hold every other send too, not just this retry.
-                    self.pacer.pause(exc.retry_after or 1.0)
+                    await self.pacer.rate_limited(exc.retry_after or 1.0)
                     raise
 
             try:
@@ -214,7 +246,7 @@ class Dispatcher:
                 )
             except CircuitBreakerError:
                 if slot[0]:  # rejected before anything left: give the slot back
-                    self.pacer.refund(delivery.chat_id)
+                    await self.pacer.give_back(delivery.chat_id)
                 raise
             if index + 1 < len(parts):
                 await self.outbox.record_part(delivery.id, index + 1, message_ids)
@@ -235,7 +267,11 @@ class Dispatcher:
         """Send the remaining parts of one leased delivery and settle its row."""
         self.active += 1
         try:
-            return await self._deliver(delivery, deadline)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._renew, delivery.id)
+                outcome = await self._deliver(delivery, deadline)
+                tg.cancel_scope.cancel()
+            return outcome
         finally:
             self.active -= 1
             if not self.active:
@@ -271,6 +307,17 @@ class Dispatcher:
             self.unsettled.pop(delivery_id, None)
         return len(self.unsettled)
 
+    async def _renew(self, delivery_id: int) -> None:
+        """Keep the lease while the attempt runs: a slow Telegram never lets another worker
+        (or process) take the row and send it a second time."""
+        while True:
+            await self.clock.sleep(self.lease_s / 3)
+            try:
+                if not await self.outbox.renew(delivery_id, self.owner, self.lease_s):
+                    return
+            except Exception as exc:  # the store failing must not cut the attempt short
+                log.warning("could not renew the lease of delivery %s: %s", delivery_id, exc)
+
     async def _deliver(self, delivery: Delivery, deadline: float | None) -> Outcome:
         message_ids = list(delivery.message_ids)
         attempts = delivery.attempts + 1
@@ -287,7 +334,7 @@ class Dispatcher:
         except Exception as exc:  # every failure settles the row; nothing accepted is dropped
             error = classify(exc)
             if isinstance(error, TelegramRateLimited) and error.retry_after:
-                self.pacer.pause(error.retry_after)
+                await self.pacer.rate_limited(error.retry_after)
             if message_ids:
                 await self.outbox.record_part(delivery.id, len(message_ids), message_ids)
             reason = str(error)
@@ -312,6 +359,7 @@ class Dispatcher:
         recovered = await self.outbox.recover_expired_leases()
         if recovered:
             log.info("returned %d deliveries leased by a stopped process to the queue", recovered)
+        await self.release_dead_owners()
         self.running = True
         task_status.started()
         limiter = anyio.CapacityLimiter(self.concurrency)
@@ -320,6 +368,8 @@ class Dispatcher:
                 self.heartbeat = self.clock.monotonic()
                 if self.unsettled:
                     await self.settle_unsettled()
+                if self._peer_died:
+                    await self.release_dead_owners()
                 mode = self.mode.get() if self.mode is not None else "nomad"
                 if self.paused or mode == "muted":
                     batch: list[Delivery] = []

@@ -141,7 +141,7 @@ class _Budget(ThreadedSqlite):
                 "INSERT INTO buckets (key, tokens, stamp, rate, burst) VALUES (?,?,?,?,?) ON CONFLICT (key)"
                 " DO UPDATE SET tokens=excluded.tokens, stamp=excluded.stamp, rate=excluded.rate,"
                 " burst=excluded.burst",
-                [(s.key, t - 1.0, now, s.rate, max(s.burst, s.need)) for s, t in zip(specs, levels, strict=True)],
+                [(s.key, t - s.cost, now, s.rate, max(s.burst, s.need)) for s, t in zip(specs, levels, strict=True)],
             )
         return Take(0.0, 0.0)
 
@@ -152,7 +152,7 @@ class _Budget(ThreadedSqlite):
                 level = self._level(spec, now)
                 self._conn.execute(
                     "UPDATE buckets SET tokens=?, stamp=? WHERE key=?",
-                    (min(max(spec.burst, spec.need), level + 1.0), now, spec.key),
+                    (min(max(spec.burst, spec.need), level + spec.cost), now, spec.key),
                 )
 
     def _pause(self, seconds: float, now: float) -> None:
@@ -340,12 +340,17 @@ class LocalCoordinator:
         self._reader_fd = fd
         return True
 
+    async def try_lead(self) -> bool:
+        if self.is_leader():
+            return True
+        if not await anyio.to_thread.run_sync(self._try_lead_sync):
+            return False
+        self.became_leader_at = self.clock.time()
+        log.info("coordination: session %s now reads the bot's updates", self.session_id)
+        return True
+
     async def lead(self) -> None:
-        while not self.is_leader():
-            if await anyio.to_thread.run_sync(self._try_lead_sync):
-                self.became_leader_at = self.clock.time()
-                log.info("coordination: session %s now reads the bot's updates", self.session_id)
-                return
+        while not await self.try_lead():
             await self.clock.sleep(self.lead_retry_s)
 
     def _leader_sync(self) -> str | None:

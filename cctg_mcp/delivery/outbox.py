@@ -486,6 +486,35 @@ class Outbox(ThreadedSqlite):
             (self.clock.time(), owner),
         )
 
+    async def lease_owners(self) -> set[str]:
+        """The owners of in-flight rows (for the liveness check of ``release_owners``)."""
+        rows = await self._run(self._rows, "SELECT DISTINCT lease_owner FROM deliveries WHERE status='in_flight'")
+        return {r[0] for r in rows if r[0] is not None}
+
+    def _rows(self, sql: str) -> list[sqlite3.Row]:
+        return self._conn.execute(sql).fetchall()
+
+    async def release_owners(self, owners: set[str]) -> int:
+        """Rows leased by processes found dead (liveness) go back to pending now."""
+        if not owners:
+            return 0
+        marks = ",".join("?" * len(owners))
+        return await self._run(
+            self._exec,
+            "UPDATE deliveries SET status='pending', lease_until=NULL, lease_owner=NULL, updated_at=?"
+            f" WHERE status='in_flight' AND lease_owner IN ({marks})",
+            (self.clock.time(), *sorted(owners)),
+        )
+
+    async def renew(self, delivery_id: int, owner: str, lease_s: float) -> bool:
+        """Extend a lease its live owner still works on; False when the row is no longer its."""
+        n = await self._run(
+            self._exec_relaxed,
+            "UPDATE deliveries SET lease_until=? WHERE id=? AND status='in_flight' AND lease_owner=?",
+            (self.clock.time() + lease_s, delivery_id, owner),
+        )
+        return n > 0
+
     async def requeue_dead(self, event_id: str | None = None) -> int:
         """Give dead deliveries another chance (after the cause was fixed)."""
         where, args = ("AND event_id=?", (event_id,)) if event_id else ("", ())

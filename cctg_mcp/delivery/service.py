@@ -18,6 +18,7 @@ import anyio
 from pydantic import BaseModel, Field
 
 from cctg_mcp.config import Settings
+from cctg_mcp.delivery.coordination import Coordinator
 from cctg_mcp.delivery.dispatcher import Dispatcher, Outcome
 from cctg_mcp.delivery.outbox import Outbox
 from cctg_mcp.events.catalogue import CATALOGUE, EVENT_PRIORITY, EVENT_TYPES, Event, Priority, utc_iso
@@ -176,6 +177,7 @@ class NotificationService:
         self.answers: AnswerSource | None = None  # getUpdates answers, or the bridge's response files
         self.chaos: ChaosController | None = None
         self.supervisor: DispatcherSupervisor | None = None  # restarts the delivery loop
+        self.coordinator: Coordinator | None = None  # the sessions sharing this bot (coordination.py)
         self.prometheus_port: int | None = None  # bound port when Prometheus exposition is enabled
         self.bridge: BridgeProcessManager | None = None  # built on first use by delivery.bridge.bridge_of
         self.mode: ModeStore | None = None  # direct delivery's mode (nomad/local/muted)

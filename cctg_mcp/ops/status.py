@@ -6,7 +6,7 @@ pacer), never from samples or guesses; ``active_issues`` says in words what need
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import anyio.to_thread
 from pydantic import BaseModel, Field
@@ -78,6 +78,33 @@ class BridgeFiles(BaseModel):
     oldest_age_s: float | None = Field(description="Age of the oldest waiting file (null when none waits).")
 
 
+class SessionStatus(BaseModel):
+    session_id: str
+    pid: int
+    host: str
+    started_at: float = Field(description="Epoch seconds.")
+
+
+class CoordinationStatus(BaseModel):
+    """The server processes (sessions) sharing this bot's data dir, and what they share."""
+
+    kind: str = Field(description="local: coordinated over the shared data dir.")
+    session_id: str = Field(description="This server process (the owner name of its outbox leases).")
+    sessions: list[SessionStatus] = Field(description="The live sessions sharing the data dir, this one included.")
+    reader: str | None = Field(
+        description="The session that reads getUpdates for all of them (None: none right now; one takes over "
+        "within a second)."
+    )
+    this_session_reads_updates: bool
+    peer_deaths_seen: int = Field(description="Sessions this one found stopped (their work moved to live ones).")
+    deliveries_taken_over: int = Field(description="Deliveries leased by stopped sessions that this one released.")
+    lease_seconds: float = Field(description="The lease a delivery holds while it is attempted (renewed while live).")
+    budget: dict[str, Any] = Field(
+        description="The shared send budget: seconds left of a 429 pause, pauses so far, the global bucket's "
+        "tokens after the last send, chats with a bucket."
+    )
+
+
 class HealthSummary(BaseModel):
     """The health monitor's verdict in brief."""
 
@@ -131,6 +158,9 @@ class ResilienceStatus(BaseModel):
     )
     mode: ModeStatus | None = Field(
         default=None, description="nomad / local / muted (switch_to_*_mode, or /cct:* in Telegram)."
+    )
+    coordination: CoordinationStatus | None = Field(
+        default=None, description="The sessions sharing this bot's data dir, the one reader, the shared budget."
     )
 
 
@@ -213,6 +243,7 @@ async def resilience_status(service: NotificationService, *, refresh: bool = Fal
         issues.append(f"{mode.mode.capitalize() if mode.mode else ''} mode: {mode.meaning}.")
     health = _health_summary(service, issues)
     overall = verdict(service)
+    coordination = await _coordination(service, issues)
     config = service.resilience
     return ResilienceStatus(
         overall=overall.overall,
@@ -233,7 +264,21 @@ async def resilience_status(service: NotificationService, *, refresh: bool = Fal
         answers=answers,
         bridge_files=bridge_files,
         mode=mode,
+        coordination=coordination,
     )
+
+
+async def _coordination(service: NotificationService, issues: list[str]) -> CoordinationStatus | None:
+    coordinator, dispatcher = service.coordinator, service.dispatcher
+    if coordinator is None or dispatcher is None:
+        return None
+    doc = await coordinator.describe(service.clock.monotonic())
+    status = CoordinationStatus(
+        **doc, deliveries_taken_over=dispatcher.taken_over, lease_seconds=round(dispatcher.lease_s, 3)
+    )
+    if status.reader is None and service.settings.delivery == "telegram":
+        issues.append("No session reads answers from Telegram at this moment; one takes over within a second.")
+    return status
 
 
 def _recovery_summary(service: NotificationService, issues: list[str]) -> RecoverySummary | None:

@@ -77,6 +77,10 @@ class TelegramStandIn(ScriptedPerson):
         #: Users who never pressed Start (or blocked the bot): Telegram refuses to write to them
         #: (sendMessage / sendChatAction answer 403, as the real Bot API does).
         self.never_started: set[int] = set()
+        #: getUpdates calls terminated by a newer one (409), as Telegram does with two readers.
+        self.getupdates_conflicts = 0
+        self._poll_generation = 0
+        self.polling = 0  # getUpdates calls waiting for updates now
         self.hanging = 0  # requests currently held by a HANG fault
         self.base_url = ""
 
@@ -377,12 +381,30 @@ class TelegramStandIn(ScriptedPerson):
             raise BadRequest("wrong parameter value") from None
         deadline = time.monotonic() + timeout
         with self._cond:
+            # One reader per bot: a newer getUpdates terminates the one still waiting (409).
+            self._poll_generation += 1
+            generation = self._poll_generation
+            self._cond.notify_all()
             if offset < 0:
                 self._updates = self._updates[offset:]
             elif offset > 0:
                 self._updates = [u for u in self._updates if u["update_id"] >= offset]
             while not self._updates and not self._stopping and time.monotonic() < deadline:
-                self._cond.wait(deadline - time.monotonic())
+                self.polling += 1
+                try:
+                    self._cond.wait(deadline - time.monotonic())
+                finally:
+                    self.polling -= 1
+                if self._poll_generation != generation:
+                    self.getupdates_conflicts += 1
+                    return Reply(
+                        409,
+                        err(
+                            409,
+                            "Conflict: terminated by other getUpdates request; "
+                            "make sure that only one bot instance is running",
+                        ),
+                    )
             return Reply(200, {"ok": True, "result": [dict(u) for u in self._updates[:limit]]})
 
     def _answer_callback(self, params: dict[str, Any]) -> Reply:
