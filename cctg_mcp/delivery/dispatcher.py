@@ -40,6 +40,7 @@ from cctg_mcp.resilience.errors import (
     BaseResilienceError,
     CircuitBreakerError,
     ConfigurationError,
+    DeadlineExceededError,
     TelegramError,
     TelegramRateLimited,
     ValidationError,
@@ -144,6 +145,7 @@ class Dispatcher:
         self.owner = coordinator.session_id if coordinator is not None else f"{uuid.uuid4().hex[:12]}"
         self._peer_died = True  # check the outbox for rows of dead owners at the first chance
         self.taken_over = 0
+        self._failing = False
         if coordinator is not None:
             coordinator.add_death_listener(self.peer_died)
         self.lease_s = lease_s
@@ -347,12 +349,23 @@ class Dispatcher:
                 )
             due = self.clock.time() + requeue_delay(attempts, error)
             await self.outbox.release(delivery.id, reason, due)
+            if not isinstance(error, (DeadlineExceededError, TelegramRateLimited)):
+                self._failing = True  # Telegram failed: rows back off until it answers again
             self.requeued += 1
             self.wake()
             return Outcome(
                 delivery.id, delivery.chat_id, "queued", message_ids, reason, error.code, due, attempts=attempts
             )
-        return await self._settle_delivered(delivery, message_ids, attempts)
+        outcome = await self._settle_delivered(delivery, message_ids, attempts)
+        if self._failing:
+            # Telegram answers again: the backlog's backoff has done its job. Every pending row
+            # is due now (any process's); the pacer meters them to the limits.
+            self._failing = False
+            pulled = await self.outbox.retry_now()
+            if pulled:
+                log.info("Telegram is back: %d queued deliveries are due now", pulled)
+                self.wake()
+        return outcome
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Deliver due rows until cancelled. Expired leases (a crash) go back first."""

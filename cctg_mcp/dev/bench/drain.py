@@ -1,9 +1,13 @@
 """3. Drain: events queued during an outage (the stand-in answers 502), then delivered once it
-recovers with Telegram's flood limits on; time to the last message against the ideal."""
+recovers with Telegram's flood limits on; time to the last message against the ideal.
+
+``drain_sessions``: the same backlog accepted by several server processes sharing one data
+dir (as several Claude Code sessions do); they drain it together, within the same limits."""
 
 from __future__ import annotations
 
 import time
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -24,6 +28,30 @@ def drain_ideal_seconds(
 
 
 async def drain_phase(plan: Plan, tmp: Path, errlog: TextIO) -> dict[str, Any]:
+    r = await _drain(plan, tmp / "drain", errlog, sessions=1)
+    return {
+        "drain_seconds": r["seconds"],
+        "drain_ideal_seconds": r["ideal"],
+        "drain_429s": r["429s"],
+        "_drain_first_s": r["first"],
+        "_drain_statuses": r["statuses"],
+        "_drain_duplicates": r["duplicates"],
+    }
+
+
+async def drain_sessions_phase(plan: Plan, tmp: Path, errlog: TextIO, sessions: int = 4) -> dict[str, Any]:
+    r = await _drain(plan, tmp / "drain-sessions", errlog, sessions=sessions)
+    return {
+        "multi_session_drain_seconds": r["seconds"],
+        "multi_session_drain_ideal_seconds": r["ideal"],
+        "multi_session_429s": r["429s"],
+        "_multi_session_sessions": sessions,
+        "_multi_session_duplicates": r["duplicates"],
+        "_multi_session_first_s": r["first"],
+    }
+
+
+async def _drain(plan: Plan, data_dir: Path, errlog: TextIO, *, sessions: int) -> dict[str, Any]:
     users = [100_000_001 + i for i in range(plan.drain_chats)]
     total = plan.drain_events * plan.drain_chats
     global_burst = max(1, int(RATE_GLOBAL))
@@ -39,7 +67,7 @@ async def drain_phase(plan: Plan, tmp: Path, errlog: TextIO) -> dict[str, Any]:
     ) as standin:
         env = server_env(
             standin,
-            tmp / "drain",
+            data_dir,
             users,
             CCTG_RATE_PER_CHAT=str(RATE_PER_CHAT),
             CCTG_RATE_PER_CHAT_BURST=str(CHAT_BURST),
@@ -50,20 +78,27 @@ async def drain_phase(plan: Plan, tmp: Path, errlog: TextIO) -> dict[str, Any]:
             RETRY_BASE_DELAY="100",
             RETRY_MAX_DELAY="400",
         )
-        async with stdio_server(env, errlog) as client:
+        async with AsyncExitStack() as stack:
+            clients = [await stack.enter_async_context(stdio_server(env, errlog)) for _ in range(sessions)]
             standin.set_fault(FaultMode.SERVER_ERROR, status=502)
             statuses: dict[str, int] = {}
-            for i in range(plan.drain_events):
-                out = await tool(
-                    client,
-                    "send_telegram_event",
-                    {
-                        "type": "info_notification",
-                        "title": f"Backlog {i}",
-                        "description": "Queued while Telegram answers 502",
-                    },
-                )
-                statuses[str(out.get("status"))] = statuses.get(str(out.get("status")), 0) + 1
+
+            async def accept(client: Any, first: int) -> None:
+                for i in range(first, plan.drain_events, sessions):  # the backlog split over the sessions
+                    out = await tool(
+                        client,
+                        "send_telegram_event",
+                        {
+                            "type": "info_notification",
+                            "title": f"Backlog {i}",
+                            "description": "Queued while Telegram answers 502",
+                        },
+                    )
+                    statuses[str(out.get("status"))] = statuses.get(str(out.get("status")), 0) + 1
+
+            async with anyio.create_task_group() as tg:
+                for n, client in enumerate(clients):
+                    tg.start_soon(accept, client, n)
             await anyio.sleep(3.0)  # the outage goes on for a while: probes fail, rows wait
             recovered_at = time.monotonic()
             standin.clear_fault()
@@ -75,10 +110,10 @@ async def drain_phase(plan: Plan, tmp: Path, errlog: TextIO) -> dict[str, Any]:
             rate_limited = standin.rate_limited_count
         unique = len({(m.chat_id, m.plain_text) for m in sent})
     return {
-        "drain_seconds": round(last - recovered_at, 2),
-        "drain_ideal_seconds": round(ideal, 2),
-        "drain_429s": rate_limited,
-        "_drain_first_s": round(first - recovered_at, 2),
-        "_drain_statuses": statuses,
-        "_drain_duplicates": len(sent) - unique,
+        "seconds": round(last - recovered_at, 2),
+        "ideal": round(ideal, 2),
+        "429s": rate_limited,
+        "first": round(first - recovered_at, 2),
+        "statuses": statuses,
+        "duplicates": len(sent) - unique,
     }
