@@ -157,6 +157,10 @@ async def test_a_429_pause_holds_every_process(tmp_path: Path) -> None:
         assert (await a.take([GLOBAL], now=205.0)).wait == 0.0
         state = await b.budget(now=205.0)
         assert state["pauses"] == 2 and state["paused_for_s"] == 0.0
+        await a.pause(60.0, now=300.0)
+        assert await b.end_pause(now=310.0) == pytest.approx(50.0)  # trigger_recovery ends it for all
+        assert (await a.take([GLOBAL], now=310.0)).wait == 0.0
+        assert await a.end_pause(now=310.0) == 0.0
 
 
 async def test_state_from_before_a_reboot_does_not_stall(tmp_path: Path) -> None:

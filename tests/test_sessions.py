@@ -214,3 +214,36 @@ async def test_sigkill_of_the_reader_mid_drain_moves_its_work(
     assert sum(c - 1 for c in counts.values()) <= 1, counts.most_common(3)  # at most the one in flight at the kill
     assert flood.rate_limited_count == 0
     assert latency < 0.5
+
+
+@pytest.mark.anyio
+async def test_kill_9_and_restart_40_queued_events_out_within_30_s(
+    flood: TelegramStandIn, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """One session, killed with 40 events queued (some leased by it), then started again:
+    its old session's leases are released at start by liveness (the lease is the default
+    120 s), and all 40 go out at the rate limit."""
+    errlog = (tmp_path / "stderr.log").open("w")
+    request.addfinalizer(errlog.close)
+    env = env_for(flood, tmp_path / "data")
+    with anyio.fail_after(240):
+        accepted: set[str] = set()
+        try:
+            async with sessions(env, 1, errlog) as (first,):
+                flood.set_fault(FaultMode.SERVER_ERROR, status=502, methods={"sendMessage"})
+                accepted = await send_all([first], 40)
+                os.kill(first.pid, signal.SIGKILL)
+        except Exception:  # the killed server's client may fail on the way out; that is the point
+            pass
+        assert len(accepted) == 40
+        flood.clear_fault()
+        async with sessions(env, 1, errlog) as (second,):
+            restarted = time.monotonic()  # the new process is up
+            await wait_for(lambda: accepted <= set(arrived(flood)), 60)
+            took = time.monotonic() - restarted
+            doc = await second.coordination()
+    counts = arrived(flood)
+    assert set(counts) == accepted and max(counts.values()) == 1  # 0 lost, 0 duplicates
+    assert flood.rate_limited_count == 0
+    assert doc["lease_seconds"] >= 120  # not the lease: liveness released the old rows
+    assert took < 30, took

@@ -132,6 +132,10 @@ class Coordinator(Protocol):
         """Hold every process's sends for ``seconds`` (a 429's retry_after)."""
         ...
 
+    async def end_pause(self, now: float) -> float:
+        """End the shared 429 pause now (``trigger_recovery``); the seconds it had left."""
+        ...
+
     async def budget(self, now: float) -> dict[str, Any]:
         """The shared budget's state, for status."""
         ...

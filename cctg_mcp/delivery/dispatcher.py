@@ -145,7 +145,9 @@ class Dispatcher:
         self.owner = coordinator.session_id if coordinator is not None else f"{uuid.uuid4().hex[:12]}"
         self._peer_died = True  # check the outbox for rows of dead owners at the first chance
         self.taken_over = 0
-        self._failing = False
+        #: Telegram failed and the backlog backs off: the next success makes it due at once.
+        #: True at start: rows from before a restart carry the old process's backoff.
+        self._failing = True
         if coordinator is not None:
             coordinator.add_death_listener(self.peer_died)
         self.lease_s = lease_s

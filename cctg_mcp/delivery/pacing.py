@@ -60,6 +60,8 @@ class SharedBudget(Protocol):
 
     async def pause(self, seconds: float, now: float) -> None: ...
 
+    async def end_pause(self, now: float) -> float: ...
+
 
 class Pacer:
     """``margin_s``: every send waits until its buckets hold one token *plus* ``margin_s`` of
@@ -143,6 +145,13 @@ class Pacer:
         """End a 429 pause now (``trigger_recovery``); the seconds it still had to run."""
         left = self.paused_for()
         self.paused_until = 0.0
+        return left
+
+    async def end_pause(self) -> float:
+        """``clear_pause`` here and, with a shared budget, for every process."""
+        left = self.clear_pause()
+        if self.shared is not None:
+            left = max(left, await self.shared.end_pause(self._clock.monotonic()))
         return left
 
     def refund(self, chat_id: int) -> None:

@@ -275,7 +275,7 @@ class RecoveryActions:
             return StrategyOutcome(after.dead < before.dead or before.dead == 0, detail, verified=True)
         counts = await outbox.counts()
         made_due = await outbox.retry_now()
-        cleared = dispatcher.pacer.clear_pause()  # a server-dictated pause (429) ends on request
+        cleared = await dispatcher.pacer.end_pause()  # a server-dictated pause (429) ends on request, everywhere
         dispatcher.wake()
         rows = (
             f"made {made_due} pending delivery(ies) due now"
