@@ -49,7 +49,8 @@ async def test_sessions_see_each_other_and_a_closed_one_is_gone(tmp_path: Path) 
             ids = {s.session_id for s in await a.sessions()}
             assert ids == {a.session_id, b.session_id}
             assert all(s.pid == os.getpid() for s in await b.sessions())
-            assert await a.dead_among([b.session_id, "s1-gone"]) == {"s1-gone"}
+            gone = "s1-0123abcd"
+            assert await a.dead_among([b.session_id, gone, "hook-0123456789ab"]) == {gone}  # a hook: its lease
         assert {s.session_id for s in await a.sessions()} == {a.session_id}
 
 

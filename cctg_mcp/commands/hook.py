@@ -267,6 +267,7 @@ async def _deliver(settings: Any, outbox: Any, owner: str, claimed: list[Any], b
     import anyio
 
     from cctg_mcp.delivery.dispatcher import Dispatcher
+    from cctg_mcp.delivery.local_coordination import LocalCoordinator
     from cctg_mcp.delivery.pacing import Pacer
     from cctg_mcp.resilience.clock import SYSTEM_CLOCK
     from cctg_mcp.resilience.config import load_resilience_config
@@ -274,7 +275,10 @@ async def _deliver(settings: Any, outbox: Any, owner: str, claimed: list[Any], b
 
     config = load_resilience_config(dict(os.environ), settings.config_path)
     pipelines = PipelineSet(config)
-    pacer = Pacer(settings.pacing)
+    # The bot's rate budget is shared with every server on this data dir (coordination).
+    coordinator = LocalCoordinator(settings.data_dir)
+    await coordinator.start()
+    pacer = Pacer(settings.pacing, shared=coordinator)
     transport: Any = None
     dispatcher: Any
     if settings.delivery == "bridge":
@@ -300,7 +304,8 @@ async def _deliver(settings: Any, outbox: Any, owner: str, claimed: list[Any], b
             for delivery in claimed:
                 tg.start_soon(one, delivery)
     finally:
-        if transport is not None:
-            with anyio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True):
+            if transport is not None:
                 await transport.aclose()
+            await coordinator.aclose()
     return sorted(outcomes, key=lambda o: o.chat_id)

@@ -146,8 +146,7 @@ class Dispatcher:
         self._peer_died = True  # check the outbox for rows of dead owners at the first chance
         self.taken_over = 0
         #: Telegram failed and the backlog backs off: the next success makes it due at once.
-        #: True at start: rows from before a restart carry the old process's backoff.
-        self._failing = True
+        self._failing = False
         if coordinator is not None:
             coordinator.add_death_listener(self.peer_died)
         self.lease_s = lease_s
@@ -375,6 +374,7 @@ class Dispatcher:
         if recovered:
             log.info("returned %d deliveries leased by a stopped process to the queue", recovered)
         await self.release_dead_owners()
+        self._failing = True  # rows from before a restart carry the old process's backoff
         self.running = True
         task_status.started()
         limiter = anyio.CapacityLimiter(self.concurrency)

@@ -26,6 +26,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import socket
 import sqlite3
 import threading
@@ -50,6 +51,7 @@ COORDINATION_DIR = "coordination"
 SESSIONS_DIR = "sessions"
 READER_LOCK = "reader.lock"
 BUDGET_FILE = "budget.sqlite3"
+SESSION_ID = re.compile(r"s[0-9]+-[0-9a-f]{8}")
 
 
 # ---- OS locks ---------------------------------------------------------------------------
@@ -316,7 +318,9 @@ class LocalCoordinator:
         return live
 
     async def dead_among(self, owners: Iterable[str]) -> set[str]:
-        wanted = [o for o in owners if o != self.session_id]
+        """Only owners named like a session are judged; others (a hook's short lease, rows
+        from before liveness) are left to their lease."""
+        wanted = [o for o in owners if o != self.session_id and SESSION_ID.fullmatch(o)]
         if not wanted:
             return set()
         return await anyio.to_thread.run_sync(lambda: {o for o in wanted if _probe_dead(self._session_path(o))})
