@@ -53,7 +53,9 @@ def lease_for(configured_s: float, config: ResilienceConfig) -> float:
     """The lease a delivery holds: never shorter than the longest attempt (a send tool's
     deadline plus its safety margin, or the background loop's send timeout), so a live
     owner's attempt cannot outlast its lease even before a renewal lands."""
-    longest = max(config.timeout_for(operation) for operation in DEFAULT_TOOL_DEADLINES) + 2.0 + 1.0
+    budgets = [config.timeout_for(operation) for operation in DEFAULT_TOOL_DEADLINES]
+    budgets += [config.timeout_for(op, event) for op in DEFAULT_TOOL_DEADLINES for event in config.events]
+    longest = max(budgets) + 2.0 + 1.0
     longest = max(longest, min(30.0, configured_s / 2) + 5.0 + 1.0)
     if longest > configured_s:
         log.info("CCTG_LEASE_SECONDS=%g is shorter than the longest attempt; leasing for %gs", configured_s, longest)

@@ -41,7 +41,9 @@ class SlowTelegram:
 
 
 class Plain:
-    async def call(self, operation: str, fn: Any, *, deadline: float | None = None) -> Any:
+    async def call(
+        self, operation: str, fn: Any, *, deadline: float | None = None, event_type: str | None = None
+    ) -> Any:
         return await fn()
 
 
