@@ -96,6 +96,9 @@ async def test_rows_of_a_dead_session_return_at_once_not_after_the_lease(tmp_pat
 
 
 def test_the_lease_is_never_shorter_than_the_longest_attempt() -> None:
-    config = fast_config()  # 2 s tool deadlines
-    assert lease_for(5.0, config) == pytest.approx(max(2.0 + 3.0, 2.5 + 6.0))
+    config = fast_config()  # 2 s per operation; per-event budgets (events.<type>.timeout) up to 10 s
+    budgets = [config.timeout_for(op, event) for op in ("sendEvent", "sendMessage") for event in config.events]
+    assert max(budgets) == 10.0
+    # a tool waits its budget + 2 s; the background loop its send timeout (lease/2) + 5 s
+    assert lease_for(5.0, config) == pytest.approx(max(10.0 + 3.0, 2.5 + 6.0))
     assert lease_for(120.0, config) == 120.0
