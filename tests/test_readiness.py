@@ -5,13 +5,13 @@ endpoints; half or more endpoints down make the system unhealthy (the seed's rul
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.abc
-import httpx
 import pytest
 from helpers import fast_config, make_settings
 
@@ -46,29 +46,73 @@ class Endpoint:
 @contextlib.asynccontextmanager
 async def endpoints(count: int) -> AsyncIterator[list[Endpoint]]:
     found = [Endpoint() for _ in range(count)]
-    async with anyio.create_task_group() as tg:
+    async with contextlib.AsyncExitStack() as stack, anyio.create_task_group() as tg:
         for ep in found:
             listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+            stack.push_async_callback(listener.aclose)  # closed after the task group ends
             ep.url = f"http://127.0.0.1:{listener.extra(anyio.abc.SocketAttribute.local_port)}/health"
             tg.start_soon(listener.serve, ep._serve)
         yield found
         tg.cancel_scope.cancel()
 
 
+class Response:
+    def __init__(self, status_code: int, headers: dict[str, str], body: bytes) -> None:
+        self.status_code, self.headers, self.text = status_code, headers, body.decode()
+
+    def json(self) -> Any:
+        return json.loads(self.text)
+
+
+class AsgiClient:
+    """GET on the ASGI app directly (httpx's ASGITransport leaves an async generator to the GC,
+    which trio reports as a ResourceWarning)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def get(self, path: str) -> Response:
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"host", b"127.0.0.1:8765")],
+            "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 8765),
+        }
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await self.app(scope, receive, send)
+        start = next(m for m in sent if m["type"] == "http.response.start")
+        headers = {k.decode().lower(): v.decode() for k, v in start["headers"]}
+        body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+        return Response(start["status"], headers, body)
+
+
 @contextlib.asynccontextmanager
 async def ready_client(
     standin: TelegramStandIn, tmp_path: Path, eps: list[dict[str, Any]]
-) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
+) -> AsyncIterator[tuple[AsgiClient, Any]]:
     config = fast_config(health={**HEALTH, "endpoints": eps})
     async with open_service(make_settings(standin, tmp_path), resilience=config) as service:
         server = build_server(lambda: contextlib.nullcontext(service))
         app = http_app(server, service, host="127.0.0.1", port=8765, token="bearer-token-0123456789abcdef")
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8765") as client:
-            yield client, service
+        yield AsgiClient(app), service
 
 
-async def until(client: httpx.AsyncClient, predicate: Callable[[httpx.Response], bool]) -> httpx.Response:
+async def until(client: AsgiClient, predicate: Callable[[Response], bool]) -> Response:
     with anyio.fail_after(10):
         while True:
             response = await client.get("/readyz")
