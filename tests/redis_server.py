@@ -1,0 +1,63 @@
+"""A real ``redis-server`` on a loopback port for the Redis coordination tests.
+
+``scripts/test`` installs the Debian package when it is missing; without it these tests fail
+loudly (never skip silently, never a fake).
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def redis_server(workdir: Path, *, password: str | None = None) -> Iterator[str]:
+    """Start ``redis-server`` on 127.0.0.1 (no persistence) and yield its URL."""
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server is not installed: scripts/test installs it (apt-get install redis-server)"
+    port = free_port()
+    args = [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(workdir),
+        "--daemonize",
+        "no",
+        "--protected-mode",
+        "yes",
+    ]
+    if password:
+        args += ["--requirepass", password]
+    with subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                with socket.socket() as s:
+                    if s.connect_ex(("127.0.0.1", port)) == 0:
+                        break
+                assert proc.poll() is None, "redis-server exited at start"
+                assert time.monotonic() < deadline, "redis-server did not listen within 10 s"
+                time.sleep(0.02)
+            auth = f":{password}@" if password else ""
+            yield f"redis://{auth}127.0.0.1:{port}/0"
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
