@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import anyio
 
@@ -108,9 +109,18 @@ def serve(
     except ConfigurationError as exc:
         sys.stderr.write(f"cctg-mcp: configuration error: {exc}\n")
         return 2
+    if settings.redis_url is not None and backend == "trio":
+        sys.stderr.write(
+            "cctg-mcp: configuration error: CCTG_REDIS_URL is set, and the Redis client (redis-py) runs on "
+            "asyncio only: drop --backend trio, or unset CCTG_REDIS_URL to coordinate over the data dir.\n"
+        )
+        return 2
     build = functools.partial(build_server, selection=selection)
     http_token = settings.http_token.get_secret_value() if settings.http_token else None
-    configure_logging("INFO", settings.token, http_token or "", data_dir=settings.data_dir)
+    redis_secrets = [s.get_secret_value() for s in (settings.redis_url, settings.redis_password) if s is not None]
+    if settings.redis_url is not None:  # the password inside the URL, on its own
+        redis_secrets.append(urlsplit(settings.redis_url.get_secret_value()).password or "")
+    configure_logging("INFO", settings.token, http_token or "", *redis_secrets, data_dir=settings.data_dir)
     try:
         from cctg_mcp.resilience.config import load_resilience_config
 

@@ -165,6 +165,15 @@ def _http_token(raw: Any) -> SecretStr | None:
     return SecretStr(value)
 
 
+def _redis_url(raw: Any) -> SecretStr | None:
+    value = (raw.get_secret_value() if isinstance(raw, SecretStr) else str(raw or "")).strip()
+    if not value:
+        return None
+    if not value.startswith(("redis://", "rediss://", "unix://")) or len(value) < 10:
+        raise ValueError("is not a Redis URL: use redis://host:6379/0 (rediss:// for TLS, unix:// for a socket)")
+    return SecretStr(value)
+
+
 def _names(raw: Any) -> tuple[str, ...]:
     items = raw if isinstance(raw, list | tuple) else str(raw).split(",")
     return tuple(dict.fromkeys(str(x).strip().lower() for x in items if str(x).strip()))
@@ -199,7 +208,7 @@ def _env(*names: str) -> Any:
 
 
 #: Values whose text is never echoed in an error.
-_SECRETS = frozenset({"telegram_bot_token", "http_token"})
+_SECRETS = frozenset({"telegram_bot_token", "http_token", "redis_url", "redis_password"})
 _ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("cctg_environ", default=None)
 
 
@@ -324,6 +333,11 @@ class Settings(BaseSettings):
     permission_deny: Annotated[tuple[str, ...], BeforeValidator(_tool_names)] = Field(
         (), validation_alias="CCTG_PERMISSION_DENY"
     )
+    #: Coordination across machines through Redis (``redis://``, ``rediss://`` for TLS); unset:
+    #: the processes of one machine coordinate over the data dir. The password may be in the
+    #: URL or in ``CCTG_REDIS_PASSWORD``.
+    redis_url: Annotated[SecretStr | None, BeforeValidator(_redis_url)] = _env("CCTG_REDIS_URL")
+    redis_password: SecretStr | None = _env("CCTG_REDIS_PASSWORD")
     #: Variables that were read, for ``cctg-mcp check`` and the status tool (no secrets).
     sources: tuple[str, ...] = Field((), exclude=False)
 
