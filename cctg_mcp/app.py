@@ -19,9 +19,11 @@ from typing import TYPE_CHECKING
 import anyio
 
 from cctg_mcp.answers import DEFAULT_POLL_TIMEOUT, Answers, BridgeAnswers
+from cctg_mcp.answers.service import bot_id_of
 from cctg_mcp.answers.store import ANSWERS_FILE
 from cctg_mcp.config import Settings
 from cctg_mcp.delivery.bridge import bridge_dispatcher
+from cctg_mcp.delivery.coordination import Coordinator
 from cctg_mcp.delivery.dispatcher import Dispatcher
 from cctg_mcp.delivery.housekeeping import run_housekeeping
 from cctg_mcp.delivery.local_coordination import LocalCoordinator
@@ -43,8 +45,10 @@ from cctg_mcp.resilience.metrics import AlertThresholds, MetricsRegistry, serve_
 from cctg_mcp.resilience.pipeline import PipelineSet
 from cctg_mcp.transports.telegram import TelegramTransport
 
-if TYPE_CHECKING:  # only transports/ imports httpx at run time (tests/test_layout.py)
+if TYPE_CHECKING:  # only transports/ imports httpx at run time (tests/test_layout.py); redis only when set
     import httpx
+
+    from cctg_mcp.delivery.redis_coordination import RedisCoordinator
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +128,20 @@ async def open_service(
             else None
         )
         sender = chaos_sender or transport
-        # The sessions sharing this data dir: liveness, the one reader, shared budgets (coordination.py).
-        coordinator = LocalCoordinator(settings.data_dir, answers_path=settings.data_dir / ANSWERS_FILE, clock=clock)
+        # The sessions sharing this bot: liveness, the one reader, shared budgets (coordination.py):
+        # over the data dir, or through Redis for several machines (CCTG_REDIS_URL).
+        coordinator: Coordinator
+        redis_coordinator: RedisCoordinator | None = None
+        if settings.redis_url is not None:
+            from cctg_mcp.delivery.redis_coordination import RedisCoordinator, connect  # the [redis] extra
+
+            password = settings.redis_password.get_secret_value() if settings.redis_password else None
+            client = connect(settings.redis_url.get_secret_value(), password)
+            coordinator = redis_coordinator = RedisCoordinator(client, bot_id_of(settings.token), clock=clock)
+        else:
+            coordinator = LocalCoordinator(
+                settings.data_dir, answers_path=settings.data_dir / ANSWERS_FILE, clock=clock
+            )
         await coordinator.start()
         stack.push_async_callback(coordinator.aclose)
         pacer = Pacer(settings.pacing, clock=clock, shared=coordinator)
@@ -178,6 +194,10 @@ async def open_service(
             if service.answers.poller is not None:  # /cct:nomad, /cct:local, /cct:mute from Telegram
                 service.answers.poller.on_command = partial(on_telegram_command, service)
             service.answers.coordinator = coordinator
+            if redis_coordinator is not None and service.answers.poller is not None:
+                # The reader shares what it reads; every machine stores it against its own outbox.
+                service.answers.poller.shared = redis_coordinator
+                redis_coordinator.set_updates_sink(service.answers.poller.ingest_shared)
         else:  # bridge: the bridge reads Telegram; answers come from its response files
             service.answers = await BridgeAnswers.open(settings, clock=clock, metrics=metrics)
             stack.push_async_callback(service.answers.aclose)

@@ -22,11 +22,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def redis_server(workdir: Path, *, password: str | None = None) -> Iterator[str]:
-    """Start ``redis-server`` on 127.0.0.1 (no persistence) and yield its URL."""
+def redis_server(workdir: Path, *, password: str | None = None, port: int | None = None) -> Iterator[str]:
+    """Start ``redis-server`` on 127.0.0.1 (no persistence; a free port unless given) and yield its URL."""
     binary = shutil.which("redis-server")
     assert binary, "redis-server is not installed: scripts/test installs it (apt-get install redis-server)"
-    port = free_port()
+    port = port or free_port()
     args = [
         binary,
         "--port",

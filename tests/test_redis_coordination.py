@@ -190,3 +190,26 @@ async def test_auth_is_required_and_used(tmp_path: Path) -> None:
         await c.start()
         assert (await c.take([CHAT], 0.0)).wait == 0.0
         await c.aclose()
+
+
+def test_without_redis_url_nothing_redis_is_imported(tmp_path: Path) -> None:
+    """Unset, the server never imports redis (or our Redis module): the extra stays optional."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, anyio\n"
+        "from cctg_mcp.config import load_settings\n"
+        "from cctg_mcp.app import open_service\n"
+        "from cctg_mcp.server import build_server\n"
+        f"s = load_settings({{'CCTG_DATA_DIR': {str(tmp_path)!r}, 'TELEGRAM_BOT_TOKEN': '1:x', "
+        "'TELEGRAM_ALLOWED_USERS': '1', 'TELEGRAM_API_BASE_URL': 'http://127.0.0.1:9'})\n"
+        "async def main():\n"
+        "    async with open_service(s):\n"
+        "        pass\n"
+        "anyio.run(main)\n"
+        "print(sorted(m for m in sys.modules if m == 'redis' or m.startswith('redis.') or 'redis_coord' in m))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 from anyio.abc import TaskStatus
@@ -75,6 +75,19 @@ def ack_text(response: TelegramResponse) -> str:
     if response.action == "option" and response.option:
         return f"Selected: {response.option}"[:200]
     return "Received"
+
+
+class SharedUpdates(Protocol):
+    """Where the one reader shares what it reads with processes on other machines (Redis):
+    the raw updates, and the getUpdates offset, fenced so a stale reader cannot move it."""
+
+    def is_leader(self) -> bool: ...
+
+    async def shared_offset(self) -> int | None: ...
+
+    async def commit_offset(self, offset: int) -> bool: ...
+
+    async def share_updates(self, updates: list[dict[str, Any]]) -> None: ...
 
 
 class ResponsePoller:
@@ -124,17 +137,24 @@ class ResponsePoller:
         #: Set by the composition root: mode commands are handed to it, not stored as answers.
         self.on_command: CommandHandler | None = None
         self.commands = 0
+        #: Set by the composition root with Redis coordination: the reader shares each batch.
+        self.shared: SharedUpdates | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Poll until cancelled. Started with ``await task_group.start(poller.run)``."""
+        """Poll until cancelled (or, with shared updates, until this process is no longer the
+        reader). Started with ``await task_group.start(poller.run)``."""
         self.offset = await self.store.next_offset()
+        if self.shared is not None:  # another machine may have read further while it led
+            shared = await self.shared.shared_offset()
+            if shared is not None and (self.offset is None or shared > self.offset):
+                self.offset = shared
         self.running = True
         task_status.started()
         log.info("answers: polling getUpdates from offset %s", self.offset)
         try:
-            while True:
+            while self.shared is None or self.shared.is_leader():
                 delay = await self._poll_guarded()
                 if delay > 0:
                     await self.clock.sleep(delay)
@@ -149,14 +169,15 @@ class ResponsePoller:
         the shared store, and every process's waiters wake on them."""
         if await coordinator.try_lead():
             await self.run(task_status=task_status)
-            return
-        self.following = True
-        task_status.started()
-        try:
-            await coordinator.lead()
-        finally:
-            self.following = False
-        await self.run()
+        else:
+            task_status.started()
+        while True:  # with a lease (Redis) leadership can be lost: follow again, then lead
+            self.following = True
+            try:
+                await coordinator.lead()
+            finally:
+                self.following = False
+            await self.run()
 
     def round_done(self) -> anyio.Event:
         """An event set when the current poll round ends (success or failure): status watchers
@@ -258,6 +279,10 @@ class ResponsePoller:
         next_offset = max(ids) + 1
         rows, new = await self.store.store_batch(allowed, next_offset)
         self.offset = next_offset
+        if self.shared is not None:  # the other machines store the batch from the stream
+            await self.shared.share_updates(usable)
+            if not await self.shared.commit_offset(next_offset):
+                log.warning("answers: this process is no longer the reader; it stops reading updates")
         self.stored += new
         if self.metrics is not None and new:
             self.metrics.incr("responses_stored_total", new)
@@ -279,6 +304,17 @@ class ResponsePoller:
             if query_id:
                 await self._answer(query_id, ack_text(row))
         return rows
+
+    async def ingest_shared(self, updates: list[dict[str, Any]]) -> int:
+        """Store the allowed answers among ``updates`` another machine's reader shared (Redis);
+        rows are unique per update id, so the reader's own batch coming back stores nothing."""
+        ids = [u["update_id"] for u in updates if isinstance(u.get("update_id"), int)]
+        if not ids:
+            return 0
+        allowed = [p for u in updates if (p := parse_update(u)) is not None and p.user_id in self.allowed_users]
+        _, new = await self.store.store_batch(allowed, max(ids) + 1)
+        self.stored += new
+        return new
 
     async def _commands(self, allowed: list[ParsedUpdate]) -> list[ParsedUpdate]:
         """Apply the mode commands among ``allowed`` (before the offset is committed: a crash

@@ -34,7 +34,7 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import anyio
 from anyio.abc import TaskStatus
@@ -53,8 +53,8 @@ log = logging.getLogger(__name__)
 STREAM_MAXLEN = 10_000
 STREAM_TTL_S = 7 * 24 * 3600
 
-# KEYS: bucket keys..., pause key. ARGV: n, then (rate, burst, need) per bucket.
-# Returns {wait_ms, paused_ms}: wait 0 means one token was taken from every bucket.
+# KEYS: bucket keys..., pause key. ARGV: n, then (rate, burst, need, cost) per bucket.
+# Returns {wait_ms, paused_ms}: wait 0 means ``cost`` tokens were taken from every bucket.
 TAKE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
@@ -64,7 +64,7 @@ if paused < 0 then paused = 0 end
 local wait = paused / 1000.0
 local levels = {}
 for i = 1, n do
-  local rate, burst, need = tonumber(ARGV[3*i-1]), tonumber(ARGV[3*i]), tonumber(ARGV[3*i+1])
+  local rate, burst, need = tonumber(ARGV[4*i-2]), tonumber(ARGV[4*i-1]), tonumber(ARGV[4*i])
   if burst < need then burst = need end
   local v = redis.call('HMGET', KEYS[i], 'tokens', 'stamp')
   local level = burst
@@ -77,23 +77,23 @@ for i = 1, n do
 end
 if wait > 1e-9 then return {math.ceil(wait * 1000), paused} end
 for i = 1, n do
-  local rate, burst = tonumber(ARGV[3*i-1]), tonumber(ARGV[3*i])
-  redis.call('HSET', KEYS[i], 'tokens', tostring(levels[i] - 1), 'stamp', tostring(now))
+  local rate, burst, cost = tonumber(ARGV[4*i-2]), tonumber(ARGV[4*i-1]), tonumber(ARGV[4*i+1])
+  redis.call('HSET', KEYS[i], 'tokens', tostring(levels[i] - cost), 'stamp', tostring(now))
   redis.call('PEXPIRE', KEYS[i], math.ceil((burst / rate + 60) * 1000))
 end
 return {0, 0}
 """
 
-# KEYS: bucket keys... ARGV: n, then (rate, burst) per bucket: one token back, capped at burst.
+# KEYS: bucket keys... ARGV: n, then (rate, burst, cost) per bucket: ``cost`` back, capped at burst.
 GIVE_BACK = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 for i = 1, tonumber(ARGV[1]) do
-  local rate, burst = tonumber(ARGV[2*i]), tonumber(ARGV[2*i+1])
+  local rate, burst, cost = tonumber(ARGV[3*i-1]), tonumber(ARGV[3*i]), tonumber(ARGV[3*i+1])
   local v = redis.call('HMGET', KEYS[i], 'tokens', 'stamp')
   if v[1] then
     local level = math.min(burst, tonumber(v[1]) + math.max(0, now - tonumber(v[2])) * rate)
-    redis.call('HSET', KEYS[i], 'tokens', tostring(math.min(burst, level + 1)), 'stamp', tostring(now))
+    redis.call('HSET', KEYS[i], 'tokens', tostring(math.min(burst, level + cost)), 'stamp', tostring(now))
   end
 end
 return 1
@@ -137,6 +137,17 @@ return 0
 """
 
 
+class CoordinationUnavailable(NetworkError):
+    """Redis (the shared coordination) did not answer: the send stays queued in this machine's
+    outbox and is retried; it says nothing about Telegram's health, so no breaker counts it."""
+
+    code = "COORDINATION_UNAVAILABLE"
+    counts_as_failure = False
+
+
+T = TypeVar("T")
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -163,7 +174,7 @@ def connect(url: str, password: str | None = None) -> Redis:
         raise ConfigurationError(f"CCTG_REDIS_URL is not a Redis URL ({redact(str(exc))}).") from None
 
 
-UpdatesSink = Callable[[list[dict[str, Any]]], Awaitable[None]]
+UpdatesSink = Callable[[list[dict[str, Any]]], Awaitable[object]]
 
 
 class RedisCoordinator:
@@ -211,6 +222,16 @@ class RedisCoordinator:
 
     def key(self, name: str) -> str:
         return self.ns + name
+
+    async def _guard(self, call: Awaitable[T]) -> T:
+        """A Redis call on the send path: its failure becomes ``CoordinationUnavailable``."""
+        try:
+            result = await call
+        except Exception as exc:
+            self.last_error = redact(str(exc))
+            raise CoordinationUnavailable(f"Redis coordination is unreachable ({self.last_error})") from None
+        self.last_error = None
+        return result
 
     # ---- lifecycle --------------------------------------------------------------------
 
@@ -284,7 +305,7 @@ class RedisCoordinator:
         wanted = [o for o in owners if o != self.session_id]
         if not wanted:
             return set()
-        found = await self.redis.mget([self.key(f"session:{o}") for o in wanted])
+        found = await self._guard(self.redis.mget([self.key(f"session:{o}") for o in wanted]))
         return {o for o, body in zip(wanted, found, strict=True) if body is None}
 
     def add_death_listener(self, listener: Callable[[], None]) -> None:
@@ -354,18 +375,24 @@ class RedisCoordinator:
         keys = [self.key(f"bucket:{b.key}") for b in buckets] + [self.key("pause")]
         args: list[Any] = [len(buckets)]
         for b in buckets:
-            args += [b.rate, b.burst, b.need]
-        wait_ms, paused_ms = cast(list[int], await self._take(keys=keys, args=args))
+            args += [b.rate, b.burst, b.need, b.cost]
+        wait_ms, paused_ms = cast(list[int], await self._guard(self._take(keys=keys, args=args)))
         return Take(wait_ms / 1000.0, paused_ms / 1000.0)
 
     async def give_back(self, buckets: Sequence[BucketSpec], now: float) -> None:
         args: list[Any] = [len(buckets)]
         for b in buckets:
-            args += [b.rate, max(b.burst, b.need)]
-        await self._give(keys=[self.key(f"bucket:{b.key}") for b in buckets], args=args)
+            args += [b.rate, max(b.burst, b.need), b.cost]
+        await self._guard(self._give(keys=[self.key(f"bucket:{b.key}") for b in buckets], args=args))
 
     async def pause(self, seconds: float, now: float) -> None:
-        await self._pause(keys=[self.key("pause"), self.key("pauses")], args=[max(1, int(seconds * 1000))])
+        await self._guard(self._pause(keys=[self.key("pause"), self.key("pauses")], args=[max(1, int(seconds * 1000))]))
+
+    async def end_pause(self, now: float) -> float:
+        """End the shared 429 pause now (recovery's lever); the seconds it still had to run."""
+        left = await self.redis.pttl(self.key("pause"))
+        await self.redis.delete(self.key("pause"))
+        return max(0, left) / 1000.0
 
     async def budget(self, now: float) -> dict[str, Any]:
         paused, count, glob = await self.redis.pttl(self.key("pause")), await self.redis.get(self.key("pauses")), None

@@ -11,7 +11,7 @@ import shutil
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
@@ -25,6 +25,9 @@ from cctg_mcp.resilience.errors import BaseResilienceError, TelegramRateLimited,
 from cctg_mcp.resilience.health import CheckFn, CheckResult, HealthMonitor
 from cctg_mcp.transports.bridge.files import waiting_event_files
 from cctg_mcp.transports.http_check import HttpEndpointProbe
+
+if TYPE_CHECKING:  # only when CCTG_REDIS_URL is set
+    from cctg_mcp.delivery.redis_coordination import RedisCoordinator
 
 #: Component names the defaults register (the recovery manager keys on them).
 TELEGRAM, OUTBOX, DISPATCHER, DISK, BRIDGE_HEALTH = "telegram", "outbox", "dispatcher", "disk", "bridge-health"
@@ -85,6 +88,24 @@ def breaker_check(breaker: CircuitBreaker, siblings: Mapping[str, CircuitBreaker
             return CheckResult.unhealthy(f"breaker {worst.name} is isolated (manual){why}", **details)
         after = f" (probe in {st.retry_after:.1f}s)" if st.retry_after is not None else ""
         return CheckResult.unhealthy(f"breaker {worst.name} is open{after}{why}", **details)
+
+    return check
+
+
+COORDINATION = "coordination"
+
+
+def redis_check(coordinator: RedisCoordinator) -> CheckFn:
+    """Redis answers PING: unhealthy when it does not (sends queue locally meanwhile)."""
+
+    async def check() -> CheckResult:
+        try:
+            await coordinator.redis.ping()
+        except Exception as exc:
+            return CheckResult.unhealthy(
+                f"Redis coordination unreachable ({redact(str(exc))}); sends stay queued in this machine's outbox"
+            )
+        return CheckResult.healthy("Redis coordination answers", leader=coordinator.is_leader())
 
     return check
 
@@ -294,6 +315,11 @@ def install_default_checks(monitor: HealthMonitor, service: NotificationService)
     if service.dispatcher is not None:
         add(DISPATCHER, dispatcher_check(service.dispatcher), critical=True)
     add(DISK, disk_check(settings.data_dir), critical=False)
+    if settings.redis_url is not None and service.coordinator is not None:
+        from cctg_mcp.delivery.redis_coordination import RedisCoordinator
+
+        if isinstance(service.coordinator, RedisCoordinator):
+            add(COORDINATION, redis_check(service.coordinator), critical=False)
     return added
 
 

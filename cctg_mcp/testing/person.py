@@ -73,9 +73,17 @@ class ScriptedPerson:
 
     def push_callback(self, user_id: int, data: str, message_id: int | None = None) -> int:
         with self._cond:
-            if message_id is None:
-                mine = [m.message_id for m in self.sent if m.chat_id == user_id]
-                message_id = mine[-1] if mine else 1
+            if message_id is None:  # as Telegram: the message that carries the pressed button
+                mine = [m for m in self.sent if m.chat_id == user_id]
+                carrying = [
+                    m.message_id
+                    for m in mine
+                    if m.reply_markup
+                    and any(
+                        b.get("callback_data") == data for row in m.reply_markup.get("inline_keyboard", []) for b in row
+                    )
+                ]
+                message_id = carrying[-1] if carrying else (mine[-1].message_id if mine else 1)
             query_id = f"cbq{self._next_update_id}"
         chat = {"id": user_id, "type": "private"}
         message = {"message_id": message_id, "chat": chat, "date": int(time.time())}
