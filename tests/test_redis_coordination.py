@@ -12,12 +12,12 @@ from typing import Any
 
 import anyio
 import pytest
-from redis_server import free_port, redis_server
 
 from cctg_mcp.delivery.coordination import BucketSpec
 from cctg_mcp.delivery.redis_coordination import RedisCoordinator, connect
 from cctg_mcp.resilience.clock import FakeClock
 from cctg_mcp.resilience.errors import NetworkError
+from cctg_mcp.testing.redis_server import free_port, redis_server
 
 BOT = 123456
 TOKEN = "123456:ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghi"

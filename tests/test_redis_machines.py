@@ -22,10 +22,10 @@ import anyio
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
-from redis_server import redis_server
 from test_sessions import USER, Session, answers_reach_their_waiters, arrived, env_for, send_all, wait_for
 
 from cctg_mcp.testing import FaultMode, TelegramStandIn
+from cctg_mcp.testing.redis_server import redis_server
 
 RATE = 4
 

@@ -2,10 +2,14 @@
 recovers with Telegram's flood limits on; time to the last message against the ideal.
 
 ``drain_sessions``: the same backlog accepted by several server processes sharing one data
-dir (as several Claude Code sessions do); they drain it together, within the same limits."""
+dir (as several Claude Code sessions do); they drain it together, within the same limits.
+
+``redis_drain``: the same backlog accepted by three processes with separate data dirs (three
+machines) coordinating through one real ``redis-server`` (``CCTG_REDIS_URL``)."""
 
 from __future__ import annotations
 
+import statistics
 import time
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -16,6 +20,7 @@ import anyio
 from cctg_mcp.dev.bench.plan import CHAT_BURST, RATE_GLOBAL, RATE_PER_CHAT, Plan
 from cctg_mcp.dev.bench.roundtrip import server_env, stdio_server, tool
 from cctg_mcp.testing import FaultMode, TelegramStandIn
+from cctg_mcp.testing.redis_server import redis_server
 
 
 def drain_ideal_seconds(
@@ -51,7 +56,45 @@ async def drain_sessions_phase(plan: Plan, tmp: Path, errlog: TextIO, sessions: 
     }
 
 
-async def _drain(plan: Plan, data_dir: Path, errlog: TextIO, *, sessions: int) -> dict[str, Any]:
+async def redis_drain_phase(plan: Plan, tmp: Path, errlog: TextIO, machines: int = 3) -> dict[str, Any]:
+    """The drain by ``machines`` processes with separate data dirs sharing one real
+    ``redis-server`` on loopback, and the added cost of a Redis take per send."""
+    (tmp / "redis").mkdir(exist_ok=True)
+    with redis_server(tmp / "redis") as url:
+        r = await _drain(plan, tmp / "drain-redis", errlog, sessions=machines, redis_url=url)
+        take_us = await _redis_take_us(url, 500 if plan.mode == "full" else 100)
+    return {
+        "redis_drain_seconds": r["seconds"],
+        "redis_drain_ideal_seconds": r["ideal"],
+        "redis_429s": r["429s"],
+        "redis_take_us_p50": take_us,
+        "_redis_machines": machines,
+        "_redis_duplicates": r["duplicates"],
+    }
+
+
+async def _redis_take_us(url: str, n: int) -> float:
+    """p50 of one shared-budget take on Redis (one Lua script round trip): what a send adds."""
+    from cctg_mcp.delivery.coordination import BucketSpec
+    from cctg_mcp.delivery.redis_coordination import RedisCoordinator, connect
+
+    coordinator = RedisCoordinator(connect(url), 1, lease_s=10.0)
+    await coordinator.start()
+    specs = [BucketSpec("chat:1", 1e9, 1e9), BucketSpec("global", 1e9, 1e9)]
+    times: list[float] = []
+    try:
+        for _ in range(n):
+            started = time.perf_counter()
+            await coordinator.take(specs, 0.0)
+            times.append(time.perf_counter() - started)
+    finally:
+        await coordinator.aclose()
+    return round(statistics.median(times) * 1e6, 1)
+
+
+async def _drain(
+    plan: Plan, data_dir: Path, errlog: TextIO, *, sessions: int, redis_url: str | None = None
+) -> dict[str, Any]:
     users = [100_000_001 + i for i in range(plan.drain_chats)]
     total = plan.drain_events * plan.drain_chats
     global_burst = max(1, int(RATE_GLOBAL))
@@ -78,8 +121,14 @@ async def _drain(plan: Plan, data_dir: Path, errlog: TextIO, *, sessions: int) -
             RETRY_BASE_DELAY="100",
             RETRY_MAX_DELAY="400",
         )
+        envs = [env] * sessions
+        if redis_url is not None:  # one data dir per process (a machine each), one Redis
+            envs = [
+                {**env, "CCTG_DATA_DIR": str(data_dir / f"machine{i}"), "CCTG_REDIS_URL": redis_url}
+                for i in range(sessions)
+            ]
         async with AsyncExitStack() as stack:
-            clients = [await stack.enter_async_context(stdio_server(env, errlog)) for _ in range(sessions)]
+            clients = [await stack.enter_async_context(stdio_server(e, errlog)) for e in envs]
             standin.set_fault(FaultMode.SERVER_ERROR, status=502)
             statuses: dict[str, int] = {}
 

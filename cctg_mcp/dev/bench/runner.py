@@ -18,7 +18,7 @@ from typing import Any
 
 import anyio
 
-from cctg_mcp.dev.bench.drain import drain_phase, drain_sessions_phase
+from cctg_mcp.dev.bench.drain import drain_phase, drain_sessions_phase, redis_drain_phase
 from cctg_mcp.dev.bench.micro import RSS_TRANSPORT, pipeline_phase, rss_phase, rss_worker
 from cctg_mcp.dev.bench.plan import FULL, QUICK, Plan, write
 from cctg_mcp.dev.bench.report import git_sha, table, write_markdown
@@ -55,6 +55,8 @@ def run(plan: Plan) -> dict[str, Any]:
                     results.update(anyio.run(drain_phase, plan, tmp, errlog))
                 with _phase(f"drain of {plan.drain_events * plan.drain_chats} messages by 4 sessions"):
                     results.update(anyio.run(drain_sessions_phase, plan, tmp, errlog))
+                with _phase(f"drain of {plan.drain_events * plan.drain_chats} messages by 3 machines on Redis"):
+                    results.update(anyio.run(redis_drain_phase, plan, tmp, errlog))
                 with _phase(f"memory over {plan.rss_sends} sends"):
                     results.update(rss_phase(plan))
             except BaseException:
@@ -74,6 +76,8 @@ def run(plan: Plan) -> dict[str, Any]:
         "multi_session_sessions": extras["_multi_session_sessions"],
         "multi_session_duplicates": extras["_multi_session_duplicates"],
         "multi_session_first_message_s": extras["_multi_session_first_s"],
+        "redis_machines": extras["_redis_machines"],
+        "redis_duplicates": extras["_redis_duplicates"],
         "rss_before_mb": extras["_rss"]["rss_before_mb"],
         "rss_after_mb": extras["_rss"]["rss_after_mb"],
         "rss_seconds": extras["_rss"]["seconds"],
