@@ -170,6 +170,7 @@ ENV_SPECIFIC = {
     "PROMETHEUS_ENDPOINT": "/other",
     "CCTG_DELIVERY": "bridge",
     "CCTG_OUTBOX_MAX_BYTES": "4096",
+    "CCTG_REDIS_URL": "redis://127.0.0.1:6379/0",
 }
 
 
