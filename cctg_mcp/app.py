@@ -77,7 +77,9 @@ async def open_service(
     shutdown_grace: float | None = None,
 ) -> AsyncIterator[NotificationService]:
     config = resilience if resilience is not None else load_resilience_config({}, settings.config_path)
-    warn_unsupported(config)  # once per start: keys accepted but not acting, and why (ops/config_support.py)
+    warn_unsupported(
+        config, environment=settings.environment
+    )  # once per start: keys accepted but not acting, and why (ops/config_support.py)
     alerts = config.monitoring.alert_thresholds
     metrics = MetricsRegistry(
         clock=clock,

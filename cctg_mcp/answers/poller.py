@@ -121,6 +121,8 @@ class ResponsePoller:
         self.running = False
         #: Another session on this data dir reads getUpdates; this one takes over if it stops.
         self.following = False
+        #: Set by ``run_as_reader``: told when answers were stored, for other processes' waiters.
+        self.coordinator: Coordinator | None = None
         self.polls = 0
         self.stored = 0
         self.unauthorized = 0
@@ -167,6 +169,7 @@ class ResponsePoller:
         """Poll once this process is the data dir's one reader (Telegram allows one getUpdates
         reader per bot; a second gets 409). Until then, follow: the reader stores answers in
         the shared store, and every process's waiters wake on them."""
+        self.coordinator = coordinator
         if await coordinator.try_lead():
             await self.run(task_status=task_status)
         else:
@@ -286,6 +289,10 @@ class ResponsePoller:
         self.stored += new
         if self.metrics is not None and new:
             self.metrics.incr("responses_stored_total", new)
+        if new and self.coordinator is not None:
+            await (
+                self.coordinator.announce_answers()
+            )  # waiters in other processes (a no-op where the commit is the signal)
         for stranger in strangers:
             self.unauthorized += 1
             if self.metrics is not None:

@@ -252,6 +252,10 @@ async def _notify(notice: Notice, end: float) -> str:
         try:
             with anyio.move_on_after(budget):
                 outcomes = await _deliver(settings, outbox, owner, claimed, budget)
+                if settings.delivery == "bridge":  # a written file is not a delivery until the bridge takes it
+                    return f"{event_id} " + ", ".join(
+                        "event file written for the bridge" if o.status == "delivered" else o.status for o in outcomes
+                    )
                 return f"{event_id} " + ", ".join(f"chat {o.chat_id}: {o.status}" for o in outcomes)
             return f"{event_id} queued (not delivered within {budget:.2f} s; a running server will)"
         finally:

@@ -66,11 +66,16 @@ def set_keys(config: ResilienceConfig) -> list[str]:
     return [key for key, value in flatten(config) if key not in default or default[key] != value]
 
 
-def warn_unsupported(config: ResilienceConfig) -> list[str]:
-    """Warn once per set key that does not act; returns the warnings (for tests and callers)."""
+def warn_unsupported(config: ResilienceConfig, *, environment: str | None = None) -> list[str]:
+    """Warn once per set key that does not act; returns the warnings (for tests and callers).
+
+    ``environment``: the server's own (CCTG_ENVIRONMENT); the config's ``environment`` key is
+    then only worth a warning when it says something else (CCTG_ENVIRONMENT also fills it)."""
     warnings: list[str] = []
     for key in set_keys(config):
         why = why_unsupported(key)
+        if key == "environment" and config.environment == environment:
+            continue
         if why is not None:
             message = f"configuration key {key} is accepted but not supported: {why}"
             log.warning("%s", message)
