@@ -73,12 +73,16 @@ class OutboxStatus(BaseModel):
 
 
 class BridgeFiles(BaseModel):
+    """Bridge mode: the event files the bridge has not consumed yet, and the oldest one's age."""
+
     events_dir: str
     waiting: int = Field(description="Event files written and not yet consumed (deleted) by the bridge.")
     oldest_age_s: float | None = Field(description="Age of the oldest waiting file (null when none waits).")
 
 
 class SessionStatus(BaseModel):
+    """One server process sharing this bot (a coordination session)."""
+
     session_id: str
     pid: int
     host: str
