@@ -95,6 +95,7 @@ async def _demo(report: dict[str, Any]) -> None:
             report["during_outage"] = {
                 "overall": during.get("overall"),
                 "telegram_breaker": _breaker_state(during),
+                "why": during.get("verdict_reason"),
                 "outbox": during.get("outbox"),
             }
 
@@ -114,6 +115,7 @@ async def _demo(report: dict[str, Any]) -> None:
             report["after_recovery"] = {
                 "overall": after.get("overall"),
                 "telegram_breaker": _breaker_state(after),
+                "why": after.get("verdict_reason"),
                 "outbox": after.get("outbox"),
             }
         report["sends"] = sends
@@ -125,11 +127,17 @@ async def _demo(report: dict[str, Any]) -> None:
         )
 
 
-def _breaker_state(status: dict[str, Any]) -> str | None:
-    for breaker in status.get("breakers", []):
-        if breaker.get("name") == "telegram":
-            return str(breaker.get("state"))
-    return None
+def _breaker_state(status: dict[str, Any]) -> str:
+    """Every Telegram breaker (the component's and its per-operation ones) that is not closed."""
+    states = {
+        str(b.get("name")): str(b.get("state"))
+        for b in status.get("breakers", [])
+        if str(b.get("name", "")).startswith("telegram")
+    }
+    not_closed = [f"{name} {state}" for name, state in sorted(states.items()) if state != "closed"]
+    if not states:
+        return "none listed"
+    return ", ".join(not_closed) if not_closed else "all closed"
 
 
 def _print(report: dict[str, Any]) -> None:
@@ -140,8 +148,9 @@ def _print(report: dict[str, Any]) -> None:
         note = s["reason"] if s["status"] != "delivered" else ""
         w(f"{s['phase']:<8} {s['tool']:<24} {s['status']!s:<10} {s['ms']:>6}  {str(note)[:60]}\n")
     d, a = report["during_outage"], report["after_recovery"]
-    w(f"\nduring the outage: overall={d['overall']} telegram breaker={d['telegram_breaker']} outbox={d['outbox']}\n")
-    w(f"after recovery:    overall={a['overall']} telegram breaker={a['telegram_breaker']} outbox={a['outbox']}\n")
+    for label, doc in (("during the outage", d), ("after recovery", a)):
+        w(f"\n{label}: overall={doc['overall']} ({doc['why']})\n")
+        w(f"  telegram breakers: {doc['telegram_breaker']}\n  outbox: {doc['outbox']}\n")
     w(
         f"recovered in {report['recovery_seconds']} s; messages at Telegram: {report['messages_at_telegram']} "
         f"(expected {report['expected_messages']})\n"
