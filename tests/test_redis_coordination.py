@@ -14,7 +14,7 @@ import anyio
 import pytest
 
 from cctg_mcp.delivery.coordination import BucketSpec
-from cctg_mcp.delivery.redis_coordination import RedisCoordinator, connect
+from cctg_mcp.delivery.redis_coordination import CoordinationUnavailable, RedisCoordinator, connect
 from cctg_mcp.resilience.clock import FakeClock
 from cctg_mcp.resilience.errors import NetworkError
 from cctg_mcp.testing.redis_server import free_port, redis_server
@@ -213,3 +213,24 @@ def test_without_redis_url_nothing_redis_is_imported(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.anyio
+async def test_redis_down_opens_the_coordination_breaker_and_sends_stop_waiting_on_it(tmp_path: Path) -> None:
+    clock = FakeClock()
+    with redis_server(tmp_path) as url:
+        c = RedisCoordinator(connect(url), BOT, clock=clock)
+        await c.start()
+        assert (await c.take([CHAT], 0.0)).wait == 0.0
+    # redis-server is gone: every take is CoordinationUnavailable (the row stays queued) ...
+    for _ in range(3):
+        with pytest.raises(CoordinationUnavailable, match="unreachable") as info:
+            await c.take([CHAT], 0.0)
+        assert info.value.retryable and not info.value.counts_as_failure  # not Telegram's fault
+    assert c.breaker.state.value == "open"
+    # ... and once the breaker is open, a send does not even try Redis: it fails at once.
+    with pytest.raises(CoordinationUnavailable, match="breaker open") as info:
+        await c.take([CHAT], 0.0)
+    assert info.value.retry_after is not None and 0 < info.value.retry_after <= 5.0
+    assert (await c.describe(0.0))["breaker"] == "open"
+    await c.redis.aclose()

@@ -40,8 +40,9 @@ import anyio
 from anyio.abc import TaskStatus
 
 from cctg_mcp.delivery.coordination import BucketSpec, SessionInfo, Take
+from cctg_mcp.resilience.breaker import BreakerSettings, CircuitBreaker
 from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
-from cctg_mcp.resilience.errors import ConfigurationError, NetworkError, redact
+from cctg_mcp.resilience.errors import CircuitBreakerError, ConfigurationError, NetworkError, redact
 
 if TYPE_CHECKING:  # redis is an optional extra, imported only when CCTG_REDIS_URL is set
     from redis.asyncio import Redis
@@ -210,6 +211,13 @@ class RedisCoordinator:
         self._stream_pos = "0-0"
         self.last_error: str | None = None
         self.became_leader_at: float | None = None
+        #: Redis as a component: after 3 failures within 30 s, sends stop waiting on it for 5 s.
+        self.breaker = CircuitBreaker(
+            "coordination",
+            BreakerSettings(failure_threshold=3, success_threshold=1, open_timeout=5.0, monitoring_window=30.0),
+            clock=clock,
+            is_failure=lambda exc: True,
+        )
         self._take = client.register_script(TAKE)
         self._give = client.register_script(GIVE_BACK)
         self._pause = client.register_script(PAUSE)
@@ -223,10 +231,17 @@ class RedisCoordinator:
     def key(self, name: str) -> str:
         return self.ns + name
 
-    async def _guard(self, call: Awaitable[T]) -> T:
-        """A Redis call on the send path: its failure becomes ``CoordinationUnavailable``."""
+    async def _guard(self, call: Callable[[], Awaitable[T]]) -> T:
+        """A Redis call on the send path, through the coordination breaker: a failure becomes
+        ``CoordinationUnavailable``; while the breaker is open, sends do not wait on Redis."""
         try:
-            result = await call
+            result = await self.breaker.call(call)
+        except CircuitBreakerError as exc:
+            raise CoordinationUnavailable(
+                f"Redis coordination is unreachable (breaker {self.breaker.state.value}; last error: "
+                f"{self.last_error}); the send stays queued",
+                retry_after=exc.retry_after,
+            ) from None
         except Exception as exc:
             self.last_error = redact(str(exc))
             raise CoordinationUnavailable(f"Redis coordination is unreachable ({self.last_error})") from None
@@ -305,7 +320,7 @@ class RedisCoordinator:
         wanted = [o for o in owners if o != self.session_id]
         if not wanted:
             return set()
-        found = await self._guard(self.redis.mget([self.key(f"session:{o}") for o in wanted]))
+        found = await self._guard(lambda: self.redis.mget([self.key(f"session:{o}") for o in wanted]))
         return {o for o, body in zip(wanted, found, strict=True) if body is None}
 
     def add_death_listener(self, listener: Callable[[], None]) -> None:
@@ -376,17 +391,19 @@ class RedisCoordinator:
         args: list[Any] = [len(buckets)]
         for b in buckets:
             args += [b.rate, b.burst, b.need, b.cost]
-        wait_ms, paused_ms = cast(list[int], await self._guard(self._take(keys=keys, args=args)))
+        wait_ms, paused_ms = cast(list[int], await self._guard(lambda: self._take(keys=keys, args=args)))
         return Take(wait_ms / 1000.0, paused_ms / 1000.0)
 
     async def give_back(self, buckets: Sequence[BucketSpec], now: float) -> None:
         args: list[Any] = [len(buckets)]
         for b in buckets:
             args += [b.rate, max(b.burst, b.need), b.cost]
-        await self._guard(self._give(keys=[self.key(f"bucket:{b.key}") for b in buckets], args=args))
+        await self._guard(lambda: self._give(keys=[self.key(f"bucket:{b.key}") for b in buckets], args=args))
 
     async def pause(self, seconds: float, now: float) -> None:
-        await self._guard(self._pause(keys=[self.key("pause"), self.key("pauses")], args=[max(1, int(seconds * 1000))]))
+        await self._guard(
+            lambda: self._pause(keys=[self.key("pause"), self.key("pauses")], args=[max(1, int(seconds * 1000))])
+        )
 
     async def end_pause(self, now: float) -> float:
         """End the shared 429 pause now (recovery's lever); the seconds it still had to run."""
@@ -468,6 +485,7 @@ class RedisCoordinator:
             "kind": "redis",
             "reachable": reachable,
             "error": self.last_error,
+            "breaker": self.breaker.state.value,
             "session_id": self.session_id,
             "sessions": [asdict(s) for s in sessions],
             "reader": reader,
