@@ -91,7 +91,7 @@ async def _demo(report: dict[str, Any]) -> None:
                         "description": "Sent while Telegram answers 502",
                     },
                 )
-            during = await _call(client, "get_resilience_status", {})
+            during = await _call(client, "get_resilience_status", {"refresh": True})  # checks run now
             report["during_outage"] = {
                 "overall": during.get("overall"),
                 "telegram_breaker": _breaker_state(during),
@@ -104,14 +104,14 @@ async def _demo(report: dict[str, Any]) -> None:
             expected = sum(1 for s in sends if s["status"] in ("delivered", "queued")) * len(USERS)
             await standin.await_messages(expected, timeout=60)
             report["recovery_seconds"] = round(time.monotonic() - healed_at, 2)
-            after = await _call(client, "get_resilience_status", {})
+            after = await _call(client, "get_resilience_status", {"refresh": True})
             for _ in range(100):  # the dispatcher marks rows delivered right after Telegram accepts
                 if (after.get("outbox") or {}).get("pending", 1) == 0 and (after.get("outbox") or {}).get(
                     "in_flight", 1
                 ) == 0:
                     break
                 await anyio.sleep(0.05)
-                after = await _call(client, "get_resilience_status", {})
+                after = await _call(client, "get_resilience_status", {"refresh": True})
             report["after_recovery"] = {
                 "overall": after.get("overall"),
                 "telegram_breaker": _breaker_state(after),
