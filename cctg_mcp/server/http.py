@@ -202,6 +202,10 @@ def bind_socket(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(address)
+        # Listening from here on, so the "serving ... at" line is true when it is logged: a
+        # client that connects before uvicorn starts accepting waits in the backlog instead
+        # of being refused (uvicorn listens on the same socket again, which changes nothing).
+        sock.listen(2048)
     except OSError:
         sock.close()
         raise
