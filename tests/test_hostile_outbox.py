@@ -6,7 +6,6 @@ notice). End to end, the real server delivers the good rows to the stand-in."""
 
 from __future__ import annotations
 
-import random
 import sqlite3
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 from helpers import USERS, connected, make_settings
 
 from cctg_mcp.delivery.outbox import Outbox
+from cctg_mcp.dev.soak_faults import damage_row
 from cctg_mcp.events.catalogue import Event
 from cctg_mcp.testing import TelegramStandIn
 
@@ -44,15 +44,8 @@ def rewrite_payload(path: Path, event_id: str, payload: str) -> None:
 
 
 def damage_bytes(path: Path) -> None:
-    """20 random bytes (not UTF-8) written over the marked row's text, in the file itself."""
-    data = bytearray(path.read_bytes())
-    at = data.index(MARKER.encode()) + 5
-    rng = random.Random(19)
-    data[at : at + 20] = bytes([0xFF, 0xFE]) + bytes(rng.randrange(128, 256) for _ in range(18))
-    path.write_bytes(bytes(data))
-    with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"  # the damage goes unnoticed
-    conn.close()
+    """20 random bytes (not UTF-8) over the marked row's text; quick_check does not notice."""
+    damage_row(path, MARKER)  # raises if quick_check notices the damage
 
 
 async def claim_all(path: Path, *, local_mode: bool = False) -> tuple[list[str], Outbox]:

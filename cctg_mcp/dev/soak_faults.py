@@ -70,13 +70,14 @@ async def _prefill(path: Path, n: int, damaged: int) -> None:
         event = Event(event_id=f"st-{i}", type="task_completion", title=title, description="done", task_id=f"st{i}")
         await box.enqueue(event, list(USERS))
     await box.close()
-    await anyio.to_thread.run_sync(_damage, path)
+    await anyio.to_thread.run_sync(damage_row, path, MARKER)
 
 
-def _damage(path: Path) -> None:
-    """20 bytes that are not UTF-8 over the marked row's text, in the file itself."""
+def damage_row(path: Path, marker: str) -> None:
+    """20 bytes that are not UTF-8 over the text of the row holding ``marker``, in the file
+    itself, where SQLite's ``quick_check`` does not notice (raises if it does)."""
     data = bytearray(path.read_bytes())
-    at = data.index(MARKER.encode()) + 5
+    at = data.index(marker.encode()) + 5
     rng = random.Random(19)
     data[at : at + 20] = bytes([0xFF, 0xFE]) + bytes(rng.randrange(128, 256) for _ in range(18))
     path.write_bytes(bytes(data))

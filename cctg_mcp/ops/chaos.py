@@ -40,7 +40,7 @@ import anyio.to_thread
 
 from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.delivery.supervisor import DispatcherSupervisor
-from cctg_mcp.ops.chaos_bridge import BridgeProbe, bridge_experiments
+from cctg_mcp.ops.chaos_bridge import BridgeProbe, bridge_experiments, safety_reading
 from cctg_mcp.resilience.chaos import ChaosController, RunContext, SafetyLimits, SafetyReading
 from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
 from cctg_mcp.resilience.errors import NetworkError, ValidationError
@@ -382,16 +382,7 @@ class ServiceProbe:
         self.service, self.sender, self.supervisor, self.component = service, sender, supervisor, component
 
     async def reading(self) -> SafetyReading:
-        calls = errors = 0
-        if self.service.metrics is not None:
-            for m in self.service.metrics.series():
-                if m.component == self.component:
-                    calls, errors = calls + m.calls, errors + m.calls - m.successes
-        dead = backlog = 0
-        if self.service.outbox is not None:
-            counts = await self.service.outbox.counts()
-            dead, backlog = counts.dead, counts.pending + counts.in_flight
-        return SafetyReading(calls, errors, dead, backlog)
+        return await safety_reading(self.service, self.component)
 
     async def recovered(self, since_epoch: float) -> tuple[bool, str]:
         svc, problems = self.service, []

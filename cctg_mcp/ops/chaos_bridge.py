@@ -124,6 +124,19 @@ class EventWriteFaultExperiment:
         ctx.observations["event_writes"] = dict(self._counts)
 
 
+async def safety_reading(service: NotificationService, component: str) -> SafetyReading:
+    """What the safety checks watch: the component's calls and errors, dead letters, backlog."""
+    calls = errors = dead = backlog = 0
+    if service.metrics is not None:
+        for m in service.metrics.series():
+            if m.component == component:
+                calls, errors = calls + m.calls, errors + m.calls - m.successes
+    if service.outbox is not None:
+        counts = await service.outbox.counts()
+        dead, backlog = counts.dead, counts.pending + counts.in_flight
+    return SafetyReading(calls, errors, dead, backlog)
+
+
 class BridgeProbe:
     """Safety readings and the recovery check in bridge delivery."""
 
@@ -131,15 +144,7 @@ class BridgeProbe:
         self.service = service
 
     async def reading(self) -> SafetyReading:
-        calls = errors = dead = backlog = 0
-        if self.service.metrics is not None:
-            for m in self.service.metrics.series():
-                if m.component == BRIDGE_COMPONENT:
-                    calls, errors = calls + m.calls, errors + m.calls - m.successes
-        if self.service.outbox is not None:
-            counts = await self.service.outbox.counts()
-            dead, backlog = counts.dead, counts.pending + counts.in_flight
-        return SafetyReading(calls, errors, dead, backlog)
+        return await safety_reading(self.service, BRIDGE_COMPONENT)
 
     async def recovered(self, since_epoch: float) -> tuple[bool, str]:
         svc, problems = self.service, []

@@ -25,6 +25,20 @@ from cctg_mcp.testing.server import StandInHandler, StandInServer
 DEFAULT_TOKEN = "123456:TEST-TOKEN-abcdefghijklmnopqrstuvwxyz012"
 
 
+
+def _message_text(params: dict[str, Any]) -> tuple[str, str | None, str]:
+    """``(text, parse_mode, plain text)`` of a sendMessage / editMessageText, validated as Telegram does."""
+    text = params.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise BadRequest("message text is empty")
+    parse_mode = params.get("parse_mode") or None
+    plain = parse_telegram_html(text) if str(parse_mode).upper() == "HTML" else text
+    if not plain.strip():
+        raise BadRequest("message text is empty")
+    if utf16_len(plain) > TEXT_LIMIT:
+        raise BadRequest("message is too long")
+    return text, parse_mode, plain
+
 class TelegramStandIn(ScriptedPerson):
     """A Telegram Bot API server on loopback with fault injection and flood limits."""
 
@@ -295,15 +309,7 @@ class TelegramStandIn(ScriptedPerson):
         refused = self._forbidden(chat_id)
         if refused is not None:
             return refused
-        text = params.get("text")
-        if not isinstance(text, str) or not text.strip():
-            raise BadRequest("message text is empty")
-        parse_mode = params.get("parse_mode") or None
-        plain = parse_telegram_html(text) if str(parse_mode).upper() == "HTML" else text
-        if not plain.strip():
-            raise BadRequest("message text is empty")
-        if utf16_len(plain) > TEXT_LIMIT:
-            raise BadRequest("message is too long")
+        text, parse_mode, plain = _message_text(params)
         markup = validate_markup(params.get("reply_markup"))
         with self._cond:
             if self.flood_limits:
@@ -332,15 +338,7 @@ class TelegramStandIn(ScriptedPerson):
         message_id = params.get("message_id")
         if chat_id is None or not isinstance(message_id, int):
             raise BadRequest("message to edit not found")
-        text = params.get("text")
-        if not isinstance(text, str) or not text.strip():
-            raise BadRequest("message text is empty")
-        parse_mode = params.get("parse_mode") or None
-        plain = parse_telegram_html(text) if str(parse_mode).upper() == "HTML" else text
-        if not plain.strip():
-            raise BadRequest("message text is empty")
-        if utf16_len(plain) > TEXT_LIMIT:
-            raise BadRequest("message is too long")
+        text, parse_mode, plain = _message_text(params)
         markup = validate_markup(params.get("reply_markup"))
         with self._cond:
             found = [m for m in self.sent if m.chat_id == chat_id and m.message_id == message_id]
