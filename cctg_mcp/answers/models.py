@@ -8,10 +8,11 @@ tools return; their field descriptions are written for the model reading them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+
+from cctg_mcp.resilience.clock import iso_z
 
 Kind = Literal["callback", "text"]
 Action = Literal["approve", "deny", "option", "acknowledge", "other", "text"]
@@ -20,7 +21,7 @@ ACTIONABLE: frozenset[str] = frozenset({"approve", "deny", "option"})
 
 
 def iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return iso_z(epoch)
 
 
 @dataclass(frozen=True)

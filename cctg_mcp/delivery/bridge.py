@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,7 +36,7 @@ from cctg_mcp.delivery.dispatcher import CallPipeline, Dispatcher, Outcome, oper
 from cctg_mcp.delivery.outbox import Delivery, Outbox
 from cctg_mcp.delivery.pacing import Pacer
 from cctg_mcp.delivery.service import NotificationService
-from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
+from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock, iso_z
 from cctg_mcp.resilience.errors import ConfigurationError
 from cctg_mcp.resilience.pipeline import PipelineSet
 from cctg_mcp.transports.bridge.files import EventFileWriter, pending_event_files
@@ -218,7 +217,7 @@ class BridgeStatus(BaseModel):
 def _iso(epoch: float | None) -> str | None:
     if epoch is None:
         return None
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return iso_z(epoch)
 
 
 async def bridge_status(service: NotificationService) -> BridgeStatus:

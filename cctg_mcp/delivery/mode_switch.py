@@ -11,7 +11,6 @@ bridge applies it when it reads the event file), or ``unknown`` when the request
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 from functools import partial
 from typing import Literal
 
@@ -20,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from cctg_mcp.delivery.mode import COMMAND_OF, MODE_FILE, TO_FILE, Mode, ModeStore, read_mode_file
 from cctg_mcp.delivery.service import NotificationService
+from cctg_mcp.resilience.clock import iso_z
 from cctg_mcp.resilience.errors import BaseResilienceError, ResourceError, redact
 
 log = logging.getLogger(__name__)
@@ -167,4 +167,4 @@ def mode_status(service: NotificationService) -> ModeStatus | None:
 
 
 def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return iso_z(epoch)

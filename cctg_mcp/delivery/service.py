@@ -11,7 +11,6 @@ import difflib
 import json
 import re
 import uuid
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
@@ -22,7 +21,7 @@ from cctg_mcp.delivery.coordination import Coordinator
 from cctg_mcp.delivery.dispatcher import Dispatcher, Outcome
 from cctg_mcp.delivery.outbox import Outbox
 from cctg_mcp.events.catalogue import CATALOGUE, EVENT_PRIORITY, EVENT_TYPES, Event, Priority, utc_iso
-from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
+from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock, iso_z
 from cctg_mcp.resilience.config import ResilienceConfig
 from cctg_mcp.resilience.errors import BaseResilienceError, ConfigurationError, ValidationError
 from cctg_mcp.resilience.metrics import MetricsRegistry
@@ -144,7 +143,7 @@ def _check_data(data: dict[str, Any]) -> None:
 
 
 def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return iso_z(epoch)
 
 
 class NotificationService:

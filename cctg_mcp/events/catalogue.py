@@ -4,12 +4,11 @@ to Telegram text (HTML escaping, 4096-character splitting, approval keyboards)."
 from __future__ import annotations
 
 import html
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from cctg_mcp.resilience.clock import SYSTEM_CLOCK
+from cctg_mcp.resilience.clock import SYSTEM_CLOCK, iso_z
 from cctg_mcp.resilience.config_tables import Priority as Priority
 
 CATALOGUE: dict[str, dict[str, str]] = {
@@ -150,7 +149,7 @@ TELEGRAM_TEXT_LIMIT = 4096
 
 def utc_iso(epoch_s: float) -> str:
     """An epoch time as ISO 8601 UTC with a ``Z`` (the CCTelegram events' timestamp form)."""
-    return datetime.fromtimestamp(epoch_s, UTC).isoformat().replace("+00:00", "Z")
+    return iso_z(epoch_s, "auto")
 
 
 def utc_now_iso() -> str:

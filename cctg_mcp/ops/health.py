@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -19,7 +18,7 @@ from cctg_mcp.delivery.dispatcher import Dispatcher
 from cctg_mcp.delivery.outbox import Outbox
 from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.resilience.breaker import BreakerState, CircuitBreaker
-from cctg_mcp.resilience.clock import Clock
+from cctg_mcp.resilience.clock import Clock, iso_z
 from cctg_mcp.resilience.config_tables import DEFAULTS
 from cctg_mcp.resilience.errors import BaseResilienceError, TelegramRateLimited, classify, redact
 from cctg_mcp.resilience.health import CheckFn, CheckResult, HealthMonitor
@@ -344,7 +343,7 @@ def readiness(monitor: HealthMonitor | None) -> tuple[bool, dict[str, Any]]:
             "critical": c.critical,
         }
         if c.last_check_at is not None:
-            entry["time"] = datetime.fromtimestamp(c.last_check_at, UTC).isoformat().replace("+00:00", "Z")
+            entry["time"] = iso_z(c.last_check_at, "auto")
         if entry["status"] != "pass" and c.message:
             entry["output"] = redact(c.message)
         checks[f"{c.name}:status"] = [entry]

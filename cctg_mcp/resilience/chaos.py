@@ -25,14 +25,13 @@ import random
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 import anyio
 import anyio.abc
 from pydantic import BaseModel, Field
 
-from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
+from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock, iso_z
 from cctg_mcp.resilience.errors import BaseResilienceError, ConfigurationError, ValidationError
 
 log = logging.getLogger(__name__)
@@ -153,7 +152,7 @@ class ChaosRun(BaseModel):
 
 
 def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso_z(epoch, "milliseconds")
 
 
 @dataclass

@@ -19,10 +19,16 @@ import math
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
-from typing import Protocol
+from datetime import UTC, datetime
+from typing import Literal, Protocol
 
 import anyio
 import anyio.to_thread
+
+
+def iso_z(epoch: float, timespec: Literal["auto", "seconds", "milliseconds"] = "seconds") -> str:
+    """Epoch seconds as ISO 8601 in UTC with a ``Z``: the one format for times we store or show."""
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 class Clock(Protocol):

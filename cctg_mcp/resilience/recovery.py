@@ -39,14 +39,13 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectSendStream
 
-from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
+from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock, iso_z
 from cctg_mcp.resilience.errors import ESCALATION_ORDER, BaseResilienceError, RecoveryStrategy
 from cctg_mcp.resilience.recovery_models import AttemptOutcome as AttemptOutcome
 from cctg_mcp.resilience.recovery_models import BackupPlan as BackupPlan
@@ -66,7 +65,7 @@ _HANDED_OFF = (RecoveryStrategy.ESCALATE, RecoveryStrategy.MANUAL)
 
 
 def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso_z(epoch, "milliseconds")
 
 
 def next_strategy(current: RecoveryStrategy) -> RecoveryStrategy:

@@ -9,7 +9,6 @@ resources; reading the plain URI works. They are listed by ``resources/templates
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context
@@ -19,6 +18,7 @@ from pydantic import BaseModel, Field
 from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.ops.logfile import current as current_log_file
 from cctg_mcp.ops.verdict import verdict
+from cctg_mcp.resilience.clock import iso_z
 from cctg_mcp.resilience.errors import ValidationError, redact
 from cctg_mcp.resilience.health import ComponentReport, HealthMonitor, HealthReport
 from cctg_mcp.server.common import READ, READ_REMOTE, call, service_of
@@ -87,7 +87,7 @@ class MetricsResult(BaseModel):
 def _iso(epoch: float | None) -> str | None:
     if epoch is None:
         return None
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso_z(epoch, "milliseconds")
 
 
 def _component(c: ComponentReport) -> ComponentHealth:

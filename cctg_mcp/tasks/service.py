@@ -13,13 +13,12 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
 import anyio.to_thread
 
-from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
+from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock, iso_z
 from cctg_mcp.resilience.errors import ResourceError
 from cctg_mcp.tasks import files
 from cctg_mcp.tasks.dashboard import render_dashboard
@@ -45,7 +44,7 @@ ACTIVE_S = 300.0
 
 
 def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return iso_z(epoch)
 
 
 def _filtered(items: list[TaskItem], status: Status | None) -> list[TaskItem]:

@@ -25,7 +25,6 @@ from cctg_mcp.testing.server import StandInHandler, StandInServer
 DEFAULT_TOKEN = "123456:TEST-TOKEN-abcdefghijklmnopqrstuvwxyz012"
 
 
-
 def _message_text(params: dict[str, Any]) -> tuple[str, str | None, str]:
     """``(text, parse_mode, plain text)`` of a sendMessage / editMessageText, validated as Telegram does."""
     text = params.get("text")
@@ -38,6 +37,7 @@ def _message_text(params: dict[str, Any]) -> tuple[str, str | None, str]:
     if utf16_len(plain) > TEXT_LIMIT:
         raise BadRequest("message is too long")
     return text, parse_mode, plain
+
 
 class TelegramStandIn(ScriptedPerson):
     """A Telegram Bot API server on loopback with fault injection and flood limits."""
