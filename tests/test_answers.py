@@ -24,7 +24,6 @@ from cctg_mcp.answers import (
     parse_update,
     updates_pipeline,
 )
-from cctg_mcp.delivery.local_coordination import LocalCoordinator
 from cctg_mcp.delivery.outbox import Outbox
 from cctg_mcp.events.catalogue import Event
 from cctg_mcp.events.rendering import approval_keyboard, callback_ref
@@ -446,28 +445,3 @@ async def test_pending_summary_counts_decisions_in_the_window(tmp_path: Path) ->
         assert (listed.count, listed.total) == (2, 4)
         cleared = await answers.clear(1, now=T0 + 60)
         assert cleared.deleted_count == 1 and "Cleared 1" in cleared.message
-
-
-class Announced(LocalCoordinator):
-    """Counts the reader's announcements (a Redis coordinator publishes them)."""
-
-    announced = 0
-
-    async def announce_answers(self) -> None:
-        self.announced += 1
-
-
-async def test_the_reader_announces_stored_answers_to_the_coordinator(standin: TelegramStandIn, tmp_path: Path) -> None:
-    coordinator = Announced(tmp_path)
-    await coordinator.start()
-    try:
-        async with stores(tmp_path) as (store, _), polling(standin, store) as (poller, _metrics):
-            assert await coordinator.try_lead()
-            poller.coordinator = coordinator  # as run_as_reader sets it
-            standin.push_text(ALICE, "hello")
-            with anyio.fail_after(10):
-                await poller.poll_once()
-                await poller.poll_once()  # nothing new: nothing announced
-            assert coordinator.announced == 1
-    finally:
-        await coordinator.aclose()

@@ -44,3 +44,19 @@ async def test_an_update_id_beyond_64_bits_is_skipped_and_later_answers_still_ar
         assert [r.text for r in rows] == ["and the next one"]
         assert poller.skipped == 2 and poller.offset == await store.next_offset()
     assert any("out of range" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_batch_of_only_unusable_updates_waits_before_polling_again(
+    standin: TelegramStandIn, tmp_path: Path
+) -> None:
+    """Telegram offers such an update again at once (no long poll): the poller must not spin."""
+    async with stores(tmp_path) as (store, _), polling(standin, store) as (poller, _metrics):
+        message = {"message_id": 1, "from": {"id": ALICE}, "chat": {"id": ALICE}, "text": "x"}
+        standin.push_raw_update({"update_id": 2**70, "message": message})
+        with anyio.fail_after(10):
+            delay = await poller._poll_guarded()
+        assert poller.unusable_batch and delay == poller.min_backoff > 0
+        standin.push_text(ALICE, "a real answer")
+        with anyio.fail_after(10):
+            delay = await poller._poll_guarded()
+        assert not poller.unusable_batch and delay == 0.0

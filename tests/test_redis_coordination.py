@@ -120,6 +120,7 @@ async def test_a_stopped_peer_is_seen_dead_by_liveness(fresh: str) -> None:
     try:
         assert {s.session_id for s in await a.sessions()} == {a.session_id, b.session_id}
         assert await a.dead_among([b.session_id, a.session_id]) == set()
+        assert await a.dead_among(["hook-1234-abcd"]) == set()  # a hook's lease runs out by itself
         await b.redis.delete(b.key(f"session:{b.session_id}"))  # what its TTL does after a SIGKILL
         assert await a.dead_among([b.session_id]) == {b.session_id}
         assert [s.session_id for s in await a.sessions()] == [a.session_id] and deaths == [1]

@@ -121,8 +121,6 @@ class ResponsePoller:
         self.running = False
         #: Another session on this data dir reads getUpdates; this one takes over if it stops.
         self.following = False
-        #: Set by ``run_as_reader``: told when answers were stored, for other processes' waiters.
-        self.coordinator: Coordinator | None = None
         self.polls = 0
         self.stored = 0
         self.unauthorized = 0
@@ -139,6 +137,8 @@ class ResponsePoller:
         #: Set by the composition root: mode commands are handed to it, not stored as answers.
         self.on_command: CommandHandler | None = None
         self.commands = 0
+        #: The last batch held only updates that cannot be used (ids out of range).
+        self.unusable_batch = False
         #: Set by the composition root with Redis coordination: the reader shares each batch.
         self.shared: SharedUpdates | None = None
 
@@ -169,7 +169,6 @@ class ResponsePoller:
         """Poll once this process is the data dir's one reader (Telegram allows one getUpdates
         reader per bot; a second gets 409). Until then, follow: the reader stores answers in
         the shared store, and every process's waiters wake on them."""
-        self.coordinator = coordinator
         if await coordinator.try_lead():
             await self.run(task_status=task_status)
         else:
@@ -230,7 +229,7 @@ class ResponsePoller:
         self.in_conflict = False
         self.last_error = None
         self.last_success_at = self.clock.monotonic()
-        return 0.0
+        return self.min_backoff if self.unusable_batch else 0.0
 
     def _failed(self, exc: Exception, counter: str) -> None:
         self.in_conflict = False
@@ -268,6 +267,9 @@ class ResponsePoller:
                 continue
             usable.append(update)
         ids = [u["update_id"] for u in usable]
+        # Telegram offers an update it could not be given an offset for again at once, without
+        # a long poll: wait a little before asking again instead of spinning on it.
+        self.unusable_batch = bool(updates) and not ids
         if not ids:
             return []
         allowed: list[ParsedUpdate] = []
@@ -280,19 +282,18 @@ class ResponsePoller:
         if self.on_command is not None:
             allowed = await self._commands(allowed)
         next_offset = max(ids) + 1
-        rows, new = await self.store.store_batch(allowed, next_offset)
-        self.offset = next_offset
-        if self.shared is not None:  # the other machines store the batch from the stream
+        if self.shared is not None:
+            # The other machines store the batch from the stream. Shared before anything here
+            # moves the offset on: if Redis fails, the next poll reads the batch again (rows are
+            # unique per update id), so no machine loses it.
             await self.shared.share_updates(usable)
-            if not await self.shared.commit_offset(next_offset):
-                log.warning("answers: this process is no longer the reader; it stops reading updates")
+        rows, new = await self.store.store_batch(allowed, next_offset)
+        if self.shared is not None and not await self.shared.commit_offset(next_offset):
+            log.warning("answers: this process is no longer the reader; it stops reading updates")
+        self.offset = next_offset
         self.stored += new
         if self.metrics is not None and new:
             self.metrics.incr("responses_stored_total", new)
-        if new and self.coordinator is not None:
-            await (
-                self.coordinator.announce_answers()
-            )  # waiters in other processes (a no-op where the commit is the signal)
         for stranger in strangers:
             self.unauthorized += 1
             if self.metrics is not None:
@@ -319,7 +320,9 @@ class ResponsePoller:
         if not ids:
             return 0
         allowed = [p for u in updates if (p := parse_update(u)) is not None and p.user_id in self.allowed_users]
-        _, new = await self.store.store_batch(allowed, max(ids) + 1)
+        # Mode commands act on the reader's machine and are never answers (as on the reader).
+        answers = [p for p in allowed if not (p.kind == "text" and parse_command(p.text) is not None)]
+        _, new = await self.store.store_batch(answers, max(ids) + 1)
         self.stored += new
         return new
 

@@ -146,10 +146,6 @@ class Coordinator(Protocol):
         """An event set when any process stored answers. Take it *before* reading."""
         ...
 
-    async def announce_answers(self) -> None:
-        """The reader stored new answers (a no-op where the commit itself is the signal)."""
-        ...
-
     async def describe(self, now: float) -> dict[str, Any]:
         """For ``get_resilience_status`` (``ops.status.CoordinationStatus``): the keys ``kind``,
         ``session_id``, ``sessions`` (dicts of ``SessionInfo``), ``reader``,

@@ -425,9 +425,6 @@ class LocalCoordinator:
                 self._data_version = self._version_sync()
         return self._changed
 
-    async def announce_answers(self) -> None:
-        return None  # the reader's commit changes the file's data_version: that is the signal
-
     def _version_sync(self) -> int | None:
         """``PRAGMA data_version`` of the answers file: it changes when another connection
         (another process) commits, and reading it costs no disk I/O."""

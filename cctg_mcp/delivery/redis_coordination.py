@@ -8,7 +8,8 @@ holds the token.
   every ``heartbeat_s``); a process killed with SIGKILL stops renewing and its key expires
   within ``session_ttl_s``, so its leased rows move on within seconds.
 - **the one reader**: ``reader`` holds the leader's session id with a lease (``lease_s``),
-  renewed at a third of it by a script that renews only the holder's own lease. Each
+  renewed every heartbeat (at most a third of the lease) by a script that renews only the
+  holder's own lease. Each
   acquisition increments ``reader:epoch`` (the fencing token). A leader counts itself leader
   only until its own lease deadline, measured on its monotonic clock from *before* the
   renewal was sent, so a paused old leader stops acting before anyone else can take over;
@@ -17,7 +18,7 @@ holds the token.
 - **shared budgets**: one Lua script per take: every bucket refilled from Redis's own clock
   (``TIME``, never the clients'), all taken or none, the shared 429 pause honoured.
 - **answers**: the reader appends each batch of raw updates to the ``updates`` stream
-  (bounded, with a TTL) and publishes on ``answers``; every process reads the stream into its
+  (bounded, with a TTL); every process reads the stream (``XREAD BLOCK``) into its
   own answers store (so a button press resolves against the outbox of the machine that sent
   the event) and wakes its waiters.
 
@@ -30,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import socket
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -149,6 +151,10 @@ class CoordinationUnavailable(NetworkError):
 T = TypeVar("T")
 
 
+#: The lease owner names of Redis sessions; other owners (a hook's) are never judged by liveness.
+SESSION_ID = re.compile(r"r[0-9]+-[0-9a-f]{8}")
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -199,7 +205,7 @@ class RedisCoordinator:
         self.session_ttl_s = session_ttl_s
         self.heartbeat_s = heartbeat_s
         self.lead_retry_s = lead_retry_s
-        self.session_id = f"r{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.session_id = f"r{os.getpid()}-{uuid.uuid4().hex[:8]}"  # SESSION_ID
         self.info = SessionInfo(self.session_id, os.getpid(), socket.gethostname(), clock.time())
         self.epoch = 0
         self._lease_deadline = 0.0  # monotonic: this process may act as reader until then
@@ -317,7 +323,9 @@ class RedisCoordinator:
         return live
 
     async def dead_among(self, owners: Iterable[str]) -> set[str]:
-        wanted = [o for o in owners if o != self.session_id]
+        # Only session-named owners are judged: a hook's short lease (``hook-...``) has no
+        # session key and runs out by itself.
+        wanted = [o for o in owners if o != self.session_id and SESSION_ID.fullmatch(o)]
         if not wanted:
             return set()
         found = await self._guard(lambda: self.redis.mget([self.key(f"session:{o}") for o in wanted]))
@@ -441,9 +449,6 @@ class RedisCoordinator:
         if self._changed is None:
             self._changed = anyio.Event()
         return self._changed
-
-    async def announce_answers(self) -> None:
-        await self.redis.publish(self.key("answers"), self.session_id)
 
     def _wake(self) -> None:
         event, self._changed = self._changed, None
