@@ -234,4 +234,38 @@ async def test_redis_down_opens_the_coordination_breaker_and_sends_stop_waiting_
         await c.take([CHAT], 0.0)
     assert info.value.retry_after is not None and 0 < info.value.retry_after <= 5.0
     assert (await c.describe(0.0))["breaker"] == "open"
+    # Leading is "not now" while Redis is away, never an error that would stop the server.
+    assert await c.try_lead() is False and c.last_error is not None
     await c.redis.aclose()
+
+
+@pytest.mark.anyio
+async def test_the_dispatcher_keeps_going_when_liveness_cannot_be_asked(tmp_path: Path) -> None:
+    """Redis away: the dispatcher's liveness round is 'ask again later', not a crash of its loop."""
+    from cctg_mcp.config import PacingSettings
+    from cctg_mcp.delivery.dispatcher import Dispatcher
+    from cctg_mcp.delivery.outbox import Outbox
+    from cctg_mcp.delivery.pacing import Pacer
+    from cctg_mcp.events.catalogue import Event
+
+    class NoSends:
+        async def send_message(self, chat_id: int, text: str, **_: Any) -> int:
+            raise AssertionError("nothing is sent in this test")
+
+    class Plain:
+        async def call(self, operation: str, fn: Any, **_: Any) -> Any:
+            return await fn()
+
+    with redis_server(tmp_path) as url:
+        c = RedisCoordinator(connect(url), BOT, clock=FakeClock())
+        await c.start()
+    outbox = await Outbox.open(tmp_path / "outbox.sqlite3")
+    dispatcher = Dispatcher(outbox, NoSends(), Plain(), Pacer(PacingSettings()), lease_s=3600, coordinator=c)
+    try:
+        event = Event(event_id="e1", type="info_notification", title="t", description="d", task_id="e1")
+        await outbox.enqueue(event, [7], lease=("r1-0123abcd", 3600))  # a peer's lease
+        assert await dispatcher.release_dead_owners() == 0  # not judged: Redis did not answer
+        assert (await outbox.counts()).in_flight == 1
+    finally:
+        await outbox.close()
+        await c.redis.aclose()

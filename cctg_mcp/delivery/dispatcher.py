@@ -188,7 +188,12 @@ class Dispatcher:
         if self.coordinator is None:
             return 0
         owners = await self.outbox.lease_owners()
-        dead = await self.coordinator.dead_among(owners - {self.owner})
+        try:
+            dead = await self.coordinator.dead_among(owners - {self.owner})
+        except BaseResilienceError as exc:  # coordination unreachable: judge again on the next round
+            self._peer_died = True
+            log.warning("cannot tell which lease owners are alive (%s); will ask again", exc)
+            return 0
         released = await self.outbox.release_owners(dead)
         if released:
             self.taken_over += released

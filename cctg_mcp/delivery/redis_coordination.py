@@ -370,7 +370,15 @@ class RedisCoordinator:
         return False
 
     async def try_lead(self) -> bool:
-        return self.is_leader() or await self._renew()
+        """Lead if the lease is free or ours. Redis unreachable is "not now" (the reader keeps
+        leading only until its own lease deadline), never an error that stops the server."""
+        if self.is_leader():
+            return True
+        try:
+            return await self._renew()
+        except Exception as exc:
+            self.last_error = redact(str(exc))
+            return False
 
     async def lead(self) -> None:
         while not await self.try_lead():
