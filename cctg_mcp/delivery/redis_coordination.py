@@ -194,7 +194,9 @@ class RedisCoordinator:
         *,
         clock: Clock = SYSTEM_CLOCK,
         lease_s: float = 10.0,
-        session_ttl_s: float = 3.0,
+        # Longer than a Redis call may take (socket timeout 5 s): a slow reply or a short blip
+        # must not make live sessions look dead and free their leased rows.
+        session_ttl_s: float = 10.0,
         heartbeat_s: float = 1.0,
         lead_retry_s: float = 1.0,
     ) -> None:
