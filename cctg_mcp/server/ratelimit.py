@@ -18,6 +18,7 @@ are kept (least recently used dropped; a dropped client starts full).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections import OrderedDict
@@ -28,13 +29,19 @@ from typing import Any
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.types import CallToolResult, TextContent
 
-from cctg_mcp.server.http_limits import client_identity
-
 #: Seconds to wait as a ``retry_after`` figure is rounded up to this step.
 _STEP = 0.1
 
 
 MAX_CLIENTS = 4096
+
+
+def client_identity(headers: Any, peer: str | None) -> str:
+    """Who a request comes from: a fingerprint of its credentials, and its address.
+    Here, not in http_limits, so the stdio server does not import uvicorn."""
+    auth = headers.get("authorization", "") if headers is not None else ""
+    mark = hashlib.sha256(auth.encode("utf-8", "replace")).hexdigest()[:12] if auth else "anonymous"
+    return f"{mark}@{peer or '?'}"
 
 
 @dataclass
