@@ -11,7 +11,8 @@ Streamable HTTP (``cctg-mcp serve --transport http``) runs on uvicorn, which is 
 
 - binds 127.0.0.1 by default and refuses any non-loopback address unless ``CCTG_HTTP_TOKEN``
   is set (``check_bind``);
-- with a token, requires ``Authorization: Bearer <token>`` on every route but ``/healthz``;
+- with a token, requires ``Authorization: Bearer <token>`` on every route but ``/healthz``
+  and ``/readyz``;
 - checks Host and Origin against the loopback names with the bound port (DNS rebinding
   protection; for a specific non-loopback bind address that address too; a wildcard bind
   skips the Host check, since any name may reach it, and relies on the token);
@@ -104,7 +105,7 @@ def allowed_hosts(host: str, port: int) -> list[str] | None:
 
 
 class HttpGuard:
-    """ASGI middleware: Host/Origin checks, then the bearer token (not on ``/healthz``)."""
+    """ASGI middleware: Host/Origin checks, then the bearer token (not on ``/healthz`` or ``/readyz``)."""
 
     def __init__(self, app: ASGIApp, *, token: str | None, hosts: list[str] | None, origins: list[str]) -> None:
         self.app = app
@@ -150,7 +151,7 @@ class HttpGuard:
 def http_app(
     server: MCPServer[Any], service: NotificationService, *, host: str, port: int, token: str | None
 ) -> ASGIApp:
-    """The streamable HTTP app of ``server`` behind ``HttpGuard``, with ``/healthz``."""
+    """The streamable HTTP app of ``server`` behind ``HttpGuard``, with ``/healthz`` and ``/readyz``."""
     started = time.monotonic()
 
     @server.custom_route(HEALTH_PATH, methods=["GET"], include_in_schema=False)  # type: ignore[untyped-decorator]

@@ -1,6 +1,6 @@
 """A per-client tool-call rate limit, as MCP server middleware.
 
-Each client session gets a token bucket of ``CCTG_TOOL_RATE_LIMIT`` calls per minute (the
+Each client (not each session: see below) gets a token bucket of ``CCTG_TOOL_RATE_LIMIT`` calls per minute (the
 bucket holds one minute's worth, so a burst up to the limit is fine). A call past it is not
 run: the client gets a tool error (``isError: true``) that says when to retry, in seconds.
 Only ``tools/call`` is limited; listing tools, reading resources and the handshake are not.
@@ -73,7 +73,7 @@ def limit_from_service(lifespan_context: Any) -> float:
 
 
 class ToolRateLimiter:
-    """``ServerMiddleware``: a token bucket per client session for ``tools/call``."""
+    """``ServerMiddleware``: a token bucket per client (not per session) for ``tools/call``."""
 
     def __init__(
         self,
