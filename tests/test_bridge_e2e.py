@@ -42,8 +42,8 @@ started, processed = time.time(), 0
 
 class Health(BaseHTTPRequestHandler):
     def do_GET(self):
-        body = json.dumps({{"status": "healthy", "uptime_seconds": time.time() - started,
-                           "events_processed": processed}}).encode()
+        body = json.dumps({{"status": os.environ.get("FAKE_BRIDGE_STATUS", "healthy"),
+                           "uptime_seconds": time.time() - started, "events_processed": processed}}).encode()
         self.send_response(200 if self.path == "/health" else 404)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -170,6 +170,57 @@ async def test_start_check_stop(fake_bridge: FakeBridge) -> None:
     assert manager.check_process().running is False
     assert (await manager.stop()).action == "not_running"
     assert (await probe_bridge_health(fake_bridge.health_url, timeout_s=1)).status == "unhealthy"
+
+
+async def test_a_start_whose_health_never_says_healthy_is_not_a_success(fake_bridge: FakeBridge) -> None:
+    """The process runs, but /health answers 200 {"status": "unhealthy"} until start_timeout_s:
+    the start says so (started_unverified, success False), and so does the restart."""
+    manager = fake_bridge.manager(start_timeout_s=1.0, extra_env={"FAKE_BRIDGE_STATUS": "unhealthy"})
+    started = await manager.start()
+    assert (started.success, started.action) == (False, "started_unverified")
+    assert started.pid is not None and manager.check_process().running
+    assert "did not answer healthy within 1s" in started.message and "'unhealthy'" in started.message
+    restarted = await manager.restart()
+    assert (restarted.success, restarted.action) == (False, "started_unverified")
+    assert restarted.message.startswith("Restart unverified:") and restarted.pid != started.pid
+    assert (await manager.stop()).action == "stopped"
+
+
+async def test_a_200_that_says_unhealthy_is_unhealthy_in_the_report_and_the_status(
+    fake_bridge: FakeBridge, tmp_path: Path
+) -> None:
+    """One reading of the bridge's /health: 200 {"status": "unhealthy"} is unhealthy in the health
+    monitor's bridge-health check (get_health_report, get_resilience_status) and in
+    get_bridge_status alike (the monitor used to read only the status code: healthy)."""
+    manager = fake_bridge.manager(start_timeout_s=0.5, extra_env={"FAKE_BRIDGE_STATUS": "unhealthy"})
+    started = await manager.start()  # found by the server through its pid file
+    assert started.action == "started_unverified" and started.pid is not None
+    settings = make_settings(
+        None,
+        tmp_path / "data",
+        CCTG_DELIVERY="bridge",
+        CC_TELEGRAM_BRIDGE_PATH=str(fake_bridge.script),
+        CC_TELEGRAM_BRIDGE_HEALTH_URL=fake_bridge.health_url,
+    )
+    config = fast_config(
+        health={"interval": 3_600_000, "gracePeriod": 0, "failureThreshold": 1}, recovery={"enabled": False}
+    )
+    try:
+        async with connected(settings, config) as client:
+            with anyio.fail_after(30):
+                report = await client.call_tool("get_health_report", {"component": "bridge-health", "refresh": True})
+                status = await client.call_tool("get_resilience_status", {"refresh": True})
+                bridge = await client.call_tool("get_bridge_status", {})
+            assert report.structured_content is not None and status.structured_content is not None
+            (component,) = report.structured_content["components"]
+            assert component["status"] == "unhealthy", component
+            assert "HTTP 200, status 'unhealthy'" in component["message"]
+            assert "bridge-health" in status.structured_content["health"]["unhealthy"]
+            assert status.structured_content["overall"] == "unhealthy" and not status.structured_content["ready"]
+            assert bridge.structured_content is not None
+            assert (bridge.structured_content["running"], bridge.structured_content["health"]) == (True, "unhealthy")
+    finally:
+        await manager.stop()
 
 
 async def test_a_bridge_ignoring_sigterm_is_killed_after_the_grace_period(fake_bridge: FakeBridge) -> None:
