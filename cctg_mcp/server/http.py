@@ -270,7 +270,6 @@ class CancellableStdin:
     def __init__(self) -> None:
         #: Answers a line the SDK would drop unanswered (``server.wire_guard``); set once serving.
         self.on_rejected: Callable[[Rejection], Awaitable[None]] | None = None
-        self.rejected = 0
         self.fd = os.dup(0)
         os.set_blocking(self.fd, False)
         null = os.open(os.devnull, os.O_RDONLY)
@@ -305,7 +304,6 @@ class CancellableStdin:
                 text = line.decode("utf-8", "replace") + "\n"
                 rejection = screen(text) if self.on_rejected is not None else None
                 if rejection is not None and self.on_rejected is not None:
-                    self.rejected += 1
                     await self.on_rejected(rejection)
                     continue
                 yield text

@@ -82,7 +82,6 @@ class SessionQuota:
         #: ``() -> container of live session ids`` (the SDK's session manager).
         self.live_sessions = live_sessions
         self._sessions: dict[str, set[str]] = {}
-        self.refused = 0
 
     def _open(self, identity: str) -> set[str]:
         live = self.live_sessions()
@@ -106,7 +105,6 @@ class SessionQuota:
         peer = request.client.host if request.client else None
         identity = client_identity(request.headers, peer)
         if len(self._open(identity)) >= self.per_client:
-            self.refused += 1
             throttled.note(
                 f"sessions:{identity}",
                 logging.WARNING,

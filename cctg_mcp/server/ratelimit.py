@@ -84,7 +84,6 @@ class ToolRateLimiter:
         self._limit = per_minute if callable(per_minute) else (lambda _ctx, n=float(per_minute): n)
         self._clock = clock
         self._buckets: OrderedDict[Hashable, _Bucket] = OrderedDict()
-        self.refused = 0
 
     def check(self, key: Hashable, per_minute: float, owner: object = None) -> float:
         """Take one call from ``key``'s bucket; 0.0 if allowed, else seconds until one is."""
@@ -113,7 +112,6 @@ class ToolRateLimiter:
         retry_after = self.check(key, per_minute, owner)
         if retry_after <= 0:
             return await call_next(ctx)
-        self.refused += 1
         text = (
             f"Rate limit: at most {per_minute:g} tool calls per minute per client, and this client used them "
             f"up. Nothing was run or sent. Retry after {retry_after:.1f} seconds (retry_after={retry_after:.1f})."

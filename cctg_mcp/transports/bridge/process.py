@@ -30,7 +30,7 @@ import shutil
 import signal
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import anyio
 import anyio.to_thread
@@ -183,8 +183,6 @@ class BridgeProcessManager:
         #: The pid of the bridge this manager spawned and has not reaped yet.
         self._child: int | None = None
         self._lock = anyio.Lock()
-        self.starts = 0
-        self.stops = 0
 
     # ---- discovery ----------------------------------------------------------------------
 
@@ -298,7 +296,6 @@ class BridgeProcessManager:
             return BridgeActionResult(
                 success=False, message=f"Failed to start bridge: {redact(str(exc))}", action="failed"
             )
-        self.starts += 1
         log.info("started the bridge %s (pid %s)", exe, pid)
         return await self._await_started(pid)
 
@@ -380,7 +377,6 @@ class BridgeProcessManager:
                     message=f"Failed to stop bridge: pid {pid} survived SIGKILL",
                 )
         self._clear_pid(pid)
-        self.stops += 1
         if forced:
             return BridgeActionResult(
                 success=True,
@@ -428,7 +424,3 @@ class BridgeProcessManager:
 
     async def ensure_running(self) -> BridgeActionResult:
         return await self.start()
-
-    def describe(self) -> dict[str, Any]:
-        exe = self.executable_or_none()
-        return {"executable": str(exe) if exe else None, "pid_file": str(self.pid_file), "log_file": str(self.log_file)}
