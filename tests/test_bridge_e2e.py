@@ -13,7 +13,8 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,11 @@ from typing import Any
 import anyio
 import pytest
 from helpers import connected, fast_config, make_settings, text_of
+from mcp import Client
 
+from cctg_mcp.app import open_service
+from cctg_mcp.delivery.service import NotificationService
+from cctg_mcp.server import build_server
 from cctg_mcp.transports.bridge.process import BridgeNotFoundError, BridgeProcessManager, probe_bridge_health
 
 pytestmark = pytest.mark.anyio
@@ -191,7 +196,8 @@ async def test_a_200_that_says_unhealthy_is_unhealthy_in_the_report_and_the_stat
 ) -> None:
     """One reading of the bridge's /health: 200 {"status": "unhealthy"} is unhealthy in the health
     monitor's bridge-health check (get_health_report, get_resilience_status) and in
-    get_bridge_status alike (the monitor used to read only the status code: healthy)."""
+    get_bridge_status alike (the monitor used to read only the status code: healthy); and a
+    recovery restart whose bridge never says healthy fails (started_unverified), not succeeds."""
     manager = fake_bridge.manager(start_timeout_s=0.5, extra_env={"FAKE_BRIDGE_STATUS": "unhealthy"})
     started = await manager.start()  # found by the server through its pid file
     assert started.action == "started_unverified" and started.pid is not None
@@ -203,10 +209,18 @@ async def test_a_200_that_says_unhealthy_is_unhealthy_in_the_report_and_the_stat
         CC_TELEGRAM_BRIDGE_HEALTH_URL=fake_bridge.health_url,
     )
     config = fast_config(
-        health={"interval": 3_600_000, "gracePeriod": 0, "failureThreshold": 1}, recovery={"enabled": False}
+        health={"interval": 3_600_000, "gracePeriod": 0, "failureThreshold": 1},
+        recovery={"enabled": False, "restartDelay": 0, "maxRecoveryAttempts": 1},
     )
+
+    @asynccontextmanager
+    async def opened() -> AsyncIterator[NotificationService]:
+        async with open_service(settings, resilience=config) as service:
+            service.bridge = manager  # the same bridge, with a short start timeout
+            yield service
+
     try:
-        async with connected(settings, config) as client:
+        async with Client(build_server(opened)) as client:
             with anyio.fail_after(30):
                 report = await client.call_tool("get_health_report", {"component": "bridge-health", "refresh": True})
                 status = await client.call_tool("get_resilience_status", {"refresh": True})
@@ -219,6 +233,16 @@ async def test_a_200_that_says_unhealthy_is_unhealthy_in_the_report_and_the_stat
             assert status.structured_content["overall"] == "unhealthy" and not status.structured_content["ready"]
             assert bridge.structured_content is not None
             assert (bridge.structured_content["running"], bridge.structured_content["health"]) == (True, "unhealthy")
+
+            with anyio.fail_after(60):
+                run = await client.call_tool("trigger_recovery", {"component": "bridge", "strategy": "restart"})
+            assert not run.is_error, text_of(run)
+            assert run.structured_content is not None
+            (session,) = run.structured_content["sessions"]
+            assert session["status"] != "succeeded", session
+            restart = session["attempts"][0]
+            assert restart["strategy"] == "restart" and restart["outcome"] == "failed", restart
+            assert "started_unverified" in restart["detail"] and not restart.get("verified"), restart
     finally:
         await manager.stop()
 
