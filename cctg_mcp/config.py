@@ -28,10 +28,10 @@ from pydantic_settings.sources.utils import parse_env_vars
 from cctg_mcp.resilience.config_tables import Environment
 from cctg_mcp.resilience.errors import ConfigurationError
 from cctg_mcp.resilience.units import parse_bool, parse_duration
+from cctg_mcp.transports.telegram import DEFAULT_BASE_URL
 
 Delivery = Literal["telegram", "bridge"]
 
-DEFAULT_API_BASE_URL = "https://api.telegram.org"
 DEFAULT_BRIDGE_HEALTH_URL = "http://localhost:8080/health"
 #: Prefixes of the variables this server reads (``sources`` lists those that were set).
 PREFIXES = ("TELEGRAM_", "CCTG_", "CC_TELEGRAM_")
@@ -246,7 +246,7 @@ class Settings(BaseSettings):
         (), validation_alias=AliasChoices("CCTG_ALLOWED_USERS", "TELEGRAM_ALLOWED_USERS")
     )
     api_base_url: Annotated[str, BeforeValidator(_url)] = Field(
-        DEFAULT_API_BASE_URL, validation_alias=AliasChoices("CCTG_API_BASE_URL", "TELEGRAM_API_BASE_URL")
+        DEFAULT_BASE_URL, validation_alias=AliasChoices("CCTG_API_BASE_URL", "TELEGRAM_API_BASE_URL")
     )
     data_dir: Annotated[Path, BeforeValidator(_path)] = Field(
         Path("~/.cc_telegram"), validation_alias=AliasChoices("CCTG_DATA_DIR")
@@ -275,9 +275,8 @@ class Settings(BaseSettings):
     #: The CCTelegram bridge executable; None: ``cctelegram-bridge`` on PATH.
     bridge_path: Annotated[Path | None, BeforeValidator(_path)] = _env("CCTG_BRIDGE_PATH", "CC_TELEGRAM_BRIDGE_PATH")
     rate_per_chat: Annotated[float, BeforeValidator(_positive)] = Field(1.0, validation_alias="CCTG_RATE_PER_CHAT")
-    rate_per_chat_burst: Annotated[float, BeforeValidator(_positive)] = Field(
-        3, validation_alias="CCTG_RATE_PER_CHAT_BURST"
-    )
+    #: Messages a chat may take at once before the per-chat rate applies (a whole number >= 1).
+    rate_per_chat_burst: Annotated[int, _whole(1, 1000)] = Field(3, validation_alias="CCTG_RATE_PER_CHAT_BURST")
     rate_global: Annotated[float, BeforeValidator(_positive)] = Field(30.0, validation_alias="CCTG_RATE_GLOBAL")
     rate_group_per_minute: Annotated[float, BeforeValidator(_positive)] = Field(
         20.0, validation_alias="CCTG_RATE_GROUP_PER_MINUTE"
@@ -306,7 +305,7 @@ class Settings(BaseSettings):
     http_session_idle: Annotated[float, BeforeValidator(_http_seconds)] = Field(
         600.0, validation_alias="CCTG_HTTP_SESSION_IDLE"
     )
-    #: Tool calls per minute per client session (0 or ``off`` turns the limit off).
+    #: Tool calls per minute per client, not per session (0 or ``off`` turns the limit off).
     tool_rate_limit: Annotated[float, BeforeValidator(_rate_limit)] = Field(
         120.0, validation_alias="CCTG_TOOL_RATE_LIMIT"
     )
@@ -356,7 +355,7 @@ class Settings(BaseSettings):
     def pacing(self) -> PacingSettings:
         return PacingSettings(
             per_chat_per_second=self.rate_per_chat,
-            per_chat_burst=int(self.rate_per_chat_burst),
+            per_chat_burst=self.rate_per_chat_burst,
             global_per_second=self.rate_global,
             group_per_minute=self.rate_group_per_minute,
         )

@@ -16,6 +16,7 @@ import anyio
 import pytest
 from helpers import USERS, fast_config, make_settings, text_of
 from mcp import Client
+from mcp.shared.exceptions import MCPError
 
 from cctg_mcp.answers import Answers, ParsedUpdate, ResponsePoller
 from cctg_mcp.app import open_service
@@ -225,3 +226,14 @@ async def test_without_a_token_the_response_tools_say_not_configured(tmp_path: P
     assert all(r.is_error for r in results)
     assert all("not configured" in t and "TELEGRAM_BOT_TOKEN" in t for t in texts)
     assert len({t.split(": ", 1)[1] for t in texts}) == 1  # the same error as the send tools
+
+
+async def test_without_a_token_the_responses_resource_says_what_to_set(tmp_path: Path) -> None:
+    """A resource read gets our fixing message too, not the SDK's bare "Error reading resource"."""
+    settings = make_settings(None, tmp_path, CCTG_DELIVERY="telegram")
+    async with serving(settings) as (client, _):
+        with anyio.fail_after(15), pytest.raises(MCPError) as raised:
+            await client.read_resource("cctelegram://responses")
+    message = str(raised.value)
+    assert "not configured" in message and "TELEGRAM_BOT_TOKEN" in message
+    assert "Error reading resource" not in message

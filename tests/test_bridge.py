@@ -26,13 +26,13 @@ from cctg_mcp.events.catalogue import Event
 from cctg_mcp.resilience.config import parse_resilience_config
 from cctg_mcp.resilience.errors import ResourceError, SystemFailure, ValidationError
 from cctg_mcp.resilience.pipeline import PipelineSet
-from cctg_mcp.transports.bridge import (
+from cctg_mcp.transports.bridge.files import (
     EventFileWriter,
     EventsDirectoryError,
     event_file_body,
-    probe_bridge_health,
     read_bridge_responses,
 )
+from cctg_mcp.transports.bridge.process import probe_bridge_health
 
 pytestmark = pytest.mark.anyio
 

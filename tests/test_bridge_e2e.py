@@ -13,7 +13,8 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,11 @@ from typing import Any
 import anyio
 import pytest
 from helpers import connected, fast_config, make_settings, text_of
+from mcp import Client
 
+from cctg_mcp.app import open_service
+from cctg_mcp.delivery.service import NotificationService
+from cctg_mcp.server import build_server
 from cctg_mcp.transports.bridge.process import BridgeNotFoundError, BridgeProcessManager, probe_bridge_health
 
 pytestmark = pytest.mark.anyio
@@ -42,8 +47,8 @@ started, processed = time.time(), 0
 
 class Health(BaseHTTPRequestHandler):
     def do_GET(self):
-        body = json.dumps({{"status": "healthy", "uptime_seconds": time.time() - started,
-                           "events_processed": processed}}).encode()
+        body = json.dumps({{"status": os.environ.get("FAKE_BRIDGE_STATUS", "healthy"),
+                           "uptime_seconds": time.time() - started, "events_processed": processed}}).encode()
         self.send_response(200 if self.path == "/health" else 404)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -170,6 +175,76 @@ async def test_start_check_stop(fake_bridge: FakeBridge) -> None:
     assert manager.check_process().running is False
     assert (await manager.stop()).action == "not_running"
     assert (await probe_bridge_health(fake_bridge.health_url, timeout_s=1)).status == "unhealthy"
+
+
+async def test_a_start_whose_health_never_says_healthy_is_not_a_success(fake_bridge: FakeBridge) -> None:
+    """The process runs, but /health answers 200 {"status": "unhealthy"} until start_timeout_s:
+    the start says so (started_unverified, success False), and so does the restart."""
+    manager = fake_bridge.manager(start_timeout_s=1.0, extra_env={"FAKE_BRIDGE_STATUS": "unhealthy"})
+    started = await manager.start()
+    assert (started.success, started.action) == (False, "started_unverified")
+    assert started.pid is not None and manager.check_process().running
+    assert "did not answer healthy within 1s" in started.message and "'unhealthy'" in started.message
+    restarted = await manager.restart()
+    assert (restarted.success, restarted.action) == (False, "started_unverified")
+    assert restarted.message.startswith("Restart unverified:") and restarted.pid != started.pid
+    assert (await manager.stop()).action == "stopped"
+
+
+async def test_a_200_that_says_unhealthy_is_unhealthy_in_the_report_and_the_status(
+    fake_bridge: FakeBridge, tmp_path: Path
+) -> None:
+    """One reading of the bridge's /health: 200 {"status": "unhealthy"} is unhealthy in the health
+    monitor's bridge-health check (get_health_report, get_resilience_status) and in
+    get_bridge_status alike (the monitor used to read only the status code: healthy); and a
+    recovery restart whose bridge never says healthy fails (started_unverified), not succeeds."""
+    manager = fake_bridge.manager(start_timeout_s=0.5, extra_env={"FAKE_BRIDGE_STATUS": "unhealthy"})
+    started = await manager.start()  # found by the server through its pid file
+    assert started.action == "started_unverified" and started.pid is not None
+    settings = make_settings(
+        None,
+        tmp_path / "data",
+        CCTG_DELIVERY="bridge",
+        CC_TELEGRAM_BRIDGE_PATH=str(fake_bridge.script),
+        CC_TELEGRAM_BRIDGE_HEALTH_URL=fake_bridge.health_url,
+    )
+    config = fast_config(
+        health={"interval": 3_600_000, "gracePeriod": 0, "failureThreshold": 1},
+        recovery={"enabled": False, "restartDelay": 0, "maxRecoveryAttempts": 1},
+    )
+
+    @asynccontextmanager
+    async def opened() -> AsyncIterator[NotificationService]:
+        async with open_service(settings, resilience=config) as service:
+            service.bridge = manager  # the same bridge, with a short start timeout
+            yield service
+
+    try:
+        async with Client(build_server(opened)) as client:
+            with anyio.fail_after(30):
+                report = await client.call_tool("get_health_report", {"component": "bridge-health", "refresh": True})
+                status = await client.call_tool("get_resilience_status", {"refresh": True})
+                bridge = await client.call_tool("get_bridge_status", {})
+            assert report.structured_content is not None and status.structured_content is not None
+            (component,) = report.structured_content["components"]
+            assert component["status"] == "unhealthy", component
+            assert "HTTP 200, status 'unhealthy'" in component["message"]
+            assert "bridge-health" in status.structured_content["health"]["unhealthy"]
+            assert status.structured_content["overall"] == "unhealthy" and not status.structured_content["ready"]
+            assert bridge.structured_content is not None
+            assert (bridge.structured_content["running"], bridge.structured_content["health"]) == (True, "unhealthy")
+
+            with anyio.fail_after(60):
+                run = await client.call_tool("trigger_recovery", {"component": "bridge", "strategy": "restart"})
+            assert not run.is_error, text_of(run)
+            assert run.structured_content is not None
+            (session,) = run.structured_content["sessions"]
+            assert session["status"] != "succeeded", session
+            restart = session["attempts"][0]
+            assert restart["strategy"] == "restart" and restart["outcome"] == "failed", restart
+            assert "started_unverified" in restart["detail"] and not restart.get("verified"), restart
+    finally:
+        await manager.stop()
 
 
 async def test_a_bridge_ignoring_sigterm_is_killed_after_the_grace_period(fake_bridge: FakeBridge) -> None:

@@ -7,6 +7,8 @@ skipped), so a layer may name another's types for mypy without depending on it.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -130,3 +132,16 @@ def test_wall_time_is_read_only_inside_the_clock() -> None:
             }:
                 offenders.append(f"{rel}:{node.lineno}")
     assert offenders == []
+
+
+def test_the_stdio_server_does_not_load_the_http_transport() -> None:
+    """Importing the server (what stdio runs) loads neither our HTTP modules nor uvicorn's h11
+    protocol and h11. (uvicorn's package itself is loaded by the mcp SDK: its sse_starlette
+    import hooks uvicorn's exit handler, which is outside our reach.)"""
+    probe = (
+        "import cctg_mcp.server, sys; "
+        "print(sorted(m for m in sys.modules if m.startswith("
+        "('cctg_mcp.server.http', 'uvicorn.protocols', 'h11'))))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "[]"

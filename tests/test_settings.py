@@ -49,12 +49,21 @@ def test_a_full_configuration(tmp_path: Path) -> None:
         ({"CC_TELEGRAM_BRIDGE_HEALTH_URL": "localhost"}, "CC_TELEGRAM_BRIDGE_HEALTH_URL"),
         ({"CCTG_RATE_PER_CHAT": "-1"}, "CCTG_RATE_PER_CHAT"),
         ({"CCTG_RATE_GLOBAL": "fast"}, "CCTG_RATE_GLOBAL"),
+        ({"CCTG_RATE_PER_CHAT_BURST": "0.5"}, "CCTG_RATE_PER_CHAT_BURST"),  # was truncated to 0
+        ({"CCTG_RATE_PER_CHAT_BURST": "0"}, "CCTG_RATE_PER_CHAT_BURST"),
     ],
 )
 def test_malformed_values_name_the_variable(tmp_path: Path, env: dict[str, str], variable: str) -> None:
     with pytest.raises(ConfigurationError) as info:
         load_settings({"CCTG_DATA_DIR": str(tmp_path), **env})
     assert variable in str(info.value)
+
+
+def test_the_per_chat_burst_is_a_whole_number(tmp_path: Path) -> None:
+    settings = load_settings({"CCTG_DATA_DIR": str(tmp_path), "CCTG_RATE_PER_CHAT_BURST": "5"})
+    assert settings.rate_per_chat_burst == 5
+    with pytest.raises(ConfigurationError, match=r"CCTG_RATE_PER_CHAT_BURST='2.5'.*whole number"):
+        load_settings({"CCTG_DATA_DIR": str(tmp_path), "CCTG_RATE_PER_CHAT_BURST": "2.5"})
 
 
 def test_a_malformed_token_is_never_echoed(tmp_path: Path) -> None:

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cctg_mcp.config import DEFAULT_API_BASE_URL
 from cctg_mcp.resilience.errors import BaseResilienceError, TelegramConflict, TelegramUnauthorized, redact
+from cctg_mcp.transports.telegram import DEFAULT_BASE_URL
 
 if TYPE_CHECKING:  # imported when the command runs, so building the CLI's parser stays light
     from cctg_mcp.transports.telegram import TelegramTransport
@@ -151,7 +151,7 @@ def server_entry(token: str, users: list[int], base_url: str, toolsets: str | No
     exe = shutil.which("cctg-mcp") or str(Path(sys.executable).with_name("cctg-mcp"))
     command, args = (exe, ["serve"]) if Path(exe).exists() else (sys.executable, ["-m", "cctg_mcp", "serve"])
     env = {"TELEGRAM_BOT_TOKEN": token, "TELEGRAM_ALLOWED_USERS": ",".join(str(u) for u in users)}
-    if base_url != DEFAULT_API_BASE_URL:
+    if base_url != DEFAULT_BASE_URL:
         env["TELEGRAM_API_BASE_URL"] = base_url
     if toolsets:
         env["CCTG_TOOLSETS"] = toolsets
@@ -261,7 +261,7 @@ def run_setup(args: Any) -> int:
             except ConfigurationError as exc:
                 raise SetupError(str(exc)) from None
         token = read_token(args)
-        base_url = (args.api_base_url or os.environ.get("TELEGRAM_API_BASE_URL") or DEFAULT_API_BASE_URL).rstrip("/")
+        base_url = (args.api_base_url or os.environ.get("TELEGRAM_API_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
         import anyio
 
         return anyio.run(_setup, args, token, base_url)

@@ -39,7 +39,7 @@ from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock, iso_z
 from cctg_mcp.resilience.errors import ConfigurationError
 from cctg_mcp.resilience.pipeline import PipelineSet
-from cctg_mcp.transports.bridge.files import EventFileWriter, pending_event_files
+from cctg_mcp.transports.bridge.files import EventFileWriter, waiting_event_files
 from cctg_mcp.transports.bridge.process import BridgeHealth, BridgeProcessManager, probe_bridge_health
 
 #: The pipeline component event-file writes go through (see the module docstring).
@@ -232,7 +232,7 @@ async def bridge_status(service: NotificationService) -> BridgeStatus:
     try:
         process = manager.check_process()
         health: BridgeHealth = await manager.health()
-        pending, newest = await anyio.to_thread.run_sync(pending_event_files, settings.events_dir)
+        pending, _, newest = await anyio.to_thread.run_sync(waiting_event_files, settings.events_dir)
         dispatcher = service.dispatcher
         written = dispatcher.writer.last_written_at if isinstance(dispatcher, BridgeDispatcher) else None
         last = max((t for t in (written, newest) if t is not None), default=None)

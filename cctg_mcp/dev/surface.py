@@ -56,8 +56,6 @@ def _type(schema: dict[str, Any]) -> str:
     if "enum" in schema:
         values = schema["enum"]
         return " \\| ".join(f"`{v}`" for v in values[:6]) + (" …" if len(values) > 6 else "")
-    if "anyOf" in schema:
-        return " or ".join(_type(s) for s in schema["anyOf"] if s.get("type") != "null") + " (optional)"
     if "$ref" in schema:
         return "enum (see list_event_types)"
     kind = str(schema.get("type", "any"))
@@ -67,9 +65,6 @@ def _type(schema: dict[str, Any]) -> str:
 
 
 def _limits(schema: dict[str, Any]) -> str:
-    for sub in schema.get("anyOf", []):
-        if sub.get("type") != "null":
-            schema = {**sub, **{k: v for k, v in schema.items() if k != "anyOf"}}
     parts = []
     for key, label in (
         ("minLength", "min length"),

@@ -72,7 +72,7 @@ class BridgeProcessCrashExperiment:
         by: str | None = "recovery" if state.running and state.pid != self._killed_pid else None
         if not state.running:
             result = await manager.start()
-            by = "rollback" if result.success else None
+            by = "rollback" if result.success or result.action == "started_unverified" else None
             state = manager.check_process()
         ctx.observations.update(
             restarted_by=by,

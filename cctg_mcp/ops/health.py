@@ -21,8 +21,9 @@ from cctg_mcp.resilience.breaker import BreakerState, CircuitBreaker
 from cctg_mcp.resilience.clock import Clock, iso_z
 from cctg_mcp.resilience.config_tables import DEFAULTS
 from cctg_mcp.resilience.errors import BaseResilienceError, TelegramRateLimited, classify, redact
-from cctg_mcp.resilience.health import CheckFn, CheckResult, HealthMonitor
+from cctg_mcp.resilience.health import CheckFn, CheckResult, HealthMonitor, HealthStatus
 from cctg_mcp.transports.bridge.files import waiting_event_files
+from cctg_mcp.transports.bridge.process import probe_bridge_health
 from cctg_mcp.transports.http_check import HttpEndpointProbe
 
 if TYPE_CHECKING:  # only when CCTG_REDIS_URL is set
@@ -246,6 +247,22 @@ def telegram_check(transport: BotApi) -> CheckFn:
     return check
 
 
+def bridge_health_check(url: str, timeout: float = 3.0, *, http_transport: Any = None) -> CheckFn:
+    """The bridge's ``/health``, read as ``get_bridge_status``, recovery and ``cctg-mcp check``
+    read it (``probe_bridge_health``): any 2xx, then the body's ``status`` (so 200
+    ``{"status": "unhealthy"}`` is unhealthy), 429 degraded, else unhealthy."""
+
+    async def check() -> CheckResult:
+        seen = await probe_bridge_health(url, timeout_s=timeout, http_transport=http_transport)
+        details: dict[str, Any] = {
+            "status_code": seen.http_status,
+            **({"metrics": seen.metrics} if seen.metrics else {}),
+        }
+        return CheckResult(HealthStatus(seen.status), seen.detail, details=details)
+
+    return check
+
+
 def http_endpoint_check(
     name: str,
     url: str,
@@ -257,7 +274,8 @@ def http_endpoint_check(
     retries: int = 0,
     http_transport: Any = None,
 ) -> CheckFn:
-    """An HTTP endpoint (the bridge's ``/health``): expected status healthy, 429 degraded, else unhealthy."""
+    """A configured HTTP endpoint (``health.endpoints``): expected status healthy, 429 degraded, else
+    unhealthy. The bridge's own ``/health`` is ``bridge_health_check`` (it reads the body too)."""
     return HttpEndpointProbe(
         name,
         url,
@@ -285,7 +303,7 @@ def install_default_checks(monitor: HealthMonitor, service: NotificationService)
         if service.transport is not None:
             add(TELEGRAM, telegram_check(service.transport), critical=True, kind="http")
     else:
-        add(BRIDGE_HEALTH, http_endpoint_check(BRIDGE_HEALTH, settings.bridge_health_url), critical=True, kind="http")
+        add(BRIDGE_HEALTH, bridge_health_check(settings.bridge_health_url), critical=True, kind="http")
         add(BRIDGE_FILES, bridge_files_check(settings.events_dir, service.clock), critical=False)
     # health.endpoints are probed in every delivery mode; only the seed's own bridge endpoints
     # (bridge-health, bridge-metrics at their default URLs) describe the bridge, so direct mode

@@ -338,7 +338,7 @@ class RecoveryActions:
 
             result = await bridge_of(self.service).restart()
             done = f"bridge {result.action}: {result.message}"
-            if not result.success:
+            if not result.success:  # incl. started_unverified: running, /health never said healthy
                 return StrategyOutcome(False, done)
             passed, seen = await self._check(fam)  # "started" is not enough: its health must say so
             if passed is False:

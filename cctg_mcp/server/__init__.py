@@ -92,7 +92,7 @@ def build_server(
             raise RuntimeError("the server is not running")
         return live[-1]
 
-    limiter = ToolRateLimiter()  # CCTG_TOOL_RATE_LIMIT calls per minute per client session
+    limiter = ToolRateLimiter()  # CCTG_TOOL_RATE_LIMIT calls per minute per client
     mcp: MCPServer[Any] = CctgServer(
         name, version=__version__, instructions=INSTRUCTIONS, lifespan=lifespan, middleware=[limiter]
     )

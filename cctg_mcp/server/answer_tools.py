@@ -8,13 +8,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from mcp.server.mcpserver import Context
-from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
 from cctg_mcp.answers import AnswerSource, ClearResult, PendingResponses, ResponseList, WaitResult, answers_of
-from cctg_mcp.resilience.errors import BaseResilienceError, redact
-from cctg_mcp.server.common import READ, call, service_of
+from cctg_mcp.server.common import READ, call, checked, service_of
 from cctg_mcp.server.toolsets import Registrar
 
 TOOLSET = "answers"  # server/toolsets.py: which selection lists these tools
@@ -27,10 +25,7 @@ WAIT = ToolAnnotations(read_only_hint=True, idempotent_hint=False, open_world_hi
 
 def _answers(ctx: Context) -> AnswerSource:
     """The live answers, or the "not configured" tool error the send tools give."""
-    try:
-        return answers_of(service_of(ctx))
-    except BaseResilienceError as exc:
-        raise ToolError(redact(str(exc))) from None
+    return checked(answers_of, service_of(ctx))
 
 
 def register(mcp: Registrar) -> None:

@@ -30,7 +30,8 @@ def register(mcp: Registrar) -> None:
 
     @mcp.tool(title="Start the bridge", annotations=START)
     async def start_bridge(ctx: Context) -> BridgeActionResult:
-        """Start the CCTelegram bridge unless it runs (action: already_running | started | failed).
+        """Start the CCTelegram bridge unless it runs (action: already_running | started | failed, or
+        started_unverified: the process runs but /health did not answer healthy in time).
 
         Also serves as the seed's ensure_bridge_running, which did the same."""
         return await call(bridge_of(service_of(ctx)).start())
@@ -42,7 +43,8 @@ def register(mcp: Registrar) -> None:
 
     @mcp.tool(title="Restart the bridge", annotations=STOP)
     async def restart_bridge(ctx: Context) -> BridgeActionResult:
-        """Restart the CCTelegram bridge: stop, wait the configured restart delay, start."""
+        """Restart the CCTelegram bridge: stop, wait the configured restart delay, start (action:
+        restarted | failed | started_unverified)."""
         return await call(bridge_of(service_of(ctx)).restart())
 
     @mcp.tool(title="Check the bridge process", annotations=CHECK)

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.resilience.chaos import ChaosController, ChaosRun, ExperimentInfo
-from cctg_mcp.server.common import ACT, READ, call, service_of
+from cctg_mcp.server.common import ACT, READ, call, checked, service_of
 from cctg_mcp.server.toolsets import Registrar
 
 TOOLSET = "chaos"  # server/toolsets.py: which selection lists these tools
@@ -61,11 +61,15 @@ class ChaosHistory(BaseModel):
 
 
 def _controller(service: NotificationService) -> ChaosController:
+    return checked(_configured_controller, service)
+
+
+def _configured_controller(service: NotificationService) -> ChaosController:
     chaos = service.chaos
     if chaos is None:
         if service.settings.environment == "production":
             raise ToolError(DISABLED.format(env=service.settings.environment))
-        raise ToolError(str(service.not_configured()))
+        raise service.not_configured()
     assert isinstance(chaos, ChaosController)
     return chaos
 

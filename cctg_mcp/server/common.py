@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any, TypeVar, cast
 
 from mcp.server.mcpserver import Context
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
@@ -56,3 +57,14 @@ async def call(coro: Awaitable[T]) -> T:
         return await coro
     except BaseResilienceError as exc:
         raise ToolError(redact(str(exc))) from None
+
+
+@contextmanager
+def resource_errors() -> Iterator[None]:
+    """Around a resource read: our errors become a ``ResourceError`` with the fixing message
+    (redacted), which the SDK sends to the client as the read's error message; anything else
+    would reach the client as the SDK's bare "Error reading resource <uri>"."""
+    try:
+        yield
+    except BaseResilienceError as exc:
+        raise ResourceError(redact(str(exc))) from None

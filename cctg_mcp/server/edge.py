@@ -1,6 +1,7 @@
 """What the model reads: lean tool listings, compact result text, argument errors in plain words.
 
-``CctgServer`` is the SDK's ``MCPServer`` with three public methods refined:
+``CctgServer`` is the SDK's ``MCPServer`` with two public methods refined
+(the third point is part of ``call_tool``):
 
 - ``list_tools`` drops the ``title`` keys pydantic puts into every input schema (the property
   name already says it; the tool's own ``title`` is kept) and lists ``X | None = None`` as ``X``,

@@ -12,7 +12,6 @@ import json
 from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context
-from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from pydantic import BaseModel, Field
 
 from cctg_mcp.delivery.service import NotificationService
@@ -21,7 +20,7 @@ from cctg_mcp.ops.verdict import verdict
 from cctg_mcp.resilience.clock import iso_z
 from cctg_mcp.resilience.errors import ValidationError, redact
 from cctg_mcp.resilience.health import ComponentReport, HealthMonitor, HealthReport
-from cctg_mcp.server.common import READ, READ_REMOTE, call, service_of
+from cctg_mcp.server.common import READ, READ_REMOTE, call, checked, resource_errors, service_of
 from cctg_mcp.server.toolsets import Registrar
 
 TOOLSET = "diagnostics"  # server/toolsets.py: which selection lists these tools
@@ -229,10 +228,7 @@ def register(mcp: Registrar) -> None:
         """Calls, error rate, latency percentiles, retries, breaker transitions and process figures.
 
         An unknown component or operation is an error listing the valid names."""
-        try:
-            return metrics_result(service_of(ctx), component, operation)
-        except ValidationError as exc:
-            raise ToolError(str(exc)) from None
+        return checked(metrics_result, service_of(ctx), component, operation)
 
     @mcp.resource(
         "cctg://health{?component}",
@@ -242,10 +238,8 @@ def register(mcp: Registrar) -> None:
         description="The cached health report (optionally ?component=NAME).",
     )
     async def health_resource(ctx: Context, component: str | None = None) -> str:
-        try:
+        with resource_errors():  # an unknown name: say which ones exist
             return (await health_report(service_of(ctx), component)).model_dump_json(indent=2)
-        except ValidationError as exc:  # an unknown name: say which ones exist
-            raise ResourceError(str(exc)) from None
 
     @mcp.resource(
         "cctg://metrics{?component,operation}",
@@ -255,7 +249,5 @@ def register(mcp: Registrar) -> None:
         description="The metrics snapshot (optionally ?component=NAME&operation=NAME).",
     )
     async def metrics_resource(ctx: Context, component: str | None = None, operation: str | None = None) -> str:
-        try:
+        with resource_errors():
             return metrics_result(service_of(ctx), component, operation).model_dump_json(indent=2)
-        except ValidationError as exc:
-            raise ResourceError(str(exc)) from None

@@ -11,7 +11,8 @@ Streamable HTTP (``cctg-mcp serve --transport http``) runs on uvicorn, which is 
 
 - binds 127.0.0.1 by default and refuses any non-loopback address unless ``CCTG_HTTP_TOKEN``
   is set (``check_bind``);
-- with a token, requires ``Authorization: Bearer <token>`` on every route but ``/healthz``;
+- with a token, requires ``Authorization: Bearer <token>`` on every route but ``/healthz``
+  and ``/readyz``;
 - checks Host and Origin against the loopback names with the bound port (DNS rebinding
   protection; for a specific non-loopback bind address that address too; a wildcard bind
   skips the Host check, since any name may reach it, and relies on the token);
@@ -104,7 +105,7 @@ def allowed_hosts(host: str, port: int) -> list[str] | None:
 
 
 class HttpGuard:
-    """ASGI middleware: Host/Origin checks, then the bearer token (not on ``/healthz``)."""
+    """ASGI middleware: Host/Origin checks, then the bearer token (not on ``/healthz`` or ``/readyz``)."""
 
     def __init__(self, app: ASGIApp, *, token: str | None, hosts: list[str] | None, origins: list[str]) -> None:
         self.app = app
@@ -150,7 +151,7 @@ class HttpGuard:
 def http_app(
     server: MCPServer[Any], service: NotificationService, *, host: str, port: int, token: str | None
 ) -> ASGIApp:
-    """The streamable HTTP app of ``server`` behind ``HttpGuard``, with ``/healthz``."""
+    """The streamable HTTP app of ``server`` behind ``HttpGuard``, with ``/healthz`` and ``/readyz``."""
     started = time.monotonic()
 
     @server.custom_route(HEALTH_PATH, methods=["GET"], include_in_schema=False)  # type: ignore[untyped-decorator]
@@ -269,7 +270,6 @@ class CancellableStdin:
     def __init__(self) -> None:
         #: Answers a line the SDK would drop unanswered (``server.wire_guard``); set once serving.
         self.on_rejected: Callable[[Rejection], Awaitable[None]] | None = None
-        self.rejected = 0
         self.fd = os.dup(0)
         os.set_blocking(self.fd, False)
         null = os.open(os.devnull, os.O_RDONLY)
@@ -304,7 +304,6 @@ class CancellableStdin:
                 text = line.decode("utf-8", "replace") + "\n"
                 rejection = screen(text) if self.on_rejected is not None else None
                 if rejection is not None and self.on_rejected is not None:
-                    self.rejected += 1
                     await self.on_rejected(rejection)
                     continue
                 yield text

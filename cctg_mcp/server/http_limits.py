@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from typing import Any
 
@@ -26,19 +25,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from cctg_mcp.resilience.logthrottle import ThrottledLog
+from cctg_mcp.server.ratelimit import client_identity
 
 log = logging.getLogger(__name__)
 throttled = ThrottledLog(log)
 
 #: Most streamable HTTP sessions open at once, over all clients.
 MAX_SESSIONS = 1000
-
-
-def client_identity(headers: Any, peer: str | None) -> str:
-    """Who a request comes from: a fingerprint of its credentials, and its address."""
-    auth = headers.get("authorization", "") if headers is not None else ""
-    mark = hashlib.sha256(auth.encode("utf-8", "replace")).hexdigest()[:12] if auth else "anonymous"
-    return f"{mark}@{peer or '?'}"
 
 
 def header_timeout_protocol(seconds: float) -> type[H11Protocol]:
@@ -89,7 +82,6 @@ class SessionQuota:
         #: ``() -> container of live session ids`` (the SDK's session manager).
         self.live_sessions = live_sessions
         self._sessions: dict[str, set[str]] = {}
-        self.refused = 0
 
     def _open(self, identity: str) -> set[str]:
         live = self.live_sessions()
@@ -113,7 +105,6 @@ class SessionQuota:
         peer = request.client.host if request.client else None
         identity = client_identity(request.headers, peer)
         if len(self._open(identity)) >= self.per_client:
-            self.refused += 1
             throttled.note(
                 f"sessions:{identity}",
                 logging.WARNING,

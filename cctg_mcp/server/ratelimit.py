@@ -1,6 +1,6 @@
 """A per-client tool-call rate limit, as MCP server middleware.
 
-Each client session gets a token bucket of ``CCTG_TOOL_RATE_LIMIT`` calls per minute (the
+Each client (not each session: see below) gets a token bucket of ``CCTG_TOOL_RATE_LIMIT`` calls per minute (the
 bucket holds one minute's worth, so a burst up to the limit is fine). A call past it is not
 run: the client gets a tool error (``isError: true``) that says when to retry, in seconds.
 Only ``tools/call`` is limited; listing tools, reading resources and the handshake are not.
@@ -18,6 +18,7 @@ are kept (least recently used dropped; a dropped client starts full).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections import OrderedDict
@@ -28,13 +29,19 @@ from typing import Any
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.types import CallToolResult, TextContent
 
-from cctg_mcp.server.http_limits import client_identity
-
 #: Seconds to wait as a ``retry_after`` figure is rounded up to this step.
 _STEP = 0.1
 
 
 MAX_CLIENTS = 4096
+
+
+def client_identity(headers: Any, peer: str | None) -> str:
+    """Who a request comes from: a fingerprint of its credentials, and its address.
+    Here, not in http_limits, so the stdio server does not import uvicorn."""
+    auth = headers.get("authorization", "") if headers is not None else ""
+    mark = hashlib.sha256(auth.encode("utf-8", "replace")).hexdigest()[:12] if auth else "anonymous"
+    return f"{mark}@{peer or '?'}"
 
 
 @dataclass
@@ -66,7 +73,7 @@ def limit_from_service(lifespan_context: Any) -> float:
 
 
 class ToolRateLimiter:
-    """``ServerMiddleware``: a token bucket per client session for ``tools/call``."""
+    """``ServerMiddleware``: a token bucket per client (not per session) for ``tools/call``."""
 
     def __init__(
         self,
@@ -77,7 +84,6 @@ class ToolRateLimiter:
         self._limit = per_minute if callable(per_minute) else (lambda _ctx, n=float(per_minute): n)
         self._clock = clock
         self._buckets: OrderedDict[Hashable, _Bucket] = OrderedDict()
-        self.refused = 0
 
     def check(self, key: Hashable, per_minute: float, owner: object = None) -> float:
         """Take one call from ``key``'s bucket; 0.0 if allowed, else seconds until one is."""
@@ -106,7 +112,6 @@ class ToolRateLimiter:
         retry_after = self.check(key, per_minute, owner)
         if retry_after <= 0:
             return await call_next(ctx)
-        self.refused += 1
         text = (
             f"Rate limit: at most {per_minute:g} tool calls per minute per client, and this client used them "
             f"up. Nothing was run or sent. Retry after {retry_after:.1f} seconds (retry_after={retry_after:.1f})."

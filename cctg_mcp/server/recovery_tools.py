@@ -15,7 +15,7 @@ from cctg_mcp.ops.logfile import current as current_log_file
 from cctg_mcp.ops.recovery import RecoveryActions, family
 from cctg_mcp.resilience.errors import RecoveryStrategy
 from cctg_mcp.resilience.recovery import RecoveryManager, RecoverySession, RecoveryStatistics
-from cctg_mcp.server.common import READ, service_of
+from cctg_mcp.server.common import READ, checked, service_of
 from cctg_mcp.server.toolsets import Registrar
 
 TOOLSET = "recovery"  # server/toolsets.py: which selection lists these tools
@@ -49,9 +49,13 @@ class RecoveryHistory(BaseModel):
 
 
 def _manager(service: NotificationService) -> RecoveryManager:
+    return checked(_configured_manager, service)
+
+
+def _configured_manager(service: NotificationService) -> RecoveryManager:
     manager = service.recovery
     if not isinstance(manager, RecoveryManager):
-        raise ToolError(str(service.not_configured()))
+        raise service.not_configured()
     return manager
 
 

@@ -17,6 +17,7 @@ from cctg_mcp.delivery.bridge import bridge_status
 from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.events.catalogue import CATALOGUE
 from cctg_mcp.ops.status import resilience_status
+from cctg_mcp.server.common import resource_errors
 from cctg_mcp.server.toolsets import Registrar
 
 EVENT_TEMPLATES: list[dict[str, Any]] = [
@@ -67,10 +68,12 @@ def register(mcp: Registrar, current: Callable[[], NotificationService]) -> None
         return json.dumps(EVENT_TEMPLATES, indent=2)
 
     async def bridge() -> str:
-        return (await bridge_status(current())).model_dump_json(indent=2)
+        with resource_errors():
+            return (await bridge_status(current())).model_dump_json(indent=2)
 
     async def responses() -> str:
-        return (await answers_of(current()).responses(limit=20)).model_dump_json(indent=2)
+        with resource_errors():
+            return (await answers_of(current()).responses(limit=20)).model_dump_json(indent=2)
 
     # Our names, then the original CCTelegram server's (REFERENCE §A 2.6), which resolve too.
     for uri, name, title, fn, description in (
@@ -126,7 +129,8 @@ def register(mcp: Registrar, current: Callable[[], NotificationService]) -> None
         description="The resilience status: breakers, retries, outbox, issues in words.",
     )
     async def status() -> str:
-        return (await resilience_status(current())).model_dump_json(indent=2)
+        with resource_errors():
+            return (await resilience_status(current())).model_dump_json(indent=2)
 
     @mcp.prompt(
         title="Notify me when done", description="Work on a task and notify me on Telegram when it is finished."

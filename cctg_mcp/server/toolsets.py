@@ -136,9 +136,9 @@ class Catalogue:
         return out
 
 
-def describe(fn: Callable[..., Any], description: str | None) -> str:
-    """A tool's description: the explicit one, or the docstring without its indentation."""
-    return inspect.cleandoc(description if description is not None else fn.__doc__ or "")
+def describe(fn: Callable[..., Any]) -> str:
+    """A tool's description: its docstring without the indentation."""
+    return inspect.cleandoc(fn.__doc__ or "")
 
 
 class Registrar:
@@ -154,23 +154,15 @@ class Registrar:
         self.selection = selection
         self.catalogue = catalogue
 
-    def tool(
-        self,
-        *,
-        title: str,
-        annotations: ToolAnnotations,
-        name: str | None = None,
-        description: str | None = None,
-        toolset: str | None = None,
-        structured_output: bool | None = None,
-    ) -> Callable[[F], F]:
-        """``@mcp.tool`` with a required title and annotations; ``toolset`` overrides the module's."""
-        home = toolset or self.toolset
+    def tool(self, *, title: str, annotations: ToolAnnotations) -> Callable[[F], F]:
+        """``@mcp.tool`` with a required title and annotations, in the module's toolset; the name is
+        the function's, the description its docstring."""
+        home = self.toolset
         if home is None or home not in TOOLSETS:
             raise ValueError(f"unknown toolset {home!r}: use one of {', '.join(TOOLSETS)}")
 
         def decorator(fn: F) -> F:
-            tool_name = name or fn.__name__
+            tool_name = fn.__name__
             listed = self.selection.lists(home, annotations)
             self.catalogue.tools.append(ToolEntry(tool_name, home, annotations, listed))
             if listed:
@@ -178,9 +170,8 @@ class Registrar:
                     fn,
                     name=tool_name,
                     title=title,
-                    description=describe(fn, description),
+                    description=describe(fn),
                     annotations=annotations,
-                    structured_output=structured_output,
                 )
             return fn
 

@@ -25,7 +25,8 @@ def free_port() -> int:
 def redis_server(workdir: Path, *, password: str | None = None, port: int | None = None) -> Iterator[str]:
     """Start ``redis-server`` on 127.0.0.1 (no persistence; a free port unless given) and yield its URL."""
     binary = shutil.which("redis-server")
-    assert binary, "redis-server is not installed: scripts/test installs it (apt-get install redis-server)"
+    if not binary:
+        raise RuntimeError("redis-server is not installed: scripts/test installs it (apt-get install redis-server)")
     port = port or free_port()
     args = [
         binary,
@@ -53,8 +54,10 @@ def redis_server(workdir: Path, *, password: str | None = None, port: int | None
                 with socket.socket() as s:
                     if s.connect_ex(("127.0.0.1", port)) == 0:
                         break
-                assert proc.poll() is None, "redis-server exited at start"
-                assert time.monotonic() < deadline, "redis-server did not listen within 10 s"
+                if proc.poll() is not None:
+                    raise RuntimeError("redis-server exited at start")
+                if time.monotonic() >= deadline:
+                    raise RuntimeError("redis-server did not listen within 10 s")
                 time.sleep(0.02)
             auth = f":{password}@" if password else ""
             yield f"redis://{auth}127.0.0.1:{port}/0"

@@ -1,4 +1,5 @@
-"""HTTP endpoint health probe (the bridge's ``/health`` and friends): the httpx side of health.
+"""HTTP endpoint health probe (the configured ``health.endpoints``): the httpx side of health.
+The bridge's own ``/health`` is read by ``transports.bridge.process.probe_bridge_health``.
 
 The probe answers a ``CheckResult``: an expected status is healthy, 429 is degraded, anything
 else (another status, a connection error, a timeout) unhealthy. Errors never leave this

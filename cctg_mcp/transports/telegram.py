@@ -156,7 +156,6 @@ class TelegramTransport:
         self.call_margin = call_margin
         self.long_poll_margin = long_poll_margin
         #: Server-dictated waits that were longer than ``max_server_wait`` and were capped.
-        self.waits_capped = 0
         self._cap_log = ThrottledLog(log)
         self._client = self._new_client()
         self._closed = False
@@ -362,7 +361,6 @@ class TelegramTransport:
         if asked is None or asked <= self.max_server_wait:
             return
         error.retry_after = self.max_server_wait
-        self.waits_capped += 1
         self._cap_log.note(
             "cap",
             logging.WARNING,

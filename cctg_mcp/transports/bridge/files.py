@@ -170,9 +170,7 @@ class EventFileWriter:
         self.events_dir = Path(events_dir)
         self.clock = clock
         self.opener: Opener = opener or os.open
-        self.written = 0
         self.last_written_at: float | None = None  # epoch seconds
-        self.last_file: Path | None = None
 
     async def write(self, event: Event) -> Path:
         return await anyio.to_thread.run_sync(self.write_sync, event)
@@ -190,9 +188,7 @@ class EventFileWriter:
                         raise
         except OSError as exc:
             raise self.classify(exc) from exc
-        self.written += 1
         self.last_written_at = self.clock.time()
-        self.last_file = path
         return path
 
     def _write_once(self, event: Event, epoch_ms: int, payload: bytes) -> Path:
@@ -268,12 +264,6 @@ def _fsync_dir(directory: Path) -> None:
             raise
     finally:
         os.close(fd)
-
-
-def pending_event_files(events_dir: Path) -> tuple[int, float | None]:
-    """``(count, newest mtime)`` of event files not yet consumed by the bridge."""
-    count, _, newest = waiting_event_files(events_dir)
-    return count, newest
 
 
 def waiting_event_files(events_dir: Path) -> tuple[int, float | None, float | None]:

@@ -30,7 +30,7 @@ import shutil
 import signal
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import anyio
 import anyio.to_thread
@@ -79,12 +79,15 @@ class ProcessCheck(BaseModel):
 
 
 class BridgeActionResult(BaseModel):
-    """What a start, stop or restart of the bridge did."""
+    """What a start, stop or restart of the bridge did. ``started_unverified``: the process runs
+    but its /health did not answer healthy in time, so the start is not a success."""
 
     success: bool
     message: str
     pid: int | None = None
-    action: Literal["already_running", "started", "failed", "stopped", "not_running", "killed", "restarted"]
+    action: Literal[
+        "already_running", "started", "started_unverified", "failed", "stopped", "not_running", "killed", "restarted"
+    ]
 
 
 async def probe_bridge_health(
@@ -115,7 +118,8 @@ async def probe_bridge_health(
                     metrics[key] = float(value)
     if 200 <= code < 300:
         state: HealthState = reported if reported in ("healthy", "degraded", "unhealthy") else "healthy"  # type: ignore[assignment]
-        return BridgeHealth(status=state, detail=f"{where}: HTTP {code}", http_status=code, metrics=metrics)
+        said = f", status {reported!r}" if reported else ""
+        return BridgeHealth(status=state, detail=f"{where}: HTTP {code}{said}", http_status=code, metrics=metrics)
     if code == 429:
         return BridgeHealth(status="degraded", detail=f"{where}: HTTP 429 (rate limited)", http_status=code)
     return BridgeHealth(status="unhealthy", detail=f"{where}: HTTP {code}", http_status=code, metrics=metrics)
@@ -179,8 +183,6 @@ class BridgeProcessManager:
         #: The pid of the bridge this manager spawned and has not reaped yet.
         self._child: int | None = None
         self._lock = anyio.Lock()
-        self.starts = 0
-        self.stops = 0
 
     # ---- discovery ----------------------------------------------------------------------
 
@@ -294,7 +296,6 @@ class BridgeProcessManager:
             return BridgeActionResult(
                 success=False, message=f"Failed to start bridge: {redact(str(exc))}", action="failed"
             )
-        self.starts += 1
         log.info("started the bridge %s (pid %s)", exe, pid)
         return await self._await_started(pid)
 
@@ -347,10 +348,11 @@ class BridgeProcessManager:
             )
         why = health.detail if health is not None else "no answer"
         return BridgeActionResult(
-            success=True,
+            success=False,
             pid=pid,
-            action="started",
-            message=f"Bridge started (pid {pid}), but its health endpoint is not healthy yet ({why}).",
+            action="started_unverified",
+            message=f"Bridge process started (pid {pid}), but its health endpoint did not answer healthy "
+            f"within {self.start_timeout_s:g}s ({why}): not verified. See {self.log_file}.",
         )
 
     async def stop(self) -> BridgeActionResult:
@@ -375,7 +377,6 @@ class BridgeProcessManager:
                     message=f"Failed to stop bridge: pid {pid} survived SIGKILL",
                 )
         self._clear_pid(pid)
-        self.stops += 1
         if forced:
             return BridgeActionResult(
                 success=True,
@@ -411,6 +412,8 @@ class BridgeProcessManager:
                 )
             await self.clock.sleep(self.restart_delay_s)
             started = await self._start()
+        if started.action == "started_unverified":  # running, but not known to work: say so
+            return started.model_copy(update={"message": f"Restart unverified: {started.message}"})
         prefix = "Restart successful" if started.success else "Restart failed"
         return BridgeActionResult(
             success=started.success,
@@ -421,7 +424,3 @@ class BridgeProcessManager:
 
     async def ensure_running(self) -> BridgeActionResult:
         return await self.start()
-
-    def describe(self) -> dict[str, Any]:
-        exe = self.executable_or_none()
-        return {"executable": str(exe) if exe else None, "pid_file": str(self.pid_file), "log_file": str(self.log_file)}
