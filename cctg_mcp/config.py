@@ -28,7 +28,7 @@ from pydantic_settings.sources.utils import parse_env_vars
 from cctg_mcp.resilience.config_tables import Environment
 from cctg_mcp.resilience.errors import ConfigurationError
 from cctg_mcp.resilience.units import parse_bool, parse_duration
-from cctg_mcp.transports.telegram import DEFAULT_BASE_URL
+from cctg_mcp.transports.api import DEFAULT_BASE_URL
 
 Delivery = Literal["telegram", "bridge"]
 

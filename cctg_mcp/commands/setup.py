@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cctg_mcp.resilience.errors import BaseResilienceError, TelegramConflict, TelegramUnauthorized, redact
-from cctg_mcp.transports.telegram import DEFAULT_BASE_URL
+from cctg_mcp.transports.api import DEFAULT_BASE_URL
 
 if TYPE_CHECKING:  # imported when the command runs, so building the CLI's parser stays light
     from cctg_mcp.transports.telegram import TelegramTransport

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+#: The Bot API's address (``TELEGRAM_API_BASE_URL`` overrides it). Here, not in telegram.py, so
+#: reading the settings does not import httpx (the hook's start-up time counts).
+DEFAULT_BASE_URL = "https://api.telegram.org"
+
 
 class BotApi(Protocol):
     """The Bot API calls cctg-mcp makes, and the client's rebuild lever (recovery "restart")."""

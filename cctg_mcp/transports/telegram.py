@@ -42,6 +42,7 @@ from cctg_mcp.resilience.errors import (
     redact,
 )
 from cctg_mcp.resilience.logthrottle import ThrottledLog
+from cctg_mcp.transports.api import DEFAULT_BASE_URL
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,6 @@ for _name in _NOISY:
     if _name in ("httpx", "httpcore") and _logger.level < logging.WARNING:  # NOTSET too
         _logger.setLevel(logging.WARNING)
 
-DEFAULT_BASE_URL = "https://api.telegram.org"
 #: The longest wait a server may dictate by default (CCTG_MAX_SERVER_WAIT).
 DEFAULT_MAX_SERVER_WAIT = 3600.0
 #: Most bytes of a response body read before the answer is refused.
