@@ -172,6 +172,9 @@ class Dispatcher:
         #: Deliveries Telegram accepted whose record could not be written yet: id -> message ids.
         self.unsettled: dict[int, list[int]] = {}
         self.settle_failures = 0
+        #: Rows the background loop claimed and has not finished: what it releases when it
+        #: stops (a send tool's rows, leased by the same owner, are the tool's to settle).
+        self._claimed: set[int] = set()
 
     def wake(self) -> None:
         """Look at the outbox now (new work, or due times changed)."""
@@ -392,14 +395,16 @@ class Dispatcher:
                     # At most one second's worth of rows per chat (1 at Telegram's 1 msg/s): the
                     # batch is waited for as a whole, so a chat with more rows than its rate lets
                     # out would hold every other chat's backlog back.
-                    batch = await self.outbox.claim_due(
-                        self.owner,
-                        self.lease_s,
-                        limit=self.concurrency * 4,
-                        min_priority=self.min_priority,
-                        per_chat=max(1, int(self.pacer.settings.per_chat_per_second)),
-                        skip_answer_requests=mode == "local",
-                    )
+                    with anyio.CancelScope(shield=True):  # a claim committed is a claim recorded
+                        batch = await self.outbox.claim_due(
+                            self.owner,
+                            self.lease_s,
+                            limit=self.concurrency * 4,
+                            min_priority=self.min_priority,
+                            per_chat=max(1, int(self.pacer.settings.per_chat_per_second)),
+                            skip_answer_requests=mode == "local",
+                        )
+                        self._claimed.update(d.id for d in batch)
                 if batch:
                     async with anyio.create_task_group() as tg:
                         for delivery in batch:
@@ -419,10 +424,15 @@ class Dispatcher:
         finally:
             self.running = False
             with anyio.CancelScope(shield=True):
-                await self.outbox.release_owner(self.owner)
+                # Only the rows this loop claimed and did not finish: a send tool delivering
+                # under the same owner keeps its lease (releasing it let the next loop send
+                # the message a second time while the tool's attempt was still running).
+                claimed, self._claimed = self._claimed, set()
+                await self.outbox.release_leases(self.owner, claimed)
 
     async def _deliver_limited(self, delivery: Delivery, limiter: anyio.CapacityLimiter) -> None:
         async with limiter:
             deadline = self.clock.monotonic() + self.send_timeout_s
             with self.clock.timeout_scope(self.send_timeout_s + 5.0):
                 await self.deliver(delivery, deadline=deadline)
+        self._claimed.discard(delivery.id)  # settled; a row left by a cancel is released by run()

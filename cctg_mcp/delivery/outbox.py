@@ -486,6 +486,19 @@ class Outbox(ThreadedSqlite):
             (self.clock.time(), owner),
         )
 
+    async def release_leases(self, owner: str, delivery_ids: set[int]) -> int:
+        """These rows, still leased by ``owner``, go back to pending now (a stopping background
+        loop's claims; rows another path of the same owner is delivering are not among them)."""
+        if not delivery_ids:
+            return 0
+        marks = ",".join("?" * len(delivery_ids))
+        return await self._run(
+            self._exec,
+            "UPDATE deliveries SET status='pending', lease_until=NULL, lease_owner=NULL, updated_at=?"
+            f" WHERE status='in_flight' AND lease_owner=? AND id IN ({marks})",
+            (self.clock.time(), owner, *sorted(delivery_ids)),
+        )
+
     async def lease_owners(self) -> set[str]:
         """The owners of in-flight rows (for the liveness check of ``release_owners``)."""
         rows = await self._run(self._rows, "SELECT DISTINCT lease_owner FROM deliveries WHERE status='in_flight'")
