@@ -338,9 +338,7 @@ class Dispatcher:
                 await self.outbox.release(delivery.id, "cancelled before delivery finished", self.clock.time())
             raise
         except Exception as exc:  # every failure settles the row; nothing accepted is dropped
-            error = classify(exc)
-            if isinstance(error, TelegramRateLimited) and error.retry_after:
-                await self.pacer.rate_limited(error.retry_after)
+            error = classify(exc)  # a 429 already paused the pacer where it was raised (send_parts)
             if message_ids:
                 await self.outbox.record_part(delivery.id, len(message_ids), message_ids)
             reason = str(error)
