@@ -25,6 +25,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
 import anyio
@@ -99,6 +100,8 @@ class Outcome:
     error_code: str | None = None
     next_attempt_at: float | None = None  # epoch seconds
     attempts: int = 0
+    #: Bridge delivery: the event file this attempt wrote (what ``confirm`` watches).
+    event_file: Path | None = None
 
 
 def is_permanent(error: BaseResilienceError) -> bool:
