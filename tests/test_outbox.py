@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from cctg_mcp.delivery.mode import asks_for_answer
 from cctg_mcp.delivery.outbox import Outbox
 from cctg_mcp.events.catalogue import Event, Priority
 from cctg_mcp.resilience.errors import ConfigurationError, ResourceError
@@ -166,4 +167,26 @@ async def test_purge_removes_only_old_finished_rows(tmp_path: Path) -> None:
     assert await box.purge(older_than_s=-1) == 1
     counts = await box.counts()
     assert (counts.delivered, counts.in_flight) == (0, 1)
+    await box.close()
+
+
+async def test_local_mode_holds_back_the_same_events_asks_for_answer_names(tmp_path: Path) -> None:
+    box = await Outbox.open(tmp_path / "o.sqlite3")
+    cases = {
+        "ev-true": {"requires_response": True},
+        "ev-one": {"requires_response": 1},  # a number, not the flag: sent, as asks_for_answer says
+        "ev-string": {"requires_response": "true"},
+        "ev-false": {"requires_response": False},
+        "ev-none": {},
+    }
+    events = [
+        event(n).model_copy(update={"event_id": eid, "data": data}) for n, (eid, data) in enumerate(cases.items())
+    ]
+    events.append(event(9).model_copy(update={"event_id": "ev-approval", "type": "approval_request"}))
+    for ev in events:
+        assert await box.enqueue(ev, [1])
+    claimed = await box.claim_due("local", 60, skip_answer_requests=True)
+    held = {ev.event_id for ev in events if asks_for_answer(ev)}
+    assert held == {"ev-true", "ev-approval"}
+    assert {d.event.event_id for d in claimed} == {ev.event_id for ev in events} - held
     await box.close()

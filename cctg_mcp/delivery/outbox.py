@@ -70,11 +70,13 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 PRIORITY_RANK = {"low": 0, "normal": 1, "high": 2, "critical": 3}
 #: Seconds start-up waits for another process's write lock before it says so (not 30).
 START_BUSY_TIMEOUT_S = 5.0
-#: Rows local mode holds back (delivery/mode.py ``asks_for_answer``, in SQL).
+#: Rows local mode holds back (delivery/mode.py ``asks_for_answer``, in SQL): an approval
+#: request, or ``data.requires_response`` the JSON ``true`` (not the number 1, as in Python;
+#: ``IS``, not ``=``: an absent flag is NULL, which must not make the whole test NULL).
 #: (``json_valid`` first: a damaged payload must not fail the whole claim; it is quarantined.)
 ASKS_FOR_ANSWER_SQL = (
     "(CASE WHEN json_valid(e.payload) THEN json_extract(e.payload,'$.type')='approval_request'"
-    " OR json_extract(e.payload,'$.data.requires_response') IS 1 ELSE 0 END)"
+    " OR json_type(e.payload,'$.data.requires_response') IS 'true' ELSE 0 END)"
 )
 log = logging.getLogger(__name__)
 
