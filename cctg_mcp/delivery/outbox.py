@@ -283,13 +283,14 @@ class Outbox(ThreadedSqlite):
                     code="QUEUE_FULL",
                 )
             payload = event.model_dump_json()
+            size = len(payload.encode("utf-8"))  # bytes, as stored: the cap is in bytes, not characters
             waiting = 0
             if pending:  # only a backlog costs the scan; an empty queue holds no bytes
                 (waiting,) = self._conn.execute(
-                    "SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM events WHERE event_id IN"
+                    "SELECT COALESCE(SUM(LENGTH(CAST(payload AS BLOB))), 0) FROM events WHERE event_id IN"
                     " (SELECT event_id FROM deliveries WHERE status IN ('pending','in_flight'))"
                 ).fetchone()
-            if waiting + len(payload) > self.max_bytes:
+            if waiting + size > self.max_bytes:
                 raise ResourceError(
                     f"The outbox is full ({waiting} bytes of events waiting, limit {self.max_bytes}). "
                     "Nothing queued was dropped; try again once the backlog drains.",
