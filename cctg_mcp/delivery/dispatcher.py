@@ -412,11 +412,15 @@ class Dispatcher:
                             tg.start_soon(self._deliver_limited, delivery, limiter)
                     continue
                 await self.outbox.recover_expired_leases()
-                due = await self.outbox.next_due_at()
+                # The next row the claim above would take (same filter): a row the levers or
+                # local mode hold back must not be what the loop waits for, nor hide one due soon.
+                due = await self.outbox.next_due_at(
+                    min_priority=self.min_priority, skip_answer_requests=mode == "local"
+                )
                 held = self.paused or mode == "muted"
                 gated = held or self.min_priority != "low" or mode == "local"
                 if due is not None and due <= self.clock.time() and gated:
-                    due = None  # due rows the levers or the mode hold back are not claimable: don't spin
+                    due = None  # nothing claimable was due a moment ago: don't spin
                 wait = self.idle_poll_s if due is None else min(self.idle_poll_s, max(0.0, due - self.clock.time()))
                 if wait > 0 or held:
                     with self.clock.timeout_scope(wait if not held else self.idle_poll_s):

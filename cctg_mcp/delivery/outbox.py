@@ -592,11 +592,18 @@ class Outbox(ThreadedSqlite):
         age = round(max(0.0, self.clock.time() - oldest), 3) if oldest is not None else None
         return OutboxCounts(by["pending"], by["in_flight"], by["delivered"], by["dead"], age)
 
-    async def next_due_at(self) -> float | None:
-        return await self._run(self._next_due)
+    async def next_due_at(self, *, min_priority: str = "low", skip_answer_requests: bool = False) -> float | None:
+        """When a row ``claim_due`` with the same filter would take is due next (or a lease
+        runs out), so the loop sleeps until then: a held row is never the one it waits for."""
+        return await self._run(self._next_due, PRIORITY_RANK[min_priority], skip_answer_requests)
 
-    def _next_due(self) -> float | None:
-        (due,) = self._conn.execute("SELECT MIN(next_attempt_at) FROM deliveries WHERE status='pending'").fetchone()
+    def _next_due(self, min_rank: int = 0, skip_answer_requests: bool = False) -> float | None:
+        (due,) = self._conn.execute(
+            "SELECT MIN(d.next_attempt_at) FROM deliveries d JOIN events e USING (event_id)"
+            " WHERE d.status='pending' AND d.priority>=?"
+            + (f" AND NOT {ASKS_FOR_ANSWER_SQL}" if skip_answer_requests else ""),
+            (min_rank,),
+        ).fetchone()
         (lease,) = self._conn.execute("SELECT MIN(lease_until) FROM deliveries WHERE status='in_flight'").fetchone()
         candidates = [t for t in (due, lease) if t is not None]
         return min(candidates) if candidates else None
