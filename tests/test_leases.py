@@ -13,16 +13,17 @@ from typing import Any
 
 import anyio
 import pytest
-from helpers import fast_config
+from helpers import fast_config, make_settings
 
-from cctg_mcp.app import lease_for
+from cctg_mcp.app import lease_for, open_service
 from cctg_mcp.config import PacingSettings
-from cctg_mcp.delivery.dispatcher import Dispatcher, Outcome
+from cctg_mcp.delivery.dispatcher import BACKGROUND_CANCEL_MARGIN_S, Dispatcher, Outcome, background_send_timeout
 from cctg_mcp.delivery.local_coordination import LocalCoordinator
 from cctg_mcp.delivery.outbox import Delivery, Outbox
 from cctg_mcp.delivery.pacing import Pacer
 from cctg_mcp.delivery.supervisor import DispatcherSupervisor
 from cctg_mcp.events.catalogue import Event
+from cctg_mcp.testing import TelegramStandIn
 
 pytestmark = pytest.mark.anyio
 FREE = PacingSettings(per_chat_per_second=1000, per_chat_burst=1000, global_per_second=1000)
@@ -155,3 +156,15 @@ async def test_a_stopped_loop_hands_back_the_rows_it_claimed(tmp_path: Path) -> 
         assert (counts.pending, counts.in_flight) == (2, 0)  # back in the queue at once, not after the lease
     finally:
         await outbox.close()
+
+
+async def test_every_dispatcher_uses_the_one_background_send_timeout(standin: TelegramStandIn, tmp_path: Path) -> None:
+    assert background_send_timeout(120.0) == 30.0 and background_send_timeout(20.0) == 10.0
+    for delivery in ("bridge", "telegram"):
+        settings = make_settings(standin, tmp_path / delivery, CCTG_DELIVERY=delivery, CCTG_LEASE_SECONDS="20")
+        async with open_service(settings, resilience=fast_config()) as service:
+            dispatcher = service.dispatcher
+            assert dispatcher is not None
+            assert dispatcher.send_timeout_s == background_send_timeout(20.0) == 10.0, delivery
+            # the lease outlasts the loop's longest attempt (send timeout + cancel margin)
+            assert dispatcher.lease_s >= dispatcher.send_timeout_s + BACKGROUND_CANCEL_MARGIN_S, delivery

@@ -33,7 +33,13 @@ from pydantic import BaseModel, Field
 
 from cctg_mcp.config import Settings
 from cctg_mcp.delivery.coordination import Coordinator
-from cctg_mcp.delivery.dispatcher import CallPipeline, Dispatcher, Outcome, operation_for
+from cctg_mcp.delivery.dispatcher import (
+    CallPipeline,
+    Dispatcher,
+    Outcome,
+    background_send_timeout,
+    operation_for,
+)
 from cctg_mcp.delivery.outbox import Delivery, Outbox
 from cctg_mcp.delivery.pacing import Pacer
 from cctg_mcp.delivery.service import NotificationService
@@ -165,7 +171,7 @@ def bridge_dispatcher(
         bridge_check=bridge_check_of(settings),
         clock=clock,
         lease_s=lease,
-        send_timeout_s=min(30.0, settings.lease_seconds / 2),
+        send_timeout_s=background_send_timeout(settings.lease_seconds),
         coordinator=coordinator,
     )
 

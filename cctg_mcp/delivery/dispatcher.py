@@ -104,6 +104,16 @@ class Outcome:
     event_file: Path | None = None
 
 
+#: How far past its send deadline the background loop lets one delivery run before cancelling it.
+BACKGROUND_CANCEL_MARGIN_S = 5.0
+
+
+def background_send_timeout(configured_lease_s: float) -> float:
+    """The background loop's send timeout for one delivery: half the configured lease (so a
+    renewal lands in time), at most 30 s. The one definition (app.py, bridge.py, lease_for)."""
+    return min(30.0, configured_lease_s / 2)
+
+
 def is_permanent(error: BaseResilienceError) -> bool:
     """Permanent for this delivery: retrying the same request cannot succeed."""
     return isinstance(error, (TelegramError, ValidationError, ConfigurationError)) and not error.retryable
@@ -438,6 +448,6 @@ class Dispatcher:
     async def _deliver_limited(self, delivery: Delivery, limiter: anyio.CapacityLimiter) -> None:
         async with limiter:
             deadline = self.clock.monotonic() + self.send_timeout_s
-            with self.clock.timeout_scope(self.send_timeout_s + 5.0):
+            with self.clock.timeout_scope(self.send_timeout_s + BACKGROUND_CANCEL_MARGIN_S):
                 await self.deliver(delivery, deadline=deadline)
         self._claimed.discard(delivery.id)  # settled; a row left by a cancel is released by run()
