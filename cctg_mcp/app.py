@@ -24,7 +24,7 @@ from cctg_mcp.answers.store import ANSWERS_FILE
 from cctg_mcp.config import Settings
 from cctg_mcp.delivery.bridge import bridge_dispatcher
 from cctg_mcp.delivery.coordination import Coordinator
-from cctg_mcp.delivery.dispatcher import Dispatcher
+from cctg_mcp.delivery.dispatcher import BACKGROUND_CANCEL_MARGIN_S, Dispatcher, background_send_timeout
 from cctg_mcp.delivery.housekeeping import run_housekeeping
 from cctg_mcp.delivery.local_coordination import LocalCoordinator
 from cctg_mcp.delivery.mode import MODE_FILE, ModeStore
@@ -60,7 +60,7 @@ def lease_for(configured_s: float, config: ResilienceConfig) -> float:
     budgets = [config.timeout_for(operation) for operation in DEFAULT_TOOL_DEADLINES]
     budgets += [config.timeout_for(op, event) for op in DEFAULT_TOOL_DEADLINES for event in config.events]
     longest = max(budgets) + 2.0 + 1.0
-    longest = max(longest, min(30.0, configured_s / 2) + 5.0 + 1.0)
+    longest = max(longest, background_send_timeout(configured_s) + BACKGROUND_CANCEL_MARGIN_S + 1.0)
     if longest > configured_s:
         log.info("CCTG_LEASE_SECONDS=%g is shorter than the longest attempt; leasing for %gs", configured_s, longest)
     return max(configured_s, longest)
@@ -160,7 +160,7 @@ async def open_service(
                 pacer,
                 clock=clock,
                 lease_s=lease_s,
-                send_timeout_s=min(30.0, settings.lease_seconds / 2),
+                send_timeout_s=background_send_timeout(settings.lease_seconds),
                 # no more sends in flight than the telegram bulkhead admits (maxConcurrentRequests)
                 concurrency=min(8, config.circuit_breaker["telegram"].max_concurrent_requests),
                 coordinator=coordinator,

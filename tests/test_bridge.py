@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from helpers import fast_config, make_settings
@@ -434,3 +435,25 @@ async def test_bridge_status_without_a_bridge_reports_files_waiting(tmp_path: Pa
     assert (status.running, status.health, status.pending_events, status.executable) == (False, "unhealthy", 1, None)
     assert status.last_event_time is not None and status.delivery == "bridge"
     assert "CC_TELEGRAM_BRIDGE_PATH" in status.message
+
+
+async def test_background_deliveries_leave_no_file_bookkeeping_behind(tmp_path: Path) -> None:
+    box, dispatcher = await _dispatcher(tmp_path)
+    dispatcher.idle_poll_s = 0.05
+    try:
+        for n in range(3):
+            await box.enqueue(event(f"bg-{n}"), [0])
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                await tg.start(dispatcher.run)
+                while (await box.counts()).delivered < 3:  # noqa: ASYNC110
+                    await anyio.sleep(0.01)
+                tg.cancel_scope.cancel()
+        assert dispatcher.files_written == 3 and len(files(dispatcher.writer.events_dir)) == 3
+        assert dispatcher._files == {}  # nothing kept per delivery once its attempt ended (it grew by one each)
+        (claimed,) = await box.enqueue(event("tool"), [0], lease=(dispatcher.owner, 60)) or []
+        outcome = await dispatcher.deliver(claimed)  # a send tool's attempt: the file rides on its outcome
+        assert outcome.status == "delivered" and outcome.event_file is not None and outcome.event_file.exists()
+        assert dispatcher._files == {}
+    finally:
+        await box.close()

@@ -19,8 +19,13 @@ from test_bridge_e2e import FakeBridge
 from test_bridge_e2e import fake_bridge as fake_bridge  # the fixture
 
 from cctg_mcp.app import open_service
-from cctg_mcp.config import Settings
+from cctg_mcp.config import PacingSettings, Settings
+from cctg_mcp.delivery.dispatcher import Dispatcher
 from cctg_mcp.delivery.mode import ModeStore, parse_command, read_mode_file
+from cctg_mcp.delivery.outbox import Outbox
+from cctg_mcp.delivery.pacing import Pacer
+from cctg_mcp.events.catalogue import Event
+from cctg_mcp.resilience.clock import FakeClock
 from cctg_mcp.server import build_server
 from cctg_mcp.testing import TelegramStandIn
 
@@ -224,3 +229,51 @@ async def test_a_permission_request_in_local_mode_is_denied_saying_how_to_be_ask
     assert decision["behavior"] == "deny" and "local" in decision["message"]
     assert "switch_to_nomad_mode" in decision["message"] and "withdrawn" in decision["message"]
     assert standin.sent == [] and status["outbox"]["pending"] == 0  # withdrawn: it never pops up later
+
+
+class _ClockedTelegram:
+    """Accepts every message at once and notes when (virtual time) each arrived."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.at: list[float] = []
+        self.arrived = anyio.Event()
+
+    async def send_message(self, chat_id: int, text: str, **_: Any) -> int:
+        self.at.append(self.clock.monotonic())
+        self.arrived.set()
+        return len(self.at)
+
+
+class _Direct:
+    async def call(
+        self, operation: str, fn: Any, *, deadline: float | None = None, event_type: str | None = None
+    ) -> Any:
+        return await fn()
+
+
+async def test_in_local_mode_a_held_approval_does_not_delay_a_notification_due_soon(tmp_path: Path) -> None:
+    clock = FakeClock()
+    outbox = await Outbox.open(tmp_path / "outbox.sqlite3", clock=clock)
+    telegram = _ClockedTelegram(clock)
+    dispatcher = Dispatcher(outbox, telegram, _Direct(), Pacer(PacingSettings(), clock=clock), clock=clock)
+    assert dispatcher.idle_poll_s == 5.0
+    dispatcher.mode = ModeStore(tmp_path / "bridge_mode.json", clock=clock)
+    dispatcher.mode.set("local", by="test")
+    try:
+        start = clock.monotonic()
+        approval = Event(event_id="a", type="approval_request", title="Deploy?", description="?", task_id="a")
+        notice = Event(event_id="n", type="info_notification", title="Note", description="d", task_id="n")
+        assert await outbox.enqueue(approval, [ALICE])  # due now, but held while local
+        assert await outbox.enqueue(notice, [ALICE], now=clock.time() + 1.0)  # due in 1 s (a retry's backoff)
+        async with clock.autojump():
+            with anyio.fail_after(10):
+                async with anyio.create_task_group() as tg:
+                    await tg.start(dispatcher.run)
+                    await telegram.arrived.wait()
+                    tg.cancel_scope.cancel()
+        assert telegram.at == [pytest.approx(start + 1.0, abs=0.3)]  # not at the next 5 s idle poll
+        (held,) = await outbox.deliveries("a")
+        assert held.status == "pending"
+    finally:
+        await outbox.close()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from cctg_mcp.delivery.mode import asks_for_answer
 from cctg_mcp.delivery.outbox import Outbox
 from cctg_mcp.events.catalogue import Event, Priority
 from cctg_mcp.resilience.errors import ConfigurationError, ResourceError
@@ -166,4 +167,46 @@ async def test_purge_removes_only_old_finished_rows(tmp_path: Path) -> None:
     assert await box.purge(older_than_s=-1) == 1
     counts = await box.counts()
     assert (counts.delivered, counts.in_flight) == (0, 1)
+    await box.close()
+
+
+async def test_local_mode_holds_back_the_same_events_asks_for_answer_names(tmp_path: Path) -> None:
+    box = await Outbox.open(tmp_path / "o.sqlite3")
+    cases = {
+        "ev-true": {"requires_response": True},
+        "ev-one": {"requires_response": 1},  # a number, not the flag: sent, as asks_for_answer says
+        "ev-string": {"requires_response": "true"},
+        "ev-false": {"requires_response": False},
+        "ev-none": {},
+    }
+    events = [
+        event(n).model_copy(update={"event_id": eid, "data": data}) for n, (eid, data) in enumerate(cases.items())
+    ]
+    events.append(event(9).model_copy(update={"event_id": "ev-approval", "type": "approval_request"}))
+    for ev in events:
+        assert await box.enqueue(ev, [1])
+    claimed = await box.claim_due("local", 60, skip_answer_requests=True)
+    held = {ev.event_id for ev in events if asks_for_answer(ev)}
+    assert held == {"ev-true", "ev-approval"}
+    assert {d.event.event_id for d in claimed} == {ev.event_id for ev in events} - held
+    await box.close()
+
+
+async def test_the_byte_cap_counts_utf8_bytes_not_characters(tmp_path: Path) -> None:
+    ascii_one = event(1).model_copy(update={"description": "x" * 600})  # 790 bytes of JSON
+    accented = event(2).model_copy(update={"description": "é" * 600})  # 790 characters, 1390 bytes
+    assert len(accented.model_dump_json()) == len(ascii_one.model_dump_json())
+    assert len(accented.model_dump_json().encode()) == len(ascii_one.model_dump_json().encode()) + 600
+    # the new event's bytes: 790 + 1390 > 2000 (as characters it was 790 + 790)
+    box = await Outbox.open(tmp_path / "new.sqlite3", max_bytes=2000)
+    assert await box.enqueue(ascii_one, [1])
+    with pytest.raises(ResourceError, match="790 bytes of events waiting, limit 2000"):
+        await box.enqueue(accented, [1])
+    await box.close()
+    # the waiting events' bytes: 1390 + 790 > 2000
+    box = await Outbox.open(tmp_path / "waiting.sqlite3", max_bytes=2000)
+    assert await box.enqueue(accented, [1])
+    with pytest.raises(ResourceError, match="1390 bytes of events waiting, limit 2000"):
+        await box.enqueue(ascii_one, [1])
+    assert (await box.counts()).pending == 1
     await box.close()

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
+from typing import Any
 
+import anyio
 import pytest
 
 from cctg_mcp.config import PacingSettings
+from cctg_mcp.delivery.dispatcher import Dispatcher
+from cctg_mcp.delivery.local_coordination import LocalCoordinator
+from cctg_mcp.delivery.outbox import Outbox
 from cctg_mcp.delivery.pacing import Pacer
+from cctg_mcp.events.catalogue import Event
 from cctg_mcp.resilience.clock import FakeClock
-from cctg_mcp.resilience.errors import DeadlineExceededError
+from cctg_mcp.resilience.errors import DeadlineExceededError, TelegramRateLimited
 
 pytestmark = pytest.mark.anyio
 
@@ -81,3 +88,47 @@ async def test_a_wait_past_the_deadline_is_refused_without_using_a_slot() -> Non
     assert clock.sleeps == []  # refused at once, nothing slept
     pacer.refund(7)  # the first message was never sent after all: its slot comes back
     await pacer.acquire(7, deadline=clock.monotonic())  # so this one needs no wait
+
+
+class _RateLimitedOnce:
+    """Telegram answering one 429 (retry_after 3 s) to the first message, then accepting."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def send_message(self, chat_id: int, text: str, **_: Any) -> int:
+        self.calls += 1
+        if self.calls == 1:
+            raise TelegramRateLimited("Too Many Requests: retry after 3", retry_after=3.0)
+        return self.calls
+
+
+class _OneTry:
+    """A pipeline that makes one attempt (no retry): the 429 reaches the dispatcher."""
+
+    async def call(
+        self, operation: str, fn: Any, *, deadline: float | None = None, event_type: str | None = None
+    ) -> Any:
+        return await fn()
+
+
+async def test_one_429_counts_one_pause_here_and_in_the_shared_budget(tmp_path: Path) -> None:
+    clock = FakeClock()
+    coordinator = LocalCoordinator(tmp_path, clock=clock)
+    await coordinator.start()
+    outbox = await Outbox.open(tmp_path / "outbox.sqlite3", clock=clock)
+    pacer = Pacer(PacingSettings(), clock=clock, shared=coordinator)
+    dispatcher = Dispatcher(outbox, _RateLimitedOnce(), _OneTry(), pacer, clock=clock, coordinator=coordinator)
+    try:
+        event = Event(event_id="e1", type="info_notification", title="t", description="d", task_id="t1")
+        claimed = await outbox.enqueue(event, [7], lease=(dispatcher.owner, dispatcher.lease_s))
+        assert claimed is not None
+        with anyio.fail_after(10):
+            outcome = await dispatcher.deliver(claimed[0])
+        assert outcome.status == "queued" and outcome.error_code == "TELEGRAM_RATE_LIMIT"
+        budget = await coordinator.budget(now=clock.monotonic())
+        assert pacer.pauses == 1 and budget["pauses"] == 1  # one 429, one pause (it was applied twice)
+        assert pacer.paused_for() == pytest.approx(3.0) and budget["paused_for_s"] == pytest.approx(3.0)
+    finally:
+        await outbox.close()
+        await coordinator.aclose()

@@ -32,7 +32,13 @@ from pydantic import BaseModel, Field
 
 from cctg_mcp.config import Settings
 from cctg_mcp.delivery.coordination import Coordinator
-from cctg_mcp.delivery.dispatcher import CallPipeline, Dispatcher, Outcome, operation_for
+from cctg_mcp.delivery.dispatcher import (
+    CallPipeline,
+    Dispatcher,
+    Outcome,
+    background_send_timeout,
+    operation_for,
+)
 from cctg_mcp.delivery.outbox import Delivery, Outbox
 from cctg_mcp.delivery.pacing import Pacer
 from cctg_mcp.delivery.service import NotificationService
@@ -83,7 +89,9 @@ class BridgeDispatcher(Dispatcher):
         self.writer = writer
         self.files_written = 0
         self.bridge_check = bridge_check
-        self._files: dict[int, Path] = {}  # delivery id -> the file this process wrote for it
+        #: delivery id -> the file its attempt in progress wrote; ``deliver`` moves it onto the
+        #: outcome, so nothing stays here once the attempt ends (background ones included).
+        self._files: dict[int, Path] = {}
 
     async def send_parts(self, delivery: Delivery, message_ids: list[int], deadline: float | None) -> None:
         if delivery.parts_sent > 0:  # written before a crash and recorded: nothing left to do
@@ -98,8 +106,15 @@ class BridgeDispatcher(Dispatcher):
         self._files[delivery.id] = path
         self.files_written += 1
 
+    async def deliver(self, delivery: Delivery, *, deadline: float | None = None) -> Outcome:
+        try:
+            outcome = await super().deliver(delivery, deadline=deadline)
+        finally:
+            path = self._files.pop(delivery.id, None)
+        return outcome if path is None else replace(outcome, event_file=path)
+
     async def confirm(self, outcome: Outcome, deadline: float) -> Outcome:
-        path = self._files.pop(outcome.delivery_id, None)
+        path = outcome.event_file
         if outcome.status != "delivered" or path is None:
             return outcome
         while await anyio.to_thread.run_sync(path.exists):
@@ -155,7 +170,7 @@ def bridge_dispatcher(
         bridge_check=bridge_check_of(settings),
         clock=clock,
         lease_s=lease,
-        send_timeout_s=min(30.0, settings.lease_seconds / 2),
+        send_timeout_s=background_send_timeout(settings.lease_seconds),
         coordinator=coordinator,
     )
 

@@ -25,6 +25,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
 import anyio
@@ -99,6 +100,18 @@ class Outcome:
     error_code: str | None = None
     next_attempt_at: float | None = None  # epoch seconds
     attempts: int = 0
+    #: Bridge delivery: the event file this attempt wrote (what ``confirm`` watches).
+    event_file: Path | None = None
+
+
+#: How far past its send deadline the background loop lets one delivery run before cancelling it.
+BACKGROUND_CANCEL_MARGIN_S = 5.0
+
+
+def background_send_timeout(configured_lease_s: float) -> float:
+    """The background loop's send timeout for one delivery: half the configured lease (so a
+    renewal lands in time), at most 30 s. The one definition (app.py, bridge.py, lease_for)."""
+    return min(30.0, configured_lease_s / 2)
 
 
 def is_permanent(error: BaseResilienceError) -> bool:
@@ -172,6 +185,9 @@ class Dispatcher:
         #: Deliveries Telegram accepted whose record could not be written yet: id -> message ids.
         self.unsettled: dict[int, list[int]] = {}
         self.settle_failures = 0
+        #: Rows the background loop claimed and has not finished: what it releases when it
+        #: stops (a send tool's rows, leased by the same owner, are the tool's to settle).
+        self._claimed: set[int] = set()
 
     def wake(self) -> None:
         """Look at the outbox now (new work, or due times changed)."""
@@ -340,9 +356,7 @@ class Dispatcher:
                 await self.outbox.release(delivery.id, "cancelled before delivery finished", self.clock.time())
             raise
         except Exception as exc:  # every failure settles the row; nothing accepted is dropped
-            error = classify(exc)
-            if isinstance(error, TelegramRateLimited) and error.retry_after:
-                await self.pacer.rate_limited(error.retry_after)
+            error = classify(exc)  # a 429 already paused the pacer where it was raised (send_parts)
             if message_ids:
                 await self.outbox.record_part(delivery.id, len(message_ids), message_ids)
             reason = str(error)
@@ -397,25 +411,31 @@ class Dispatcher:
                     # At most one second's worth of rows per chat (1 at Telegram's 1 msg/s): the
                     # batch is waited for as a whole, so a chat with more rows than its rate lets
                     # out would hold every other chat's backlog back.
-                    batch = await self.outbox.claim_due(
-                        self.owner,
-                        self.lease_s,
-                        limit=self.concurrency * 4,
-                        min_priority=self.min_priority,
-                        per_chat=max(1, int(self.pacer.settings.per_chat_per_second)),
-                        skip_answer_requests=mode == "local",
-                    )
+                    with anyio.CancelScope(shield=True):  # a claim committed is a claim recorded
+                        batch = await self.outbox.claim_due(
+                            self.owner,
+                            self.lease_s,
+                            limit=self.concurrency * 4,
+                            min_priority=self.min_priority,
+                            per_chat=max(1, int(self.pacer.settings.per_chat_per_second)),
+                            skip_answer_requests=mode == "local",
+                        )
+                        self._claimed.update(d.id for d in batch)
                 if batch:
                     async with anyio.create_task_group() as tg:
                         for delivery in batch:
                             tg.start_soon(self._deliver_limited, delivery, limiter)
                     continue
                 await self.outbox.recover_expired_leases()
-                due = await self.outbox.next_due_at()
+                # The next row the claim above would take (same filter): a row the levers or
+                # local mode hold back must not be what the loop waits for, nor hide one due soon.
+                due = await self.outbox.next_due_at(
+                    min_priority=self.min_priority, skip_answer_requests=mode == "local"
+                )
                 held = self.paused or mode == "muted"
                 gated = held or self.min_priority != "low" or mode == "local"
                 if due is not None and due <= self.clock.time() and gated:
-                    due = None  # due rows the levers or the mode hold back are not claimable: don't spin
+                    due = None  # nothing claimable was due a moment ago: don't spin
                 wait = self.idle_poll_s if due is None else min(self.idle_poll_s, max(0.0, due - self.clock.time()))
                 if wait > 0 or held:
                     with self.clock.timeout_scope(wait if not held else self.idle_poll_s):
@@ -424,10 +444,15 @@ class Dispatcher:
         finally:
             self.running = False
             with anyio.CancelScope(shield=True):
-                await self.outbox.release_owner(self.owner)
+                # Only the rows this loop claimed and did not finish: a send tool delivering
+                # under the same owner keeps its lease (releasing it let the next loop send
+                # the message a second time while the tool's attempt was still running).
+                claimed, self._claimed = self._claimed, set()
+                await self.outbox.release_leases(self.owner, claimed)
 
     async def _deliver_limited(self, delivery: Delivery, limiter: anyio.CapacityLimiter) -> None:
         async with limiter:
             deadline = self.clock.monotonic() + self.send_timeout_s
-            with self.clock.timeout_scope(self.send_timeout_s + 5.0):
+            with self.clock.timeout_scope(self.send_timeout_s + BACKGROUND_CANCEL_MARGIN_S):
                 await self.deliver(delivery, deadline=deadline)
+        self._claimed.discard(delivery.id)  # settled; a row left by a cancel is released by run()

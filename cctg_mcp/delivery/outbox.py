@@ -70,11 +70,13 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 PRIORITY_RANK = {"low": 0, "normal": 1, "high": 2, "critical": 3}
 #: Seconds start-up waits for another process's write lock before it says so (not 30).
 START_BUSY_TIMEOUT_S = 5.0
-#: Rows local mode holds back (delivery/mode.py ``asks_for_answer``, in SQL).
+#: Rows local mode holds back (delivery/mode.py ``asks_for_answer``, in SQL): an approval
+#: request, or ``data.requires_response`` the JSON ``true`` (not the number 1, as in Python;
+#: ``IS``, not ``=``: an absent flag is NULL, which must not make the whole test NULL).
 #: (``json_valid`` first: a damaged payload must not fail the whole claim; it is quarantined.)
 ASKS_FOR_ANSWER_SQL = (
     "(CASE WHEN json_valid(e.payload) THEN json_extract(e.payload,'$.type')='approval_request'"
-    " OR json_extract(e.payload,'$.data.requires_response') IS 1 ELSE 0 END)"
+    " OR json_type(e.payload,'$.data.requires_response') IS 'true' ELSE 0 END)"
 )
 log = logging.getLogger(__name__)
 
@@ -281,13 +283,14 @@ class Outbox(ThreadedSqlite):
                     code="QUEUE_FULL",
                 )
             payload = event.model_dump_json()
+            size = len(payload.encode("utf-8"))  # bytes, as stored: the cap is in bytes, not characters
             waiting = 0
             if pending:  # only a backlog costs the scan; an empty queue holds no bytes
                 (waiting,) = self._conn.execute(
-                    "SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM events WHERE event_id IN"
+                    "SELECT COALESCE(SUM(LENGTH(CAST(payload AS BLOB))), 0) FROM events WHERE event_id IN"
                     " (SELECT event_id FROM deliveries WHERE status IN ('pending','in_flight'))"
                 ).fetchone()
-            if waiting + len(payload) > self.max_bytes:
+            if waiting + size > self.max_bytes:
                 raise ResourceError(
                     f"The outbox is full ({waiting} bytes of events waiting, limit {self.max_bytes}). "
                     "Nothing queued was dropped; try again once the backlog drains.",
@@ -486,6 +489,19 @@ class Outbox(ThreadedSqlite):
             (self.clock.time(), owner),
         )
 
+    async def release_leases(self, owner: str, delivery_ids: set[int]) -> int:
+        """These rows, still leased by ``owner``, go back to pending now (a stopping background
+        loop's claims; rows another path of the same owner is delivering are not among them)."""
+        if not delivery_ids:
+            return 0
+        marks = ",".join("?" * len(delivery_ids))
+        return await self._run(
+            self._exec,
+            "UPDATE deliveries SET status='pending', lease_until=NULL, lease_owner=NULL, updated_at=?"
+            f" WHERE status='in_flight' AND lease_owner=? AND id IN ({marks})",
+            (self.clock.time(), owner, *sorted(delivery_ids)),
+        )
+
     async def lease_owners(self) -> set[str]:
         """The owners of in-flight rows (for the liveness check of ``release_owners``)."""
         rows = await self._run(self._rows, "SELECT DISTINCT lease_owner FROM deliveries WHERE status='in_flight'")
@@ -576,11 +592,18 @@ class Outbox(ThreadedSqlite):
         age = round(max(0.0, self.clock.time() - oldest), 3) if oldest is not None else None
         return OutboxCounts(by["pending"], by["in_flight"], by["delivered"], by["dead"], age)
 
-    async def next_due_at(self) -> float | None:
-        return await self._run(self._next_due)
+    async def next_due_at(self, *, min_priority: str = "low", skip_answer_requests: bool = False) -> float | None:
+        """When a row ``claim_due`` with the same filter would take is due next (or a lease
+        runs out), so the loop sleeps until then: a held row is never the one it waits for."""
+        return await self._run(self._next_due, PRIORITY_RANK[min_priority], skip_answer_requests)
 
-    def _next_due(self) -> float | None:
-        (due,) = self._conn.execute("SELECT MIN(next_attempt_at) FROM deliveries WHERE status='pending'").fetchone()
+    def _next_due(self, min_rank: int = 0, skip_answer_requests: bool = False) -> float | None:
+        (due,) = self._conn.execute(
+            "SELECT MIN(d.next_attempt_at) FROM deliveries d JOIN events e USING (event_id)"
+            " WHERE d.status='pending' AND d.priority>=?"
+            + (f" AND NOT {ASKS_FOR_ANSWER_SQL}" if skip_answer_requests else ""),
+            (min_rank,),
+        ).fetchone()
         (lease,) = self._conn.execute("SELECT MIN(lease_until) FROM deliveries WHERE status='in_flight'").fetchone()
         candidates = [t for t in (due, lease) if t is not None]
         return min(candidates) if candidates else None
