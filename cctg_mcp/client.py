@@ -12,6 +12,7 @@ long as the ``async with`` block lasts. Errors are ``BaseResilienceError`` subcl
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from types import TracebackType
@@ -41,7 +42,7 @@ class ResilientBridgeClient:
     ) -> None:
         self.settings = settings if settings is not None else load_settings(environ)
         if config is None:
-            self.config = load_resilience_config(environ or {}, self.settings.config_path)
+            self.config = load_resilience_config(os.environ if environ is None else environ, self.settings.config_path)
         elif isinstance(config, ResilienceConfig):
             self.config = config
         else:
@@ -98,10 +99,12 @@ class ResilientBridgeClient:
 
     async def get_resilience_health_report(self) -> dict[str, Any]:
         health = self.service.health
-        overall = verdict(self.service)  # the same verdict as the status and the MCP tools
         if health is None:
+            overall = verdict(self.service)  # the same verdict as the status and the MCP tools
             return {"overall": overall.overall, "ready": overall.ready, "components": [], "note": overall.reason}
-        data = dict(health.report().to_dict())
+        report = health.report()
+        overall = verdict(self.service, report)  # computed from this report, not a second one
+        data = dict(report.to_dict())
         data.update(overall=overall.overall, ready=overall.ready, verdict_reason=overall.reason)
         return data
 

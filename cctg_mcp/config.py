@@ -368,6 +368,11 @@ class Settings(BaseSettings):
     def token(self) -> str:
         return self.telegram_bot_token.get_secret_value() if self.telegram_bot_token else ""
 
+    def recipients(self) -> list[int]:
+        """Who each event is queued for: one event file in bridge mode (the bridge fans out to
+        its allowed users), else one row per allowed user."""
+        return [0] if self.delivery == "bridge" else list(self.allowed_users)
+
     def problems(self) -> list[str]:
         """What stops delivery, in words a person can act on (empty when ready)."""
         out: list[str] = []

@@ -70,3 +70,32 @@ def test_the_readme_example_runs(
     assert lines[0] == "delivered"
     assert lines[1].startswith("healthy") and "('telegram', 'closed')" in lines[1]
     assert len(standin.sent) == len(USERS)
+
+
+def test_without_environ_the_resilience_variables_come_from_the_process_environment(
+    standin: TelegramStandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in {**env_for(standin, tmp_path), "RETRY_MAX_ATTEMPTS": "7"}.items():
+        monkeypatch.setenv(name, value)  # undone after the test: nothing leaks to other tests
+    client = ResilientBridgeClient()  # environ=None: os.environ, as Settings reads it
+    assert client.config.retry["telegram"].max_attempts == 7 + 2  # the seed's telegram derivation
+    given = ResilientBridgeClient(environ={**env_for(standin, tmp_path), "RETRY_MAX_ATTEMPTS": "4"})
+    assert given.config.retry["telegram"].max_attempts == 4 + 2
+
+
+async def test_the_health_report_verdict_comes_from_the_same_report(standin: TelegramStandIn, tmp_path: Path) -> None:
+    async with ResilientBridgeClient(environ=env_for(standin, tmp_path)) as client:
+        monitor = client.service.health
+        assert monitor is not None
+        calls: list[object] = []
+        real = monitor.report
+
+        def counted(*args: object, **kwargs: object) -> object:
+            calls.append(args)
+            return real(*args, **kwargs)  # type: ignore[arg-type]
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(monitor, "report", counted)
+            data = await client.get_resilience_health_report()
+    assert len(calls) == 1  # one report: the verdict is computed from it, not from a second one
+    assert data["overall"] in ("unknown", "healthy", "degraded", "unhealthy") and "components" in data

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -186,3 +187,50 @@ def test_a_stdin_that_never_ends_cannot_hold_the_hook(standin: TelegramStandIn, 
     assert (code, out) == (0, b"")
     assert b"stdin did not end in time; nothing sent" in err
     assert standin.sent == []
+
+
+def stored_priorities(data_dir: Path) -> list[str]:
+    with sqlite3.connect(data_dir / "outbox.sqlite3") as db:
+        return [json.loads(row[0])["priority"] for row in db.execute("SELECT payload FROM events")]
+
+
+@anyio_test
+async def test_muted_the_hook_sends_nothing_and_the_event_stays_queued(
+    standin: TelegramStandIn, tmp_path: Path
+) -> None:
+    (tmp_path / "bridge_mode.json").write_text('"Muted"')  # as /cct:mute or set_mode wrote it
+    done = await hook(json.dumps(NOTIFICATION).encode(), env_for(standin, tmp_path), "--limit", "20")
+    assert (done.returncode, done.stdout) == (0, b""), done.stderr
+    assert b"queued (muted" in done.stderr and b"delivered" not in done.stderr, done.stderr
+    assert standin.sent == []
+    assert await pending(tmp_path) == len(USERS)  # waiting, unleased, for the mode to switch back
+    (tmp_path / "bridge_mode.json").write_text('"Local"')  # local holds only what asks for an answer
+    done = await hook(json.dumps(STOP).encode(), env_for(standin, tmp_path), "--limit", "20")
+    assert b"delivered" in done.stderr, done.stderr
+    assert len(standin.sent) == len(USERS)
+
+
+@anyio_test
+async def test_a_configured_event_priority_applies_to_hook_events(standin: TelegramStandIn, tmp_path: Path) -> None:
+    config = tmp_path / "resilience.json"
+    config.write_text(json.dumps({"events": {"task_completion": {"priority": "critical"}}}))
+    done = await hook(json.dumps(STOP).encode(), env_for(standin, tmp_path, CCTG_CONFIG=str(config)), "--limit", "20")
+    assert b"delivered" in done.stderr, done.stderr
+    done = await hook(json.dumps(NOTIFICATION).encode(), env_for(standin, tmp_path, CCTG_CONFIG=str(config)))
+    # As the service gives: the configured priority, and for info_notification the default
+    # table's (low), which the service's own info_notification gets too.
+    assert sorted(stored_priorities(tmp_path)) == ["critical", "low"]
+
+
+def test_the_watchdog_says_what_was_delivered_not_queued() -> None:
+    script = (
+        "import time\n"
+        "from cctg_mcp.commands import hook\n"
+        "hook._STATE.update(committed='e1', outcome='e1 chat 1: delivered')\n"
+        "hook._watchdog(time.time())\n"
+        "time.sleep(20)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=30)
+    assert done.returncode == 0
+    assert b"e1 chat 1: delivered (out of time while closing)" in done.stderr, done.stderr
+    assert b"queued" not in done.stderr

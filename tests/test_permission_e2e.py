@@ -252,3 +252,21 @@ async def test_a_copy_that_could_not_be_delivered_is_withdrawn_and_the_others_de
         assert [m.chat_id for m in standin.sent] == [ALICE]
         (edit,) = await edited(standin, 1)
         assert edit.chat_id == ALICE and f"Allowed by @user{ALICE}" in edit.plain_text
+
+
+async def test_a_dead_copy_denies_and_the_delivered_copies_lose_their_buttons(
+    standin: TelegramStandIn, tmp_path: Path
+) -> None:
+    standin.never_started.add(BOB)  # Telegram answers 403 for Bob: his copy is dead at once
+    async with serving(make_settings(standin, tmp_path)) as (client, services):
+        with anyio.fail_after(20):
+            decision = await ask(client, "Bash", {"command": "make release"})
+        assert decision["behavior"] == "deny" and "could not be sent" in decision["message"], decision
+        assert [m.chat_id for m in standin.sent] == [ALICE]  # Alice's copy went out ...
+        (edit,) = await edited(standin, 1)  # ... and was edited: no live Allow/Deny left
+        assert edit.chat_id == ALICE and edit.message_id == standin.sent[0].message_id
+        assert "Denied: the request could not reach every recipient" in edit.plain_text
+        assert not edit.reply_markup
+        outbox = services[-1].outbox
+        assert outbox is not None
+        assert (await outbox.counts()).pending == 0

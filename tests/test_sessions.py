@@ -248,3 +248,28 @@ async def test_kill_9_and_restart_the_40_queued_events_go_out_without_waiting_fo
     # Not the lease: liveness released the old rows (waiting out the lease would take 120 s).
     # The drain itself is ~14 s at this rate; its speed is the bench's business, not a test's.
     assert doc["lease_seconds"] >= 120 and took < doc["lease_seconds"], took
+
+
+@pytest.mark.anyio
+async def test_a_follower_does_not_claim_the_answers_it_did_not_check(
+    flood: TelegramStandIn, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    errlog = (tmp_path / "stderr.log").open("w")
+    request.addfinalizer(errlog.close)
+    with anyio.fail_after(120):
+        async with sessions(env_for(flood, tmp_path / "data"), 2, errlog) as (reader, follower):
+            lead = await reader.call("get_resilience_status", {"refresh": True})
+            follow = await follower.call("get_resilience_status", {"refresh": True})
+    assert lead["answers"]["healthy"] is True and lead["answers"]["following"] is False
+    assert lead["answers"]["reader"] is None
+    answers = follow["answers"]
+    assert answers["following"] is True and answers["poller_running"] is False
+    assert answers["healthy"] is None  # it did not look: not "healthy"
+    assert answers["reader"] == reader.session_id  # what it knows: who does read them
+    assert follow["overall"] == lead["overall"] == "healthy"  # sessions agree on the verdict ...
+    # ... and the follower says its answers were not a check it ran
+    assert (
+        follow["verdict_reason"]
+        == "every health check passed; answers are read by another session (not checked by this one)"
+    )
+    assert lead["verdict_reason"] == "every health check passed"

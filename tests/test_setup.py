@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +124,62 @@ async def test_a_rejected_token_or_no_start_says_so_without_echoing_it(
 def test_mask_keeps_the_bot_id_and_four_characters() -> None:
     assert mask("123456:ABCDEFGHIJKLMNOP") == "123456:AB…OP"
     assert mask("123456:short") == "123456:…"
+
+
+CHILD_READER = """
+import sys, anyio
+from pathlib import Path
+from cctg_mcp.delivery.local_coordination import LocalCoordinator
+async def main():
+    c = LocalCoordinator(Path(sys.argv[1]))
+    await c.start()
+    await c.lead()
+    print(c.session_id, flush=True)
+    await anyio.sleep(60)
+anyio.run(main)
+"""
+
+
+@pytest.fixture
+def server_reading(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A real process that holds the reader lock of ``tmp_path/data``, as a running server does."""
+    data = tmp_path / "data"
+    proc = subprocess.Popen([sys.executable, "-c", CHILD_READER, str(data)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        yield data, proc.stdout.readline().strip()  # printed once it holds the lock (bounded by the test timeout)
+    finally:
+        proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+async def test_setup_refuses_to_read_updates_while_a_server_reads_them(
+    standin: TelegramStandIn, tmp_path: Path, server_reading: tuple[Path, str]
+) -> None:
+    data, session = server_reading
+    assert session
+    env = {**env_for(standin, tmp_path), "CCTG_DATA_DIR": str(data)}
+    standin.push_start(ADA, first_name="Ada")  # the server's to read, not setup's
+    code, out, err = await finish(start(env, "--wait", "5", "--config-path", str(tmp_path / "c.json")))
+    assert (code, out) == (1, ""), err
+    assert f"A running cctg-mcp server (session {session}, data dir {data})" in err
+    assert "Stop the server first, or pass --user-id" in err
+    assert not any(r.method == "getUpdates" for r in standin.requests)  # it did not read (nor ack) anything
+    assert not (tmp_path / "c.json").exists()
+    code, _out, err = await finish(start(env, "--user-id", "5", "--print"))  # no updates needed: fine
+    assert code == 0, err
+
+
+async def test_setup_says_how_many_waiting_updates_it_discards(standin: TelegramStandIn, tmp_path: Path) -> None:
+    standin.push_text(999, "hello")
+    standin.push_text(998, "/start")  # from before setup ran: skipped
+    env = {**env_for(standin, tmp_path), "CCTG_DATA_DIR": str(tmp_path / "data")}  # no server: it reads
+    proc = start(env, "--wait", "30", "--print", "--yes")
+    await waiting_for_start(standin)
+    standin.push_start(ADA, first_name="Ada")
+    code, out, err = await finish(proc)
+    assert code == 0, err
+    assert "2 update(s) already waiting for the bot are skipped and discarded" in err
+    assert json.loads(out)["mcpServers"]["cctg"]["env"]["TELEGRAM_ALLOWED_USERS"] == str(ADA)

@@ -3,8 +3,13 @@ send would reach every recipient. Run as a subprocess against the loopback stand
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
+import os
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,3 +71,61 @@ async def test_bridge_mode_checks_the_bridge_health(tmp_path: Path) -> None:
     code, out = await check(env)
     assert code == 1 and "OK:" not in out
     assert "health check" in out and "127.0.0.1:9" in out and "Event files would wait" in out
+
+
+@contextlib.contextmanager
+def healthy_bridge() -> Iterator[str]:
+    """A /health that answers {"status": "healthy"}, as a running bridge does."""
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b'{"status": "healthy"}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/health"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def test_bridge_mode_ok_names_what_was_probed_and_an_unwritable_events_dir_fails(tmp_path: Path) -> None:
+    events = tmp_path / "events"
+    events.mkdir()
+    with healthy_bridge() as url:
+        env = {
+            "HOME": str(tmp_path),
+            "CCTG_DATA_DIR": str(tmp_path / "data"),
+            "CCTG_DELIVERY": "bridge",
+            "CC_TELEGRAM_EVENTS_DIR": str(events),
+            "CC_TELEGRAM_BRIDGE_HEALTH_URL": url,
+        }
+        code, out = await check(env)
+        assert code == 0, out
+        assert "OK: configuration is valid, the events directory is writable and the bridge's /health answers " in out
+        assert "Telegram answers" not in out  # Telegram was not contacted in bridge mode
+        assert list(events.iterdir()) == []  # the probe file was removed
+        if os.geteuid() != 0:  # root writes anywhere
+            events.chmod(0o500)
+            try:
+                bad_code, bad = await check(env)
+            finally:
+                events.chmod(0o700)
+            assert bad_code == 1 and "OK:" not in bad and "is not writable" in bad, bad
+
+
+def test_the_events_dir_probe_can_fail(tmp_path: Path) -> None:
+    from cctg_mcp.ops.preflight import _unwritable
+
+    assert _unwritable(tmp_path) is None and list(tmp_path.iterdir()) == []
+    assert _unwritable(tmp_path / "missing") == "No such file or directory"  # a real create, not a stat

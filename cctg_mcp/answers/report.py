@@ -38,7 +38,14 @@ class AnswersSummary(BaseModel):
     unauthorized_ignored: int = Field(
         default=0, description="Answers from users not in TELEGRAM_ALLOWED_USERS, ignored so far."
     )
-    healthy: bool = Field(description="Answers are being read.")
+    reader: str | None = Field(
+        default=None,
+        description="While following: the session id of the session that reads getUpdates (from coordination).",
+    )
+    healthy: bool | None = Field(
+        description="Answers are being read by this session. None while following: another session reads "
+        "them and this one did not check that it does (see reader, and that session's own status)."
+    )
 
 
 def answers_summary(service: NotificationService, issues: list[str]) -> AnswersSummary | None:
@@ -82,6 +89,7 @@ def answers_summary(service: NotificationService, issues: list[str]) -> AnswersS
     elif not poller.running and not poller.following:
         issues.append("The getUpdates poller is not running: answers from Telegram are not read.")
         healthy = False
+    verdict: bool | None = None if healthy and poller.following else healthy  # a follower did not look
     return AnswersSummary(
         mode="telegram",
         poller_running=poller.running,
@@ -91,5 +99,5 @@ def answers_summary(service: NotificationService, issues: list[str]) -> AnswersS
         in_conflict=poller.in_conflict,
         last_error=last_error,
         unauthorized_ignored=poller.unauthorized,
-        healthy=healthy,
+        healthy=verdict,
     )

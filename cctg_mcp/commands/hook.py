@@ -13,7 +13,8 @@ The notification goes through the same durable outbox as the server's: it is com
 then this process tries to deliver it itself, leased (so nobody sends it twice), until its
 deadline. What is not delivered by then stays queued, its lease is handed back, and a running
 server (whose dispatcher looks for due rows at least every 5 s) or the next one to start
-delivers it.
+delivers it. While the person's mode holds the event (muted; local for one asking for an
+answer), it is only committed, unleased, and goes out when the mode is switched back.
 
 Imports are kept to the delivery path (not ``app.py``, which loads the whole server): on a
 busy machine importing the server alone can take most of the two seconds.
@@ -29,6 +30,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import IO, Any
@@ -160,8 +162,10 @@ def _watchdog(at: float) -> None:
     """End the process at wall-clock ``at``, whatever it is doing (a hung disk or socket)."""
 
     def bail() -> None:
-        committed = _STATE["committed"]
-        if committed:
+        committed, outcome = _STATE["committed"], _STATE["outcome"]
+        if outcome:  # delivery finished (or partly): say what was observed, not "queued"
+            _say(f"{outcome} (out of time while closing)")
+        elif committed:
             _say(f"{committed} queued (out of time; a running server delivers it once the lease of {LEASE:g} s ends)")
         else:
             _say("out of time before the event was committed; nothing sent")
@@ -209,7 +213,7 @@ def run_hook(events: str | None = None, *, stdin: IO[bytes] | None = None, limit
 
 
 #: What the watchdog can truthfully say if it has to end the process.
-_STATE = {"committed": ""}
+_STATE = {"committed": "", "outcome": ""}
 
 
 async def _notify(notice: Notice, end: float) -> str:
@@ -218,13 +222,16 @@ async def _notify(notice: Notice, end: float) -> str:
     import anyio
 
     from cctg_mcp.config import load_settings
+    from cctg_mcp.delivery.mode import MODE_FILE, ModeStore
     from cctg_mcp.delivery.outbox import Outbox
-    from cctg_mcp.events.catalogue import Event
+    from cctg_mcp.events.catalogue import Event, event_priority
+    from cctg_mcp.resilience.config import load_resilience_config
 
     settings = load_settings()
     problems = settings.problems()
     if problems:
         return "not configured, nothing sent: " + " ".join(problems)
+    config = load_resilience_config(dict(os.environ), settings.config_path)
     event_id = str(uuid.uuid4())
     event = Event(
         event_id=event_id,
@@ -234,30 +241,45 @@ async def _notify(notice: Notice, end: float) -> str:
         source="claude-code-hook",
         task_id=event_id,
         data=notice.data,
-        priority=notice.priority,  # type: ignore[arg-type]
+        # The configured events.<type>.priority, as the service gives; else the hook's own.
+        priority=event_priority(notice.type, config.events, notice.priority),  # type: ignore[arg-type]
     )
-    # As NotificationService.recipients(): one event file in bridge mode, else one per allowed user.
-    recipients = [0] if settings.delivery == "bridge" else list(settings.allowed_users)
+    # The person's mode (muted, local) holds the event as it holds the server's; in bridge
+    # delivery the bridge owns the mode, as in the dispatcher.
+    held = ModeStore(settings.data_dir / MODE_FILE).hold_reason(event) if settings.delivery == "telegram" else None
+    recipients = settings.recipients()  # as NotificationService.recipients()
     owner = f"hook-{uuid.uuid4().hex[:12]}"
     outbox = await Outbox.open(
         settings.outbox_path, max_pending=settings.outbox_max_pending, max_bytes=settings.outbox_max_bytes
     )
     try:
-        attempt = end - time.time() - 0.2 >= MIN_ATTEMPT
+        attempt = held is None and end - time.time() - 0.2 >= MIN_ATTEMPT
         claimed = await outbox.enqueue(event, recipients, lease=(owner, LEASE) if attempt else None) or []
         _STATE["committed"] = event_id
+        if held is not None:
+            return f"{event_id} queued ({held}: the mode holds it; it goes out when the mode is switched back)"
         budget = end - time.time() - 0.2
         if not attempt or budget < MIN_ATTEMPT:
             return f"{event_id} queued (no time left to send it; a running server will)"
+
+        def line(outcomes: list[Any]) -> str:
+            if settings.delivery == "bridge":  # a written file is not a delivery until the bridge takes it
+                return f"{event_id} " + ", ".join(
+                    "event file written for the bridge" if o.status == "delivered" else o.status for o in outcomes
+                )
+            done = ", ".join(f"chat {o.chat_id}: {o.status}" for o in sorted(outcomes, key=lambda o: o.chat_id))
+            rest = len(claimed) - len(outcomes)
+            return f"{event_id} {done}" + (f"; {rest} more queued" if rest > 0 else "")
+
+        def record(outcomes: list[Any]) -> None:
+            _STATE["outcome"] = line(outcomes)  # what the watchdog says if it ends the process now
+
         try:
             with anyio.move_on_after(budget):
-                outcomes = await _deliver(settings, outbox, owner, claimed, budget)
-                if settings.delivery == "bridge":  # a written file is not a delivery until the bridge takes it
-                    return f"{event_id} " + ", ".join(
-                        "event file written for the bridge" if o.status == "delivered" else o.status for o in outcomes
-                    )
-                return f"{event_id} " + ", ".join(f"chat {o.chat_id}: {o.status}" for o in outcomes)
-            return f"{event_id} queued (not delivered within {budget:.2f} s; a running server will)"
+                return line(await _deliver(settings, config, outbox, owner, claimed, budget, record))
+            return (
+                _STATE["outcome"] or f"{event_id} queued (not delivered within {budget:.2f} s; a running server will)"
+            )
         finally:
             with anyio.CancelScope(shield=True):  # hand the lease back at once: a server may take it now
                 await outbox.release_owner(owner)
@@ -266,7 +288,15 @@ async def _notify(notice: Notice, end: float) -> str:
             await outbox.close()
 
 
-async def _deliver(settings: Any, outbox: Any, owner: str, claimed: list[Any], budget: float) -> list[Any]:
+async def _deliver(
+    settings: Any,
+    config: Any,
+    outbox: Any,
+    owner: str,
+    claimed: list[Any],
+    budget: float,
+    record: Callable[[list[Any]], None],
+) -> list[Any]:
     """A one-shot delivery path: the dispatcher's ``deliver`` without its background loop."""
     import anyio
 
@@ -274,10 +304,8 @@ async def _deliver(settings: Any, outbox: Any, owner: str, claimed: list[Any], b
     from cctg_mcp.delivery.local_coordination import LocalCoordinator
     from cctg_mcp.delivery.pacing import Pacer
     from cctg_mcp.resilience.clock import SYSTEM_CLOCK
-    from cctg_mcp.resilience.config import load_resilience_config
     from cctg_mcp.resilience.pipeline import PipelineSet
 
-    config = load_resilience_config(dict(os.environ), settings.config_path)
     pipelines = PipelineSet(config)
     # The bot's rate budget is shared with every server on this data dir (coordination).
     coordinator = LocalCoordinator(settings.data_dir)
@@ -303,6 +331,7 @@ async def _deliver(settings: Any, outbox: Any, owner: str, claimed: list[Any], b
 
         async def one(delivery: Any) -> None:
             outcomes.append(await dispatcher.deliver(delivery, deadline=deadline))
+            record(list(outcomes))
 
         async with anyio.create_task_group() as tg:
             for delivery in claimed:

@@ -4,7 +4,9 @@
    argument, which other users can read in the process list);
 2. ``getMe`` checks it and names the bot;
 3. the person sends ``/start`` to the bot; ``getUpdates`` reads it and shows their user id and
-   name (``--user-id`` skips this in scripts); they confirm (``--yes`` skips that);
+   name (``--user-id`` skips this in scripts); they confirm (``--yes`` skips that). A running
+   server that reads the bot's updates (it holds the data dir's reader lock) makes setup stop
+   first: two readers would cut each other off, and setup would take the server's answers;
 4. the configuration is merged into Claude Code's user config (``~/.claude.json``) and/or
    Claude Desktop's ``claude_desktop_config.json`` (other servers kept, the old file kept as
    ``.bak``, written atomically, mode 0600), or printed with ``--print``.
@@ -118,14 +120,39 @@ def start_sender(update: dict[str, Any]) -> Person | None:
     return Person(user_id, str(sender.get("first_name") or "?")[:64], sender.get("username") or None)
 
 
+def data_dir() -> Path:
+    """The data dir a server started from this environment uses (``CCTG_DATA_DIR``, else the default)."""
+    return Path(os.environ.get("CCTG_DATA_DIR") or "~/.cc_telegram").expanduser()
+
+
+async def refuse_if_a_server_reads(directory: Path) -> None:
+    """Stop before reading getUpdates when a live server holds the data dir's reader lock:
+    Telegram would cut its poll off (409) and this setup would take the person's answers."""
+    from cctg_mcp.delivery.local_coordination import LocalCoordinator
+
+    reader = await LocalCoordinator(directory).leader()  # None unless a live process holds the lock
+    if reader is not None:
+        raise SetupError(
+            f"A running cctg-mcp server (session {reader}, data dir {directory}) reads this bot's updates. "
+            "Reading them here would cut it off (Telegram refuses the older reader with 409) and take the "
+            "answers meant for it. Stop the server first, or pass --user-id with your numeric id "
+            "(nothing else needs the updates)."
+        )
+
+
 async def wait_for_start(transport: TelegramTransport, wait: float) -> Person:
-    """Skip updates already waiting, then long-poll until someone sends /start."""
+    """Skip updates already waiting (saying how many), then long-poll until someone sends /start."""
     try:
         import anyio
 
         old = await transport.get_updates(None, timeout=0, allowed_updates=["message"])
         ids = [u["update_id"] for u in old if isinstance(u.get("update_id"), int)]
         offset = max(ids) + 1 if ids else None
+        if ids:
+            say(
+                f"{len(ids)} update(s) already waiting for the bot are skipped and discarded (Telegram "
+                "drops them once setup reads past them); send /start after this line."
+            )
         with anyio.move_on_after(wait):
             while True:
                 updates = await transport.get_updates(offset, timeout=min(25, max(1, int(wait))))
@@ -223,6 +250,7 @@ async def _setup(args: Any, token: str, base_url: str) -> int:
         if args.user_id:
             users = list(dict.fromkeys(args.user_id))
         else:
+            await refuse_if_a_server_reads(data_dir())
             say(f"Now open https://t.me/{bot} in Telegram and send /start (waiting up to {args.wait:g} s)...")
             person = await wait_for_start(transport, args.wait)
             say(f"/start came from {person}.")

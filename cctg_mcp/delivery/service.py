@@ -20,7 +20,7 @@ from cctg_mcp.config import Settings
 from cctg_mcp.delivery.coordination import Coordinator
 from cctg_mcp.delivery.dispatcher import Dispatcher, Outcome
 from cctg_mcp.delivery.outbox import Outbox
-from cctg_mcp.events.catalogue import CATALOGUE, EVENT_PRIORITY, EVENT_TYPES, Event, Priority, utc_iso
+from cctg_mcp.events.catalogue import CATALOGUE, EVENT_TYPES, Event, Priority, event_priority, utc_iso
 from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock, iso_z
 from cctg_mcp.resilience.config import ResilienceConfig
 from cctg_mcp.resilience.errors import BaseResilienceError, ConfigurationError, ValidationError
@@ -253,8 +253,7 @@ class NotificationService:
 
     def event_priority(self, event_type: str) -> Priority:
         """The configuration's ``events.<type>.priority`` if set, else the catalogue's."""
-        configured = self.resilience.events.get(event_type) if self.resilience is not None else None
-        return configured.priority if configured is not None else EVENT_PRIORITY.get(event_type, "normal")
+        return event_priority(event_type, self.resilience.events if self.resilience is not None else None)
 
     def message_event(self, message: str, *, source: str = "claude-code") -> Event:
         """A free-form message (send_telegram_message): an info notification up to 20 000 chars."""
@@ -282,9 +281,7 @@ class NotificationService:
         return self.outbox, self.dispatcher
 
     def recipients(self) -> list[int]:
-        if self.settings.delivery == "bridge":
-            return [0]  # one event file per event; the bridge fans out to its allowed users
-        return list(self.settings.allowed_users)
+        return self.settings.recipients()
 
     def budget(self, operation: str, event_type: str) -> float:
         """Seconds a send tool waits for its immediate attempt: the configuration's

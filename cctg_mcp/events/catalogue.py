@@ -4,7 +4,8 @@ to Telegram text (HTML escaping, 4096-character splitting, approval keyboards)."
 from __future__ import annotations
 
 import html
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
@@ -143,6 +144,24 @@ EVENT_PRIORITY: dict[str, Priority] = {
     "approval_request": "high",
     "info_notification": "low",
 }
+
+
+class _Prioritised(Protocol):
+    @property
+    def priority(self) -> Priority: ...
+
+
+def event_priority(
+    event_type: str, configured: Mapping[str, _Prioritised] | None = None, default: Priority | None = None
+) -> Priority:
+    """The configuration's ``events.<type>.priority`` (``configured``: the resilience config's
+    ``events`` table) if set, else ``default``, else the catalogue's. Pure and cheap: the
+    service and the hook both use it, so a hook event gets the configured priority too."""
+    entry = configured.get(event_type) if configured is not None else None
+    if entry is not None:
+        return entry.priority
+    return default if default is not None else EVENT_PRIORITY.get(event_type, "normal")
+
 
 TELEGRAM_TEXT_LIMIT = 4096
 

@@ -2,7 +2,8 @@
 
 Telegram delivery: ``getMe`` (the token), then ``sendChatAction`` to every allowed user (the
 cheapest call that proves the bot may write to that chat: a person who never pressed Start or
-blocked the bot answers 403). Bridge delivery: the events directory and the bridge's /health.
+blocked the bot answers 403). Bridge delivery: the events directory (a file is really created
+and removed there) and the bridge's /health.
 ``ok`` is true only when a send would really reach every recipient. Network errors name the
 host and the cause. Nothing here prints; the CLI renders the ``Preflight`` as text or JSON.
 """
@@ -10,6 +11,8 @@ host and the cause. Nothing here prints; the CLI renders the ``Preflight`` as te
 from __future__ import annotations
 
 import socket
+import tempfile
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import anyio
@@ -142,7 +145,23 @@ async def preflight(settings: Settings) -> Preflight:
     return report
 
 
+def _unwritable(directory: Path) -> str | None:
+    """Why a file cannot be created in ``directory`` (a real create and delete), else None."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".cctg-check-"):
+            return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
+
+
 async def _bridge(settings: Settings, report: Preflight) -> None:
+    if settings.events_dir.is_dir():  # problems() already says when it cannot be created
+        why = await anyio.to_thread.run_sync(_unwritable, settings.events_dir)
+        if why is not None:
+            report.problems.append(
+                f"CC_TELEGRAM_EVENTS_DIR ({settings.events_dir}) is not writable: {why}. "
+                "Point it to a directory this user can write."
+            )
     health = await probe_bridge_health(settings.bridge_health_url, timeout_s=5.0)
     report.bridge_health = f"{health.status}: {health.detail}"
     if health.status != "healthy":

@@ -248,6 +248,8 @@ async def resilience_status(service: NotificationService, *, refresh: bool = Fal
     health = _health_summary(service, issues)
     overall = verdict(service)
     coordination = await _coordination(service, issues)
+    if answers is not None and answers.following and coordination is not None:
+        answers.reader = coordination.reader  # who does read them, as far as this session knows
     config = service.resilience
     return ResilienceStatus(
         overall=overall.overall,

@@ -59,8 +59,11 @@ def verdict(service: NotificationService, report: HealthReport | None = None) ->
     }[overall]
     if overall in ("healthy", "unknown"):  # an observed fault outranks "not checked yet"
         answers = answers_summary(service, [])
-        if answers is not None and not answers.healthy:
+        if answers is not None and answers.healthy is False:
             overall, reason = "degraded", "answers from Telegram are not being read"
+        elif answers is not None and answers.healthy is None and overall == "healthy":
+            # A follower's answers are not a check it ran: say so rather than count them as passed.
+            reason += "; answers are read by another session (not checked by this one)"
     return Verdict(overall, report.ready, True, reason)
 
 

@@ -11,7 +11,9 @@ is never "allow" by default:
    answer to this request only: a press on another request's button names another event;
 3. if no recipient got it within the send deadline (Telegram down, breaker open, delivery
    held), the copies still waiting are withdrawn from the outbox (so a stale question never
-   pops up later) and the request is denied at once, saying why;
+   pops up later) and the request is denied at once, saying why; if it is dead for one
+   recipient (blocked bot), it is denied too, and the copies that did go out are edited to
+   say so (their buttons go);
 4. otherwise the first answer wins: Allow → allow; Deny, or a typed reply → deny; no answer
    within ``CCTG_PERMISSION_TIMEOUT`` → deny, saying so;
 5. the delivered messages are edited to show the decision and who made it (the buttons go).
@@ -31,7 +33,7 @@ from cctg_mcp.answers import Answers, TelegramResponse
 from cctg_mcp.answers.common import ProgressFn
 from cctg_mcp.delivery.mode import LOCAL, MUTED
 from cctg_mcp.delivery.service import NotificationService, SendResult
-from cctg_mcp.events.catalogue import escape_html
+from cctg_mcp.events.catalogue import Event, escape_html
 from cctg_mcp.events.rendering import render_event
 from cctg_mcp.permissions.summary import clip, matches, summarise
 from cctg_mcp.resilience.errors import BaseResilienceError, redact
@@ -105,6 +107,7 @@ class PermissionGate:
             "timeout_minutes": round(timeout / 60, 2),
             "permission": {"tool_name": tool_name[:200], "tool_use_id": (tool_use_id or "")[:200] or None},
         }
+        event: Event | None = None
         try:
             event = self.service.build_event(
                 type="approval_request",
@@ -114,6 +117,9 @@ class PermissionGate:
             )
             sent = await self.service.submit(event, operation="sendApprovalRequest")
         except BaseResilienceError as exc:
+            if event is not None:  # e.g. dead for one recipient: the copies that went out must not decide
+                await self._withdraw(event.event_id)
+                await self._close_delivered(event, "🚫 <b>Denied</b>: the request could not reach every recipient")
             return deny(f"Denied: the request could not be sent to Telegram ({redact(str(exc))[:300]}).")
         delivered = [
             (r.chat_id, r.message_ids[-1]) for r in sent.recipients if r.status == "delivered" and r.message_ids
@@ -165,6 +171,21 @@ class PermissionGate:
                 await self.service.outbox.withdraw(event_id)
             except Exception:  # the decision stands; a late copy is answered by nobody
                 log.exception("permission: could not withdraw the undelivered copies of %s", event_id)
+
+    async def _close_delivered(self, event: Event, outcome: str) -> None:
+        """Edit the copies already delivered (the send failed for another recipient) to show
+        the outcome, so their Allow/Deny buttons go: nobody waits for them any more."""
+        outbox = self.service.outbox
+        if outbox is None:
+            return
+        try:
+            rows = await outbox.deliveries(event.event_id)
+        except Exception:  # the decision stands; a press on a stale copy is answered by nobody
+            log.exception("permission: could not read the delivered copies of %s", event.event_id)
+            return
+        delivered = [(d.chat_id, d.message_ids[-1]) for d in rows if d.status == "delivered" and d.message_ids]
+        if delivered:
+            await _Finish(self, event.event_id, render_event(event)[-1].text, delivered)(outcome)
 
     async def edit(self, chat_id: int, message_id: int, text: str) -> None:
         """Best effort: the decision is made whether or not the edit lands."""

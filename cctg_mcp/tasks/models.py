@@ -11,8 +11,9 @@ Status = Literal["pending", "in_progress", "completed", "blocked"]
 Section = Literal["completed", "current", "upcoming", "blocked"]
 
 #: The four statuses the tools filter and count by, from every spelling the two systems use
-#: (TaskMaster writes ``done`` and ``in-progress``; its ``review``, ``deferred`` and
-#: ``cancelled`` are counted in ``total`` only).
+#: (TaskMaster writes ``done`` and ``in-progress``). Its ``review``, ``deferred`` and
+#: ``cancelled`` count in no summary (``Summary.total`` and ``grand_total`` add up these four
+#: only); they count in a result's ``total_count`` only.
 NORMALISED: dict[str, Status] = {
     "pending": "pending",
     "todo": "pending",
