@@ -36,6 +36,9 @@ DEFAULT_BRIDGE_HEALTH_URL = "http://localhost:8080/health"
 #: Prefixes of the variables this server reads (``sources`` lists those that were set).
 PREFIXES = ("TELEGRAM_", "CCTG_", "CC_TELEGRAM_")
 
+#: Where state lives unless ``CCTG_DATA_DIR`` says otherwise (the CCTelegram bridge's own dir).
+DEFAULT_DATA_DIR = Path("~/.cc_telegram")
+
 
 class PacingSettings(BaseModel):
     """Telegram's flood limits (Bot FAQ; not contractual, so configurable)."""
@@ -249,7 +252,7 @@ class Settings(BaseSettings):
         DEFAULT_BASE_URL, validation_alias=AliasChoices("CCTG_API_BASE_URL", "TELEGRAM_API_BASE_URL")
     )
     data_dir: Annotated[Path, BeforeValidator(_path)] = Field(
-        Path("~/.cc_telegram"), validation_alias=AliasChoices("CCTG_DATA_DIR")
+        DEFAULT_DATA_DIR, validation_alias=AliasChoices("CCTG_DATA_DIR")
     )
     #: Default ``telegram``, also without a token (then "not configured"): bridge delivery only
     #: when asked for, never a silent switch to writing files nobody may read.

@@ -211,6 +211,19 @@ async def test_muted_the_hook_sends_nothing_and_the_event_stays_queued(
 
 
 @anyio_test
+async def test_with_redis_coordination_the_hook_only_commits(standin: TelegramStandIn, tmp_path: Path) -> None:
+    """The bot's budget lives in Redis then, which the hook does not join: sending on the data
+    dir's local budget could break the limits the servers keep together. (Nothing listens on
+    port 9: the hook must not even try Redis.)"""
+    env = env_for(standin, tmp_path, CCTG_REDIS_URL="redis://127.0.0.1:9/0")
+    done = await hook(json.dumps(STOP).encode(), env, "--limit", "20")
+    assert (done.returncode, done.stdout) == (0, b""), done.stderr
+    assert b"queued (Redis coordination" in done.stderr and b"delivered" not in done.stderr, done.stderr
+    assert standin.sent == []
+    assert await pending(tmp_path) == len(USERS)  # committed, unleased: a server sends it
+
+
+@anyio_test
 async def test_a_configured_event_priority_applies_to_hook_events(standin: TelegramStandIn, tmp_path: Path) -> None:
     config = tmp_path / "resilience.json"
     config.write_text(json.dumps({"events": {"task_completion": {"priority": "critical"}}}))

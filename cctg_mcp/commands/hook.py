@@ -253,11 +253,16 @@ async def _notify(notice: Notice, end: float) -> str:
         settings.outbox_path, max_pending=settings.outbox_max_pending, max_bytes=settings.outbox_max_bytes
     )
     try:
-        attempt = held is None and end - time.time() - 0.2 >= MIN_ATTEMPT
+        # With Redis coordination the bot's budget lives in Redis, which this short-lived
+        # process does not join: it only commits, and a server on this data dir sends.
+        shared = settings.redis_url is not None
+        attempt = held is None and not shared and end - time.time() - 0.2 >= MIN_ATTEMPT
         claimed = await outbox.enqueue(event, recipients, lease=(owner, LEASE) if attempt else None) or []
         _STATE["committed"] = event_id
         if held is not None:
             return f"{event_id} queued ({held}: the mode holds it; it goes out when the mode is switched back)"
+        if shared:
+            return f"{event_id} queued (Redis coordination: a server on this data dir sends it, in the shared budget)"
         budget = end - time.time() - 0.2
         if not attempt or budget < MIN_ATTEMPT:
             return f"{event_id} queued (no time left to send it; a running server will)"

@@ -122,7 +122,9 @@ def start_sender(update: dict[str, Any]) -> Person | None:
 
 def data_dir() -> Path:
     """The data dir a server started from this environment uses (``CCTG_DATA_DIR``, else the default)."""
-    return Path(os.environ.get("CCTG_DATA_DIR") or "~/.cc_telegram").expanduser()
+    from cctg_mcp.config import DEFAULT_DATA_DIR
+
+    return Path(os.environ.get("CCTG_DATA_DIR") or DEFAULT_DATA_DIR).expanduser()
 
 
 async def refuse_if_a_server_reads(directory: Path) -> None:
