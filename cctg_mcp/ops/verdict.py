@@ -46,7 +46,7 @@ def verdict(service: NotificationService, report: HealthReport | None = None) ->
     if gone is not None:
         return Verdict("unhealthy", False, True, f"the outbox is gone ({gone}): sends are refused until a restart")
     monitor = service.health
-    if not isinstance(monitor, HealthMonitor):
+    if not isinstance(monitor, HealthMonitor) or not monitor.settings.enabled:
         running = bool(service.dispatcher is not None and service.dispatcher.running)
         return Verdict("unknown", running, True, "health monitoring is not running, so nothing is checked")
     report = report if report is not None else monitor.report()

@@ -1,0 +1,52 @@
+"""Operations answers say only what is true (review findings on ops/: verdict, health, status).
+
+A real service over the loopback stand-in: with health monitoring disabled the verdict says
+nothing is checked (not "the first checks have not run yet" forever); with resilience disabled
+the breaker check says calls bypass the breakers instead of "closed"."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+from helpers import fast_config, make_settings
+
+from cctg_mcp.app import open_service
+from cctg_mcp.ops.verdict import verdict
+from cctg_mcp.resilience.health import HealthMonitor
+from cctg_mcp.testing import TelegramStandIn
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_health_disabled_says_nothing_is_checked(standin: TelegramStandIn, tmp_path: Path) -> None:
+    config = fast_config(health={"enabled": False})
+    async with open_service(make_settings(standin, tmp_path), resilience=config) as service:
+        assert isinstance(service.health, HealthMonitor) and not service.health.settings.enabled
+        seen = verdict(service)
+    assert seen.overall == "unknown" and seen.configured
+    assert seen.reason == "health monitoring is not running, so nothing is checked"
+
+
+async def test_health_enabled_before_the_first_checks_is_not_said_to_be_off(
+    standin: TelegramStandIn, tmp_path: Path
+) -> None:
+    config = fast_config(health={"interval": 600_000, "gracePeriod": 600_000})
+    async with open_service(make_settings(standin, tmp_path), resilience=config) as service:
+        seen = verdict(service)
+    assert "health monitoring is not running" not in seen.reason
+
+
+async def test_resilience_disabled_breaker_check_is_degraded_not_closed(
+    standin: TelegramStandIn, tmp_path: Path
+) -> None:
+    config = fast_config(enabled=False, health={"interval": 600_000, "gracePeriod": 600_000})
+    async with open_service(make_settings(standin, tmp_path), resilience=config) as service:
+        assert isinstance(service.health, HealthMonitor)
+        with anyio.fail_after(15):
+            report = await service.health.check_now("telegram_breaker")
+    component = report.component("telegram_breaker")
+    assert component.status.value == "degraded", component
+    message = component.message or ""
+    assert "resilience disabled" in message and "is closed" not in message
