@@ -13,6 +13,7 @@ import pytest
 from helpers import fast_config, make_settings
 
 from cctg_mcp.app import open_service
+from cctg_mcp.ops.chaos import ServiceProbe
 from cctg_mcp.ops.verdict import verdict
 from cctg_mcp.resilience.health import HealthMonitor
 from cctg_mcp.testing import TelegramStandIn
@@ -50,3 +51,23 @@ async def test_resilience_disabled_breaker_check_is_degraded_not_closed(
     assert component.status.value == "degraded", component
     message = component.message or ""
     assert "resilience disabled" in message and "is closed" not in message
+
+
+async def test_chaos_recovery_in_direct_mode_walks_every_breaker_of_the_component(
+    standin: TelegramStandIn, tmp_path: Path
+) -> None:
+    """A per-operation breaker left open (here isolated) is not "recovered"."""
+    config = fast_config(
+        health={"enabled": False},
+        operations={"sendMessage": {"timeout": 2000, "circuitBreaker": {"failureThreshold": 7}}},
+    )
+    async with open_service(make_settings(standin, tmp_path), resilience=config) as service:
+        assert service.pipelines is not None and service.transport is not None
+        found = service.pipelines.for_component("telegram").breakers
+        probe = ServiceProbe(service, service.transport, service.supervisor)  # type: ignore[arg-type]
+        with anyio.fail_after(15):
+            ok_before, seen_before = await probe.recovered(0.0)
+            found["telegram.sendMessage"].isolate(by="test")
+            ok, seen = await probe.recovered(0.0)
+    assert ok_before and "breakers closed" in seen_before
+    assert not ok and "the telegram.sendMessage breaker is isolated" in seen, seen
