@@ -24,9 +24,10 @@ def force_breaker(
     closed or reset), ``closed`` closes with fresh window counts, ``disabled`` admits
     everything and records nothing, ``reset`` is a fresh closed breaker (totals zeroed)."""
     pipelines = service.pipelines
-    components = sorted(pipelines.pipelines) if pipelines is not None else []
-    if pipelines is None or component not in pipelines.pipelines:
-        raise ValidationError(f"component {component!r} has no circuit breaker; valid: {', '.join(components)}.")
+    # only components calls really go through: forcing an idle breaker would change nothing
+    components = sorted(c for c in pipelines.in_use if c in pipelines.pipelines) if pipelines is not None else []
+    if pipelines is None or component not in components:
+        raise ValidationError(f"unknown component {component!r}; valid: {', '.join(components) or 'none'}.")
     if state not in FORCED_STATES:
         raise ValidationError(f"state {state!r} is not one of: {', '.join(FORCED_STATES)}.")
     breakers = list(pipelines.pipelines[component].breakers.values())

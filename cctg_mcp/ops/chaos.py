@@ -40,7 +40,7 @@ import anyio.to_thread
 
 from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.delivery.supervisor import DispatcherSupervisor
-from cctg_mcp.ops.chaos_bridge import BridgeProbe, bridge_experiments, safety_reading
+from cctg_mcp.ops.chaos_bridge import BridgeProbe, bridge_experiments, safety_reading, unclosed_breakers
 from cctg_mcp.resilience.chaos import ChaosController, RunContext, SafetyLimits, SafetyReading
 from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
 from cctg_mcp.resilience.errors import NetworkError, ValidationError
@@ -390,15 +390,12 @@ class ServiceProbe:
             problems.append("the dispatcher is not running")
         if svc.pipelines is not None:
             pipe = svc.pipelines.for_component(self.component)
-            state = pipe.breaker.state.value
-            if state == "open" and pipe.breaker.retry_after() <= 0:
+            if pipe.breaker.state.value == "open" and pipe.breaker.retry_after() <= 0:
                 try:  # an open breaker only half-opens on a call: probe it, as a health check would
                     await pipe.call("getMe", self.sender.get_me, deadline=svc.clock.monotonic() + 5.0)
                 except Exception as exc:
                     problems.append(f"probe failed: {exc}")
-                state = pipe.breaker.state.value
-            if state not in ("closed", "disabled"):
-                problems.append(f"the {self.component} breaker is {state}")
+        problems += unclosed_breakers(svc, self.component)  # its own and every per-operation one
         if svc.outbox is not None:
             counts = await svc.outbox.counts()
             age = counts.oldest_pending_age_s
@@ -406,7 +403,7 @@ class ServiceProbe:
                 problems.append(f"{counts.pending + counts.in_flight} queued, oldest from before the rollback")
                 if svc.dispatcher is not None:
                     svc.dispatcher.wake()
-        return (not problems, "; ".join(problems) or "breaker closed, backlog drained, dispatcher running")
+        return (not problems, "; ".join(problems) or "breakers closed, backlog drained, dispatcher running")
 
 
 DESCRIPTIONS = {

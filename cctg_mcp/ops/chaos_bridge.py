@@ -137,6 +137,18 @@ async def safety_reading(service: NotificationService, component: str) -> Safety
     return SafetyReading(calls, errors, dead, backlog)
 
 
+def unclosed_breakers(service: NotificationService, component: str) -> list[str]:
+    """Every breaker of ``component`` (its own and its per-operation ones) not closed (or
+    disabled), as problems: a chaos run has recovered only when none is left."""
+    if service.pipelines is None:
+        return []
+    return [
+        f"the {breaker.name} breaker is {breaker.state.value}"
+        for breaker in service.pipelines.for_component(component).breakers.values()
+        if breaker.state.value not in ("closed", "disabled")
+    ]
+
+
 class BridgeProbe:
     """Safety readings and the recovery check in bridge delivery."""
 
@@ -150,10 +162,7 @@ class BridgeProbe:
         svc, problems = self.service, []
         if svc.dispatcher is not None and not svc.dispatcher.running:
             problems.append("the dispatcher is not running")
-        if svc.pipelines is not None:
-            for breaker in svc.pipelines.for_component(BRIDGE_COMPONENT).breakers.values():
-                if breaker.state.value not in ("closed", "disabled"):
-                    problems.append(f"the {breaker.name} breaker is {breaker.state.value}")
+        problems += unclosed_breakers(svc, BRIDGE_COMPONENT)
         manager = bridge_of(svc)
         if manager.executable_or_none() is not None:  # a bridge this server can manage
             if not manager.check_process().running:

@@ -8,7 +8,7 @@ report what they see; the monitor applies timeouts, thresholds and history.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -63,12 +63,22 @@ def worst_breaker(breakers: Iterable[CircuitBreaker]) -> CircuitBreaker:
     return min(breakers, key=lambda b: _WORST[b.state])
 
 
-def breaker_check(breaker: CircuitBreaker, siblings: Mapping[str, CircuitBreaker] | None = None) -> CheckFn:
+def breaker_check(
+    breaker: CircuitBreaker,
+    siblings: Mapping[str, CircuitBreaker] | None = None,
+    *,
+    bypassed: Callable[[], bool] | None = None,
+) -> CheckFn:
     """closed → healthy; half_open or disabled → degraded; open or isolated → unhealthy.
     ``siblings`` (a live mapping, e.g. ``Pipeline.breakers``): the component's per-operation
-    breakers; the worst of them all speaks for the component."""
+    breakers; the worst of them all speaks for the component. ``bypassed``: true while the
+    pipeline runs calls past every breaker (``RESILIENCE_ENABLED=false``): degraded, as disabled."""
 
     async def check() -> CheckResult:
+        if bypassed is not None and bypassed():
+            return CheckResult.degraded(
+                f"resilience disabled: calls bypass breaker {breaker.name} (no protection)", state="bypassed"
+            )
         worst = worst_breaker((breaker, *(siblings or {}).values()))
         st = worst.statistics()
         details = {
@@ -326,7 +336,11 @@ def install_default_checks(monitor: HealthMonitor, service: NotificationService)
         add(ep.name, probe, critical=ep.critical, kind="http")
     if service.pipelines is not None:
         pipe = service.pipelines.for_component(active)
-        add(breaker_name(active), breaker_check(pipe.breaker, pipe.breakers), critical=True)
+        add(
+            breaker_name(active),
+            breaker_check(pipe.breaker, pipe.breakers, bypassed=lambda: not pipe.enabled),
+            critical=True,
+        )
     if service.outbox is not None:
         add(OUTBOX, outbox_check(service.outbox), critical=False)
     if service.dispatcher is not None:

@@ -104,16 +104,7 @@ async def network_cause(exc: BaseResilienceError, url: str) -> str:
         seen = await anyio.to_thread.run_sync(_connect, host, port)
         if seen is not None:
             return f"{seen} ({text})"
-    if any(
-        needle in lowered
-        for needle in (
-            "name or service not known",
-            "nodename nor servname",
-            "name resolution",
-            "getaddrinfo",
-            "no address associated",
-        )
-    ):
+    if any(needle in lowered for needle in _UNRESOLVED):
         return f"cannot resolve {host}: {text}"
     if "refused" in lowered or (exc.code == "ECONNREFUSED" and "errno 111" in lowered):
         return f"connection refused by {host}:{port}: {text}"

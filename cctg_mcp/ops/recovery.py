@@ -11,10 +11,14 @@ retry                  delivery component: make every pending outbox row due now
                        Component ``outbox``: requeue the
                        dead letters (``outbox.requeue_dead()``) and make everything due: this is how
                        ``trigger_recovery(component="outbox", strategy="retry")`` re-drives dead rows
-                       after the cause (token, blocked bot) was fixed.
+                       after the cause (token, blocked bot) was fixed; verified only when dead rows
+                       were requeued (nothing dead: ``unverified``). A 429 pause ends early only
+                       when someone asked (trigger ``tool``/``api``), never on the monitor's own.
 circuit_breaker        open breaker: ``probe_now()`` and run the component's check through the
                        breaker as the probe; on success ``close()``. Half-open/isolated/closed: the
-                       check runs directly and a pass closes it. Detail: state before → after.
+                       check runs directly and a pass closes it (and the component's other open /
+                       half-open breakers; isolated ones too when the chosen one was isolated).
+                       Verified only if every breaker of the component ended closed.
 restart                After ``recovery.restartDelay``: Telegram: ``transport.rebuild()`` (a new
                        httpx client; ``generation`` must rise by one), then ``getMe``; an open
                        breaker is set to probe at once. Dispatcher: the loop is stopped, and started
@@ -172,14 +176,22 @@ class RecoveryActions:
         found = self._breakers(fam)
         return worst_breaker(found) if found else None
 
-    def _close_siblings(self, fam: str) -> str:
-        """The component passed its check: close its other open or half-open breakers too."""
+    def _close_siblings(self, fam: str, *, isolated_too: bool) -> str:
+        """The component passed its check: close its other open or half-open breakers too (and
+        isolated ones when the breaker chosen was itself isolated: the person released it)."""
+        closing = {BreakerState.OPEN, BreakerState.HALF_OPEN}
+        if isolated_too:
+            closing.add(BreakerState.ISOLATED)
         closed = []
         for breaker in self._breakers(fam):
-            if breaker.state in (BreakerState.OPEN, BreakerState.HALF_OPEN):
+            if breaker.state in closing:
                 breaker.close(by="recovery")
                 closed.append(breaker.name)
         return f"; also closed {', '.join(closed)}" if closed else ""
+
+    def _not_closed(self, fam: str) -> list[CircuitBreaker]:
+        """The component's breakers that are not closed (disabled ones admit every call)."""
+        return [b for b in self._breakers(fam) if b.state not in (BreakerState.CLOSED, BreakerState.DISABLED)]
 
     def _probe(self, fam: str) -> Callable[[], Awaitable[str]] | None:
         """The component's own check (raises our errors on failure), or None if it has none."""
@@ -223,6 +235,8 @@ class RecoveryActions:
         probe = self._probe(fam)
         if probe is None:
             if fam == "telegram":
+                if self.delivery == "bridge":
+                    return False, "bridge delivery: no direct Telegram transport"
                 return False, "no Telegram transport (not configured)"
             return None, f"no check available for {fam}"
         try:
@@ -272,10 +286,19 @@ class RecoveryActions:
                 f"(dead {before.dead} → {after.dead}, pending {after.pending})"
             )
             # the check: the dead rows went back to the queue (none left over from before)
-            return StrategyOutcome(after.dead < before.dead or before.dead == 0, detail, verified=True)
+            if after.dead < before.dead:
+                return StrategyOutcome(True, detail, verified=True)
+            if before.dead == 0:  # nothing was dead: acted (made rows due), but nothing shows it helped
+                return StrategyOutcome(True, f"{detail}; nothing was dead, so the effect is unverified")
+            return StrategyOutcome(False, detail)
         counts = await outbox.counts()
         made_due = await outbox.retry_now()
-        cleared = await dispatcher.pacer.end_pause()  # a server-dictated pause (429) ends on request, everywhere
+        # a server-dictated pause (429) ends, everywhere, only when someone asked (trigger_recovery,
+        # a library call), never on the health monitor's own sessions or their backups
+        if req.asked_by_person:
+            cleared, left = await dispatcher.pacer.end_pause(), 0.0
+        else:
+            cleared, left = 0.0, dispatcher.pacer.paused_for()
         dispatcher.wake()
         rows = (
             f"made {made_due} pending delivery(ies) due now"
@@ -284,6 +307,8 @@ class RecoveryActions:
         )
         if cleared > 0:
             rows += f", ended a 429 pause that had {cleared:.0f}s left"
+        if left > 0:
+            rows += f"; Telegram's 429 pause still has {left:.0f}s left (only trigger_recovery ends it early)"
         passed, seen = await self._check(fam)
         if passed is False:
             return StrategyOutcome(False, f"{rows}, but {seen}")
@@ -303,11 +328,10 @@ class RecoveryActions:
         if probe is None:
             breaker.probe_now()
             ok = breaker.state is not BreakerState.ISOLATED
-            return StrategyOutcome(
-                ok,
-                f"{before.value} → {breaker.state.value}: the next call is a probe "
-                f"(no check for {fam} to close it now)",
-            )
+            moved = f"{before.value} → {breaker.state.value}"
+            if before is BreakerState.OPEN:
+                return StrategyOutcome(ok, f"{moved}: the next call is a probe (no check for {fam} to close it now)")
+            return StrategyOutcome(ok, f"{moved}: no check for {fam}, nothing to verify")
         if before is BreakerState.OPEN:
             breaker.probe_now()
         passed: bool
@@ -324,12 +348,16 @@ class RecoveryActions:
         if passed and breaker.state is not BreakerState.CLOSED:
             breaker.close(by="recovery")
         if passed:
-            seen += self._close_siblings(fam)
+            seen += self._close_siblings(fam, isolated_too=before is BreakerState.ISOLATED)
         after = breaker.state
         moved = f"breaker {breaker.name} {before.value} → {after.value}"
         if not passed:
             return StrategyOutcome(False, f"{moved}; {seen}")
-        return StrategyOutcome(after is BreakerState.CLOSED, f"{moved}; {seen}{await self._resume(fam)}", verified=True)
+        left = self._not_closed(fam)  # verified only when every breaker of the component is closed
+        if left:
+            still = ", ".join(f"{b.name} {b.state.value}" for b in left)
+            return StrategyOutcome(False, f"{moved}; {seen}; but still not closed: {still}")
+        return StrategyOutcome(True, f"{moved}; {seen}{await self._resume(fam)}", verified=True)
 
     async def restart(self, req: RecoveryRequest) -> StrategyOutcome:
         fam, transport = family(req.component), self.service.transport
@@ -442,8 +470,16 @@ class RecoveryActions:
             result = await service.submit(event, operation="sendPerformanceAlert", bypass_holds=True)
         except BaseResilienceError as exc:
             return StrategyOutcome(False, f"could not alert: {exc}")
-        if result.status == "duplicate":
-            return StrategyOutcome(True, "the alert for this session was already sent")
+        if result.status == "duplicate":  # the first alert's rows say whether it went out
+            delivered = [r for r in result.recipients if r.status == "delivered"]
+            if result.recipients and len(delivered) == len(result.recipients):
+                return StrategyOutcome(
+                    True, f"the alert for this session was already sent to {len(delivered)} recipient(s)"
+                )
+            states = ", ".join(sorted({r.status for r in result.recipients})) or "no recipient rows"
+            return StrategyOutcome(
+                False, f"the alert for this session was raised before but not delivered to every recipient ({states})"
+            )
         if result.status == "delivered":
             return StrategyOutcome(
                 True, f"alert sent to {len(result.recipients)} recipient(s) on Telegram", verified=True

@@ -15,8 +15,8 @@ from cctg_mcp.answers.report import AnswersSummary, answers_summary
 from cctg_mcp.delivery.mode_switch import ModeStatus, mode_status
 from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.ops.health import BRIDGE_FILE_WAIT_S
-from cctg_mcp.ops.verdict import Overall, verdict
-from cctg_mcp.resilience.health import HealthMonitor, HealthStatus
+from cctg_mcp.ops.verdict import Overall, Verdict, verdict
+from cctg_mcp.resilience.health import HealthMonitor, HealthReport, HealthStatus
 from cctg_mcp.resilience.recovery import RecoveryManager, RecoveryStatistics
 from cctg_mcp.transports.bridge.files import waiting_event_files
 
@@ -207,15 +207,15 @@ async def resilience_status(service: NotificationService, *, refresh: bool = Fal
                     )
                 elif st.state.value == "half_open":
                     issues.append(f"The {st.name} circuit breaker is half-open: probing whether {name} recovered.")
-            rs = pipe.retry.statistics
+            every = [r.statistics for r in pipe.retries.values()]  # the component's and per-operation/event ones
             retries.append(
                 RetryStatus(
                     component=name,
-                    operations=rs.operations,
-                    first_try_successes=rs.first_try_successes,
-                    retried_operations=rs.retried_operations,
-                    retries=rs.retries,
-                    gave_up=rs.gave_up,
+                    operations=sum(rs.operations for rs in every),
+                    first_try_successes=sum(rs.first_try_successes for rs in every),
+                    retried_operations=sum(rs.retried_operations for rs in every),
+                    retries=sum(rs.retries for rs in every),
+                    gave_up=sum(rs.gave_up for rs in every),
                 )
             )
     outbox = None
@@ -245,8 +245,9 @@ async def resilience_status(service: NotificationService, *, refresh: bool = Fal
     mode = mode_status(service)
     if mode is not None and mode.managed_by == "server" and mode.mode != "nomad":
         issues.append(f"{mode.mode.capitalize() if mode.mode else ''} mode: {mode.meaning}.")
-    health = _health_summary(service, issues)
-    overall = verdict(service)
+    report = service.health.report() if isinstance(service.health, HealthMonitor) else None
+    overall = verdict(service, report, answers=answers)  # built once: health's summary says the same
+    health = _health_summary(service, issues, report, overall)
     coordination = await _coordination(service, issues)
     if answers is not None and answers.following and coordination is not None:
         answers.reader = coordination.reader  # who does read them, as far as this session knows
@@ -304,15 +305,14 @@ def _recovery_summary(service: NotificationService, issues: list[str]) -> Recove
     )
 
 
-def _health_summary(service: NotificationService, issues: list[str]) -> HealthSummary | None:
-    monitor = service.health
-    if not isinstance(monitor, HealthMonitor):
+def _health_summary(
+    service: NotificationService, issues: list[str], report: HealthReport | None, overall: Verdict
+) -> HealthSummary | None:
+    if report is None:
         return None
-    report = monitor.report()
     for c in report.components:
         if c.status is HealthStatus.UNHEALTHY:
             issues.append(f"Health check {c.name!r} is unhealthy: {c.last_error or c.message}.")
-    overall = verdict(service, report)
     return HealthSummary(
         overall=overall.overall,
         ready=overall.ready,

@@ -16,9 +16,9 @@ observed, in this order:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from cctg_mcp.answers.report import answers_summary
+from cctg_mcp.answers.report import AnswersSummary, answers_summary
 from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.resilience.health import HealthMonitor, HealthReport
 
@@ -37,8 +37,15 @@ class Verdict:
     reason: str
 
 
-def verdict(service: NotificationService, report: HealthReport | None = None) -> Verdict:
-    """The overall verdict from the live service (``report``: an already-fetched monitor report)."""
+#: ``verdict(answers=...)`` not given: read the answers summary here.
+_READ: Any = object()
+
+
+def verdict(
+    service: NotificationService, report: HealthReport | None = None, *, answers: AnswersSummary | None = _READ
+) -> Verdict:
+    """The overall verdict from the live service (``report``: an already-fetched monitor report;
+    ``answers``: an already-built answers summary, so a status document reads each once)."""
     problems = service.settings.problems()
     if problems:
         return Verdict("unhealthy", False, False, "not configured: " + " ".join(problems))
@@ -46,7 +53,7 @@ def verdict(service: NotificationService, report: HealthReport | None = None) ->
     if gone is not None:
         return Verdict("unhealthy", False, True, f"the outbox is gone ({gone}): sends are refused until a restart")
     monitor = service.health
-    if not isinstance(monitor, HealthMonitor):
+    if not isinstance(monitor, HealthMonitor) or not monitor.settings.enabled:
         running = bool(service.dispatcher is not None and service.dispatcher.running)
         return Verdict("unknown", running, True, "health monitoring is not running, so nothing is checked")
     report = report if report is not None else monitor.report()
@@ -58,7 +65,8 @@ def verdict(service: NotificationService, report: HealthReport | None = None) ->
         "unhealthy": "a critical component is unhealthy: " + ", ".join(report.unhealthy),
     }[overall]
     if overall in ("healthy", "unknown"):  # an observed fault outranks "not checked yet"
-        answers = answers_summary(service, [])
+        if answers is _READ:
+            answers = answers_summary(service, [])
         if answers is not None and answers.healthy is False:
             overall, reason = "degraded", "answers from Telegram are not being read"
         elif answers is not None and answers.healthy is None and overall == "healthy":

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from cctg_mcp.resilience.breaker import BreakerSettings, BreakerTransition, CircuitBreaker
 from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
@@ -254,14 +254,3 @@ class PipelineSet:
     def breakers(self) -> dict[str, CircuitBreaker]:
         """Every breaker by name: each component's and the per-operation ones created so far."""
         return {name: b for p in self.pipelines.values() for name, b in p.breakers.items()}
-
-    def statistics(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for p in self.pipelines.values():
-            for name, breaker in p.breakers.items():
-                retry = p.retries.get(name)
-                out[name] = {
-                    "breaker": breaker.statistics().to_dict(),
-                    "retry": retry.statistics.to_dict() if retry is not None else None,
-                }
-        return out

@@ -382,7 +382,15 @@ class RecoveryManager:
         backup: str | None = None,
     ) -> StrategyOutcome:
         request = RecoveryRequest(
-            session.component, error, number, session.escalation_level, session.id, strategy, backup, session.error_code
+            session.component,
+            error,
+            number,
+            session.escalation_level,
+            session.id,
+            strategy,
+            backup,
+            session.error_code,
+            session.trigger,
         )
         fn = self.strategies.get(strategy)
         started, wall = self.clock.monotonic(), self.clock.time()

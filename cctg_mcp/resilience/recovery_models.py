@@ -38,6 +38,13 @@ class RecoveryRequest:
     strategy: RecoveryStrategy = RecoveryStrategy.RETRY
     backup: str | None = None  # the backup strategy's name when running as a backup
     error_code: str | None = None  # the error's code, or what the health check reported
+    #: who asked: "tool" (trigger_recovery), "api" (a library call) or "health" (the monitor)
+    trigger: str = "api"
+
+    @property
+    def asked_by_person(self) -> bool:
+        """A person, a tool call or a library caller asked (not the health monitor)."""
+        return self.trigger != "health"
 
 
 @dataclass
