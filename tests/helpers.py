@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import select
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, AnyStr
 
 import anyio
 from mcp import Client
@@ -83,3 +84,11 @@ async def wait_for(predicate: Callable[[], object], limit: float = 15) -> None:
     with anyio.fail_after(limit):
         while not predicate():  # noqa: ASYNC110  (the state is changed outside this event loop)
             await anyio.sleep(0.02)
+
+
+def read_line(stream: IO[AnyStr], limit: float = 30) -> AnyStr:
+    """One line a subprocess writes (and flushes) to a pipe, waiting at most ``limit`` seconds."""
+    ready, _, _ = select.select([stream], [], [], limit)
+    if not ready:
+        raise TimeoutError(f"no line from the subprocess within {limit} s")
+    return stream.readline()

@@ -19,7 +19,7 @@ from typing import Any
 
 import anyio
 import pytest
-from helpers import USERS, connected, fast_config, make_settings, text_of
+from helpers import USERS, connected, fast_config, make_settings, read_line, text_of
 from mcp import Client
 
 from cctg_mcp.app import open_service
@@ -178,7 +178,7 @@ def test_start_up_with_the_outbox_locked_by_another_process_says_so_fast(
         stdout=subprocess.PIPE,
     )
     try:
-        assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
+        assert holder.stdout is not None and read_line(holder.stdout) == b"locked\n"
         env = {**standin.server_env(data, USERS), "PATH": os.environ.get("PATH", "")}
         result = subprocess.run(
             [sys.executable, "-m", "cctg_mcp", "serve"],
