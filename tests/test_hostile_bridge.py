@@ -10,12 +10,10 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
-from helpers import USERS, connected, make_settings, text_of
-from mcp import Client
+from helpers import USERS, call, connected, make_settings
 from test_answers_bridge import bridge_answers, callback_file, event, text_file
 
 from cctg_mcp.answers import BridgeAnswers
@@ -61,14 +59,6 @@ async def test_an_empty_allow_list_accepts_no_bridge_answer(tmp_path: Path) -> N
     answers = BridgeAnswers(tmp_path / "responses", None, clock=FakeClock(wall_start=NOW + 5))
     assert (await answers.responses()).total == 0
     assert "TELEGRAM_ALLOWED_USERS is empty" in answers.status()["answers_refused"]
-
-
-async def call(client: Client, tool: str, args: dict[str, Any]) -> dict[str, Any]:
-    with anyio.fail_after(15):
-        result = await client.call_tool(tool, args)
-    assert not result.is_error, text_of(result)
-    assert result.structured_content is not None
-    return dict(result.structured_content)
 
 
 async def test_wait_for_response_does_not_return_a_strangers_approval(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import anyio
 import pytest
-from helpers import USERS, connected, fast_config, make_settings, text_of
+from helpers import USERS, call, connected, fast_config, make_settings, text_of
 from mcp import Client
 from test_bridge_e2e import FakeBridge
 from test_bridge_e2e import fake_bridge as fake_bridge  # the fixture
@@ -36,15 +36,6 @@ async def serving(settings: Settings) -> AsyncIterator[Client]:
     server = build_server(lambda: open_service(settings, resilience=fast_config(), poll_timeout=1))
     async with Client(server) as client:
         yield client
-
-
-async def call(client: Client, tool: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
-    with anyio.fail_after(15):
-        result = await client.call_tool(tool, args or {})
-    assert not result.is_error, text_of(result)
-    content: dict[str, Any] | None = result.structured_content
-    assert content is not None
-    return content
 
 
 def mode_file(data_dir: Path) -> Any:
