@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import select
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, AnyStr
 
+import anyio
 from mcp import Client
 from mcp.types import CallToolResult
 
@@ -60,3 +62,33 @@ async def connected(settings: Settings, config: ResilienceConfig | None = None) 
 
 def text_of(result: CallToolResult) -> str:
     return " ".join(getattr(block, "text", "") for block in result.content)
+
+
+async def call_raw(client: Client, tool: str, args: dict[str, Any] | None = None, limit: float = 15) -> CallToolResult:
+    """Call ``tool``, bounded by ``limit`` seconds; the result as it is, error or not."""
+    with anyio.fail_after(limit):
+        return await client.call_tool(tool, args or {})
+
+
+async def call(client: Client, tool: str, args: dict[str, Any] | None = None, limit: float = 15) -> dict[str, Any]:
+    """Call ``tool``, which must succeed, bounded by ``limit`` seconds; its structured content."""
+    result = await call_raw(client, tool, args, limit)
+    assert not result.is_error, text_of(result)
+    assert result.structured_content is not None, text_of(result)
+    return dict(result.structured_content)
+
+
+async def wait_for(predicate: Callable[[], object], limit: float = 15) -> None:
+    """Poll state another thread or process changes (the stand-in's HTTP threads, a server's
+    poller, a subprocess) until ``predicate()`` is true, bounded by ``limit`` seconds."""
+    with anyio.fail_after(limit):
+        while not predicate():  # noqa: ASYNC110  (the state is changed outside this event loop)
+            await anyio.sleep(0.02)
+
+
+def read_line(stream: IO[AnyStr], limit: float = 30) -> AnyStr:
+    """One line a subprocess writes (and flushes) to a pipe, waiting at most ``limit`` seconds."""
+    ready, _, _ = select.select([stream], [], [], limit)
+    if not ready:
+        raise TimeoutError(f"no line from the subprocess within {limit} s")
+    return stream.readline()

@@ -18,7 +18,7 @@ from typing import Any
 
 import anyio
 import pytest
-from helpers import USERS, connected, fast_config, make_settings, text_of
+from helpers import USERS, call, connected, fast_config, make_settings, text_of
 from mcp import Client
 
 from cctg_mcp.answers import (
@@ -288,15 +288,6 @@ async def test_without_a_readable_outbox_answers_are_listed_unresolved(tmp_path:
 
 
 # ---- end to end through the MCP tools ------------------------------------------------------
-
-
-async def call(client: Client, tool: str, args: dict[str, Any]) -> dict[str, Any]:
-    with anyio.fail_after(15):
-        result = await client.call_tool(tool, args)
-    assert not result.is_error, text_of(result)
-    content: dict[str, Any] | None = result.structured_content
-    assert content is not None
-    return content
 
 
 def event_files(events_dir: Path) -> list[dict[str, Any]]:

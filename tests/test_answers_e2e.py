@@ -14,7 +14,7 @@ from typing import Any
 
 import anyio
 import pytest
-from helpers import USERS, fast_config, make_settings, text_of
+from helpers import USERS, call, fast_config, make_settings, text_of
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
@@ -70,15 +70,6 @@ async def acknowledged(standin: TelegramStandIn, n: int) -> list[str | None]:
     done = await anyio.to_thread.run_sync(standin.wait_until, lambda: len(standin.answered_callbacks) >= n, 10)
     assert done, standin.answered_callbacks
     return [a.get("text") for a in standin.answered_callbacks]
-
-
-async def call(client: Client, tool: str, args: dict[str, Any]) -> dict[str, Any]:
-    with anyio.fail_after(15):
-        result = await client.call_tool(tool, args)
-    assert not result.is_error, text_of(result)
-    content: dict[str, Any] | None = result.structured_content
-    assert content is not None
-    return content
 
 
 async def send_approval(client: Client, standin: TelegramStandIn) -> tuple[str, list[str]]:

@@ -9,7 +9,7 @@ from typing import Any
 
 import anyio
 import pytest
-from helpers import FAST, USERS, connected, fast_config, make_settings, text_of
+from helpers import FAST, USERS, call, connected, fast_config, make_settings, text_of
 from mcp import Client
 
 from cctg_mcp import ResilientBridgeClient
@@ -21,14 +21,6 @@ pytestmark = pytest.mark.anyio
 ONE_USER = {"TELEGRAM_ALLOWED_USERS": str(USERS[0])}
 SLOW = {"timeout": 600_000, "monitoringWindow": 600_000}  # nothing heals or slides out during a test
 NO_RETRY = {"telegram": {"maxAttempts": 1}}
-
-
-async def call(client: Client, tool: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
-    with anyio.fail_after(15):
-        result = await client.call_tool(tool, args or {})
-    assert not result.is_error, text_of(result)
-    assert result.structured_content is not None
-    return dict(result.structured_content)
 
 
 async def breaker(client: Client, name: str = "telegram") -> dict[str, Any]:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from helpers import read_line
 
 from cctg_mcp.delivery.coordination import BucketSpec, Coordinator
 from cctg_mcp.delivery.local_coordination import LocalCoordinator
@@ -96,7 +97,7 @@ def child(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
     proc = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
-        yield proc, proc.stdout.readline().strip()  # bounded by the test timeout
+        yield proc, read_line(proc.stdout).strip()
     finally:
         proc.kill()
         proc.wait()

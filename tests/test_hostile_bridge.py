@@ -10,12 +10,10 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
-from helpers import USERS, connected, make_settings, text_of
-from mcp import Client
+from helpers import USERS, call, connected, make_settings
 from test_answers_bridge import bridge_answers, callback_file, event, text_file
 
 from cctg_mcp.answers import BridgeAnswers
@@ -30,7 +28,7 @@ NOW = time.time()
 async def test_a_strangers_press_is_ignored_counted_once_and_never_returned(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    clock = FakeClock()
+    clock = FakeClock(wall_start=NOW + 5)  # the files are stamped on real time, a few seconds ago
     async with bridge_answers(tmp_path, event("ev-ask", "deploy-7"), clock=clock) as answers:
         directory = answers.responses_dir
         for i in range(5):  # a flood of forged presses: one warning line, five counted
@@ -58,17 +56,9 @@ async def test_a_strangers_press_is_ignored_counted_once_and_never_returned(
 
 async def test_an_empty_allow_list_accepts_no_bridge_answer(tmp_path: Path) -> None:
     callback_file(tmp_path / "responses", "approve_deploy-7", at=NOW - 1, user=USERS[0])
-    answers = BridgeAnswers(tmp_path / "responses", None, clock=FakeClock())
+    answers = BridgeAnswers(tmp_path / "responses", None, clock=FakeClock(wall_start=NOW + 5))
     assert (await answers.responses()).total == 0
     assert "TELEGRAM_ALLOWED_USERS is empty" in answers.status()["answers_refused"]
-
-
-async def call(client: Client, tool: str, args: dict[str, Any]) -> dict[str, Any]:
-    with anyio.fail_after(15):
-        result = await client.call_tool(tool, args)
-    assert not result.is_error, text_of(result)
-    assert result.structured_content is not None
-    return dict(result.structured_content)
 
 
 async def test_wait_for_response_does_not_return_a_strangers_approval(tmp_path: Path) -> None:

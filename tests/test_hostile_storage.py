@@ -15,11 +15,10 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
-from helpers import USERS, connected, fast_config, make_settings, text_of
+from helpers import USERS, call_raw, connected, fast_config, make_settings, read_line, text_of
 from mcp import Client
 
 from cctg_mcp.app import open_service
@@ -31,25 +30,20 @@ from cctg_mcp.testing import TelegramStandIn
 pytestmark = pytest.mark.anyio
 
 
-async def call(client: Client, tool: str, args: dict[str, Any]) -> Any:
-    with anyio.fail_after(15):
-        return await client.call_tool(tool, args)
-
-
 async def test_a_deleted_data_dir_refuses_sends_honestly_and_status_says_so(
     standin: TelegramStandIn, tmp_path: Path
 ) -> None:
     settings = make_settings(standin, tmp_path / "data")
     async with connected(settings) as client:
-        first = await call(client, "send_telegram_message", {"message": "before"})
+        first = await call_raw(client, "send_telegram_message", {"message": "before"})
         assert not first.is_error, text_of(first)
         shutil.rmtree(settings.data_dir)
-        refused = await call(client, "send_telegram_message", {"message": "after the data dir is gone"})
+        refused = await call_raw(client, "send_telegram_message", {"message": "after the data dir is gone"})
         assert refused.is_error
         text = text_of(refused)
         assert "outbox is gone" in text and "deleted" in text and "Restart the server" in text
         assert "stored durably" not in text
-        status = (await call(client, "get_resilience_status", {})).structured_content
+        status = (await call_raw(client, "get_resilience_status", {})).structured_content
         assert status is not None
         assert status["overall"] == "unhealthy"
         assert "deleted" in (status["outbox"]["problem"] or "")
@@ -63,7 +57,7 @@ async def test_a_replaced_outbox_file_is_noticed_too(standin: TelegramStandIn, t
         path = settings.outbox_path
         path.rename(path.with_suffix(".moved"))
         path.write_bytes(b"")  # another file now sits at the path
-        refused = await call(client, "send_telegram_message", {"message": "x"})
+        refused = await call_raw(client, "send_telegram_message", {"message": "x"})
         assert refused.is_error and "replaced" in text_of(refused)
 
 
@@ -141,7 +135,7 @@ async def test_a_send_on_a_full_disk_is_refused_in_plain_words(standin: Telegram
             yield service
 
     async with Client(build_server(opened)) as client:
-        first = await call(client, "send_telegram_message", {"message": "fits"})
+        first = await call_raw(client, "send_telegram_message", {"message": "fits"})
         assert not first.is_error
         (service,) = services
         box = service.outbox
@@ -151,7 +145,7 @@ async def test_a_send_on_a_full_disk_is_refused_in_plain_words(standin: Telegram
         await box._run(box._conn.execute, f"PRAGMA max_page_count={pages}")
         texts = []
         for i in range(20):
-            result = await call(client, "send_telegram_message", {"message": f"{i} " + "x" * 3500})
+            result = await call_raw(client, "send_telegram_message", {"message": f"{i} " + "x" * 3500})
             if result.is_error:
                 texts.append(text_of(result))
                 break
@@ -178,7 +172,7 @@ def test_start_up_with_the_outbox_locked_by_another_process_says_so_fast(
         stdout=subprocess.PIPE,
     )
     try:
-        assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
+        assert holder.stdout is not None and read_line(holder.stdout) == b"locked\n"
         env = {**standin.server_env(data, USERS), "PATH": os.environ.get("PATH", "")}
         result = subprocess.run(
             [sys.executable, "-m", "cctg_mcp", "serve"],

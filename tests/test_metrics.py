@@ -7,6 +7,7 @@ import re
 import sys
 from bisect import bisect_left
 from functools import partial
+from pathlib import Path
 
 import anyio
 import httpx
@@ -448,6 +449,18 @@ def test_real_process_figures_from_psutil(tmp_path: object) -> None:
     assert stats.cpu_seconds is not None and stats.cpu_seconds > 0
     assert stats.disk_free_mb is not None and stats.disk_free_mb > 0
     assert stats.cpu_count >= 1
+    if not hasattr(psutil.Process(), "io_counters"):  # macOS: no I/O figures, and none made up
+        assert (stats.read_bytes, stats.write_bytes, stats.io_read_bytes, stats.io_write_bytes) == (None,) * 4
+        return
+    assert stats.read_bytes is not None and stats.write_bytes is not None  # storage I/O (may be 0 in a container)
+    (Path(str(tmp_path)) / "io.bin").write_bytes(b"x" * 65536)
+    after = sampler.read()
+    assert after.read_bytes is not None and after.read_bytes >= stats.read_bytes >= 0
+    assert after.write_bytes is not None and after.write_bytes >= stats.write_bytes >= 0
+    if hasattr(psutil.Process().io_counters(), "write_chars"):  # Linux: every write syscall counted
+        assert stats.io_write_bytes is not None and after.io_write_bytes is not None
+        assert after.io_write_bytes - stats.io_write_bytes >= 65536
+        assert stats.io_read_bytes is not None and stats.io_read_bytes > 0  # it read its own modules
 
 
 def test_without_prometheus_client_the_error_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import anyio
 import pytest
-from helpers import USERS, connected, fast_config, make_settings, text_of
+from helpers import USERS, call, connected, fast_config, make_settings, text_of
 from mcp import Client
 from test_bridge_e2e import FakeBridge
 from test_bridge_e2e import fake_bridge as fake_bridge  # the fixture
@@ -41,15 +41,6 @@ async def serving(settings: Settings) -> AsyncIterator[Client]:
     server = build_server(lambda: open_service(settings, resilience=fast_config(), poll_timeout=1))
     async with Client(server) as client:
         yield client
-
-
-async def call(client: Client, tool: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
-    with anyio.fail_after(15):
-        result = await client.call_tool(tool, args or {})
-    assert not result.is_error, text_of(result)
-    content: dict[str, Any] | None = result.structured_content
-    assert content is not None
-    return content
 
 
 def mode_file(data_dir: Path) -> Any:
@@ -146,17 +137,22 @@ async def test_a_mode_file_from_before_the_start_is_in_force(standin: TelegramSt
 
 async def test_telegram_commands_from_an_allowed_user_switch_the_mode(standin: TelegramStandIn, tmp_path: Path) -> None:
     async with serving(make_settings(standin, tmp_path)) as client:
-        standin.push_text(STRANGER, "/cct:mute")  # not in TELEGRAM_ALLOWED_USERS: ignored
         standin.push_text(ALICE, "/cct:mute")
         await until(lambda: (tmp_path / "bridge_mode.json").exists())
         assert mode_file(tmp_path) == "Muted"
         await standin.await_messages(2)  # the confirmation goes to both people, even when muting
         assert all("Muted mode" in m.text for m in standin.sent)
 
+        standin.push_text(STRANGER, "/cct:nomad")  # not in TELEGRAM_ALLOWED_USERS: ignored
+        with anyio.fail_after(15):  # until the poller has read (and counted) the stranger's update
+            while (await call(client, "get_resilience_status"))["answers"]["unauthorized_ignored"] < 1:  # noqa: ASYNC110  (the server's poller thread counts it)
+                await anyio.sleep(0.02)
         sent = await call(client, "send_telegram_message", {"message": "held"})
         assert (sent["status"], sent["reason"]) == ("queued", "muted")
         status = await call(client, "get_resilience_status")
-        assert status["mode"]["changed_by"] == f"telegram:{ALICE}"
+        assert (status["mode"]["mode"], status["mode"]["changed_by"]) == ("muted", f"telegram:{ALICE}")
+        assert status["answers"]["unauthorized_ignored"] == 1 and mode_file(tmp_path) == "Muted"
+        assert len(standin.sent) == 2  # no confirmation for the stranger's command
 
         standin.push_text(BOB, "/cct:nomad@CCTelegramBot")
         await standin.await_messages(6)  # the Nomad confirmation and the held message, to both

@@ -14,8 +14,7 @@ from typing import Any
 
 import anyio
 import pytest
-from helpers import USERS, connected, fast_config, make_settings, text_of
-from mcp import Client
+from helpers import USERS, call, connected, fast_config, make_settings, text_of
 
 from cctg_mcp.delivery.outbox import Outbox
 from cctg_mcp.events.catalogue import Event
@@ -31,14 +30,6 @@ CONFIG = fast_config(
     health={"enabled": False},
     recovery={"recoveryDelay": 0, "maxRecoveryAttempts": 2},
 )
-
-
-async def call(client: Client, tool: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
-    with anyio.fail_after(15):
-        result = await client.call_tool(tool, args or {})
-    assert not result.is_error, text_of(result)
-    assert result.structured_content is not None
-    return dict(result.structured_content)
 
 
 async def test_tools_are_listed_with_honest_annotations(standin: TelegramStandIn, tmp_path: Path) -> None:

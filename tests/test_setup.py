@@ -116,7 +116,9 @@ async def test_a_rejected_token_or_no_start_says_so_without_echoing_it(
     code, out, err = await finish(start(env_for(standin, tmp_path, wrong), "--user-id", "5", "--print"))
     assert code == 1 and out == ""
     assert f"Telegram rejected the token {mask(wrong)}" in err and wrong not in err
-    code, _out, err = await finish(start(env_for(standin, tmp_path), "--wait", "1", "--config-path", "x.json"))
+    code, _out, err = await finish(
+        start(env_for(standin, tmp_path), "--wait", "1", "--config-path", str(tmp_path / "x.json"))
+    )
     assert code == 1 and "No /start arrived within 1 s; nothing was written." in err
     assert not (tmp_path / "x.json").exists()
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import anyio
 import pytest
-from helpers import connected, make_settings, text_of
+from helpers import call, connected, make_settings, text_of
 from mcp import Client
 
 pytestmark = pytest.mark.anyio
@@ -42,15 +42,6 @@ def write(path: Path, doc: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc))
     return path
-
-
-async def call(client: Client, tool: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
-    with anyio.fail_after(15):
-        result = await client.call_tool(tool, args or {})
-    assert not result.is_error, text_of(result)
-    content: dict[str, Any] | None = result.structured_content
-    assert content is not None
-    return content
 
 
 async def error_of(client: Client, tool: str, args: dict[str, Any]) -> str:

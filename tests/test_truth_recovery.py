@@ -8,12 +8,10 @@ rate and the time to recover count verified recoveries only."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
-from helpers import connected, fast_config, make_settings
-from mcp import Client
+from helpers import call, connected, fast_config, make_settings
 
 from cctg_mcp.testing import FaultMode, TelegramStandIn
 
@@ -22,13 +20,6 @@ pytestmark = pytest.mark.anyio
 #: Health checks only on demand (refresh), one failure is unhealthy, one success healthy again.
 HEALTH = {"interval": 600_000, "gracePeriod": 600_000, "failureThreshold": 1, "recoveryThreshold": 1}
 CONFIG = fast_config(health=HEALTH, recovery={"recoveryDelay": 0, "autoRecoveryEnabled": False})
-
-
-async def call(client: Client, tool: str, args: dict[str, Any]) -> dict[str, Any]:
-    result = await client.call_tool(tool, args)
-    assert not result.is_error, result.content
-    assert result.structured_content is not None
-    return dict(result.structured_content)
 
 
 async def test_fallback_while_telegram_fails_is_mitigated_until_health_sees_it_healthy(
