@@ -122,8 +122,9 @@ class TaskService:
             result.claude_code_tasks = self._claude(root, status_filter, summary_only)
         if task_system in ("taskmaster", "both"):
             result.taskmaster_tasks = self._taskmaster(root, status_filter, summary_only)
-        if task_system == "both":
-            result.combined_summary = combine(result.claude_code_tasks.summary, result.taskmaster_tasks.summary)  # type: ignore[union-attr]
+        claude, taskmaster = result.claude_code_tasks, result.taskmaster_tasks
+        if claude is not None and taskmaster is not None:  # "both"
+            result.combined_summary = combine(claude.summary, taskmaster.summary)
         return result
 
     def _registered(self) -> tuple[str, list[TaskItem], float] | None:
