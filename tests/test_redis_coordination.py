@@ -228,6 +228,7 @@ async def test_redis_down_opens_the_coordination_breaker_and_sends_stop_waiting_
         with pytest.raises(CoordinationUnavailable, match="unreachable") as info:
             await c.take([CHAT], 0.0)
         assert info.value.retryable and not info.value.counts_as_failure  # not Telegram's fault
+        assert info.value.retry_after == 5.0  # due again when the breaker admits a probe, not in 60 s
     assert c.breaker.state.value == "open"
     # ... and once the breaker is open, a send does not even try Redis: it fails at once.
     with pytest.raises(CoordinationUnavailable, match="breaker open") as info:

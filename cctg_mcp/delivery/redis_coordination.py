@@ -248,11 +248,17 @@ class RedisCoordinator:
             raise CoordinationUnavailable(
                 f"Redis coordination is unreachable (breaker {self.breaker.state.value}; last error: "
                 f"{self.last_error}); the send stays queued",
-                retry_after=exc.retry_after,
+                # when it admits a probe (half-open: one is in flight, so a moment)
+                retry_after=max(exc.retry_after or 0.0, 0.5),
             ) from None
         except Exception as exc:
             self.last_error = redact(str(exc))
-            raise CoordinationUnavailable(f"Redis coordination is unreachable ({self.last_error})") from None
+            # Due again when the breaker would admit a probe, not after Telegram's backoff for
+            # the row's attempts (up to 60 s): Redis being away says nothing about the message.
+            raise CoordinationUnavailable(
+                f"Redis coordination is unreachable ({self.last_error})",
+                retry_after=self.breaker.settings.open_timeout,
+            ) from None
         self.last_error = None
         return result
 
