@@ -480,14 +480,18 @@ class Outbox(ThreadedSqlite):
             (at, at),
         )
 
-    async def release_owner(self, owner: str) -> int:
-        """On clean shutdown: this process's in-flight rows go back to pending now."""
+    async def _release_where(self, condition: str, params: tuple[Any, ...]) -> int:
+        """In-flight rows matching ``condition`` go back to pending now, their lease cleared."""
         return await self._run(
             self._exec,
             "UPDATE deliveries SET status='pending', lease_until=NULL, lease_owner=NULL, updated_at=?"
-            " WHERE status='in_flight' AND lease_owner=?",
-            (self.clock.time(), owner),
+            f" WHERE status='in_flight' AND {condition}",
+            (self.clock.time(), *params),
         )
+
+    async def release_owner(self, owner: str) -> int:
+        """On clean shutdown: this process's in-flight rows go back to pending now."""
+        return await self._release_where("lease_owner=?", (owner,))
 
     async def release_leases(self, owner: str, delivery_ids: set[int]) -> int:
         """These rows, still leased by ``owner``, go back to pending now (a stopping background
@@ -495,12 +499,7 @@ class Outbox(ThreadedSqlite):
         if not delivery_ids:
             return 0
         marks = ",".join("?" * len(delivery_ids))
-        return await self._run(
-            self._exec,
-            "UPDATE deliveries SET status='pending', lease_until=NULL, lease_owner=NULL, updated_at=?"
-            f" WHERE status='in_flight' AND lease_owner=? AND id IN ({marks})",
-            (self.clock.time(), owner, *sorted(delivery_ids)),
-        )
+        return await self._release_where(f"lease_owner=? AND id IN ({marks})", (owner, *sorted(delivery_ids)))
 
     async def lease_owners(self) -> set[str]:
         """The owners of in-flight rows (for the liveness check of ``release_owners``)."""
@@ -515,12 +514,7 @@ class Outbox(ThreadedSqlite):
         if not owners:
             return 0
         marks = ",".join("?" * len(owners))
-        return await self._run(
-            self._exec,
-            "UPDATE deliveries SET status='pending', lease_until=NULL, lease_owner=NULL, updated_at=?"
-            f" WHERE status='in_flight' AND lease_owner IN ({marks})",
-            (self.clock.time(), *sorted(owners)),
-        )
+        return await self._release_where(f"lease_owner IN ({marks})", tuple(sorted(owners)))
 
     async def renew(self, delivery_id: int, owner: str, lease_s: float) -> bool:
         """Extend a lease its live owner still works on; False when the row is no longer its."""
