@@ -5,38 +5,28 @@ the real outbox attached so button presses resolve to their events."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from helpers import USERS, fast_config
+from helpers import ALICE, STRANGER, USERS, polling, stores
 
 from cctg_mcp.answers import (
-    ANSWERS_FILE,
     Answers,
     ParsedUpdate,
-    ResponsePoller,
-    ResponseStore,
     UnknownEventError,
     parse_update,
-    updates_pipeline,
 )
-from cctg_mcp.delivery.outbox import Outbox
 from cctg_mcp.events.catalogue import Event
 from cctg_mcp.events.rendering import approval_keyboard, callback_ref
 from cctg_mcp.resilience.clock import FakeClock
 from cctg_mcp.resilience.metrics import MetricsRegistry
-from cctg_mcp.resilience.pipeline import PipelineSet
 from cctg_mcp.testing import FaultMode, TelegramStandIn
-from cctg_mcp.transports.telegram import TelegramTransport
 
 pytestmark = pytest.mark.anyio
 
-ALICE, BOB = USERS
-STRANGER = 999
+BOB = USERS[1]
 T0 = 1_700_000_000.0
 
 
@@ -71,37 +61,6 @@ def press(update_id: int, user: int, data: str, *, message_id: int | None = None
 
 def text(update_id: int, user: int, body: str, *, reply_to: int | None = None) -> ParsedUpdate:
     return ParsedUpdate(update_id, "text", user, f"user{user}", "U", user, reply_to, text=body)
-
-
-@asynccontextmanager
-async def stores(tmp_path: Path, *, outbox: bool = True) -> AsyncIterator[tuple[ResponseStore, Outbox | None]]:
-    box = await Outbox.open(tmp_path / "outbox.sqlite3") if outbox else None
-    store = await ResponseStore.open(tmp_path / ANSWERS_FILE, outbox_path=box.path if box else None, bot_id=123456)
-    try:
-        yield store, box
-    finally:
-        await store.close()
-        if box is not None:
-            await box.close()
-
-
-@asynccontextmanager
-async def polling(
-    standin: TelegramStandIn, store: ResponseStore, *, poll_timeout: int = 0, config: dict[str, Any] | None = None
-) -> AsyncIterator[tuple[ResponsePoller, MetricsRegistry]]:
-    metrics = MetricsRegistry()
-    pipelines = PipelineSet(fast_config(**(config or {})), metrics=metrics)
-    async with TelegramTransport(standin.token, standin.base_url) as transport:
-        poller = ResponsePoller(
-            store,
-            transport,
-            updates_pipeline(pipelines),
-            allowed_users=USERS,
-            metrics=metrics,
-            poll_timeout=poll_timeout,
-        )
-        poller.offset = await store.next_offset()
-        yield poller, metrics
 
 
 # ---- parsing -------------------------------------------------------------------------------

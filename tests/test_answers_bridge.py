@@ -12,13 +12,26 @@ import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from helpers import USERS, call, connected, fast_config, make_settings, text_of
+from helpers import (
+    ALICE,
+    NOW,
+    USERS,
+    bridge_answers,
+    call,
+    callback_file,
+    connected,
+    event,
+    fast_config,
+    make_settings,
+    stamp,
+    text_file,
+    text_of,
+)
 from mcp import Client
 
 from cctg_mcp.answers import (
@@ -34,9 +47,7 @@ from cctg_mcp.answers import (
 )
 from cctg_mcp.answers.report import CONFLICT_ISSUE
 from cctg_mcp.app import open_service
-from cctg_mcp.delivery.outbox import Outbox
 from cctg_mcp.delivery.service import NotificationService
-from cctg_mcp.events.catalogue import Event
 from cctg_mcp.ops.status import resilience_status
 from cctg_mcp.resilience.clock import FakeClock
 from cctg_mcp.resilience.pipeline import PipelineSet
@@ -45,9 +56,6 @@ from cctg_mcp.testing import FaultMode, TelegramStandIn
 from cctg_mcp.transports.telegram import TelegramTransport
 
 pytestmark = pytest.mark.anyio
-
-ALICE, _BOB = USERS
-NOW = time.time()  # the files' times; the fake clocks below read 5 s later
 
 
 class WatchedClock(FakeClock):
@@ -70,37 +78,6 @@ class WatchedClock(FakeClock):
             await self._started.wait()
 
 
-def stamp(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
-
-
-def callback_file(directory: Path, data: str, *, at: float = NOW, user: int = ALICE) -> Path:
-    """A button press as the bridge writes it (bot.rs): ``telegram_callback_<user>_<YYYYmmdd_HHMMSS>.json``."""
-    directory.mkdir(parents=True, exist_ok=True)
-    name = f"telegram_callback_{user}_{datetime.fromtimestamp(at, UTC):%Y%m%d_%H%M%S}.json"
-    path = directory / name
-    path.write_text(
-        json.dumps(
-            {
-                "timestamp": stamp(at),
-                "user_id": user,
-                "username": "alice",
-                "first_name": "Al",
-                "callback_data": data,
-                "response_type": "callback_query",
-            }
-        )
-    )
-    return path
-
-
-def text_file(directory: Path, body: str, *, at: float = NOW, user: int = ALICE) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"telegram_response_{user}_{datetime.fromtimestamp(at, UTC):%Y%m%d_%H%M%S}.json"
-    path.write_text(json.dumps({"timestamp": stamp(at), "user_id": user, "message_text": body, "message_type": "text"}))
-    return path
-
-
 def junk(directory: Path) -> list[Path]:
     """What must be skipped: malformed response files, bridge_mode.json, other files."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -114,40 +91,6 @@ def junk(directory: Path) -> list[Path]:
     for name, body in files.items():
         (directory / name).write_text(body)
     return [directory / name for name in files]
-
-
-def event(event_id: str, task_id: str, type_: str = "approval_request") -> Event:
-    return Event(
-        event_id=event_id,
-        type=type_,
-        title="Deploy?",
-        description="prod",
-        task_id=task_id,
-        data={"approval_prompt": "Deploy?", "options": ["Approve", "Deny"]},
-    )
-
-
-@asynccontextmanager
-async def bridge_answers(
-    tmp_path: Path, *events: Event, clock: FakeClock | None = None
-) -> AsyncIterator[BridgeAnswers]:
-    box = await Outbox.open(tmp_path / "outbox.sqlite3")
-    for e in events:
-        await box.enqueue(e, [0])
-    index = EventIndex.open_sync(box.path)
-    assert index is not None
-    answers = BridgeAnswers(
-        tmp_path / "responses",
-        index,
-        clock=clock or FakeClock(wall_start=NOW + 5),
-        progress_interval=5.0,
-        allowed_users=USERS,
-    )
-    try:
-        yield answers
-    finally:
-        await answers.aclose()
-        await box.close()
 
 
 # ---- BridgeAnswers -------------------------------------------------------------------------

@@ -8,13 +8,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
-from helpers import call, connected, fast_config, make_settings
-from test_bridge_e2e import FakeBridge, await_gone
-from test_bridge_e2e import fake_bridge as fake_bridge  # the fixture
+from helpers import FakeBridge, await_gone, call, connected, fast_config
 
 pytestmark = pytest.mark.anyio
 
@@ -31,16 +28,6 @@ def bridge_env(fake_bridge: FakeBridge, monkeypatch: pytest.MonkeyPatch) -> Iter
     yield fake_bridge
 
 
-def settings_for(bridge: FakeBridge, data_dir: Path) -> Any:
-    return make_settings(
-        None,
-        data_dir,
-        CCTG_DELIVERY="bridge",
-        CC_TELEGRAM_BRIDGE_PATH=str(bridge.script),
-        CC_TELEGRAM_BRIDGE_HEALTH_URL=bridge.health_url,
-    )
-
-
 async def test_a_killed_bridge_is_restarted_by_automatic_recovery(bridge_env: FakeBridge, tmp_path: Path) -> None:
     first = await bridge_env.manager().start()  # running before the server starts (found by its pid file)
     assert first.success and first.pid is not None
@@ -49,7 +36,7 @@ async def test_a_killed_bridge_is_restarted_by_automatic_recovery(bridge_env: Fa
         health={"interval": 100, "timeout": 1000, "failureThreshold": 1, "recoveryThreshold": 1, "gracePeriod": 0},
         recovery={"recoveryDelay": 0, "maxRecoveryAttempts": 1, "restartDelay": 0},
     )
-    async with connected(settings_for(bridge_env, tmp_path / "data"), config) as client:
+    async with connected(bridge_env.settings(tmp_path / "data"), config) as client:
         listed = await call(client, "list_chaos_experiments", limit=30)
         names = {e["name"]: e for e in listed["experiments"]}
         assert listed["enabled"] and {"bridge_crash", "event_write_faults"} <= set(names)
@@ -88,7 +75,7 @@ async def test_a_killed_bridge_is_restarted_by_automatic_recovery(bridge_env: Fa
 
 async def test_event_write_faults_keep_events_queued_until_rolled_back(bridge_env: FakeBridge, tmp_path: Path) -> None:
     config = fast_config(**FAST_BRIDGE, health={"enabled": False}, recovery={"enabled": False})
-    settings = settings_for(bridge_env, tmp_path / "data")
+    settings = bridge_env.settings(tmp_path / "data")
     async with connected(settings, config) as client:
         run = await call(
             client,

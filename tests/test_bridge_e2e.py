@@ -7,21 +7,15 @@ files like the real bridge (parse, record, delete: ``auto_cleanup``). Waits are 
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import signal
-import socket
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
-from helpers import connected, fast_config, make_settings, text_of
+from helpers import FakeBridge, await_gone, connected, fast_config, gone, make_settings, text_of
 from mcp import Client
 
 from cctg_mcp.app import open_service
@@ -30,128 +24,6 @@ from cctg_mcp.server import build_server
 from cctg_mcp.transports.bridge.process import BridgeNotFoundError, BridgeProcessManager, probe_bridge_health
 
 pytestmark = pytest.mark.anyio
-
-FAKE_BRIDGE = """\
-#!{python}
-import json, os, signal, sys, threading, time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-
-if os.environ.get("FAKE_BRIDGE_EXIT"):
-    sys.exit(int(os.environ["FAKE_BRIDGE_EXIT"]))
-if os.environ.get("FAKE_BRIDGE_IGNORE_TERM"):
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-events = Path(os.environ["CC_TELEGRAM_EVENTS_DIR"])
-out = Path(os.environ["FAKE_BRIDGE_OUT"])
-started, processed = time.time(), 0
-
-class Health(BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = json.dumps({{"status": os.environ.get("FAKE_BRIDGE_STATUS", "healthy"),
-                           "uptime_seconds": time.time() - started, "events_processed": processed}}).encode()
-        self.send_response(200 if self.path == "/health" else 404)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-server = ThreadingHTTPServer(("127.0.0.1", int(os.environ["FAKE_BRIDGE_PORT"])), Health)
-threading.Thread(target=server.serve_forever, daemon=True).start()
-print("fake bridge listening", flush=True)
-while True:
-    for path in sorted(events.glob("*.json")):
-        try:
-            doc = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        with out.open("a") as sink:
-            sink.write(json.dumps({{"file": path.name, "event": doc}}) + "\\n")
-        path.unlink()
-        processed += 1
-    time.sleep(0.02)
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class FakeBridge:
-    root: Path
-    script: Path
-    port: int
-    out: Path
-    events_dir: Path
-    pids: list[int] = field(default_factory=list)
-
-    @property
-    def health_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/health"
-
-    def env(self, **extra: str) -> dict[str, str]:
-        return {
-            "FAKE_BRIDGE_PORT": str(self.port),
-            "FAKE_BRIDGE_OUT": str(self.out),
-            "CC_TELEGRAM_EVENTS_DIR": str(self.events_dir),
-            **extra,
-        }
-
-    def manager(self, **kwargs: Any) -> BridgeProcessManager:
-        env = self.env(**kwargs.pop("extra_env", {}))
-        options: dict[str, Any] = {"grace_s": 3.0, "restart_delay_s": 0.0, "start_timeout_s": 15.0, **kwargs}
-        return BridgeProcessManager(
-            data_dir=self.root / "data",
-            health_url=self.health_url,
-            executable=self.script,
-            env_overrides=env,
-            **options,
-        )
-
-    def processed(self) -> list[dict[str, Any]]:
-        if not self.out.exists():
-            return []
-        return [json.loads(line) for line in self.out.read_text().splitlines()]
-
-    async def await_processed(self, n: int, limit_s: float = 15.0) -> list[dict[str, Any]]:
-        with anyio.fail_after(limit_s):
-            while len(self.processed()) < n:  # noqa: ASYNC110  (waiting on the subprocess)
-                await anyio.sleep(0.05)
-        return self.processed()
-
-
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    with contextlib.suppress(OSError):
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] in ("Z", "X")
-    return False
-
-
-@pytest.fixture
-def fake_bridge(tmp_path: Path) -> Iterator[FakeBridge]:
-    script = tmp_path / "fake-cctelegram-bridge"
-    script.write_text(FAKE_BRIDGE.format(python=sys.executable))
-    script.chmod(0o755)
-    bridge = FakeBridge(tmp_path, script, free_port(), tmp_path / "processed.jsonl", tmp_path / "data" / "events")
-    yield bridge
-    for pid_file in tmp_path.rglob("bridge.pid"):  # never leave a process behind, whatever failed
-        with contextlib.suppress(ValueError, OSError):
-            os.kill(int(pid_file.read_text()), signal.SIGKILL)
-
-
-async def await_gone(pid: int, limit_s: float = 10.0) -> None:
-    with anyio.fail_after(limit_s):
-        while not _gone(pid):  # noqa: ASYNC110  (waiting on the subprocess)
-            await anyio.sleep(0.05)
-
 
 # ---- the process manager -------------------------------------------------------------------
 
@@ -171,7 +43,7 @@ async def test_start_check_stop(fake_bridge: FakeBridge) -> None:
 
     stopped = await manager.stop()
     assert (stopped.success, stopped.action, stopped.pid) == (True, "stopped", started.pid)
-    assert _gone(started.pid) and not manager.pid_file.exists()
+    assert gone(started.pid) and not manager.pid_file.exists()
     assert manager.check_process().running is False
     assert (await manager.stop()).action == "not_running"
     assert (await probe_bridge_health(fake_bridge.health_url, timeout_s=1)).status == "unhealthy"
@@ -201,13 +73,7 @@ async def test_a_200_that_says_unhealthy_is_unhealthy_in_the_report_and_the_stat
     manager = fake_bridge.manager(start_timeout_s=0.5, extra_env={"FAKE_BRIDGE_STATUS": "unhealthy"})
     started = await manager.start()  # found by the server through its pid file
     assert started.action == "started_unverified" and started.pid is not None
-    settings = make_settings(
-        None,
-        tmp_path / "data",
-        CCTG_DELIVERY="bridge",
-        CC_TELEGRAM_BRIDGE_PATH=str(fake_bridge.script),
-        CC_TELEGRAM_BRIDGE_HEALTH_URL=fake_bridge.health_url,
-    )
+    settings = fake_bridge.settings(tmp_path / "data")
     config = fast_config(
         health={"interval": 3_600_000, "gracePeriod": 0, "failureThreshold": 1},
         recovery={"enabled": False, "restartDelay": 0, "maxRecoveryAttempts": 1},
@@ -255,7 +121,7 @@ async def test_a_bridge_ignoring_sigterm_is_killed_after_the_grace_period(fake_b
         stopped = await manager.stop()
     assert (stopped.success, stopped.action) == (True, "killed")
     assert "SIGKILL" in stopped.message and "0.3s" in stopped.message
-    assert _gone(started.pid) and not manager.pid_file.exists()
+    assert gone(started.pid) and not manager.pid_file.exists()
 
 
 async def test_restart_replaces_the_process(fake_bridge: FakeBridge) -> None:
@@ -265,7 +131,7 @@ async def test_restart_replaces_the_process(fake_bridge: FakeBridge) -> None:
     restarted = await manager.restart()
     assert restarted.success and restarted.action == "restarted" and restarted.message.startswith("Restart successful")
     assert restarted.pid is not None and restarted.pid != first.pid
-    assert _gone(first.pid) and manager.check_process().pid == restarted.pid
+    assert gone(first.pid) and manager.check_process().pid == restarted.pid
     assert (await manager.health()).status == "healthy"
     await manager.stop()
 
@@ -326,13 +192,7 @@ async def test_bridge_mode_end_to_end_through_the_mcp_tools(
 ) -> None:
     for key, value in fake_bridge.env().items():
         monkeypatch.setenv(key, value)  # the bridge child inherits the server's environment
-    settings = make_settings(
-        None,
-        tmp_path / "data",
-        CCTG_DELIVERY="bridge",
-        CC_TELEGRAM_BRIDGE_PATH=str(fake_bridge.script),
-        CC_TELEGRAM_BRIDGE_HEALTH_URL=fake_bridge.health_url,
-    )
+    settings = fake_bridge.settings(tmp_path / "data")
     assert settings.token == "" and settings.events_dir == fake_bridge.events_dir
     config = fast_config(recovery={"restartDelay": 0})
     async with connected(settings, config) as client:

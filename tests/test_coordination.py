@@ -11,14 +11,13 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
 import pytest
-from helpers import read_line
+from helpers import reader_process
 
 from cctg_mcp.delivery.coordination import BucketSpec, Coordinator
 from cctg_mcp.delivery.local_coordination import LocalCoordinator
@@ -77,32 +76,11 @@ async def test_one_reader_and_failover_when_it_closes(tmp_path: Path) -> None:
         assert await b.leader() == b.session_id
 
 
-CHILD = """
-import sys, anyio
-from pathlib import Path
-from cctg_mcp.delivery.local_coordination import LocalCoordinator
-async def main():
-    c = LocalCoordinator(Path(sys.argv[1]))
-    await c.start()
-    await c.lead()
-    print(c.session_id, flush=True)
-    await anyio.sleep(60)
-anyio.run(main)
-"""
-
-
 @pytest.fixture
 def child(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """A real process that joins the data dir, takes the reader lock and prints its id."""
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        yield proc, read_line(proc.stdout).strip()
-    finally:
-        proc.kill()
-        proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()  # a pipe left to the garbage collector is a ResourceWarning
+    with reader_process(tmp_path) as found:
+        yield found
 
 
 async def test_a_sigkilled_peer_is_dead_at_once_and_its_leadership_moves(

@@ -19,11 +19,11 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import anyio
 import pytest
-from helpers import FAST, text_of
+from helpers import FAST, text_of, wait_for
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
@@ -77,13 +77,6 @@ def server_pid() -> int:
     raise AssertionError("the server process was not found")
 
 
-async def wait_for(predicate: Any, limit: float, what: str) -> None:
-    """Poll state another process changes (the stand-in's threads), bounded by ``limit`` s."""
-    with anyio.fail_after(limit):
-        while not predicate():  # noqa: ASYNC110
-            await anyio.sleep(0.02)
-
-
 class Run:
     """Sends numbered messages through one server and remembers what was accepted."""
 
@@ -124,11 +117,7 @@ class Run:
 
 
 @pytest.mark.anyio
-async def test_sigkill_at_three_points_loses_nothing(
-    standin: TelegramStandIn, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
-    errlog = (tmp_path / "stderr.log").open("w")
-    request.addfinalizer(errlog.close)
+async def test_sigkill_at_three_points_loses_nothing(standin: TelegramStandIn, tmp_path: Path, errlog: IO[str]) -> None:
     run = Run(standin, server_env(standin, tmp_path / "data"), "asyncio", errlog)
 
     async def mid_stream(client: Client, tg: Any) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import anyio
 import httpx
 import httpx2
 import pytest
-from helpers import FAST, USERS, text_of
+from helpers import FAST, USERS, http_server, text_of
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
@@ -47,18 +46,10 @@ def env_for(standin: TelegramStandIn, data_dir: Path, **extra: str) -> dict[str,
 
 async def test_http_transport_auth_rebinding_healthz_and_sigterm(standin: TelegramStandIn, tmp_path: Path) -> None:
     standin.set_fault(FaultMode.SERVER_ERROR, status=503)  # Telegram is down from the start
-    log_path = tmp_path / "stderr.log"
-    command = [sys.executable, "-m", "cctg_mcp", "serve", "--transport", "http", "--port", "0"]
     config = tmp_path / "resilience.json"
     config.write_text(json.dumps(FAST))
-    env = env_for(standin, tmp_path, CCTG_HTTP_TOKEN=HTTP_TOKEN, CCTG_CONFIG=str(config))
-    with anyio.fail_after(90), log_path.open("wb") as stderr:
-        proc = await anyio.open_process(command, env=env, stderr=stderr, stdin=subprocess.DEVNULL)
-        try:
-            while not (found := re.search(r"http://127\.0\.0\.1:(\d+)/mcp", log_path.read_text())):
-                assert proc.returncode is None, log_path.read_text()
-                await anyio.sleep(0.05)
-            port = int(found.group(1))
+    with anyio.fail_after(90):
+        async with http_server(standin, tmp_path, HTTP_TOKEN, CCTG_CONFIG=str(config)) as (port, log_path, proc):
             base = f"http://127.0.0.1:{port}"
             auth = {"Authorization": f"Bearer {HTTP_TOKEN}"}
             body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
@@ -91,10 +82,6 @@ async def test_http_transport_auth_rebinding_healthz_and_sigterm(standin: Telegr
                 await standin.await_messages(2 * len(USERS), timeout=30)  # both, the queued one too
             proc.send_signal(signal.SIGTERM)
             code = await proc.wait()
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
     log = log_path.read_text()
     assert code == 0, log[-3000:]
     assert HTTP_TOKEN not in log and standin.token not in log

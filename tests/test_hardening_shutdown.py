@@ -22,7 +22,7 @@ from typing import Any
 import anyio
 import pytest
 from anyio.abc import Process
-from helpers import USERS, fast_config, make_settings
+from helpers import INIT, USERS, fast_config, make_settings, wait_for
 
 from cctg_mcp.app import open_service
 from cctg_mcp.delivery.outbox import Outbox
@@ -30,12 +30,6 @@ from cctg_mcp.events.catalogue import Event
 from cctg_mcp.testing import FaultMode, TelegramStandIn
 
 pytestmark = pytest.mark.anyio
-
-
-async def poll(predicate: Any, limit: float) -> None:
-    with anyio.fail_after(limit):
-        while not predicate():  # noqa: ASYNC110  (state changed by other threads / processes)
-            await anyio.sleep(0.02)
 
 
 def statuses(path: Path) -> dict[str, int]:
@@ -82,8 +76,7 @@ async def test_shutdown_exits_0_and_leaves_no_leased_rows(
     command = [sys.executable, "-m", "cctg_mcp", "serve", "--backend", backend]
     with anyio.fail_after(60):
         async with await anyio.open_process(command, env=env, stderr=stderr) as proc:
-            hello = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
-            await rpc(proc, {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello})
+            await rpc(proc, INIT)
             assert "result" in await read_response(proc, 1)
             await rpc(proc, {"jsonrpc": "2.0", "method": "notifications/initialized"})
             standin.set_fault(FaultMode.HANG, methods={"sendMessage"})
@@ -96,7 +89,7 @@ async def test_shutdown_exits_0_and_leaves_no_leased_rows(
                     "params": {"name": "send_telegram_message", "arguments": {"message": "in flight at shutdown"}},
                 },
             )
-            await poll(lambda: standin.hanging >= 1, 30)
+            await wait_for(lambda: standin.hanging >= 1, 30)
             assert statuses(tmp_path / "outbox.sqlite3").get("in_flight") == len(USERS)
             started = time.monotonic()
             if how == "sigterm":
@@ -123,7 +116,7 @@ async def test_a_delivery_in_progress_may_finish_within_the_grace(standin: Teleg
         standin.set_fault(FaultMode.HANG, methods={"sendMessage"})
         await service.outbox.enqueue(event, list(USERS))
         service.dispatcher.wake()
-        await poll(lambda: standin.hanging >= 1, 10)
+        await wait_for(lambda: standin.hanging >= 1, 10)
         threading.Timer(0.3, standin.clear_fault).start()  # Telegram answers while we shut down
     box = await Outbox.open(settings.outbox_path)
     try:
@@ -142,7 +135,7 @@ async def test_the_grace_is_bounded_and_the_rest_stays_pending(standin: Telegram
         standin.set_fault(FaultMode.HANG, methods={"sendMessage"})
         await service.outbox.enqueue(event, list(USERS))
         service.dispatcher.wake()
-        await poll(lambda: standin.hanging >= 1, 10)
+        await wait_for(lambda: standin.hanging >= 1, 10)
         started = time.monotonic()
     took = time.monotonic() - started
     assert took < 3.0, took

@@ -6,7 +6,6 @@ A hook must never break the agent: exit 0 and an empty stdout in every case."""
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from helpers import USERS, fast_config, make_settings
+from helpers import USERS, clean_environ, fast_config, make_settings
 
 from cctg_mcp.app import open_service
 from cctg_mcp.commands.hook import DEFAULT_EVENTS, Notice, notice_for, parse_events
@@ -44,7 +43,7 @@ STOP = {
 
 
 def env_for(standin: TelegramStandIn | None, data_dir: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "CCTG_", "CC_TELEGRAM_"))}
+    env = clean_environ()
     if standin is not None:
         env.update(standin.server_env(data_dir, USERS))
     else:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from test_answers import ALICE, STRANGER, polling, stores
+from helpers import ALICE, STRANGER, polling, stores
 
 from cctg_mcp.testing import TelegramStandIn
 

@@ -13,16 +13,23 @@ from pathlib import Path
 
 import anyio
 import pytest
-from helpers import USERS, call, connected, make_settings
-from test_answers_bridge import bridge_answers, callback_file, event, text_file
+from helpers import (
+    NOW,
+    STRANGER,
+    USERS,
+    bridge_answers,
+    call,
+    callback_file,
+    connected,
+    event,
+    make_settings,
+    text_file,
+)
 
 from cctg_mcp.answers import BridgeAnswers
 from cctg_mcp.resilience.clock import FakeClock
 
 pytestmark = pytest.mark.anyio
-
-STRANGER = 999
-NOW = time.time()
 
 
 async def test_a_strangers_press_is_ignored_counted_once_and_never_returned(

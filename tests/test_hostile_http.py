@@ -7,20 +7,13 @@ with raw sockets and httpx; small bounds from the environment so each shows in a
 from __future__ import annotations
 
 import json
-import os
-import re
-import signal
-import subprocess
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
 import pytest
-from helpers import USERS
+from helpers import INIT, http_server
 
 from cctg_mcp.testing import TelegramStandIn
 
@@ -28,47 +21,12 @@ pytestmark = pytest.mark.anyio
 
 TOKEN = "http-bearer-secret-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}", "Accept": "application/json, text/event-stream"}
-INIT = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
-}
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     """uvicorn serves on asyncio only."""
     return "asyncio"
-
-
-@asynccontextmanager
-async def http_server(standin: TelegramStandIn, tmp_path: Path, **extra: str) -> AsyncIterator[tuple[int, Path]]:
-    log_path = tmp_path / "stderr.log"
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        **standin.server_env(tmp_path, USERS, CCTG_ENVIRONMENT="development", CCTG_HTTP_TOKEN=TOKEN, **extra),
-    }
-    command = [sys.executable, "-m", "cctg_mcp", "serve", "--transport", "http", "--port", "0"]
-    with log_path.open("wb") as stderr:
-        proc = await anyio.open_process(command, env=env, stderr=stderr, stdin=subprocess.DEVNULL)
-        try:
-            with anyio.fail_after(60):
-                while not (found := re.search(r"http://127\.0\.0\.1:(\d+)/mcp", log_path.read_text())):
-                    assert proc.returncode is None, log_path.read_text()
-                    await anyio.sleep(0.05)
-                port = int(found.group(1))
-                while "Application startup complete" not in log_path.read_text():  # listening now
-                    assert proc.returncode is None, log_path.read_text()
-                    await anyio.sleep(0.05)
-            yield port, log_path
-            proc.send_signal(signal.SIGTERM)
-            with anyio.fail_after(30):
-                await proc.wait()
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
 
 
 def rpc(response: httpx.Response) -> dict[str, Any]:
@@ -96,7 +54,7 @@ async def call_tool(raw: httpx.AsyncClient, session: str, request_id: int) -> di
 
 
 async def test_slow_headers_are_cut_off_and_the_refusals_logged_once(standin: TelegramStandIn, tmp_path: Path) -> None:
-    async with http_server(standin, tmp_path, CCTG_HTTP_HEADER_TIMEOUT="1s") as (port, log_path):
+    async with http_server(standin, tmp_path, TOKEN, CCTG_HTTP_HEADER_TIMEOUT="1s") as (port, log_path, _):
         with anyio.fail_after(15):
             stream = await anyio.connect_tcp("127.0.0.1", port)
             async with stream:
@@ -121,7 +79,7 @@ async def test_one_client_cannot_take_every_session_nor_dodge_the_rate_limit(
 ) -> None:
     extra = {"CCTG_HTTP_MAX_SESSIONS_PER_CLIENT": "3", "CCTG_TOOL_RATE_LIMIT": "4"}
     async with (
-        http_server(standin, tmp_path, **extra) as (port, log_path),
+        http_server(standin, tmp_path, TOKEN, **extra) as (port, log_path, _),
         httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as raw,
     ):
         sessions = []

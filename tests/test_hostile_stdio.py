@@ -14,19 +14,12 @@ import anyio
 import pytest
 from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
-from helpers import USERS
+from helpers import INIT, USERS
 
 from cctg_mcp.server.wire_guard import screen
 from cctg_mcp.testing import TelegramStandIn
 
 pytestmark = pytest.mark.anyio
-
-INIT = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
-}
 
 
 def call_line(request_id: int, tool: str, arguments_json: str) -> bytes:

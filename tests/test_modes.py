@@ -13,10 +13,8 @@ from typing import Any
 
 import anyio
 import pytest
-from helpers import USERS, call, connected, fast_config, make_settings, text_of
+from helpers import USERS, FakeBridge, call, connected, fast_config, make_settings, text_of, wait_for
 from mcp import Client
-from test_bridge_e2e import FakeBridge
-from test_bridge_e2e import fake_bridge as fake_bridge  # the fixture
 
 from cctg_mcp.app import open_service
 from cctg_mcp.config import PacingSettings, Settings
@@ -45,12 +43,6 @@ async def serving(settings: Settings) -> AsyncIterator[Client]:
 
 def mode_file(data_dir: Path) -> Any:
     return json.loads((data_dir / "bridge_mode.json").read_text())
-
-
-async def until(predicate: Any, limit_s: float = 15.0) -> None:
-    with anyio.fail_after(limit_s):
-        while not predicate():  # noqa: ASYNC110  (waiting on the server's poller, another thread's HTTP)
-            await anyio.sleep(0.02)
 
 
 def test_commands_are_parsed_like_the_bridge() -> None:
@@ -138,7 +130,7 @@ async def test_a_mode_file_from_before_the_start_is_in_force(standin: TelegramSt
 async def test_telegram_commands_from_an_allowed_user_switch_the_mode(standin: TelegramStandIn, tmp_path: Path) -> None:
     async with serving(make_settings(standin, tmp_path)) as client:
         standin.push_text(ALICE, "/cct:mute")
-        await until(lambda: (tmp_path / "bridge_mode.json").exists())
+        await wait_for(lambda: (tmp_path / "bridge_mode.json").exists())
         assert mode_file(tmp_path) == "Muted"
         await standin.await_messages(2)  # the confirmation goes to both people, even when muting
         assert all("Muted mode" in m.text for m in standin.sent)
@@ -192,13 +184,7 @@ async def test_bridge_mode_switch_succeeds_once_the_bridge_takes_the_request(
         monkeypatch.setenv(key, value)
     started = await fake_bridge.manager().start()
     assert started.success
-    settings = make_settings(
-        None,
-        tmp_path / "data",
-        CCTG_DELIVERY="bridge",
-        CC_TELEGRAM_BRIDGE_PATH=str(fake_bridge.script),
-        CC_TELEGRAM_BRIDGE_HEALTH_URL=fake_bridge.health_url,
-    )
+    settings = fake_bridge.settings(tmp_path / "data")
     async with connected(settings) as client:
         result = await call(client, "switch_to_nomad_mode")
         await call(client, "stop_bridge")

@@ -14,7 +14,7 @@ from typing import Any
 
 import anyio
 import pytest
-from helpers import USERS, call, connected, fast_config, make_settings, text_of
+from helpers import INIT, USERS, call, connected, fast_config, make_settings, read_line, text_of
 
 from cctg_mcp.delivery.outbox import Outbox
 from cctg_mcp.events.catalogue import Event
@@ -161,20 +161,8 @@ def test_sigterm_exits_zero_and_returns_in_flight_rows(tmp_path: Path, backend: 
             stderr=subprocess.PIPE,
         )
         try:
-            _rpc(
-                proc,
-                {
-                    "jsonrpc": "2.0",
-                    "id": 1,
-                    "method": "initialize",
-                    "params": {
-                        "protocolVersion": "2025-06-18",
-                        "capabilities": {},
-                        "clientInfo": {"name": "t", "version": "1"},
-                    },
-                },
-            )
-            assert proc.stdout is not None and b'"id":1' in proc.stdout.readline().replace(b" ", b"")
+            _rpc(proc, INIT)
+            assert proc.stdout is not None and b'"id":1' in read_line(proc.stdout).replace(b" ", b"")
             assert standin.wait_until(lambda: standin.hanging >= 1, timeout=30), "the send never reached Telegram"
             assert anyio.run(_seed_and_count, outbox_path, False).in_flight == 1
             started = time.monotonic()

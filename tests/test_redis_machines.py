@@ -16,29 +16,21 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import anyio
 import pytest
+from helpers import USER, Session, answers_reach_their_waiters, arrived, send_all, session_env, wait_for
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
-from test_sessions import USER, Session, answers_reach_their_waiters, arrived, env_for, send_all, wait_for
 
 from cctg_mcp.testing import FaultMode, TelegramStandIn
 from cctg_mcp.testing.redis_server import redis_server
-
-RATE = 4
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"  # the servers are separate processes; redis-py runs on asyncio
-
-
-@pytest.fixture
-def flood() -> Iterator[TelegramStandIn]:
-    with TelegramStandIn(flood_limits=True, per_chat_per_second=RATE, per_chat_burst=1) as standin:
-        yield standin
 
 
 @pytest.fixture
@@ -55,7 +47,7 @@ async def machines(standin: TelegramStandIn, root: Path, url: str, n: int, errlo
         out: list[Session] = []
         for i in range(n):
             (root / f"machine{i}").mkdir(exist_ok=True)
-            env = {**env_for(standin, root / f"machine{i}" / "data"), "CCTG_REDIS_URL": url}
+            env = {**session_env(standin, root / f"machine{i}" / "data"), "CCTG_REDIS_URL": url}
             params = StdioServerParameters(command=sys.executable, args=["-m", "cctg_mcp", "serve"], env=env)
             client = await stack.enter_async_context(Client(stdio_client(params, errlog=errlog)))
             session = Session(client, i)
@@ -69,10 +61,8 @@ async def machines(standin: TelegramStandIn, root: Path, url: str, n: int, errlo
 
 @pytest.mark.anyio
 async def test_three_machines_share_one_budget_one_reader_and_every_answer(
-    flood: TelegramStandIn, tmp_path: Path, redis_url: str, request: pytest.FixtureRequest
+    flood: TelegramStandIn, tmp_path: Path, redis_url: str, errlog: IO[str]
 ) -> None:
-    errlog = (tmp_path / "stderr.log").open("w")
-    request.addfinalizer(errlog.close)
     with anyio.fail_after(240):
         async with machines(flood, tmp_path, redis_url, 3, errlog) as group:
             docs = [await s.coordination() for s in group]
@@ -95,10 +85,8 @@ async def test_three_machines_share_one_budget_one_reader_and_every_answer(
 
 @pytest.mark.anyio
 async def test_sigkill_of_the_reading_machine_hands_over_within_the_lease(
-    flood: TelegramStandIn, tmp_path: Path, redis_url: str, request: pytest.FixtureRequest
+    flood: TelegramStandIn, tmp_path: Path, redis_url: str, errlog: IO[str]
 ) -> None:
-    errlog = (tmp_path / "stderr.log").open("w")
-    request.addfinalizer(errlog.close)
     with anyio.fail_after(240):
         async with machines(flood, tmp_path, redis_url, 2, errlog) as (reader, other):
             os.kill(reader.pid, signal.SIGKILL)
@@ -114,11 +102,7 @@ async def test_sigkill_of_the_reading_machine_hands_over_within_the_lease(
 
 
 @pytest.mark.anyio
-async def test_redis_restarted_mid_drain_loses_nothing(
-    flood: TelegramStandIn, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
-    errlog = (tmp_path / "stderr.log").open("w")
-    request.addfinalizer(errlog.close)
+async def test_redis_restarted_mid_drain_loses_nothing(flood: TelegramStandIn, tmp_path: Path, errlog: IO[str]) -> None:
     (tmp_path / "redis").mkdir()
     with anyio.fail_after(240):
         redis = redis_server(tmp_path / "redis")

@@ -10,27 +10,22 @@ liveness, not by the 120 s lease) and the reading.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
 import time
-from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import anyio
 import pytest
-from helpers import FAST, text_of
+from helpers import Session, answers_reach_their_waiters, arrived, send_all, session_env, wait_for
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 from cctg_mcp.testing import FaultMode, TelegramStandIn
-
-USER = 111
-RATE = 4  # messages per second per chat, at the stand-in and in the servers' pacing
 
 
 @pytest.fixture
@@ -39,54 +34,17 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture
-def flood() -> Any:
-    with TelegramStandIn(flood_limits=True, per_chat_per_second=RATE, per_chat_burst=1) as standin:
-        yield standin
-
-
-def env_for(standin: TelegramStandIn, data_dir: Path) -> dict[str, str]:
-    config = data_dir.parent / "resilience.json"
-    config.write_text(json.dumps(FAST))
-    return {
-        **standin.server_env(data_dir, [USER]),
-        "CCTG_ENVIRONMENT": "development",
-        "CCTG_CONFIG": str(config),
-        "CCTG_RATE_PER_CHAT": str(RATE),
-        "CCTG_RATE_PER_CHAT_BURST": "1",
-        "HEALTH_CHECK_ENABLED": "false",
-    }
-
-
-class Session:
-    def __init__(self, client: Client, index: int) -> None:
-        self.client, self.index = client, index
-        self.session_id = ""
-        self.pid = 0
-
-    async def call(self, tool: str, args: dict[str, Any], limit: float = 30) -> dict[str, Any]:
-        with anyio.fail_after(limit):
-            result = await self.client.call_tool(tool, args)
-        assert not result.is_error, text_of(result)
-        content: dict[str, Any] | None = result.structured_content
-        assert content is not None
-        return content
-
-    async def coordination(self) -> dict[str, Any]:
-        doc: dict[str, Any] = (await self.call("get_resilience_status", {}))["coordination"]
-        return doc
-
-
 @asynccontextmanager
-async def sessions(env: dict[str, str], n: int, errlog: Any) -> AsyncIterator[list[Session]]:
+async def sessions(env: dict[str, str] | list[dict[str, str]], n: int, errlog: Any) -> AsyncIterator[list[Session]]:
     """``n`` server processes, started one after another (the first becomes the reader),
-    alternating the asyncio and trio backends."""
+    alternating the asyncio and trio backends; ``env`` is every process's, or one per process."""
+    envs = env if isinstance(env, list) else [env] * n
     async with AsyncExitStack() as stack:
         out: list[Session] = []
         for i in range(n):
             backend = ("asyncio", "trio")[i % 2]
             params = StdioServerParameters(
-                command=sys.executable, args=["-m", "cctg_mcp", "serve", "--backend", backend], env=env
+                command=sys.executable, args=["-m", "cctg_mcp", "serve", "--backend", backend], env=envs[i]
             )
             # (bounded by the caller's fail_after: a scope here would not nest with the client's task group)
             client = await stack.enter_async_context(Client(stdio_client(params, errlog=errlog)))
@@ -98,81 +56,13 @@ async def sessions(env: dict[str, str], n: int, errlog: Any) -> AsyncIterator[li
         yield out
 
 
-def arrived(standin: TelegramStandIn) -> Counter[str]:
-    return Counter(m.plain_text.split("\n\n")[1] for m in standin.sent if "multi-session" in m.plain_text)
-
-
-async def wait_for(predicate: Any, limit: float) -> None:
-    """Poll state the stand-in's threads change, bounded by ``limit`` seconds."""
-    with anyio.fail_after(limit):
-        while not predicate():  # noqa: ASYNC110
-            await anyio.sleep(0.02)
-
-
-async def send_all(group: list[Session], per_session: int) -> set[str]:
-    accepted: set[str] = set()
-
-    async def one(session: Session) -> None:
-        for k in range(per_session):
-            text = f"multi-session {session.index}-{k:02d}"
-            sent = await session.call("send_telegram_message", {"message": text})
-            assert sent["status"] in ("delivered", "queued"), sent
-            accepted.add(text)
-
-    async with anyio.create_task_group() as tg:
-        for session in group:
-            tg.start_soon(one, session)
-    return accepted
-
-
-async def answers_reach_their_waiters(standin: TelegramStandIn, group: list[Session]) -> list[float]:
-    """Every session asks for approval and waits; each press reaches the one that asked.
-    Returns the seconds from each press to its waiter's answer."""
-    events: list[str] = []
-    keyboards = [m.reply_markup for m in standin.messages_for(USER) if m.reply_markup]
-    for session in group:
-        sent = await session.call("send_approval_request", {"title": f"Deploy {session.index}?", "description": "x"})
-        events.append(sent["event_id"])
-    await wait_for(lambda: sum(bool(m.reply_markup) for m in standin.messages_for(USER)) == len(group), 30)
-    assert not keyboards
-    buttons = [
-        [b["callback_data"] for row in m.reply_markup["inline_keyboard"] for b in row]
-        for m in standin.messages_for(USER)
-        if m.reply_markup
-    ]
-    latencies: list[float] = []
-    for session, event_id, (approve, _deny) in zip(group, events, buttons, strict=True):
-        result: list[dict[str, Any]] = []
-
-        async def waiter(s: Session = session, e: str = event_id, r: list[dict[str, Any]] = result) -> None:
-            r.append(await s.call("wait_for_response", {"event_id": e, "timeout_seconds": 30}))
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(waiter)
-            await anyio.sleep(0.3)  # let the call reach the server and wait there (checked below)
-            assert not result
-            pressed = time.monotonic()
-            standin.push_callback(USER, approve)
-            with anyio.fail_after(10):
-                while not result:  # noqa: ASYNC110
-                    await anyio.sleep(0.005)
-            latencies.append(time.monotonic() - pressed)
-        (answer,) = result
-        assert (answer["status"], answer["action"]) == ("answered", "approve"), answer
-        assert answer["response"]["event_id"] == event_id
-        assert answer["waited_seconds"] >= 0.2  # it was waiting before the press: woken, not found
-    return latencies
-
-
 @pytest.mark.anyio
 @pytest.mark.parametrize("n", [2, 4])
 async def test_sessions_share_one_budget_one_reader_and_every_answer(
-    flood: TelegramStandIn, tmp_path: Path, request: pytest.FixtureRequest, n: int
+    flood: TelegramStandIn, tmp_path: Path, errlog: IO[str], n: int
 ) -> None:
-    errlog = (tmp_path / "stderr.log").open("w")
-    request.addfinalizer(errlog.close)
     with anyio.fail_after(240):
-        async with sessions(env_for(flood, tmp_path / "data"), n, errlog) as group:
+        async with sessions(session_env(flood, tmp_path / "data"), n, errlog) as group:
             docs = [await s.coordination() for s in group]
             assert {d["reader"] for d in docs} == {group[0].session_id}  # one reader, known to all
             assert sum(d["this_session_reads_updates"] for d in docs) == 1
@@ -190,13 +80,27 @@ async def test_sessions_share_one_budget_one_reader_and_every_answer(
 
 
 @pytest.mark.anyio
-async def test_sigkill_of_the_reader_mid_drain_moves_its_work(
-    flood: TelegramStandIn, tmp_path: Path, request: pytest.FixtureRequest
+async def test_the_control_sessions_that_share_nothing_are_refused(
+    flood: TelegramStandIn, tmp_path: Path, errlog: IO[str]
 ) -> None:
-    errlog = (tmp_path / "stderr.log").open("w")
-    request.addfinalizer(errlog.close)
+    """The control for the test above: two sessions on separate data dirs (no shared budget)
+    send at twice the limit between them, and the stand-in, one message of slack and all,
+    answers 429. So 0 there is the shared budget's doing, not a lenient stand-in."""
+    for i in range(2):
+        (tmp_path / f"m{i}").mkdir()
+    envs = [session_env(flood, tmp_path / f"m{i}" / "data") for i in range(2)]
+    with anyio.fail_after(120):
+        async with sessions(envs, 2, errlog) as group:
+            await send_all(group, 6)
+    assert flood.rate_limited_count > 0
+
+
+@pytest.mark.anyio
+async def test_sigkill_of_the_reader_mid_drain_moves_its_work(
+    flood: TelegramStandIn, tmp_path: Path, errlog: IO[str]
+) -> None:
     with anyio.fail_after(240):
-        async with sessions(env_for(flood, tmp_path / "data"), 2, errlog) as (reader, other):
+        async with sessions(session_env(flood, tmp_path / "data"), 2, errlog) as (reader, other):
             flood.set_fault(FaultMode.SERVER_ERROR, status=502, methods={"sendMessage"})
             accepted = await send_all([reader, other], 20)  # an outage: 40 queued for one chat
             flood.clear_fault()  # Telegram is back: both processes drain the backlog together
@@ -218,14 +122,12 @@ async def test_sigkill_of_the_reader_mid_drain_moves_its_work(
 
 @pytest.mark.anyio
 async def test_kill_9_and_restart_the_40_queued_events_go_out_without_waiting_for_the_lease(
-    flood: TelegramStandIn, tmp_path: Path, request: pytest.FixtureRequest
+    flood: TelegramStandIn, tmp_path: Path, errlog: IO[str]
 ) -> None:
     """One session, killed with 40 events queued (some leased by it), then started again:
     its old session's leases are released at start by liveness (the lease is the default
     120 s), and all 40 go out at the rate limit."""
-    errlog = (tmp_path / "stderr.log").open("w")
-    request.addfinalizer(errlog.close)
-    env = env_for(flood, tmp_path / "data")
+    env = session_env(flood, tmp_path / "data")
     with anyio.fail_after(240):
         accepted: set[str] = set()
         try:
@@ -252,12 +154,12 @@ async def test_kill_9_and_restart_the_40_queued_events_go_out_without_waiting_fo
 
 @pytest.mark.anyio
 async def test_a_follower_does_not_claim_the_answers_it_did_not_check(
-    flood: TelegramStandIn, tmp_path: Path, request: pytest.FixtureRequest
+    flood: TelegramStandIn, tmp_path: Path, errlog: IO[str]
 ) -> None:
-    errlog = (tmp_path / "stderr.log").open("w")
-    request.addfinalizer(errlog.close)
     with anyio.fail_after(120):
-        async with sessions(env_for(flood, tmp_path / "data"), 2, errlog) as (reader, follower):
+        # (health monitoring on: with it off the verdict is "unknown", not a check that passed)
+        env = {**session_env(flood, tmp_path / "data"), "HEALTH_CHECK_ENABLED": "true"}
+        async with sessions(env, 2, errlog) as (reader, follower):
             lead = await reader.call("get_resilience_status", {"refresh": True})
             follow = await follower.call("get_resilience_status", {"refresh": True})
     assert lead["answers"]["healthy"] is True and lead["answers"]["following"] is False

@@ -5,7 +5,6 @@ The token never appears in full on the terminal; the configuration files hold it
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ from typing import Any
 
 import anyio
 import pytest
+from helpers import clean_environ, reader_process
 
 from cctg_mcp.commands.setup import mask
 from cctg_mcp.testing import DEFAULT_TOKEN, TelegramStandIn
@@ -25,7 +25,7 @@ MASKED = mask(DEFAULT_TOKEN)
 
 
 def env_for(standin: TelegramStandIn, home: Path, token: str = DEFAULT_TOKEN) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "CCTG_", "CC_TELEGRAM_"))}
+    env = clean_environ()
     env.update(HOME=str(home), TELEGRAM_BOT_TOKEN=token, TELEGRAM_API_BASE_URL=standin.base_url)
     return env
 
@@ -128,33 +128,11 @@ def test_mask_keeps_the_bot_id_and_four_characters() -> None:
     assert mask("123456:short") == "123456:…"
 
 
-CHILD_READER = """
-import sys, anyio
-from pathlib import Path
-from cctg_mcp.delivery.local_coordination import LocalCoordinator
-async def main():
-    c = LocalCoordinator(Path(sys.argv[1]))
-    await c.start()
-    await c.lead()
-    print(c.session_id, flush=True)
-    await anyio.sleep(60)
-anyio.run(main)
-"""
-
-
 @pytest.fixture
 def server_reading(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     """A real process that holds the reader lock of ``tmp_path/data``, as a running server does."""
-    data = tmp_path / "data"
-    proc = subprocess.Popen([sys.executable, "-c", CHILD_READER, str(data)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        yield data, proc.stdout.readline().strip()  # printed once it holds the lock (bounded by the test timeout)
-    finally:
-        proc.kill()
-        proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+    with reader_process(tmp_path / "data") as (_proc, session):
+        yield tmp_path / "data", session
 
 
 async def test_setup_refuses_to_read_updates_while_a_server_reads_them(

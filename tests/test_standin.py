@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from helpers import read_line
 
 from cctg_mcp.testing import DEFAULT_TOKEN, FaultMode, TelegramStandIn, parse_telegram_html
 
@@ -312,7 +313,7 @@ def test_runs_as_a_separate_process() -> None:
     ) as proc:
         try:
             assert proc.stdout is not None and proc.stdin is not None
-            info = json.loads(proc.stdout.readline())
+            info = json.loads(read_line(proc.stdout))
             assert info["token"] == TOKEN and info["base_url"].startswith("http://127.0.0.1:")
             r = httpx.get(f"{info['base_url']}/bot{info['token']}/getMe", timeout=5)
             assert r.json()["result"]["username"] == "cctg_test_bot"
@@ -334,7 +335,7 @@ def test_sigterm_stops_the_process() -> None:
     ) as proc:
         try:
             assert proc.stdout is not None
-            assert json.loads(proc.stdout.readline())["base_url"]
+            assert json.loads(read_line(proc.stdout))["base_url"]
             proc.terminate()
             assert proc.wait(timeout=10) == 0
         finally:
