@@ -112,6 +112,27 @@ async def test_each_send_writes_one_event_file_with_every_field_the_bridge_requi
     assert json.loads(by_task["t_1"].read_text())["data"]["status"] == "completed"
 
 
+async def test_a_duplicate_reads_queued_while_its_file_waits_for_the_bridge(tmp_path: Path) -> None:
+    """Sent again, an event whose file no bridge has taken is not 'delivered' (its row says
+    only that the file was written); once the file is gone (consumed), it is."""
+    settings = bridge_settings(tmp_path)
+
+    def again() -> Event:
+        return service.build_event(type="task_completion", title="Refactor", description="done", task_id="dup-1")
+
+    async with open_service(settings, resilience=fast_config()) as service:
+        first = await service.submit(again())
+        assert first.status == "queued"
+        second = await service.submit(again())
+        assert second.status == "duplicate" and second.event_id == first.event_id
+        ((status, reason),) = [(r.status, r.reason) for r in second.recipients]
+        assert status == "queued" and reason is not None and "has not picked it up" in reason, reason
+        (path,) = files(settings.events_dir)
+        path.unlink()  # what the bridge does once it has sent the event
+        third = await service.submit(again())
+        assert [(r.status, r.reason) for r in third.recipients] == [("delivered", None)]
+
+
 async def test_sending_the_same_event_again_is_a_duplicate_and_writes_nothing(tmp_path: Path) -> None:
     settings = bridge_settings(tmp_path)
     async with open_service(settings, resilience=fast_config()) as service:

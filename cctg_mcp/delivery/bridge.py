@@ -42,10 +42,11 @@ from cctg_mcp.delivery.dispatcher import (
 from cctg_mcp.delivery.outbox import Delivery, Outbox
 from cctg_mcp.delivery.pacing import Pacer
 from cctg_mcp.delivery.service import NotificationService
+from cctg_mcp.events.catalogue import Event
 from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock, iso_z
 from cctg_mcp.resilience.errors import ConfigurationError
 from cctg_mcp.resilience.pipeline import PipelineSet
-from cctg_mcp.transports.bridge.files import EventFileWriter, waiting_event_files
+from cctg_mcp.transports.bridge.files import EventFileWriter, event_file_waiting, waiting_event_files
 from cctg_mcp.transports.bridge.process import BridgeHealth, BridgeProcessManager, probe_bridge_health
 
 #: The pipeline component event-file writes go through (see the module docstring).
@@ -113,18 +114,33 @@ class BridgeDispatcher(Dispatcher):
             path = self._files.pop(delivery.id, None)
         return outcome if path is None else replace(outcome, event_file=path)
 
+    async def as_settled(self, event: Event, status: str, reason: str | None) -> tuple[str, str | None]:
+        """A row marked delivered here means its file was written: sent again, the event reads
+        ``queued`` while that file still waits in the events dir (the bridge has not taken it)."""
+        if status != "delivered":
+            return status, reason
+        path = await anyio.to_thread.run_sync(event_file_waiting, self.writer.events_dir, event.task_id, event.event_id)
+        if path is None:
+            return status, reason
+        return "queued", await self._not_consumed(path)
+
+    async def _not_consumed(self, path: Path) -> str:
+        seen = await self.bridge_check() if self.bridge_check is not None else "no bridge check configured"
+        return (
+            f"The event file {path.name} was written to {path.parent} but the CCTelegram bridge has "
+            f"not picked it up yet (bridge: {seen}). It is sent when the bridge runs; do not send it again."
+        )
+
     async def confirm(self, outcome: Outcome, deadline: float) -> Outcome:
         path = outcome.event_file
         if outcome.status != "delivered" or path is None:
             return outcome
         while await anyio.to_thread.run_sync(path.exists):
             if self.clock.monotonic() >= deadline:
-                seen = await self.bridge_check() if self.bridge_check is not None else "no bridge check configured"
                 return replace(
                     outcome,
                     status="queued",
-                    reason=f"The event file {path.name} was written to {path.parent} but the CCTelegram bridge has "
-                    f"not picked it up yet (bridge: {seen}). It is sent when the bridge runs; do not send it again.",
+                    reason=await self._not_consumed(path),
                     error_code="BRIDGE_NOT_CONSUMED",
                     next_attempt_at=None,
                 )

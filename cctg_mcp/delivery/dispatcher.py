@@ -189,6 +189,11 @@ class Dispatcher:
         #: stops (a send tool's rows, leased by the same owner, are the tool's to settle).
         self._claimed: set[int] = set()
 
+    async def as_settled(self, event: Event, status: str, reason: str | None) -> tuple[str, str | None]:
+        """How a row of ``event`` settled earlier reads to a caller who sends it again (a
+        duplicate): as stored. Bridge delivery looks again whether its file was consumed."""
+        return status, reason
+
     def wake(self) -> None:
         """Look at the outbox now (new work, or due times changed)."""
         self._wake.set()

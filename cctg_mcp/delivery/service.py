@@ -300,20 +300,25 @@ class NotificationService:
         lease = None if held else (dispatcher.owner, dispatcher.lease_s)
         claimed = await outbox.enqueue(event, self.recipients(), lease=lease)
         if claimed is None:
+            recipients = []
+            for d in await outbox.deliveries(event.event_id):
+                status, reason = await dispatcher.as_settled(
+                    event, d.status if d.status != "in_flight" else "queued", d.last_error
+                )
+                recipients.append(
+                    RecipientResult(
+                        chat_id=d.chat_id,
+                        status=status,  # type: ignore[arg-type]
+                        message_ids=d.message_ids,
+                        attempts=d.attempts,
+                        reason=reason,
+                    )
+                )
             return SendResult(
                 event_id=event.event_id,
                 status="duplicate",
                 message="This event was already accepted earlier (same type and task_id); it was not sent again.",
-                recipients=[
-                    RecipientResult(
-                        chat_id=d.chat_id,
-                        status=d.status if d.status != "in_flight" else "queued",  # type: ignore[arg-type]
-                        message_ids=d.message_ids,
-                        attempts=d.attempts,
-                        reason=d.last_error,
-                    )
-                    for d in await outbox.deliveries(event.event_id)
-                ],
+                recipients=recipients,
             )
         if held:
             return await self._result(

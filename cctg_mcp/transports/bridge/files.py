@@ -285,6 +285,20 @@ def waiting_event_files(events_dir: Path) -> tuple[int, float | None, float | No
     return count, oldest, newest
 
 
+def event_file_waiting(events_dir: Path, task_id: str, event_id: str) -> Path | None:
+    """The event file written for ``event_id`` that the bridge has not consumed yet, if any
+    (files are named ``<task_id>_<epoch ms>.json``; the body names the event)."""
+    try:
+        candidates = sorted(events_dir.glob(f"{safe_task_id(task_id)}_*.json"))
+    except (OSError, ValidationError):
+        return None
+    for path in candidates:
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(path.read_text(encoding="utf-8")).get("event_id") == event_id:
+                return path
+    return None
+
+
 # ---- responses (bridge -> us) ------------------------------------------------------------
 
 _VERB_ACTION: dict[str, Action] = {"approve": "approve", "deny": "deny", "ack": "acknowledge", "opt": "option"}
