@@ -14,6 +14,7 @@ from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.ops.logfile import current as current_log_file
 from cctg_mcp.ops.recovery import RecoveryActions, family
 from cctg_mcp.resilience.errors import RecoveryStrategy
+from cctg_mcp.resilience.health import HealthMonitor
 from cctg_mcp.resilience.recovery import RecoveryManager, RecoverySession, RecoveryStatistics
 from cctg_mcp.server.common import READ, checked, service_of
 from cctg_mcp.server.toolsets import Registrar
@@ -112,6 +113,10 @@ def register(mcp: Registrar) -> None:
             for name in targets:
                 tg.start_soon(one, name)
         ordered = [sessions[name] for name in targets]
+        if isinstance(service.health, HealthMonitor):
+            # Run the health checks again now that a recovery ran: the cached report (and the
+            # status's verdict built from it) would show the state before until the next interval.
+            await service.health.check_now()
         summary = "; ".join(f"{s.component}: {s.status} ({s.summary})" for s in ordered)
         return RecoveryRun(message=summary, sessions=ordered, statistics=manager.statistics())
 
