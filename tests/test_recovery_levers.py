@@ -136,3 +136,25 @@ async def test_a_429_pauses_every_send_for_retry_after_and_the_send_still_succee
     assert pacer.pauses == 1  # the per-bot limit held the shared pacer, not just this retry
     assert len(standin.sent) == len(USERS)
     assert service.pipelines.for_component("telegram").breaker.statistics().failures == 0  # a 429 never counts
+
+
+async def test_the_levers_say_they_hold_this_session_only_when_others_share_the_bot(
+    standin: TelegramStandIn, tmp_path: Path
+) -> None:
+    """Fallback and degradation pause this session's dispatcher; another live session on the
+    data dir keeps claiming the shared queue, and the detail says so instead of implying all."""
+    from cctg_mcp.delivery.local_coordination import LocalCoordinator
+
+    settings = make_settings(standin, tmp_path)
+    async with open_service(settings, resilience=CONFIG) as service:
+        alone = await service.recovery.recover("telegram", strategy=RecoveryStrategy.FALLBACK)
+        assert "this session only" not in alone.attempts[0].detail
+        peer = LocalCoordinator(settings.data_dir)
+        await peer.start()  # a second session joins the data dir (its own lock file)
+        try:
+            for strategy in (RecoveryStrategy.FALLBACK, RecoveryStrategy.GRACEFUL_DEGRADATION):
+                session = await service.recovery.recover("telegram", strategy=strategy)
+                detail = session.attempts[-1].detail
+                assert "this session only: 1 other live session(s) sharing the bot keep delivering" in detail
+        finally:
+            await peer.aclose()

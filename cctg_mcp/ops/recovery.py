@@ -407,6 +407,20 @@ class RecoveryActions:
             rebuilt += f"; {', '.join(b.name for b in opened)} will probe on the next send"
         return StrategyOutcome(True, f"{rebuilt}; {seen}{await self._resume(fam)}", verified=True)
 
+    async def _peers_note(self) -> str:
+        """The levers (fallback, degradation) hold this session's dispatcher only: say so when
+        other live sessions share the bot, since they keep claiming the shared queue."""
+        coordinator = self.service.coordinator
+        if coordinator is None:
+            return ""
+        try:
+            others = len(await coordinator.sessions()) - 1
+        except BaseResilienceError:
+            return "; this session only (the other sessions sharing the bot could not be listed)"
+        if others <= 0:
+            return ""
+        return f"; this session only: {others} other live session(s) sharing the bot keep delivering"
+
     async def fallback(self, req: RecoveryRequest) -> StrategyOutcome:
         dispatcher, outbox = self.service.dispatcher, self.service.outbox
         if dispatcher is None or outbox is None:
@@ -428,7 +442,8 @@ class RecoveryActions:
             detail=(
                 f"fallback mode: delivery attempts paused; events are still accepted and queued durably "
                 f"({counts.pending + counts.in_flight} waiting). Delivery resumes after a successful retry, "
-                f"circuit_breaker or restart recovery, or when {self.delivery} is healthy again."
+                f"circuit_breaker or restart recovery, or when {self.delivery} is healthy again"
+                f"{await self._peers_note()}."
             ),
         )
 
@@ -443,7 +458,7 @@ class RecoveryActions:
             mitigated=True,
             detail=(
                 "degraded mode: only high and critical events are sent; lower priorities wait in the outbox "
-                "until a successful recovery or the component is healthy again"
+                f"until a successful recovery or the component is healthy again{await self._peers_note()}"
             ),
         )
 
