@@ -147,11 +147,6 @@ async def test_a_duplicate_escalation_of_a_dead_alert_does_not_claim_it_was_sent
     assert "not delivered to every recipient (dead)" in again.detail and "already sent" not in again.detail
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="delivery/service.py builds a duplicate's RecipientResult from a 'pending' row and pydantic "
-    "rejects it (status must be delivered/queued/dead); outside this fix's scope, reported",
-)
 async def test_a_duplicate_escalation_of_a_queued_alert_does_not_claim_it_was_sent(
     service: NotificationService, standin: TelegramStandIn
 ) -> None:

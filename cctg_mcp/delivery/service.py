@@ -302,8 +302,9 @@ class NotificationService:
         if claimed is None:
             recipients = []
             for d in await outbox.deliveries(event.event_id):
+                # pending and in_flight rows are both still queued to a caller
                 status, reason = await dispatcher.as_settled(
-                    event, d.status if d.status != "in_flight" else "queued", d.last_error
+                    event, d.status if d.status in ("delivered", "dead") else "queued", d.last_error
                 )
                 recipients.append(
                     RecipientResult(
