@@ -86,17 +86,18 @@ async def test_requeue_dead_letters_through_the_outbox_component(standin: Telegr
     assert outbox["dead"] == 0 and outbox["pending"] == 0 and outbox["delivered"] + outbox["in_flight"] == len(USERS)
 
 
+@pytest.mark.parametrize("passes", [1, 2])
 async def test_after_trigger_recovery_the_status_verdict_is_current_not_the_cached_one(
-    standin: TelegramStandIn, tmp_path: Path
+    standin: TelegramStandIn, tmp_path: Path, passes: int
 ) -> None:
     """The health report is cached between intervals (an hour here): a recovery that closed the
-    breaker must not leave get_resilience_status saying unhealthy from the report before it."""
+    breaker must not leave get_resilience_status saying unhealthy from the report before it.
+    With recoveryThreshold 2 one passing check is not yet healthy: the verdict says recovering."""
     config = fast_config(
         circuitBreaker={
             "telegram": {"failureThreshold": 2, "volumeThreshold": 2, "successThreshold": 2, "timeout": 600_000}
         },
-        # one check each way (recoveryThreshold 2 would report one pass as degraded, recovering)
-        health={"interval": 3_600_000, "gracePeriod": 0, "failureThreshold": 1, "recoveryThreshold": 1},
+        health={"interval": 3_600_000, "gracePeriod": 0, "failureThreshold": 1, "recoveryThreshold": passes},
         recovery={"recoveryDelay": 0, "maxRecoveryAttempts": 2, "autoRecoveryEnabled": False},
     )
     async with connected(make_settings(standin, tmp_path), config) as client:
@@ -108,7 +109,14 @@ async def test_after_trigger_recovery_the_status_verdict_is_current_not_the_cach
         after = await call(client, "get_resilience_status")  # no refresh: what the agent reads next
     assert before["overall"] == "unhealthy", before["verdict_reason"]
     assert run["sessions"][0]["status"] == "succeeded"
-    assert after["overall"] == "healthy", after["verdict_reason"]
+    if passes == 1:
+        assert after["overall"] == "healthy", after["verdict_reason"]
+    else:
+        assert after["overall"] == "degraded"
+        assert after["verdict_reason"] == (
+            "a component is impaired: telegram (recovering: its last check passed, 1 of 2 in a row), "
+            "telegram_breaker (recovering: its last check passed, 1 of 2 in a row)"
+        )
 
 
 async def test_manual_returns_steps_and_escalate_alerts_the_person(standin: TelegramStandIn, tmp_path: Path) -> None:

@@ -61,7 +61,7 @@ def verdict(
     reason = {
         "unknown": "the first health checks have not run yet",
         "healthy": "every health check passed",
-        "degraded": "a component is impaired: " + ", ".join(_impaired(report)),
+        "degraded": "a component is impaired: " + ", ".join(_impaired(report, monitor.settings.recovery_threshold)),
         "unhealthy": "a critical component is unhealthy: " + ", ".join(report.unhealthy),
     }[overall]
     if overall in ("healthy", "unknown"):  # an observed fault outranks "not checked yet"
@@ -75,5 +75,15 @@ def verdict(
     return Verdict(overall, report.ready, True, reason)
 
 
-def _impaired(report: HealthReport) -> list[str]:
-    return [c.name for c in report.components if c.status.value in ("degraded", "unhealthy")]
+def _impaired(report: HealthReport, needed: int) -> list[str]:
+    """The impaired components; one whose last check passed but has not passed ``needed`` in a
+    row yet (health.recoveryThreshold) is named as recovering, not as if it still failed."""
+    out = []
+    for c in report.components:
+        if c.status.value not in ("degraded", "unhealthy"):
+            continue
+        if 0 < c.consecutive_successes < needed:
+            out.append(f"{c.name} (recovering: its last check passed, {c.consecutive_successes} of {needed} in a row)")
+        else:
+            out.append(c.name)
+    return out
