@@ -94,7 +94,7 @@ async def _demo(report: dict[str, Any]) -> None:
             during = await _call(client, "get_resilience_status", {"refresh": True})  # checks run now
             report["during_outage"] = {
                 "overall": during.get("overall"),
-                "telegram_breaker": _breaker_state(during),
+                "telegram_breaker": breaker_summary(during),
                 "why": during.get("verdict_reason"),
                 "outbox": during.get("outbox"),
             }
@@ -114,7 +114,7 @@ async def _demo(report: dict[str, Any]) -> None:
                 after = await _call(client, "get_resilience_status", {"refresh": True})
             report["after_recovery"] = {
                 "overall": after.get("overall"),
-                "telegram_breaker": _breaker_state(after),
+                "telegram_breaker": breaker_summary(after),
                 "why": after.get("verdict_reason"),
                 "outbox": after.get("outbox"),
             }
@@ -127,7 +127,7 @@ async def _demo(report: dict[str, Any]) -> None:
         )
 
 
-def _breaker_state(status: dict[str, Any]) -> str:
+def breaker_summary(status: dict[str, Any]) -> str:
     """Every Telegram breaker (the component's and its per-operation ones) that is not closed."""
     states = {
         str(b.get("name")): str(b.get("state"))

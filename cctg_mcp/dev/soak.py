@@ -35,6 +35,7 @@ import anyio
 import anyio.abc
 from mcp import Client, StdioServerParameters
 
+from cctg_mcp.dev.demo import breaker_summary
 from cctg_mcp.testing import TelegramStandIn
 
 USERS = (111111111, 222222222)
@@ -231,7 +232,6 @@ class Soak:
         for r in self.runs:
             faults.update(r.get("observations", {}).get("calls_faulted", {}))
         ttr = [float(r["time_to_recover_s"]) for r in self.runs if r.get("time_to_recover_s") is not None]
-        breaker = next((b["state"] for b in self.final_status.get("breakers", []) if b["name"] == "telegram"), None)
         return {
             "events": self.events,
             "seed": self.seed,
@@ -250,7 +250,7 @@ class Soak:
             "extra_messages": sum(n - 1 for n in dup_pairs.values()),
             "response_lost_faults": faults.get("response_lost", 0),
             "outbox": box,
-            "telegram_breaker": breaker,
+            "telegram_breaker": breaker_summary(self.final_status),  # per-operation breakers too
             "experiments": [
                 {k: r.get(k) for k in ("id", "experiment", "ended_by", "aborted", "recovered", "time_to_recover_s")}
                 for r in self.runs
@@ -293,7 +293,7 @@ def render(r: dict[str, Any]) -> str:
         ("chaos runs (not recovered)", f"{len(r['experiments'])} ({r['chaos_runs_not_recovered']})"),
         ("worst chaos time to recover", f"{r['worst_chaos_time_to_recover_s']} s"),
         ("time to recover after each kill", ", ".join(f"{t} s" for t in r["kill_time_to_recover_s"])),
-        ("telegram breaker at the end", r["telegram_breaker"]),
+        ("telegram breakers at the end", r["telegram_breaker"]),
         ("wall time", f"{r['seconds']} s"),
     ]
     width = max(len(k) for k, _ in rows)
