@@ -193,6 +193,32 @@ async def test_auth_is_required_and_used(tmp_path: Path) -> None:
         await c.aclose()
 
 
+@pytest.mark.anyio
+async def test_tls_with_the_servers_ca_works_and_an_unknown_ca_is_refused(tmp_path: Path) -> None:
+    """rediss:// against a real redis-server speaking TLS only: with the CA named in the URL
+    (``ssl_ca_certs``, as the README shows) the budget works; trusting only the system's CAs,
+    the handshake fails and start-up says Redis is unreachable (the password not in it)."""
+    import trustme
+
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1")
+    cert, key, ca_file = tmp_path / "server.pem", tmp_path / "server.key", tmp_path / "ca.pem"
+    server.cert_chain_pems[0].write_to_path(str(cert))
+    server.private_key_pem.write_to_path(str(key))
+    ca.cert_pem.write_to_path(str(ca_file))
+    with redis_server(tmp_path, password="pw-tls", tls=(cert, key)) as url:
+        assert url.startswith("rediss://")
+        c = RedisCoordinator(connect(f"{url}?ssl_ca_certs={ca_file}"), BOT, clock=FakeClock())
+        await c.start()
+        assert (await c.take([CHAT], 0.0)).wait == 0.0
+        await c.aclose()
+        stranger = RedisCoordinator(connect(url), BOT, clock=FakeClock())
+        with pytest.raises(NetworkError, match="Redis is unreachable") as info:
+            await stranger.start()
+        assert "pw-tls" not in str(info.value)
+        await stranger.redis.aclose()
+
+
 def test_without_redis_url_nothing_redis_is_imported(tmp_path: Path) -> None:
     """Unset, the server never imports redis (or our Redis module): the extra stays optional."""
     import subprocess

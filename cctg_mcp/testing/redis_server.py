@@ -22,16 +22,25 @@ def free_port() -> int:
 
 
 @contextmanager
-def redis_server(workdir: Path, *, password: str | None = None, port: int | None = None) -> Iterator[str]:
-    """Start ``redis-server`` on 127.0.0.1 (no persistence; a free port unless given) and yield its URL."""
+def redis_server(
+    workdir: Path, *, password: str | None = None, port: int | None = None, tls: tuple[Path, Path] | None = None
+) -> Iterator[str]:
+    """Start ``redis-server`` on 127.0.0.1 (no persistence; a free port unless given) and yield its URL.
+
+    ``tls=(certificate, key)`` (PEM files): TLS only on that port (no plain port, client
+    certificates not asked for), and the URL is ``rediss://``."""
     binary = shutil.which("redis-server")
     if not binary:
         raise RuntimeError("redis-server is not installed: scripts/test installs it (apt-get install redis-server)")
     port = port or free_port()
+    listen = ["--port", str(port)]
+    if tls is not None:
+        cert, key = tls
+        listen = ["--port", "0", "--tls-port", str(port), "--tls-cert-file", str(cert), "--tls-key-file", str(key)]
+        listen += ["--tls-auth-clients", "no"]
     args = [
         binary,
-        "--port",
-        str(port),
+        *listen,
         "--bind",
         "127.0.0.1",
         "--save",
@@ -60,7 +69,7 @@ def redis_server(workdir: Path, *, password: str | None = None, port: int | None
                     raise RuntimeError("redis-server did not listen within 10 s")
                 time.sleep(0.02)
             auth = f":{password}@" if password else ""
-            yield f"redis://{auth}127.0.0.1:{port}/0"
+            yield f"{'rediss' if tls else 'redis'}://{auth}127.0.0.1:{port}/0"
         finally:
             proc.terminate()
             proc.wait(timeout=10)
