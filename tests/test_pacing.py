@@ -132,3 +132,35 @@ async def test_one_429_counts_one_pause_here_and_in_the_shared_budget(tmp_path: 
     finally:
         await outbox.close()
         await coordinator.aclose()
+
+
+async def test_a_pause_ended_by_another_process_frees_a_send_waiting_here(tmp_path: Path) -> None:
+    """Two processes' pacers on one data dir: a 429 in A pauses both; B's send waits. When A
+    ends the pause (trigger_recovery there), B's send goes within a second, not after the 600 s
+    it had read (it used to keep its own copy of the pause and sleep through it)."""
+    clock = FakeClock()
+    a_coord, b_coord = LocalCoordinator(tmp_path, clock=clock), LocalCoordinator(tmp_path, clock=clock)
+    await a_coord.start()
+    await b_coord.start()
+    a = Pacer(PacingSettings(), clock=clock, shared=a_coord)
+    b = Pacer(PacingSettings(), clock=clock, shared=b_coord)
+    sent_at: list[float] = []
+
+    async def send_from_b() -> None:
+        await b.acquire(7)
+        sent_at.append(clock.monotonic())
+
+    try:
+        start = clock.monotonic()
+        with anyio.fail_after(30):
+            await a.rate_limited(600.0)
+            async with clock.autojump(), anyio.create_task_group() as tg:
+                tg.start_soon(send_from_b)
+                await clock.sleep(5.0)
+                assert not sent_at and 590 < b.paused_for() <= 600  # held by the shared pause
+                assert await a.end_pause() == pytest.approx(595.0, abs=1.0)
+        assert sent_at and sent_at[0] - start <= 5.0 + 1.0 + 1e-6, sent_at
+        assert b.paused_for() == 0.0 and b.waits == 1  # one wait, however many times it looked
+    finally:
+        await a_coord.aclose()
+        await b_coord.aclose()

@@ -63,6 +63,10 @@ class SharedBudget(Protocol):
     async def end_pause(self, now: float) -> float: ...
 
 
+#: With a shared budget, the longest a waiting send sleeps before it asks the budget again.
+SHARED_RECHECK_S = 1.0
+
+
 class Pacer:
     """``margin_s``: every send waits until its buckets hold one token *plus* ``margin_s`` of
     refill (at most one token more), and keeps that spare. Telegram counts arrivals, we count
@@ -93,6 +97,7 @@ class Pacer:
         self._chats: dict[int, _Bucket] = {}
         self._max_chats = max_chats
         self.paused_until = 0.0
+        self._cleared = 0  # how many times the pause was ended here (see acquire)
         self.pauses = 0
         self.waits = 0
 
@@ -145,14 +150,16 @@ class Pacer:
         """End a 429 pause now (``trigger_recovery``); the seconds it still had to run."""
         left = self.paused_for()
         self.paused_until = 0.0
+        self._cleared += 1
         return left
 
     async def end_pause(self) -> float:
-        """``clear_pause`` here and, with a shared budget, for every process."""
-        left = self.clear_pause()
+        """End the pause for every process (the shared one) and then here: a send reading the
+        shared pause before it ended cannot put the local copy back (``_cleared``)."""
+        left = 0.0
         if self.shared is not None:
-            left = max(left, await self.shared.end_pause(self._clock.monotonic()))
-        return left
+            left = await self.shared.end_pause(self._clock.monotonic())
+        return max(left, self.clear_pause())
 
     def refund(self, chat_id: int) -> None:
         """Give back the slot ``acquire`` took for a message that was never sent (the breaker
@@ -167,20 +174,25 @@ class Pacer:
 
     async def acquire(self, chat_id: int, *, deadline: float | None = None) -> None:
         """Wait for a send slot for ``chat_id``; give up if the wait would pass ``deadline``."""
+        counted = False
         while True:
             now = self._clock.monotonic()
             if self.shared is not None:
+                cleared = self._cleared
                 took = await self.shared.take(self._specs(chat_id), now)
-                self.paused_until = max(self.paused_until, now + took.paused_s)
-                wait = max(took.wait, self.paused_until - now)
+                # The shared pause is the one that holds (its wait is in took.wait); this copy is
+                # what paused_for() reports. Assigned, not maxed: another process may have ended
+                # it; and not from a reading older than an end_pause here.
+                if cleared == self._cleared:
+                    self.paused_until = now + took.paused_s if took.paused_s > 0 else 0.0
                 if took.wait <= 1e-9:  # taken
-                    if wait <= 1e-9:
-                        return
-                    # ... but this process is paused (a local pause the shared one has not): give it back
-                    await self.shared.give_back(self._specs(chat_id), now)
-                self._check(chat_id, now, wait, deadline)
-                self.waits += 1
-                await self._clock.sleep(wait)
+                    return
+                self._check(chat_id, now, took.wait, deadline)
+                if not counted:
+                    self.waits, counted = self.waits + 1, True
+                # Look again at least every SHARED_RECHECK_S: a pause another process ends
+                # (trigger_recovery there) must not keep this one asleep for the rest of it.
+                await self._clock.sleep(min(took.wait, SHARED_RECHECK_S))
                 continue
             chat = self._chat(chat_id, now)
             chat.refill(now)
