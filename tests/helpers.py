@@ -246,7 +246,7 @@ async def answers_reach_their_waiters(standin: TelegramStandIn, group: list[Sess
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(waiter)
-            await anyio.sleep(0.3)  # let the call reach the server and wait there (checked below)
+            await anyio.sleep(1.0)  # let the call reach the server and wait there (checked below)
             assert not result
             pressed = time.monotonic()
             standin.push_callback(USER, approve)
