@@ -127,10 +127,11 @@ class Pacer:
         ]
 
     async def rate_limited(self, seconds: float) -> None:
-        """Telegram answered 429: pause here and, with a shared budget, in every process."""
-        self.pause(seconds)
+        """Telegram answered 429: pause, with a shared budget in every process (the shared
+        pause first: it is what holds sends; ``paused_until`` here is what paused_for reports)."""
         if self.shared is not None:
             await self.shared.pause(seconds, self._clock.monotonic())
+        self.pause(seconds)
 
     async def give_back(self, chat_id: int) -> None:
         """``refund``, in the shared budget when there is one."""
