@@ -96,7 +96,8 @@ def _choice(*allowed: str) -> BeforeValidator:
     return BeforeValidator(check)
 
 
-def _path(raw: Any) -> Path | None:
+def parse_path(raw: Any) -> Path | None:
+    """A path variable: blank is unset, ``~`` expanded (the settings' and ``setup``'s one reading)."""
     value = str(raw).strip() if raw is not None else ""
     return Path(os.path.expanduser(value)) if value else None
 
@@ -251,7 +252,7 @@ class Settings(BaseSettings):
     api_base_url: Annotated[str, BeforeValidator(_url)] = Field(
         DEFAULT_BASE_URL, validation_alias=AliasChoices("CCTG_API_BASE_URL", "TELEGRAM_API_BASE_URL")
     )
-    data_dir: Annotated[Path, BeforeValidator(_path)] = Field(
+    data_dir: Annotated[Path, BeforeValidator(parse_path)] = Field(
         DEFAULT_DATA_DIR, validation_alias=AliasChoices("CCTG_DATA_DIR")
     )
     #: Default ``telegram``, also without a token (then "not configured"): bridge delivery only
@@ -262,12 +263,12 @@ class Settings(BaseSettings):
     environment: Annotated[Environment, _choice("development", "staging", "production")] = Field(
         "production", validation_alias=AliasChoices("CCTG_ENVIRONMENT")
     )
-    config_path: Annotated[Path | None, BeforeValidator(_path)] = _env("CCTG_CONFIG")
-    events_dir: Annotated[Path, BeforeValidator(_path)] = Field(
+    config_path: Annotated[Path | None, BeforeValidator(parse_path)] = _env("CCTG_CONFIG")
+    events_dir: Annotated[Path, BeforeValidator(parse_path)] = Field(
         default_factory=lambda data: data["data_dir"] / "events",
         validation_alias=AliasChoices("CCTG_EVENTS_DIR", "CC_TELEGRAM_EVENTS_DIR"),
     )
-    responses_dir: Annotated[Path, BeforeValidator(_path)] = Field(
+    responses_dir: Annotated[Path, BeforeValidator(parse_path)] = Field(
         default_factory=lambda data: data["data_dir"] / "responses",
         validation_alias=AliasChoices("CCTG_RESPONSES_DIR", "CC_TELEGRAM_RESPONSES_DIR"),
     )
@@ -276,7 +277,9 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("CCTG_BRIDGE_HEALTH_URL", "CC_TELEGRAM_BRIDGE_HEALTH_URL"),
     )
     #: The CCTelegram bridge executable; None: ``cctelegram-bridge`` on PATH.
-    bridge_path: Annotated[Path | None, BeforeValidator(_path)] = _env("CCTG_BRIDGE_PATH", "CC_TELEGRAM_BRIDGE_PATH")
+    bridge_path: Annotated[Path | None, BeforeValidator(parse_path)] = _env(
+        "CCTG_BRIDGE_PATH", "CC_TELEGRAM_BRIDGE_PATH"
+    )
     rate_per_chat: Annotated[float, BeforeValidator(_positive)] = Field(1.0, validation_alias="CCTG_RATE_PER_CHAT")
     #: Messages a chat may take at once before the per-chat rate applies (a whole number >= 1).
     rate_per_chat_burst: Annotated[int, _whole(1, 1000)] = Field(3, validation_alias="CCTG_RATE_PER_CHAT_BURST")

@@ -15,7 +15,8 @@ import anyio
 import pytest
 from helpers import clean_environ, reader_process
 
-from cctg_mcp.commands.setup import mask
+from cctg_mcp.commands.setup import data_dir, mask
+from cctg_mcp.config import load_settings
 from cctg_mcp.testing import DEFAULT_TOKEN, TelegramStandIn
 
 pytestmark = pytest.mark.anyio
@@ -163,3 +164,12 @@ async def test_setup_says_how_many_waiting_updates_it_discards(standin: Telegram
     assert code == 0, err
     assert "2 update(s) already waiting for the bot are skipped and discarded" in err
     assert json.loads(out)["mcpServers"]["cctg"]["env"]["TELEGRAM_ALLOWED_USERS"] == str(ADA)
+
+
+def test_setup_looks_for_a_reader_in_the_data_dir_the_server_would_use(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Stripped and ``~`` expanded, as the settings read CCTG_DATA_DIR."""
+    for raw in ("~/cctg-data", f" {tmp_path} "):
+        monkeypatch.setenv("CCTG_DATA_DIR", raw)
+        assert data_dir() == load_settings({"CCTG_DATA_DIR": raw}).data_dir.expanduser()

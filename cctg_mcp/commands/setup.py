@@ -121,10 +121,11 @@ def start_sender(update: dict[str, Any]) -> Person | None:
 
 
 def data_dir() -> Path:
-    """The data dir a server started from this environment uses (``CCTG_DATA_DIR``, else the default)."""
-    from cctg_mcp.config import DEFAULT_DATA_DIR
+    """The data dir a server started from this environment uses (``CCTG_DATA_DIR``, else the
+    default), read by the settings' own path parser (stripped, ``~`` expanded)."""
+    from cctg_mcp.config import DEFAULT_DATA_DIR, parse_path
 
-    return Path(os.environ.get("CCTG_DATA_DIR") or DEFAULT_DATA_DIR).expanduser()
+    return parse_path(os.environ.get("CCTG_DATA_DIR")) or DEFAULT_DATA_DIR.expanduser()
 
 
 async def refuse_if_a_server_reads(directory: Path) -> None:
