@@ -1,10 +1,12 @@
 """Composition root: settings in, a running service out.
 
-``open_service(settings)`` opens the outbox, builds the Telegram transport, the resilience
-pipeline, the pacer and the dispatcher, starts the background tasks in one task group and
-yields the ``NotificationService``. On exit the task group is cancelled, in-flight rows go
-back to pending, and everything is closed. Without a token it still yields a service,
-whose tools answer "not configured".
+``open_service(settings)`` builds the runtime in layers, each from the ones before and none
+attached later: the parts (outbox, Telegram transport, coordinator, pacer, dispatcher,
+supervisor, answers, mode), the use cases over them (``NotificationService``), the
+operations over those (chaos, health checks, recovery); it starts the background tasks in
+one task group and yields the frozen ``Runtime`` (runtime.py). On exit the task group is
+cancelled, in-flight rows go back to pending, and everything is closed. Without a token it
+still yields a runtime, whose use cases answer "not configured".
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from cctg_mcp.answers import DEFAULT_POLL_TIMEOUT, Answers, BridgeAnswers
-from cctg_mcp.answers.service import bot_id_of
+from cctg_mcp.answers.service import AnswerSource, bot_id_of
 from cctg_mcp.answers.store import ANSWERS_FILE
 from cctg_mcp.config import Settings
 from cctg_mcp.delivery.bridge import bridge_dispatcher
@@ -43,12 +45,14 @@ from cctg_mcp.resilience.config import ResilienceConfig, load_resilience_config
 from cctg_mcp.resilience.health import HealthMonitor, HealthSettings
 from cctg_mcp.resilience.metrics import AlertThresholds, MetricsRegistry, serve_prometheus
 from cctg_mcp.resilience.pipeline import PipelineSet
+from cctg_mcp.runtime import Runtime
 from cctg_mcp.transports.telegram import TelegramTransport
 
 if TYPE_CHECKING:  # only transports/ imports httpx at run time (tests/test_layout.py); redis only when set
     import httpx
 
     from cctg_mcp.delivery.redis_coordination import RedisCoordinator
+    from cctg_mcp.transports.bridge.process import BridgeProcessManager
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +79,11 @@ async def open_service(
     http_transport: httpx.AsyncBaseTransport | None = None,
     poll_timeout: int = DEFAULT_POLL_TIMEOUT,
     shutdown_grace: float | None = None,
-) -> AsyncIterator[NotificationService]:
+    bridge: BridgeProcessManager | None = None,
+) -> AsyncIterator[Runtime]:
+    """The running server for ``settings``; the keyword arguments replace a default part
+    (tests and embedders): ``http_transport`` under the Bot API client, ``bridge`` the bridge
+    process manager, ``shutdown_grace`` the drain's bound."""
     config = resilience if resilience is not None else load_resilience_config({}, settings.config_path)
     warn_unsupported(
         config, environment=settings.environment
@@ -97,10 +105,11 @@ async def open_service(
     if settings.problems():
         for problem in settings.problems():
             log.warning("not configured: %s", problem)
-        service = NotificationService(
-            settings, None, None, clock=clock, pipelines=pipelines, metrics=metrics, resilience=config
+        yield Runtime(
+            service=NotificationService(
+                settings, None, None, clock=clock, pipelines=pipelines, metrics=metrics, resilience=config
+            )
         )
-        yield service
         return
 
     async with AsyncExitStack() as stack:
@@ -148,6 +157,8 @@ async def open_service(
         stack.push_async_callback(coordinator.aclose)
         pacer = Pacer(settings.pacing, clock=clock, shared=coordinator)
         lease_s = lease_for(settings.lease_seconds, config)
+        # Direct delivery: the server owns the mode (nomad/local/muted); in bridge mode the bridge does.
+        mode = ModeStore(settings.data_dir / MODE_FILE, clock=clock) if transport is not None else None
         if sender is None:
             dispatcher: Dispatcher = bridge_dispatcher(
                 settings, outbox, pipelines, pacer, clock=clock, coordinator=coordinator, lease_s=lease_s
@@ -164,7 +175,27 @@ async def open_service(
                 # no more sends in flight than the telegram bulkhead admits (maxConcurrentRequests)
                 concurrency=min(8, config.circuit_breaker["telegram"].max_concurrent_requests),
                 coordinator=coordinator,
+                mode=mode,
             )
+        supervisor = DispatcherSupervisor(  # a crashed loop restarts after recovery.restartDelay, backing off
+            dispatcher, clock=clock, restart_delay=max(0.05, config.recovery.seconds("restart_delay"))
+        )
+        answers: AnswerSource
+        poller = None
+        if transport is not None:  # answers: getUpdates poller + response store (answers/)
+            direct = await Answers.open(
+                settings,
+                transport,
+                pipelines,
+                clock=clock,
+                metrics=metrics,
+                poll_timeout=poll_timeout,
+                coordinator=coordinator,
+            )
+            answers, poller = direct, direct.poller
+        else:  # bridge: the bridge reads Telegram; answers come from its response files
+            answers = await BridgeAnswers.open(settings, clock=clock, metrics=metrics)
+        stack.push_async_callback(answers.aclose)
         service = NotificationService(
             settings,
             outbox,
@@ -174,42 +205,33 @@ async def open_service(
             metrics=metrics,
             resilience=config,
             transport=sender,
+            coordinator=coordinator,
+            supervisor=supervisor,
+            answers=answers,
+            mode=mode,
+            bridge=bridge,
         )
-        service.coordinator = coordinator
-        if transport is not None:  # direct delivery: the server owns the mode (bridge: the bridge does)
-            service.mode = dispatcher.mode = ModeStore(settings.data_dir / MODE_FILE, clock=clock)
-        supervisor = DispatcherSupervisor(  # a crashed loop restarts after recovery.restartDelay, backing off
-            dispatcher, clock=clock, restart_delay=max(0.05, config.recovery.seconds("restart_delay"))
-        )  # restarts a crashed/killed dispatcher loop
-        service.supervisor = supervisor
-        if chaos_sender is not None or (sender is None and settings.environment != "production"):
-            service.chaos = build_chaos(service, chaos_sender, supervisor)  # bridge mode: ops/chaos_bridge.py
-        service.health = monitor = HealthMonitor(HealthSettings.from_config(config.health), clock)
-        install_default_checks(monitor, service)
-        service.recovery = recovery = build_manager(service)  # acts on the service; see ops/recovery.py
-        monitor.add_listener(recovery.on_health_change)  # unhealthy -> a session; healthy -> levers undone
-        if transport is not None:  # answers: getUpdates poller + response store (answers/)
-            service.answers = await Answers.open(
-                settings, transport, pipelines, clock=clock, metrics=metrics, poll_timeout=poll_timeout
-            )
-            stack.push_async_callback(service.answers.aclose)
-            if service.answers.poller is not None:  # /cct:nomad, /cct:local, /cct:mute from Telegram
-                service.answers.poller.on_command = partial(on_telegram_command, service)
-            service.answers.coordinator = coordinator
-            if redis_coordinator is not None and service.answers.poller is not None:
+        if poller is not None:  # /cct:nomad, /cct:local, /cct:mute from Telegram act on the service
+            poller.on_command = partial(on_telegram_command, service)
+            if redis_coordinator is not None:
                 # The reader shares what it reads; every machine stores it against its own outbox.
-                service.answers.poller.shared = redis_coordinator
-                redis_coordinator.set_updates_sink(service.answers.poller.ingest_shared)
-        else:  # bridge: the bridge reads Telegram; answers come from its response files
-            service.answers = await BridgeAnswers.open(settings, clock=clock, metrics=metrics)
-            stack.push_async_callback(service.answers.aclose)
+                poller.shared = redis_coordinator
+                redis_coordinator.set_updates_sink(poller.ingest_shared)
+        # The operations over the service: chaos (outside production), health checks, recovery.
+        chaos = None
+        if chaos_sender is not None or (sender is None and settings.environment != "production"):
+            chaos = build_chaos(service, chaos_sender, supervisor)  # bridge mode: ops/chaos_bridge.py
+        monitor = HealthMonitor(HealthSettings.from_config(config.health), clock)
+        install_default_checks(monitor, service)
+        recovery = build_manager(service)  # acts on the service; see ops/recovery.py
+        monitor.add_listener(recovery.on_health_change)  # unhealthy -> a session; healthy -> levers undone
         async with anyio.create_task_group() as tg:
             await tg.start(coordinator.run)
             await tg.start(supervisor.run)
-            if service.answers.poller is not None:  # only the data dir's one reader polls
-                await tg.start(partial(service.answers.poller.run_as_reader, coordinator))
-            if service.chaos is not None:
-                await tg.start(service.chaos.run)  # hosts the experiments' rollback timers
+            if poller is not None:  # only the data dir's one reader polls
+                await tg.start(partial(poller.run_as_reader, coordinator))
+            if chaos is not None:
+                await tg.start(chaos.run)  # hosts the experiments' rollback timers
             if recovery.settings.enabled:
                 await tg.start(recovery.run)  # before the monitor, so no transition is missed
             if monitor.settings.enabled:
@@ -228,13 +250,17 @@ async def open_service(
                 )
             )
             prometheus = config.monitoring.prometheus
+            prometheus_port = None
             if prometheus.enabled:  # PROMETHEUS_ENABLED / _PORT / _ENDPOINT (a path), loopback only
-                service.prometheus_port = await tg.start(
+                prometheus_port = await tg.start(
                     functools.partial(serve_prometheus, metrics, "127.0.0.1", prometheus.port, path=prometheus.endpoint)
                 )
-                log.info("Prometheus metrics on http://127.0.0.1:%d%s", service.prometheus_port, prometheus.endpoint)
+                log.info("Prometheus metrics on http://127.0.0.1:%d%s", prometheus_port, prometheus.endpoint)
+            runtime = Runtime(
+                service=service, health=monitor, recovery=recovery, chaos=chaos, prometheus_port=prometheus_port
+            )
             try:
-                yield service
+                yield runtime
             finally:
                 # Graceful: deliveries in progress get recovery.gracefulShutdownTimeout (unless the
                 # caller bounds it), then the rest is cancelled and goes back to pending.

@@ -26,6 +26,7 @@ from cctg_mcp.ops.status import ResilienceStatus, resilience_status
 from cctg_mcp.ops.verdict import verdict
 from cctg_mcp.resilience.breaker import BreakerStatistics
 from cctg_mcp.resilience.config import ResilienceConfig, load_resilience_config, parse_resilience_config
+from cctg_mcp.runtime import Runtime
 
 __all__ = ["ResilienceConfig", "ResilienceStatus", "ResilientBridgeClient", "SendResult", "Settings"]
 
@@ -48,26 +49,32 @@ class ResilientBridgeClient:
         else:
             self.config = parse_resilience_config(config, "ResilientBridgeClient(config)")
         self._stack: AsyncExitStack | None = None
-        self._service: NotificationService | None = None
+        self._runtime: Runtime | None = None
 
     async def __aenter__(self) -> ResilientBridgeClient:
         stack = AsyncExitStack()
-        self._service = await stack.enter_async_context(open_service(self.settings, resilience=self.config))
+        self._runtime = await stack.enter_async_context(open_service(self.settings, resilience=self.config))
         self._stack = stack
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        stack, self._stack, self._service = self._stack, None, None
+        stack, self._stack, self._runtime = self._stack, None, None
         if stack is not None:
             await stack.aclose()
 
     @property
-    def service(self) -> NotificationService:
-        if self._service is None:
+    def runtime(self) -> Runtime:
+        """The running service and its operations (health, recovery, chaos), as the MCP server has them."""
+        if self._runtime is None:
             raise RuntimeError("use ResilientBridgeClient inside 'async with'")
-        return self._service
+        return self._runtime
+
+    @property
+    def service(self) -> NotificationService:
+        """The use cases (send, accept, deliver)."""
+        return self.runtime.service
 
     async def send_event(
         self,
@@ -95,15 +102,15 @@ class ResilientBridgeClient:
 
     async def get_resilience_status(self, *, refresh: bool = False) -> ResilienceStatus:
         """The status; ``overall`` is ``unknown`` until the first health checks ran (``refresh`` runs them now)."""
-        return await resilience_status(self.service, refresh=refresh)
+        return await resilience_status(self.runtime, refresh=refresh)
 
     async def get_resilience_health_report(self) -> dict[str, Any]:
-        health = self.service.health
+        health = self.runtime.health
         if health is None:
-            overall = verdict(self.service)  # the same verdict as the status and the MCP tools
+            overall = verdict(self.runtime)  # the same verdict as the status and the MCP tools
             return {"overall": overall.overall, "ready": overall.ready, "components": [], "note": overall.reason}
         report = health.report()
-        overall = verdict(self.service, report)  # computed from this report, not a second one
+        overall = verdict(self.runtime, report)  # computed from this report, not a second one
         data = dict(report.to_dict())
         data.update(overall=overall.overall, ready=overall.ready, verdict_reason=overall.reason)
         return data

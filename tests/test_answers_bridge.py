@@ -51,6 +51,7 @@ from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.ops.status import resilience_status
 from cctg_mcp.resilience.clock import FakeClock
 from cctg_mcp.resilience.pipeline import PipelineSet
+from cctg_mcp.runtime import Runtime
 from cctg_mcp.server import build_server
 from cctg_mcp.testing import FaultMode, TelegramStandIn
 from cctg_mcp.transports.telegram import TelegramTransport
@@ -313,10 +314,10 @@ async def test_a_409_conflict_is_an_active_issue_through_the_mcp_tool(standin: T
     services: list[NotificationService] = []
 
     @asynccontextmanager
-    async def opened() -> AsyncIterator[NotificationService]:
-        async with open_service(make_settings(standin, tmp_path), resilience=fast_config(), poll_timeout=1) as svc:
-            services.append(svc)
-            yield svc
+    async def opened() -> AsyncIterator[Runtime]:
+        async with open_service(make_settings(standin, tmp_path), resilience=fast_config(), poll_timeout=1) as runtime:
+            services.append(runtime.service)
+            yield runtime
 
     async with Client(build_server(opened)) as client:
         answers = services[-1].answers
@@ -345,8 +346,7 @@ async def test_a_poller_that_keeps_failing_is_an_issue_until_it_reads_again(
                 store, transport, updates_pipeline(PipelineSet(config)), allowed_users=USERS, poll_timeout=0
             )
             poller.running = True  # as inside run(); rounds are driven one by one here
-            service = NotificationService(settings, None, None)
-            service.answers = Answers(store, poller)
+            service = Runtime(service=NotificationService(settings, None, None, answers=Answers(store, poller)))
 
             async def issues() -> list[str]:
                 return [

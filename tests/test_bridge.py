@@ -67,7 +67,8 @@ def event(task_id: str = "task-1", type: str = "info_notification", **kw: Any) -
 async def test_each_send_writes_one_event_file_with_every_field_the_bridge_requires(tmp_path: Path) -> None:
     settings = bridge_settings(tmp_path)
     assert settings.problems() == [] and settings.token == ""
-    async with open_service(settings, resilience=fast_config()) as service:
+    async with open_service(settings, resilience=fast_config()) as runtime:
+        service = runtime.service
         assert service.recipients() == [BRIDGE_CHAT_ID]
         sent = [
             service.build_event(
@@ -120,7 +121,8 @@ async def test_a_duplicate_reads_queued_while_its_file_waits_for_the_bridge(tmp_
     def again() -> Event:
         return service.build_event(type="task_completion", title="Refactor", description="done", task_id="dup-1")
 
-    async with open_service(settings, resilience=fast_config()) as service:
+    async with open_service(settings, resilience=fast_config()) as runtime:
+        service = runtime.service
         first = await service.submit(again())
         assert first.status == "queued"
         second = await service.submit(again())
@@ -135,7 +137,8 @@ async def test_a_duplicate_reads_queued_while_its_file_waits_for_the_bridge(tmp_
 
 async def test_sending_the_same_event_again_is_a_duplicate_and_writes_nothing(tmp_path: Path) -> None:
     settings = bridge_settings(tmp_path)
-    async with open_service(settings, resilience=fast_config()) as service:
+    async with open_service(settings, resilience=fast_config()) as runtime:
+        service = runtime.service
         ev = service.build_event(type="task_started", title="x", description="y", task_id="same")
         first = await service.submit(ev)
         again = await service.submit(
@@ -211,7 +214,8 @@ def test_a_task_id_that_could_reach_a_path_is_refused(tmp_path: Path, task_id: s
 
 async def test_an_unsafe_task_id_in_the_outbox_ends_dead_not_written(tmp_path: Path) -> None:
     settings = bridge_settings(tmp_path)
-    async with open_service(settings, resilience=fast_config()) as service:
+    async with open_service(settings, resilience=fast_config()) as runtime:
+        service = runtime.service
         with pytest.raises(DeliveryFailedError, match="task_id"):
             await service.submit(event("../../outside"))  # bypasses build_event's own check
         assert service.outbox is not None and (await service.outbox.counts()).dead == 1
@@ -230,7 +234,8 @@ def _raising(code: int) -> Any:
 
 async def test_permission_denied_makes_the_delivery_dead_with_a_message_naming_the_directory(tmp_path: Path) -> None:
     settings = bridge_settings(tmp_path)
-    async with open_service(settings, resilience=fast_config()) as service:
+    async with open_service(settings, resilience=fast_config()) as runtime:
+        service = runtime.service
         assert isinstance(service.dispatcher, BridgeDispatcher)
         service.dispatcher.writer.opener = _raising(errno.EACCES)
         ev = service.build_event(type="info_notification", title="x", description="y", task_id="perm")
@@ -250,7 +255,8 @@ async def test_a_read_only_events_directory_is_reported_the_same_way(tmp_path: P
     settings.events_dir.mkdir(parents=True)
     settings.events_dir.chmod(0o500)
     try:
-        async with open_service(settings, resilience=fast_config()) as service:
+        async with open_service(settings, resilience=fast_config()) as runtime:
+            service = runtime.service
             with pytest.raises(DeliveryFailedError, match="EACCES"):
                 await service.submit(service.build_event(type="info_notification", title="x", description="y"))
     finally:
@@ -339,7 +345,8 @@ def test_bridge_settings_read_the_bridge_path_and_need_a_creatable_events_dir(tm
 async def test_an_uncreatable_events_dir_means_not_configured(tmp_path: Path) -> None:
     (tmp_path / "a-file").write_text("")
     settings = bridge_settings(tmp_path, CC_TELEGRAM_EVENTS_DIR=str(tmp_path / "a-file" / "events"))
-    async with open_service(settings, resilience=fast_config()) as service:
+    async with open_service(settings, resilience=fast_config()) as runtime:
+        service = runtime.service
         with pytest.raises(Exception, match="CC_TELEGRAM_EVENTS_DIR"):
             await service.submit(service.build_event(type="info_notification", title="x", description="y"))
 
@@ -449,7 +456,8 @@ async def test_bridge_status_without_a_bridge_reports_files_waiting(tmp_path: Pa
         CC_TELEGRAM_BRIDGE_HEALTH_URL="http://127.0.0.1:9/health",
         CC_TELEGRAM_BRIDGE_PATH=str(tmp_path / "nowhere"),
     )
-    async with open_service(settings, resilience=fast_config()) as service:
+    async with open_service(settings, resilience=fast_config()) as runtime:
+        service = runtime.service
         await service.submit(service.build_event(type="info_notification", title="x", description="y"))
         status = await bridge_status(service)
         assert isinstance(service, NotificationService)

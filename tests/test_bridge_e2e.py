@@ -19,7 +19,7 @@ from helpers import FakeBridge, await_gone, connected, fast_config, gone, make_s
 from mcp import Client
 
 from cctg_mcp.app import open_service
-from cctg_mcp.delivery.service import NotificationService
+from cctg_mcp.runtime import Runtime
 from cctg_mcp.server import build_server
 from cctg_mcp.transports.bridge.process import BridgeNotFoundError, BridgeProcessManager, probe_bridge_health
 
@@ -80,10 +80,10 @@ async def test_a_200_that_says_unhealthy_is_unhealthy_in_the_report_and_the_stat
     )
 
     @asynccontextmanager
-    async def opened() -> AsyncIterator[NotificationService]:
-        async with open_service(settings, resilience=config) as service:
-            service.bridge = manager  # the same bridge, with a short start timeout
-            yield service
+    async def opened() -> AsyncIterator[Runtime]:
+        # the same bridge, with a short start timeout
+        async with open_service(settings, resilience=config, bridge=manager) as runtime:
+            yield runtime
 
     try:
         async with Client(build_server(opened)) as client:

@@ -85,7 +85,7 @@ def test_without_environ_the_resilience_variables_come_from_the_process_environm
 
 async def test_the_health_report_verdict_comes_from_the_same_report(standin: TelegramStandIn, tmp_path: Path) -> None:
     async with ResilientBridgeClient(environ=env_for(standin, tmp_path)) as client:
-        monitor = client.service.health
+        monitor = client.runtime.health
         assert monitor is not None
         calls: list[object] = []
         real = monitor.report

@@ -21,7 +21,7 @@ from mcp import Client
 from mcp.server.mcpserver import MCPServer
 
 from cctg_mcp.app import open_service
-from cctg_mcp.delivery.service import NotificationService
+from cctg_mcp.runtime import Runtime
 from cctg_mcp.server import build_server
 from cctg_mcp.testing import FaultMode, TelegramStandIn
 
@@ -63,16 +63,16 @@ async def test_no_token_anywhere_under_every_failure_mode(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     settings = make_settings(standin, tmp_path, CCTG_HTTP_TOKEN=HTTP_TOKEN, CCTG_TOOL_RATE_LIMIT="0")
-    services: list[NotificationService] = []
+    services: list[Runtime] = []
 
     def opened() -> Any:
         context = open_service(settings, resilience=NO_BREAKER)
 
         class Keep:
-            async def __aenter__(self) -> NotificationService:
-                service = await context.__aenter__()
-                services.append(service)
-                return service
+            async def __aenter__(self) -> Runtime:
+                runtime = await context.__aenter__()
+                services.append(runtime)
+                return runtime
 
             async def __aexit__(self, *exc: Any) -> Any:
                 return await context.__aexit__(*exc)
@@ -95,12 +95,13 @@ async def test_no_token_anywhere_under_every_failure_mode(
             reached = await anyio.to_thread.run_sync(standin.wait_until, lambda n=before: len(standin.requests) > n, 5)
             assert reached, f"{mode.value} never reached the stand-in"
         seen += await read_everything(client)
-        (service,) = services
-        assert service.metrics is not None
-        seen.append(str(service.metrics.snapshot()))
-        seen.append(service.metrics.prometheus_text())
-        if service.health is not None:
-            seen.append(str(service.health.report()))
+        (runtime,) = services
+        metrics = runtime.service.metrics
+        assert metrics is not None
+        seen.append(str(metrics.snapshot()))
+        seen.append(metrics.prometheus_text())
+        if runtime.health is not None:
+            seen.append(str(runtime.health.report()))
     seen += [record.getMessage() for record in caplog.records]
     seen += [str(record.exc_info) for record in caplog.records if record.exc_info]
     text = "\n".join(seen)

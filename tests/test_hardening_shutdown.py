@@ -111,7 +111,8 @@ async def test_a_delivery_in_progress_may_finish_within_the_grace(standin: Teleg
     settings = make_settings(standin, tmp_path)
     event = Event(event_id="graceful-1", type="info_notification", title="t", description="finishing", task_id="g1")
     config = fast_config(recovery={"gracefulShutdownTimeout": 5000})  # the seed's key bounds the drain
-    async with open_service(settings, resilience=config) as service:
+    async with open_service(settings, resilience=config) as runtime:
+        service = runtime.service
         assert service.outbox is not None and service.dispatcher is not None
         standin.set_fault(FaultMode.HANG, methods={"sendMessage"})
         await service.outbox.enqueue(event, list(USERS))
@@ -130,7 +131,8 @@ async def test_the_grace_is_bounded_and_the_rest_stays_pending(standin: Telegram
     settings = make_settings(standin, tmp_path)
     event = Event(event_id="graceful-2", type="info_notification", title="t", description="stuck", task_id="g2")
     config = fast_config(recovery={"gracefulShutdownTimeout": 300})
-    async with open_service(settings, resilience=config) as service:
+    async with open_service(settings, resilience=config) as runtime:
+        service = runtime.service
         assert service.outbox is not None and service.dispatcher is not None
         standin.set_fault(FaultMode.HANG, methods={"sendMessage"})
         await service.outbox.enqueue(event, list(USERS))

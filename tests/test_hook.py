@@ -146,7 +146,8 @@ async def test_a_hanging_telegram_cannot_hold_the_hook_and_the_event_stays_queue
 
 @asynccontextmanager
 async def server(standin: TelegramStandIn, data_dir: Path) -> AsyncIterator[NotificationService]:
-    async with open_service(make_settings(standin, data_dir), resilience=fast_config(), poll_timeout=1) as service:
+    async with open_service(make_settings(standin, data_dir), resilience=fast_config(), poll_timeout=1) as runtime:
+        service = runtime.service
         yield service
 
 

@@ -24,6 +24,7 @@ from mcp import Client
 from cctg_mcp.app import open_service
 from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.delivery.sqlite_worker import storage_error
+from cctg_mcp.runtime import Runtime
 from cctg_mcp.server import build_server
 from cctg_mcp.testing import TelegramStandIn
 
@@ -78,7 +79,8 @@ async def test_a_record_that_fails_after_telegram_accepted_is_still_delivered_an
     delivered (not an opaque error), a lease that runs out does not send it again, and the
     record is written once there is room."""
     settings = make_settings(standin, tmp_path / "data")
-    async with open_service(settings, resilience=fast_config(health={"enabled": False})) as service:
+    async with open_service(settings, resilience=fast_config(health={"enabled": False})) as runtime:
+        service = runtime.service
         outbox, dispatcher = service.outbox, service.dispatcher
         assert outbox is not None and dispatcher is not None
         real = outbox.mark_delivered
@@ -129,10 +131,10 @@ async def test_a_send_on_a_full_disk_is_refused_in_plain_words(standin: Telegram
     services: list[NotificationService] = []
 
     @asynccontextmanager
-    async def opened() -> AsyncIterator[NotificationService]:
-        async with open_service(settings, resilience=fast_config()) as service:
-            services.append(service)
-            yield service
+    async def opened() -> AsyncIterator[Runtime]:
+        async with open_service(settings, resilience=fast_config()) as runtime:
+            services.append(runtime.service)
+            yield runtime
 
     async with Client(build_server(opened)) as client:
         first = await call_raw(client, "send_telegram_message", {"message": "fits"})

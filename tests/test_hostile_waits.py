@@ -40,7 +40,8 @@ async def test_a_huge_retry_after_is_capped_logged_and_trigger_recovery_clears_t
     settings = make_settings(standin, tmp_path, CCTG_MAX_SERVER_WAIT="10m")
     assert settings.max_server_wait == 600
     with caplog.at_level(logging.WARNING, logger="cctg_mcp.transports.telegram"):
-        async with open_service(settings, resilience=CONFIG) as service:
+        async with open_service(settings, resilience=CONFIG) as runtime:
+            service = runtime.service
             # One 429, to whichever send arrives first. (One per recipient raced: a copy held back
             # by the first pause met the second 429 after the recovery and paused again.)
             standin.set_fault(FaultMode.RATE_LIMIT, methods={"sendMessage"}, retry_after=HUGE, count=1)
@@ -55,9 +56,9 @@ async def test_a_huge_retry_after_is_capped_logged_and_trigger_recovery_clears_t
             # leased by the background loop now); the pause holds them; no due time 31 years ahead
             dues = due_times(settings.outbox_path)
             assert 1 <= len(dues) <= len(USERS) and all(due <= time.time() + 600 + 1 for due in dues)
-            assert service.recovery is not None
+            assert runtime.recovery is not None
             with anyio.fail_after(15):
-                session = await service.recovery.recover("telegram", strategy=RecoveryStrategy.RETRY)
+                session = await runtime.recovery.recover("telegram", strategy=RecoveryStrategy.RETRY)
                 assert session.status == "succeeded", session
                 assert pacer.paused_for() == 0
                 assert "ended a 429 pause" in session.attempts[0].detail

@@ -32,6 +32,7 @@ RUNTIME = {
     "cli",
     "client",
     "config",
+    "runtime",
 }
 EDGE = {"server", "app", "cli", "client", "commands", "dev"}  # what the inner layers never import
 
@@ -97,7 +98,8 @@ def test_only_transports_import_httpx(unit: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "unit", ["answers", "config", "delivery", "events", "ops", "permissions", "resilience", "tasks", "transports"]
+    "unit",
+    ["answers", "config", "delivery", "events", "ops", "permissions", "resilience", "runtime", "tasks", "transports"],
 )
 def test_inner_layers_never_import_the_edge(unit: str) -> None:
     assert not GRAPH[unit] & EDGE, f"{unit} imports {sorted(GRAPH[unit] & EDGE)}"

@@ -162,7 +162,8 @@ async def test_every_dispatcher_uses_the_one_background_send_timeout(standin: Te
     assert background_send_timeout(120.0) == 30.0 and background_send_timeout(20.0) == 10.0
     for delivery in ("bridge", "telegram"):
         settings = make_settings(standin, tmp_path / delivery, CCTG_DELIVERY=delivery, CCTG_LEASE_SECONDS="20")
-        async with open_service(settings, resilience=fast_config()) as service:
+        async with open_service(settings, resilience=fast_config()) as runtime:
+            service = runtime.service
             dispatcher = service.dispatcher
             assert dispatcher is not None
             assert dispatcher.send_timeout_s == background_send_timeout(20.0) == 10.0, delivery

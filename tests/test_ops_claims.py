@@ -29,9 +29,9 @@ pytestmark = pytest.mark.anyio
 
 async def test_health_disabled_says_nothing_is_checked(standin: TelegramStandIn, tmp_path: Path) -> None:
     config = fast_config(health={"enabled": False})
-    async with open_service(make_settings(standin, tmp_path), resilience=config) as service:
-        assert isinstance(service.health, HealthMonitor) and not service.health.settings.enabled
-        seen = verdict(service)
+    async with open_service(make_settings(standin, tmp_path), resilience=config) as runtime:
+        assert isinstance(runtime.health, HealthMonitor) and not runtime.health.settings.enabled
+        seen = verdict(runtime)
     assert seen.overall == "unknown" and seen.configured
     assert seen.reason == "health monitoring is not running, so nothing is checked"
 
@@ -40,8 +40,8 @@ async def test_health_enabled_before_the_first_checks_is_not_said_to_be_off(
     standin: TelegramStandIn, tmp_path: Path
 ) -> None:
     config = fast_config(health={"interval": 600_000, "gracePeriod": 600_000})
-    async with open_service(make_settings(standin, tmp_path), resilience=config) as service:
-        seen = verdict(service)
+    async with open_service(make_settings(standin, tmp_path), resilience=config) as runtime:
+        seen = verdict(runtime)
     assert "health monitoring is not running" not in seen.reason
 
 
@@ -49,10 +49,10 @@ async def test_resilience_disabled_breaker_check_is_degraded_not_closed(
     standin: TelegramStandIn, tmp_path: Path
 ) -> None:
     config = fast_config(enabled=False, health={"interval": 600_000, "gracePeriod": 600_000})
-    async with open_service(make_settings(standin, tmp_path), resilience=config) as service:
-        assert isinstance(service.health, HealthMonitor)
+    async with open_service(make_settings(standin, tmp_path), resilience=config) as runtime:
+        assert isinstance(runtime.health, HealthMonitor)
         with anyio.fail_after(15):
-            report = await service.health.check_now("telegram_breaker")
+            report = await runtime.health.check_now("telegram_breaker")
     component = report.component("telegram_breaker")
     assert component.status.value == "degraded", component
     message = component.message or ""
@@ -67,7 +67,8 @@ async def test_chaos_recovery_in_direct_mode_walks_every_breaker_of_the_componen
         health={"enabled": False},
         operations={"sendMessage": {"timeout": 2000, "circuitBreaker": {"failureThreshold": 7}}},
     )
-    async with open_service(make_settings(standin, tmp_path), resilience=config) as service:
+    async with open_service(make_settings(standin, tmp_path), resilience=config) as runtime:
+        service = runtime.service
         assert service.pipelines is not None and service.transport is not None
         found = service.pipelines.for_component("telegram").breakers
         probe = ServiceProbe(service, service.transport, service.supervisor)  # type: ignore[arg-type]
@@ -84,7 +85,8 @@ async def test_status_retries_count_the_per_event_executors_too(standin: Telegra
         health={"enabled": False},
         events={"performance_alert": {"retry": {"maxAttempts": 3, "baseDelay": 1, "jitterEnabled": False}}},
     )
-    async with open_service(make_settings(standin, tmp_path), resilience=config) as service:
+    async with open_service(make_settings(standin, tmp_path), resilience=config) as runtime:
+        service = runtime.service
         assert service.pipelines is not None
         pipe = service.pipelines.for_component("telegram")
         calls = 0
@@ -98,7 +100,7 @@ async def test_status_retries_count_the_per_event_executors_too(standin: Telegra
 
         with anyio.fail_after(15):
             assert await pipe.call("sendMessage", flaky, event_type="performance_alert") == "ok"
-            status = await resilience_status(service)
+            status = await resilience_status(runtime)
         assert len(pipe.retries) > 1 and pipe.retry.statistics.retries == 0  # the event's own executor retried
     (telegram,) = [r for r in status.retries if r.component == "telegram"]
     assert (telegram.operations, telegram.retried_operations, telegram.retries) == (1, 1, 1)
@@ -122,9 +124,9 @@ async def test_status_reads_the_report_and_the_answers_once(
     monkeypatch.setattr(status_module, "answers_summary", answers)
     monkeypatch.setattr(verdict_module, "answers_summary", answers)
     config = fast_config(health={"interval": 600_000, "gracePeriod": 600_000})
-    async with open_service(make_settings(standin, tmp_path), resilience=config) as service:
+    async with open_service(make_settings(standin, tmp_path), resilience=config) as runtime:
         with anyio.fail_after(15):
-            status = await resilience_status(service)
+            status = await resilience_status(runtime)
     assert counts == {"report": 1, "answers": 1}
     assert status.health is not None and status.health.overall == status.overall
 

@@ -17,6 +17,7 @@ from mcp.shared.exceptions import MCPError
 
 from cctg_mcp.app import open_service
 from cctg_mcp.delivery.service import NotificationService
+from cctg_mcp.runtime import Runtime
 from cctg_mcp.server import build_server
 from cctg_mcp.testing import TelegramStandIn
 
@@ -41,10 +42,10 @@ async def test_the_original_uris_resolve(standin: TelegramStandIn, tmp_path: Pat
     services: list[NotificationService] = []
 
     @asynccontextmanager
-    async def opened() -> AsyncIterator[NotificationService]:
-        async with open_service(settings, resilience=fast_config(), poll_timeout=1) as service:
-            services.append(service)
-            yield service
+    async def opened() -> AsyncIterator[Runtime]:
+        async with open_service(settings, resilience=fast_config(), poll_timeout=1) as runtime:
+            services.append(runtime.service)
+            yield runtime
 
     async with Client(build_server(opened)) as client:
         listed = {str(r.uri) for r in (await client.list_resources()).resources}

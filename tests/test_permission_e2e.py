@@ -20,6 +20,7 @@ from mcp import Client
 from cctg_mcp.app import open_service
 from cctg_mcp.config import Settings
 from cctg_mcp.delivery.service import NotificationService
+from cctg_mcp.runtime import Runtime
 from cctg_mcp.server import build_server
 from cctg_mcp.testing import FaultMode, SentMessage, TelegramStandIn
 
@@ -34,10 +35,10 @@ async def serving(settings: Settings, **config: Any) -> AsyncIterator[tuple[Clie
     services: list[NotificationService] = []
 
     @asynccontextmanager
-    async def opened() -> AsyncIterator[NotificationService]:
-        async with open_service(settings, resilience=fast_config(**config), poll_timeout=1) as service:
-            services.append(service)
-            yield service
+    async def opened() -> AsyncIterator[Runtime]:
+        async with open_service(settings, resilience=fast_config(**config), poll_timeout=1) as runtime:
+            services.append(runtime.service)
+            yield runtime
 
     async with Client(build_server(opened)) as client:
         yield client, services

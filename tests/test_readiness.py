@@ -106,10 +106,10 @@ async def ready_client(
     standin: TelegramStandIn, tmp_path: Path, eps: list[dict[str, Any]]
 ) -> AsyncIterator[tuple[AsgiClient, Any]]:
     config = fast_config(health={**HEALTH, "endpoints": eps})
-    async with open_service(make_settings(standin, tmp_path), resilience=config) as service:
-        server = build_server(lambda: contextlib.nullcontext(service))
-        app = http_app(server, service, host="127.0.0.1", port=8765, token="bearer-token-0123456789abcdef")
-        yield AsgiClient(app), service
+    async with open_service(make_settings(standin, tmp_path), resilience=config) as runtime:
+        server = build_server(lambda: contextlib.nullcontext(runtime))
+        app = http_app(server, runtime, host="127.0.0.1", port=8765, token="bearer-token-0123456789abcdef")
+        yield AsgiClient(app), runtime
 
 
 async def until(client: AsgiClient, predicate: Callable[[Response], bool]) -> Response:
@@ -124,11 +124,11 @@ async def until(client: AsgiClient, predicate: Callable[[Response], bool]) -> Re
 async def test_readyz_follows_the_critical_endpoint(standin: TelegramStandIn, tmp_path: Path) -> None:
     async with endpoints(1) as (api,):
         eps = [{"name": "api", "url": api.url, "critical": True, "timeout": 1000}]
-        async with ready_client(standin, tmp_path, eps) as (client, service):
+        async with ready_client(standin, tmp_path, eps) as (client, runtime):
             ok = await until(client, lambda r: r.json()["checks"].get("api:status", [{}])[0].get("status") == "pass")
             api.status = 500
             down = await until(client, lambda r: r.status_code == 503)
-            report = service.health.report()
+            report = runtime.health.report()
             api.status = 200
             back = await until(client, lambda r: r.status_code == 200)
     assert ok.status_code == 200 and ok.headers["content-type"].startswith("application/health+json")
@@ -148,14 +148,14 @@ async def test_half_of_the_endpoints_down_is_unhealthy_but_still_ready(
     """Endpoint checks: telegram's getMe, a and b. One of three down: degraded; two: unhealthy."""
     async with endpoints(2) as (a, b):
         eps = [{"name": "a", "url": a.url}, {"name": "b", "url": b.url}]  # neither critical
-        async with ready_client(standin, tmp_path, eps) as (client, service):
+        async with ready_client(standin, tmp_path, eps) as (client, runtime):
             await until(client, lambda r: r.json()["checks"].get("b:status", [{}])[0].get("status") == "pass")
             b.status = 503
             await until(client, lambda r: r.json()["checks"]["b:status"][0]["status"] == "fail")
-            one_down = service.health.report()
+            one_down = runtime.health.report()
             a.status = 503
             response = await until(client, lambda r: r.json()["checks"]["a:status"][0]["status"] == "fail")
-            two_down = service.health.report()
+            two_down = runtime.health.report()
     assert one_down.overall.value == "degraded" and one_down.ready
     assert two_down.overall.value == "unhealthy" and two_down.ready  # half or more: unhealthy, not critical
     assert response.status_code == 200 and response.json()["status"] == "warn"
@@ -163,6 +163,6 @@ async def test_half_of_the_endpoints_down_is_unhealthy_but_still_ready(
 
 async def test_seed_bridge_endpoints_are_not_probed_in_direct_mode(standin: TelegramStandIn, tmp_path: Path) -> None:
     config = fast_config(health=HEALTH)  # the seed's bridge-health / bridge-metrics endpoints stay configured
-    async with open_service(make_settings(standin, tmp_path), resilience=config) as service:
-        names = set(service.health.components)
+    async with open_service(make_settings(standin, tmp_path), resilience=config) as runtime:
+        names = set(runtime.health.components)
     assert "bridge-health" not in names and "bridge-metrics" not in names and "telegram" in names

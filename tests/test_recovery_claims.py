@@ -21,6 +21,7 @@ from cctg_mcp.ops.recovery import RecoveryActions
 from cctg_mcp.resilience.breaker import BreakerState
 from cctg_mcp.resilience.errors import RecoveryStrategy as S
 from cctg_mcp.resilience.recovery import RecoveryRequest
+from cctg_mcp.runtime import Runtime
 from cctg_mcp.testing import FaultMode, TelegramStandIn
 
 pytestmark = pytest.mark.anyio
@@ -41,9 +42,14 @@ def config(**extra: Any) -> Any:
 
 
 @pytest.fixture
-async def service(standin: TelegramStandIn, tmp_path: Path) -> AsyncIterator[NotificationService]:
-    async with open_service(make_settings(standin, tmp_path), resilience=config()) as service:
-        yield service
+async def runtime(standin: TelegramStandIn, tmp_path: Path) -> AsyncIterator[Runtime]:
+    async with open_service(make_settings(standin, tmp_path), resilience=config()) as runtime:
+        yield runtime
+
+
+@pytest.fixture
+def service(runtime: Runtime) -> NotificationService:
+    return runtime.service
 
 
 def request(component: str, strategy: S, *, trigger: str = "tool") -> RecoveryRequest:
@@ -125,11 +131,11 @@ async def test_a_retry_someone_asked_for_ends_the_429_pause(service: Notificatio
     assert "ended a 429 pause that had" in outcome.detail
 
 
-async def test_the_manager_passes_who_asked_to_the_strategy(service: NotificationService) -> None:
+async def test_the_manager_passes_who_asked_to_the_strategy(runtime: Runtime, service: NotificationService) -> None:
     assert service.dispatcher is not None
     service.dispatcher.pacer.pause(120)
     with anyio.fail_after(10):
-        session = await service.recovery.recover("telegram", strategy=S.RETRY, trigger="health")
+        session = await runtime.recovery.recover("telegram", strategy=S.RETRY, trigger="health")
     assert "429 pause still has" in session.attempts[0].detail
     assert service.dispatcher.pacer.paused_for() > 100
 
@@ -172,8 +178,16 @@ async def test_a_duplicate_escalation_of_a_sent_alert_says_so(service: Notificat
 
 
 async def test_without_a_check_a_closed_breaker_is_not_said_to_probe(service: NotificationService) -> None:
-    actions = RecoveryActions(service)
-    service.transport = None  # telegram has no check now
+    without = NotificationService(  # the same parts, but no Bot API client: telegram has no check now
+        service.settings,
+        service.outbox,
+        service.dispatcher,
+        clock=service.clock,
+        pipelines=service.pipelines,
+        metrics=service.metrics,
+        resilience=service.resilience,
+    )
+    actions = RecoveryActions(without)
     with anyio.fail_after(10):
         outcome = await actions.circuit_breaker(request("telegram", S.CIRCUIT_BREAKER))
     assert "probe" not in outcome.detail and "closed → closed" in outcome.detail, outcome.detail
@@ -181,7 +195,8 @@ async def test_without_a_check_a_closed_breaker_is_not_said_to_probe(service: No
 
 async def test_escalate_in_bridge_mode_names_bridge_delivery(tmp_path: Path) -> None:
     settings = make_settings(None, tmp_path, CCTG_DELIVERY="bridge")
-    async with open_service(settings, resilience=config()) as service:
+    async with open_service(settings, resilience=config()) as runtime:
+        service = runtime.service
         with anyio.fail_after(10):
             outcome = await RecoveryActions(service).escalate(request("telegram", S.ESCALATE))
     assert outcome.detail == "could not alert: bridge delivery: no direct Telegram transport"

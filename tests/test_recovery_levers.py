@@ -22,15 +22,16 @@ CONFIG = fast_config(health={"enabled": False}, recovery={"recoveryDelay": 0, "m
 async def test_restart_brings_a_killed_dispatcher_loop_back_and_it_delivers(
     standin: TelegramStandIn, tmp_path: Path
 ) -> None:
-    async with open_service(make_settings(standin, tmp_path), resilience=CONFIG) as service:
+    async with open_service(make_settings(standin, tmp_path), resilience=CONFIG) as runtime:
+        service = runtime.service
         dispatcher = service.dispatcher
         assert dispatcher is not None
         assert service.supervisor.kill(hold=True)
         with anyio.fail_after(10):
             await service.supervisor.wait_stopped()
         assert not dispatcher.running
-        assert service.recovery is not None
-        manager = service.recovery  # picks restart by default for a stopped loop
+        assert runtime.recovery is not None
+        manager = runtime.recovery  # picks restart by default for a stopped loop
         event = service.build_event(type="info_notification", title="t", description="while the loop was down")
         dispatcher.paused = True  # the tool's own attempt is held too: only the loop can deliver
         queued = await service.submit(event)
@@ -45,8 +46,9 @@ async def test_restart_brings_a_killed_dispatcher_loop_back_and_it_delivers(
 
 async def test_fallback_in_bridge_mode_keeps_writing_event_files(tmp_path: Path) -> None:
     settings = load_settings({"CCTG_DATA_DIR": str(tmp_path), "CCTG_DELIVERY": "bridge"})
-    async with open_service(settings, resilience=CONFIG) as service:
-        session = await service.recovery.recover("bridge", strategy=RecoveryStrategy.FALLBACK)
+    async with open_service(settings, resilience=CONFIG) as runtime:
+        service = runtime.service
+        session = await runtime.recovery.recover("bridge", strategy=RecoveryStrategy.FALLBACK)
         # bridge delivery has no fallback to switch to: doing nothing is not reported as a recovery
         assert session.status == "failed" and session.attempts[0].outcome == "failed"
         assert session.attempts[0].detail.startswith("no fallback in bridge delivery")
@@ -60,7 +62,8 @@ async def test_fallback_in_bridge_mode_keeps_writing_event_files(tmp_path: Path)
 async def test_alert_thresholds_come_from_the_monitoring_configuration(tmp_path: Path) -> None:
     config = fast_config(monitoring={"alertThresholds": {"errorRate": 0.25, "responseTime": 1500}})
     settings = load_settings({"CCTG_DATA_DIR": str(tmp_path), "CCTG_DELIVERY": "telegram"})
-    async with open_service(settings, resilience=config) as service:
+    async with open_service(settings, resilience=config) as runtime:
+        service = runtime.service
         assert service.metrics is not None
         thresholds = service.metrics.thresholds
     assert (thresholds.error_rate, thresholds.response_time_ms) == (0.25, 1500)
@@ -77,8 +80,9 @@ async def test_prometheus_exposition_is_served_on_loopback_when_enabled(
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     config = fast_config(monitoring={"prometheus": {"enabled": True, "port": port, "endpoint": "/scrape"}})
-    async with open_service(make_settings(standin, tmp_path), resilience=config) as service:
-        assert service.prometheus_port == port
+    async with open_service(make_settings(standin, tmp_path), resilience=config) as runtime:
+        service = runtime.service
+        assert runtime.prometheus_port == port
         async with httpx.AsyncClient() as http:
             with anyio.fail_after(10):
                 before = await http.get(f"http://127.0.0.1:{port}/scrape")
@@ -100,7 +104,8 @@ async def test_retention_purges_finished_rows_and_answers_but_never_waiting_ones
     from cctg_mcp.delivery.housekeeping import purge_once
     from cctg_mcp.testing import FaultMode
 
-    async with open_service(make_settings(standin, tmp_path), resilience=CONFIG) as service:
+    async with open_service(make_settings(standin, tmp_path), resilience=CONFIG) as runtime:
+        service = runtime.service
         done = service.build_event(type="info_notification", title="t", description="delivered long ago")
         assert (await service.submit(done)).status == "delivered"
         standin.set_fault(FaultMode.SERVER_ERROR, status=502)
@@ -126,7 +131,8 @@ async def test_a_429_pauses_every_send_for_retry_after_and_the_send_still_succee
 ) -> None:
     from cctg_mcp.testing import FaultMode
 
-    async with open_service(make_settings(standin, tmp_path), resilience=CONFIG) as service:
+    async with open_service(make_settings(standin, tmp_path), resilience=CONFIG) as runtime:
+        service = runtime.service
         standin.set_fault(FaultMode.RATE_LIMIT, methods={"sendMessage"}, retry_after=1, count=1)
         event = service.build_event(type="info_notification", title="t", description="after a 429")
         result = await service.submit(event)
@@ -146,14 +152,14 @@ async def test_the_levers_say_they_hold_this_session_only_when_others_share_the_
     from cctg_mcp.delivery.local_coordination import LocalCoordinator
 
     settings = make_settings(standin, tmp_path)
-    async with open_service(settings, resilience=CONFIG) as service:
-        alone = await service.recovery.recover("telegram", strategy=RecoveryStrategy.FALLBACK)
+    async with open_service(settings, resilience=CONFIG) as runtime:
+        alone = await runtime.recovery.recover("telegram", strategy=RecoveryStrategy.FALLBACK)
         assert "this session only" not in alone.attempts[0].detail
         peer = LocalCoordinator(settings.data_dir)
         await peer.start()  # a second session joins the data dir (its own lock file)
         try:
             for strategy in (RecoveryStrategy.FALLBACK, RecoveryStrategy.GRACEFUL_DEGRADATION):
-                session = await service.recovery.recover("telegram", strategy=strategy)
+                session = await runtime.recovery.recover("telegram", strategy=strategy)
                 detail = session.attempts[-1].detail
                 assert "this session only: 1 other live session(s) sharing the bot keep delivering" in detail
         finally:

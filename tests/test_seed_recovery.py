@@ -20,12 +20,13 @@ async def test_a_restart_waits_restart_delay_first(standin: TelegramStandIn, tmp
     config = fast_config(
         health={"enabled": False}, recovery={"recoveryDelay": 0, "maxRecoveryAttempts": 1, "restartDelay": 300}
     )
-    async with open_service(make_settings(standin, tmp_path), resilience=config) as service:
+    async with open_service(make_settings(standin, tmp_path), resilience=config) as runtime:
+        service = runtime.service
         assert service.supervisor.kill(hold=True)
         with anyio.fail_after(10):
             await service.supervisor.wait_stopped()
-        session = await service.recovery.recover("dispatcher")
-        telegram = await service.recovery.recover("telegram", strategy=RecoveryStrategy.RESTART)
+        session = await runtime.recovery.recover("dispatcher")
+        telegram = await runtime.recovery.recover("telegram", strategy=RecoveryStrategy.RESTART)
     (attempt,) = session.attempts
     assert attempt.strategy == RecoveryStrategy.RESTART and session.status == "succeeded"
     assert "after restartDelay 0.3s" in attempt.detail and attempt.duration_s >= 0.3
@@ -42,7 +43,7 @@ async def test_bridge_recovery_is_decided_by_the_bridge_health_check(tmp_path: P
         health={"enabled": False},
         recovery={"recoveryDelay": 0, "maxRecoveryAttempts": 2, "backupStrategies": []},
     )
-    async with open_service(settings, resilience=config) as service:
-        retried = await service.recovery.recover("bridge", strategy=RecoveryStrategy.RETRY)
+    async with open_service(settings, resilience=config) as runtime:
+        retried = await runtime.recovery.recover("bridge", strategy=RecoveryStrategy.RETRY)
     assert retried.status == "failed"  # nothing answers on the bridge's /health: not a success
     assert all("bridge check failed: BRIDGE_UNHEALTHY" in a.detail for a in retried.attempts), retried.attempts

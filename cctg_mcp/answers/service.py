@@ -55,12 +55,13 @@ class Answers:
         *,
         clock: Clock = SYSTEM_CLOCK,
         progress_interval: float = 5.0,
+        coordinator: Coordinator | None = None,
     ) -> None:
         self.store = store
         self.poller = poller
         self.clock = clock
-        #: Set by the composition root: other processes' stored answers wake ``wait`` too.
-        self.coordinator: Coordinator | None = None
+        #: The sessions sharing this bot: other processes' stored answers wake ``wait`` too.
+        self.coordinator = coordinator
         #: Seconds between progress notifications of ``wait``.
         self.progress_interval = progress_interval
 
@@ -74,6 +75,7 @@ class Answers:
         clock: Clock = SYSTEM_CLOCK,
         metrics: MetricsRegistry | None = None,
         poll_timeout: int = DEFAULT_POLL_TIMEOUT,
+        coordinator: Coordinator | None = None,
     ) -> Answers:
         """Open the store next to the outbox and build the poller (start ``poller.run`` yourself)."""
         store = await ResponseStore.open(
@@ -91,7 +93,7 @@ class Answers:
             metrics=metrics,
             poll_timeout=poll_timeout,
         )
-        return cls(store, poller, clock=clock)
+        return cls(store, poller, clock=clock, coordinator=coordinator)
 
     async def aclose(self) -> None:
         await self.store.close()

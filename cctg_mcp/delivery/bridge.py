@@ -16,8 +16,9 @@ encodes too. The bridge's health is reported (``get_bridge_status``, the ``bridg
 check), never a gate: files are written whether or not the bridge runs; it picks them up
 when it starts.
 
-``bridge_of(service)`` gives the service's ``BridgeProcessManager`` (built on first use, in
-any delivery mode), for the bridge tools and the recovery ``restart`` strategy.
+The service holds the ``BridgeProcessManager`` as ``service.bridge`` (in any delivery
+mode, built by ``transports.bridge.process.bridge_manager``), for the bridge tools and the
+recovery ``restart`` strategy.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio.to_thread
 from pydantic import BaseModel, Field
@@ -41,13 +42,15 @@ from cctg_mcp.delivery.dispatcher import (
 )
 from cctg_mcp.delivery.outbox import Delivery, Outbox
 from cctg_mcp.delivery.pacing import Pacer
-from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.events.catalogue import Event
 from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock, iso_z
 from cctg_mcp.resilience.errors import ConfigurationError
 from cctg_mcp.resilience.pipeline import PipelineSet
 from cctg_mcp.transports.bridge.files import EventFileWriter, event_file_waiting, waiting_event_files
 from cctg_mcp.transports.bridge.process import BridgeHealth, BridgeProcessManager, probe_bridge_health
+
+if TYPE_CHECKING:  # the service module imports the dispatcher this module extends
+    from cctg_mcp.delivery.service import NotificationService
 
 #: The pipeline component event-file writes go through (see the module docstring).
 BRIDGE_COMPONENT = "bridge"
@@ -191,32 +194,6 @@ def bridge_dispatcher(
     )
 
 
-def bridge_of(service: NotificationService) -> BridgeProcessManager:
-    """The service's bridge process manager, built from its settings on first use."""
-    if isinstance(service.bridge, BridgeProcessManager):
-        return service.bridge
-    s = service.settings
-    env = {
-        "CC_TELEGRAM_EVENTS_DIR": str(s.events_dir.absolute()),
-        "CC_TELEGRAM_RESPONSES_DIR": str(s.responses_dir.absolute()),
-    }
-    if s.token:
-        env["TELEGRAM_BOT_TOKEN"] = s.token
-    if s.allowed_users:
-        env["TELEGRAM_ALLOWED_USERS"] = ",".join(map(str, s.allowed_users))
-    restart_delay = service.resilience.recovery.seconds("restart_delay") if service.resilience is not None else 2.0
-    manager = BridgeProcessManager(
-        data_dir=s.data_dir,
-        health_url=s.bridge_health_url,
-        executable=s.bridge_path,
-        env_overrides=env,
-        restart_delay_s=restart_delay,
-        clock=service.clock,
-    )
-    service.bridge = manager
-    return manager
-
-
 class BridgeMetrics(BaseModel):
     """The figures the CCTelegram bridge reports on its health endpoint."""
 
@@ -253,7 +230,7 @@ def _iso(epoch: float | None) -> str | None:
 
 async def bridge_status(service: NotificationService) -> BridgeStatus:
     """Process, health and the events directory; on any error ``running: false, unhealthy``."""
-    manager = bridge_of(service)
+    manager = service.bridge
     settings = service.settings
     base: dict[str, Any] = {
         "delivery": settings.delivery,

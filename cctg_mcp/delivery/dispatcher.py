@@ -147,6 +147,7 @@ class Dispatcher:
         concurrency: int = 8,
         idle_poll_s: float = 5.0,
         coordinator: Coordinator | None = None,
+        mode: ModeStore | None = None,
     ) -> None:
         self.outbox = outbox
         self.sender = sender
@@ -174,7 +175,7 @@ class Dispatcher:
         self.paused = False
         self.min_priority = "low"
         #: The direct-delivery mode (nomad/local/muted, delivery/mode.py); None in bridge mode.
-        self.mode: ModeStore | None = None
+        self.mode = mode
         self.heartbeat: float | None = None
         #: Deliveries in progress (tool calls and the background loop), for a graceful drain.
         self.active = 0

@@ -61,7 +61,7 @@ class ModeStatus(BaseModel):
 
 def mode_store_of(service: NotificationService) -> ModeStore:
     """The direct-delivery mode store, or the "not configured" error the send tools give."""
-    if isinstance(service.mode, ModeStore):
+    if service.mode is not None:
         return service.mode
     raise service.not_configured()
 
@@ -134,7 +134,7 @@ async def on_telegram_command(service: NotificationService, mode: Mode, user_id:
 
 def mode_status(service: NotificationService) -> ModeStatus | None:
     """The mode for the status report (None when nothing is configured)."""
-    if isinstance(service.mode, ModeStore):
+    if service.mode is not None:
         store = service.mode
         current = store.get()
         change = store.last_change

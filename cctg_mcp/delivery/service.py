@@ -27,15 +27,12 @@ from cctg_mcp.resilience.errors import BaseResilienceError, ConfigurationError, 
 from cctg_mcp.resilience.metrics import MetricsRegistry
 from cctg_mcp.resilience.pipeline import PipelineSet
 from cctg_mcp.transports.api import BotApi
+from cctg_mcp.transports.bridge.process import BridgeProcessManager, bridge_manager
 
-if TYPE_CHECKING:  # these import the service module back (each is wired to a service in app.py)
+if TYPE_CHECKING:  # these import the service module back (each is built before the service in app.py)
     from cctg_mcp.answers.service import AnswerSource
     from cctg_mcp.delivery.mode import ModeStore
     from cctg_mcp.delivery.supervisor import DispatcherSupervisor
-    from cctg_mcp.resilience.chaos import ChaosController
-    from cctg_mcp.resilience.health import HealthMonitor
-    from cctg_mcp.resilience.recovery import RecoveryManager
-    from cctg_mcp.transports.bridge.process import BridgeProcessManager
 
 #: Namespace for event ids derived from (type, task_id): the same task event is one event.
 EVENT_NAMESPACE = uuid.UUID("6f1d1b1e-4a8c-4c0e-9a51-2f0c2b6d7e10")
@@ -160,8 +157,16 @@ class NotificationService:
         metrics: MetricsRegistry | None = None,
         resilience: ResilienceConfig | None = None,
         transport: BotApi | None = None,
+        coordinator: Coordinator | None = None,
+        supervisor: DispatcherSupervisor | None = None,
+        answers: AnswerSource | None = None,
+        mode: ModeStore | None = None,
+        bridge: BridgeProcessManager | None = None,
         deadlines: dict[str, float] | None = None,
     ) -> None:
+        """Everything arrives here, built by the composition root (app.py); nothing is attached
+        later (assigning an attribute afterwards raises). None means the part is not running:
+        ``outbox``/``dispatcher`` when not configured, ``transport``/``mode`` in bridge delivery."""
         self.settings = settings
         self.outbox = outbox
         self.dispatcher = dispatcher
@@ -170,20 +175,24 @@ class NotificationService:
         self.metrics = metrics
         self.resilience = resilience
         self.transport = transport
-        #: Attached by the composition root (app.py) when those features run; None otherwise.
-        self.health: HealthMonitor | None = None
-        self.recovery: RecoveryManager | None = None
-        self.answers: AnswerSource | None = None  # getUpdates answers, or the bridge's response files
-        self.chaos: ChaosController | None = None
-        self.supervisor: DispatcherSupervisor | None = None  # restarts the delivery loop
-        self.coordinator: Coordinator | None = None  # the sessions sharing this bot (coordination.py)
-        self.prometheus_port: int | None = None  # bound port when Prometheus exposition is enabled
-        self.bridge: BridgeProcessManager | None = None  # built on first use by delivery.bridge.bridge_of
-        self.mode: ModeStore | None = None  # direct delivery's mode (nomad/local/muted)
+        self.coordinator = coordinator  # the sessions sharing this bot (coordination.py)
+        self.supervisor = supervisor  # restarts the delivery loop
+        self.answers = answers  # getUpdates answers, or the bridge's response files
+        self.mode = mode  # direct delivery's mode (nomad/local/muted)
+        #: The CCTelegram bridge process (start/stop/restart tools, bridge recovery); building
+        #: it touches nothing, so it always exists.
+        restart_delay = resilience.recovery.seconds("restart_delay") if resilience is not None else 2.0
+        self.bridge = bridge or bridge_manager(settings, restart_delay_s=restart_delay, clock=clock)
         self.deadlines = {**DEFAULT_TOOL_DEADLINES, **(deadlines or {})}
         if resilience is not None:
             for operation in DEFAULT_TOOL_DEADLINES:
                 self.deadlines[operation] = resilience.timeout_for(operation)
+        self._frozen = True
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if getattr(self, "_frozen", False):
+            raise AttributeError(f"NotificationService is built whole by app.py; {name} cannot be assigned afterwards")
+        object.__setattr__(self, name, value)
 
     # ---- catalogue ----------------------------------------------------------------------
 

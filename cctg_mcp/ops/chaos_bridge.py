@@ -22,7 +22,7 @@ from typing import Any
 
 import anyio
 
-from cctg_mcp.delivery.bridge import BRIDGE_COMPONENT, BridgeDispatcher, bridge_of
+from cctg_mcp.delivery.bridge import BRIDGE_COMPONENT, BridgeDispatcher
 from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.resilience.chaos import RunContext, SafetyReading
 from cctg_mcp.transports.bridge.files import Opener
@@ -46,7 +46,7 @@ class BridgeProcessCrashExperiment:
         self._killed_at = 0.0
 
     def unavailable(self) -> str | None:
-        manager = bridge_of(self.service)
+        manager = self.service.bridge
         if manager.executable_or_none() is None:
             return "no bridge executable (CC_TELEGRAM_BRIDGE_PATH) to restart it with"
         if not manager.check_process().running:
@@ -54,7 +54,7 @@ class BridgeProcessCrashExperiment:
         return None
 
     async def inject(self, ctx: RunContext) -> None:
-        manager = bridge_of(self.service)
+        manager = self.service.bridge
         state = manager.check_process()
         if not state.running or state.pid is None:
             ctx.observations["killed_pid"] = None
@@ -67,7 +67,7 @@ class BridgeProcessCrashExperiment:
         ctx.observations["killed_pid"] = state.pid
 
     async def rollback(self, ctx: RunContext) -> None:
-        manager = bridge_of(self.service)
+        manager = self.service.bridge
         state = manager.check_process()
         by: str | None = "recovery" if state.running and state.pid != self._killed_pid else None
         if not state.running:
@@ -163,7 +163,7 @@ class BridgeProbe:
         if svc.dispatcher is not None and not svc.dispatcher.running:
             problems.append("the dispatcher is not running")
         problems += unclosed_breakers(svc, BRIDGE_COMPONENT)
-        manager = bridge_of(svc)
+        manager = svc.bridge
         if manager.executable_or_none() is not None:  # a bridge this server can manage
             if not manager.check_process().running:
                 problems.append("the bridge is not running")

@@ -218,9 +218,7 @@ class RecoveryActions:
 
     async def _bridge_health(self) -> str:
         """The bridge's own check: its /health must answer healthy (raises BridgeError otherwise)."""
-        from cctg_mcp.delivery.bridge import bridge_of
-
-        health = await bridge_of(self.service).health()
+        health = await self.service.bridge.health()
         if health.status != "healthy":
             raise BridgeError(f"the bridge's /health is {health.status}: {health.detail}", code="BRIDGE_UNHEALTHY")
         return f"bridge /health {health.status}"
@@ -362,9 +360,7 @@ class RecoveryActions:
     async def restart(self, req: RecoveryRequest) -> StrategyOutcome:
         fam, transport = family(req.component), self.service.transport
         if fam == "bridge":  # restart the CCTelegram bridge process (stop, restart_delay, start, health)
-            from cctg_mcp.delivery.bridge import bridge_of
-
-            result = await bridge_of(self.service).restart()
+            result = await self.service.bridge.restart()
             done = f"bridge {result.action}: {result.message}"
             if not result.success:  # incl. started_unverified: running, /health never said healthy
                 return StrategyOutcome(False, done)

@@ -16,8 +16,9 @@ from cctg_mcp.delivery.mode_switch import ModeStatus, mode_status
 from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.ops.health import BRIDGE_FILE_WAIT_S
 from cctg_mcp.ops.verdict import Overall, Verdict, verdict
-from cctg_mcp.resilience.health import HealthMonitor, HealthReport, HealthStatus
-from cctg_mcp.resilience.recovery import RecoveryManager, RecoveryStatistics
+from cctg_mcp.resilience.health import HealthReport, HealthStatus
+from cctg_mcp.resilience.recovery import RecoveryStatistics
+from cctg_mcp.runtime import Runtime
 from cctg_mcp.transports.bridge.files import waiting_event_files
 
 BACKLOG_WARN_S = 300.0
@@ -168,13 +169,14 @@ class ResilienceStatus(BaseModel):
     )
 
 
-async def resilience_status(service: NotificationService, *, refresh: bool = False) -> ResilienceStatus:
+async def resilience_status(runtime: Runtime, *, refresh: bool = False) -> ResilienceStatus:
     """The status document. ``refresh`` runs the health checks first (as get_health_report does)."""
+    service = runtime.service
     issues = list(service.settings.problems())
     breakers: list[BreakerStatus] = []
     retries: list[RetryStatus] = []
-    if refresh and isinstance(service.health, HealthMonitor):
-        await service.health.check_now()
+    if refresh and runtime.health is not None:
+        await runtime.health.check_now()
     if service.pipelines is not None:
         for name, pipe in service.pipelines.in_use.items():  # only components that guard real calls
             for breaker in pipe.breakers.values():
@@ -240,14 +242,14 @@ async def resilience_status(service: NotificationService, *, refresh: bool = Fal
     if paused > 0:
         issues.append(f"Telegram asked us to slow down (429): sending resumes in {paused:.1f}s.")
     bridge_files = await _bridge_files(service, issues)
-    recovery = _recovery_summary(service, issues)
+    recovery = _recovery_summary(runtime, issues)
     answers = answers_summary(service, issues)
     mode = mode_status(service)
     if mode is not None and mode.managed_by == "server" and mode.mode != "nomad":
         issues.append(f"{mode.mode.capitalize() if mode.mode else ''} mode: {mode.meaning}.")
-    report = service.health.report() if isinstance(service.health, HealthMonitor) else None
-    overall = verdict(service, report, answers=answers)  # built once: health's summary says the same
-    health = _health_summary(service, issues, report, overall)
+    report = runtime.health.report() if runtime.health is not None else None
+    overall = verdict(runtime, report, answers=answers)  # built once: health's summary says the same
+    health = _health_summary(issues, report, overall)
     coordination = await _coordination(service, issues)
     if answers is not None and answers.following and coordination is not None:
         answers.reader = coordination.reader  # who does read them, as far as this session knows
@@ -288,9 +290,9 @@ async def _coordination(service: NotificationService, issues: list[str]) -> Coor
     return status
 
 
-def _recovery_summary(service: NotificationService, issues: list[str]) -> RecoverySummary | None:
-    manager, dispatcher = service.recovery, service.dispatcher
-    if not isinstance(manager, RecoveryManager) or dispatcher is None:
+def _recovery_summary(runtime: Runtime, issues: list[str]) -> RecoverySummary | None:
+    manager, dispatcher = runtime.recovery, runtime.service.dispatcher
+    if manager is None or dispatcher is None:
         return None
     if dispatcher.paused:
         issues.append("Delivery is paused by recovery (fallback mode): events are queued until it resumes.")
@@ -305,9 +307,7 @@ def _recovery_summary(service: NotificationService, issues: list[str]) -> Recove
     )
 
 
-def _health_summary(
-    service: NotificationService, issues: list[str], report: HealthReport | None, overall: Verdict
-) -> HealthSummary | None:
+def _health_summary(issues: list[str], report: HealthReport | None, overall: Verdict) -> HealthSummary | None:
     if report is None:
         return None
     for c in report.components:

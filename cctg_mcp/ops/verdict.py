@@ -1,6 +1,6 @@
 """The one overall verdict: what ``get_resilience_status`` and ``get_health_report`` both say.
 
-Both tools read ``verdict(service)``, so they can never disagree. It is built from what was
+Both tools read ``verdict(runtime)``, so they can never disagree. It is built from what was
 observed, in this order:
 
 * not configured (no token, no allowed users, an events dir that cannot be created):
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from cctg_mcp.answers.report import AnswersSummary, answers_summary
-from cctg_mcp.delivery.service import NotificationService
-from cctg_mcp.resilience.health import HealthMonitor, HealthReport
+from cctg_mcp.resilience.health import HealthReport
+from cctg_mcp.runtime import Runtime
 
 Overall = Literal["healthy", "degraded", "unhealthy", "unknown"]
 
@@ -41,19 +41,18 @@ class Verdict:
 _READ: Any = object()
 
 
-def verdict(
-    service: NotificationService, report: HealthReport | None = None, *, answers: AnswersSummary | None = _READ
-) -> Verdict:
-    """The overall verdict from the live service (``report``: an already-fetched monitor report;
+def verdict(runtime: Runtime, report: HealthReport | None = None, *, answers: AnswersSummary | None = _READ) -> Verdict:
+    """The overall verdict from the live runtime (``report``: an already-fetched monitor report;
     ``answers``: an already-built answers summary, so a status document reads each once)."""
+    service = runtime.service
     problems = service.settings.problems()
     if problems:
         return Verdict("unhealthy", False, False, "not configured: " + " ".join(problems))
     gone = service.outbox.store_problem() if service.outbox is not None else None
     if gone is not None:
         return Verdict("unhealthy", False, True, f"the outbox is gone ({gone}): sends are refused until a restart")
-    monitor = service.health
-    if not isinstance(monitor, HealthMonitor) or not monitor.settings.enabled:
+    monitor = runtime.health
+    if monitor is None or not monitor.settings.enabled:
         running = bool(service.dispatcher is not None and service.dispatcher.running)
         return Verdict("unknown", running, True, "health monitoring is not running, so nothing is checked")
     report = report if report is not None else monitor.report()

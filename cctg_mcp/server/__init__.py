@@ -1,7 +1,7 @@
 """The MCP surface: thin tools over the service. Only this package imports ``mcp``.
 
 ``build_server(open_service)`` takes an async context manager factory that yields the
-service, so tests can wire fakes; the lifespan opens it (starting the dispatcher and the
+``Runtime`` (runtime.py), so tests can wire fakes; the lifespan opens it (starting the dispatcher and the
 other background tasks) and closes it on exit. Each tool family lives in its own module
 and registers itself here.
 """
@@ -16,7 +16,7 @@ from typing import Any
 from mcp.server.mcpserver import MCPServer
 
 from cctg_mcp import __version__
-from cctg_mcp.delivery.service import NotificationService
+from cctg_mcp.runtime import Runtime
 from cctg_mcp.server import (
     answer_tools,
     breaker_tools,
@@ -68,7 +68,7 @@ Notify the person on Telegram and read their answers.
 
 
 def build_server(
-    open_service: Callable[[], AbstractAsyncContextManager[NotificationService]],
+    open_service: Callable[[], AbstractAsyncContextManager[Runtime]],
     *,
     name: str = "cctg-mcp",
     selection: ToolSelection = EVERYTHING,
@@ -76,18 +76,18 @@ def build_server(
 ) -> MCPServer[Any]:
     """The MCP server; ``selection`` decides which tools are listed (every tool by default),
     ``catalogue`` (optional) receives every tool registered, listed or not."""
-    live: list[NotificationService] = []
+    live: list[Runtime] = []
 
     @asynccontextmanager
-    async def lifespan(_: MCPServer[Any]) -> AsyncIterator[NotificationService]:
-        async with open_service() as service:
-            live.append(service)
+    async def lifespan(_: MCPServer[Any]) -> AsyncIterator[Runtime]:
+        async with open_service() as runtime:
+            live.append(runtime)
             try:
-                yield service
+                yield runtime
             finally:
-                live.remove(service)
+                live.remove(runtime)
 
-    def current() -> NotificationService:
+    def current() -> Runtime:
         if not live:
             raise RuntimeError("the server is not running")
         return live[-1]

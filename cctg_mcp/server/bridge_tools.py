@@ -5,7 +5,7 @@ from __future__ import annotations
 from mcp.server.mcpserver import Context
 from mcp.types import ToolAnnotations
 
-from cctg_mcp.delivery.bridge import BridgeStatus, bridge_of, bridge_status
+from cctg_mcp.delivery.bridge import BridgeStatus, bridge_status
 from cctg_mcp.server.common import READ, call, service_of
 from cctg_mcp.server.toolsets import Registrar
 from cctg_mcp.transports.bridge.process import BridgeActionResult, ProcessCheck
@@ -34,21 +34,21 @@ def register(mcp: Registrar) -> None:
         started_unverified: the process runs but /health did not answer healthy in time).
 
         Also serves as the seed's ensure_bridge_running, which did the same."""
-        return await call(bridge_of(service_of(ctx)).start())
+        return await call(service_of(ctx).bridge.start())
 
     @mcp.tool(title="Stop the bridge", annotations=STOP)
     async def stop_bridge(ctx: Context) -> BridgeActionResult:
         """Stop the CCTelegram bridge: SIGTERM, then SIGKILL after a grace period."""
-        return await call(bridge_of(service_of(ctx)).stop())
+        return await call(service_of(ctx).bridge.stop())
 
     @mcp.tool(title="Restart the bridge", annotations=STOP)
     async def restart_bridge(ctx: Context) -> BridgeActionResult:
         """Restart the CCTelegram bridge: stop, wait the configured restart delay, start (action:
         restarted | failed | started_unverified)."""
-        return await call(bridge_of(service_of(ctx)).restart())
+        return await call(service_of(ctx).bridge.restart())
 
     @mcp.tool(title="Check the bridge process", annotations=CHECK)
     async def check_bridge_process(ctx: Context) -> ProcessCheck:
         """Is the bridge process alive? Local pid check only, no HTTP (get_bridge_status also asks its
         /health); removes a stale pid file."""
-        return bridge_of(service_of(ctx)).check_process()
+        return service_of(ctx).bridge.check_process()

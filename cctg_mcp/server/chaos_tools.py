@@ -9,9 +9,9 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
 
-from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.resilience.chaos import ChaosController, ChaosRun, ExperimentInfo
-from cctg_mcp.server.common import ACT, READ, call, checked, service_of
+from cctg_mcp.runtime import Runtime
+from cctg_mcp.server.common import ACT, READ, call, checked, runtime_of
 from cctg_mcp.server.toolsets import Registrar
 
 TOOLSET = "chaos"  # server/toolsets.py: which selection lists these tools
@@ -60,31 +60,28 @@ class ChaosHistory(BaseModel):
     runs: list[ChaosRun] = Field(description="Newest first.")
 
 
-def _controller(service: NotificationService) -> ChaosController:
-    return checked(_configured_controller, service)
+def _controller(runtime: Runtime) -> ChaosController:
+    return checked(_configured_controller, runtime)
 
 
-def _configured_controller(service: NotificationService) -> ChaosController:
-    chaos = service.chaos
-    if chaos is None:
-        if service.settings.environment == "production":
-            raise ToolError(DISABLED.format(env=service.settings.environment))
-        raise service.not_configured()
-    assert isinstance(chaos, ChaosController)
-    return chaos
+def _configured_controller(runtime: Runtime) -> ChaosController:
+    if runtime.chaos is None:
+        settings = runtime.service.settings
+        if settings.environment == "production":
+            raise ToolError(DISABLED.format(env=settings.environment))
+        raise runtime.service.not_configured()
+    return runtime.chaos
 
 
 def register(mcp: Registrar) -> None:
     @mcp.tool(title="List chaos experiments", annotations=READ)
     async def list_chaos_experiments(ctx: Context) -> ExperimentList:
         """List the fault-injection experiments and whether they can run here (development/staging only)."""
-        svc = service_of(ctx)
-        chaos = svc.chaos if isinstance(svc.chaos, ChaosController) else None
+        runtime = runtime_of(ctx)
+        chaos, environment = runtime.chaos, runtime.service.settings.environment
         if chaos is None:
-            return ExperimentList(environment=svc.settings.environment, enabled=False, experiments=[])
-        return ExperimentList(
-            environment=svc.settings.environment, enabled=True, experiments=chaos.catalogue(), active=chaos.active
-        )
+            return ExperimentList(environment=environment, enabled=False, experiments=[])
+        return ExperimentList(environment=environment, enabled=True, experiments=chaos.catalogue(), active=chaos.active)
 
     @mcp.tool(title="Run a chaos experiment", annotations=FAULT)
     async def run_chaos_experiment(
@@ -120,7 +117,7 @@ def register(mcp: Registrar) -> None:
         """Start a chaos experiment (one at a time; refused in production). Returns the active run.
 
         Safety checks abort it early (dead rows, backlog, error-rate bound); stop_chaos_experiment ends it now."""
-        chaos = _controller(service_of(ctx))
+        chaos = _controller(runtime_of(ctx))
         return await call(
             chaos.start(experiment, duration_s=duration_ms / 1000.0, intensity=intensity, target=target, seed=seed)
         )
@@ -128,7 +125,7 @@ def register(mcp: Registrar) -> None:
     @mcp.tool(title="Stop the chaos experiment", annotations=ACT)
     async def stop_chaos_experiment(ctx: Context) -> StopResult:
         """Stop the active chaos experiment now: roll it back and report whether the system recovered."""
-        chaos = _controller(service_of(ctx))
+        chaos = _controller(runtime_of(ctx))
         run = await call(chaos.stop())
         if run is None:
             return StopResult(stopped=False, message="No chaos experiment is running.")
@@ -144,5 +141,5 @@ def register(mcp: Registrar) -> None:
         ctx: Context, limit: Annotated[int, Field(ge=1, le=100, description="How many runs, newest first.")] = 20
     ) -> ChaosHistory:
         """Past and current chaos runs: parameters, observations, aborted?, recovered?, time to recover."""
-        chaos = _controller(service_of(ctx))
+        chaos = _controller(runtime_of(ctx))
         return ChaosHistory(active=chaos.active, runs=chaos.history(limit))

@@ -13,6 +13,7 @@ from pydantic import Field
 
 from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.resilience.errors import BaseResilienceError, redact
+from cctg_mcp.runtime import Runtime
 
 T = TypeVar("T")
 
@@ -38,8 +39,14 @@ ACT = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_h
 READ_REMOTE = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=True)
 
 
+def runtime_of(ctx: Context) -> Runtime:
+    """The running server's ``Runtime`` (the lifespan context)."""
+    return cast(Runtime, ctx.request_context.lifespan_context)
+
+
 def service_of(ctx: Context) -> NotificationService:
-    return cast(NotificationService, ctx.request_context.lifespan_context)
+    """The use cases of the running server."""
+    return runtime_of(ctx).service
 
 
 def checked(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from cctg_mcp import __version__
 from cctg_mcp.ops.status import ResilienceStatus, resilience_status
-from cctg_mcp.server.common import READ, call, service_of
+from cctg_mcp.server.common import READ, call, runtime_of
 from cctg_mcp.server.toolsets import Registrar
 
 TOOLSET = "diagnostics"  # server/toolsets.py: which selection lists these tools
@@ -39,4 +39,4 @@ def register(mcp: Registrar) -> None:
     ) -> ResilienceStatus:
         """Is the channel healthy? Breakers, retries, outbox backlog, issues in words; `overall` is
         get_health_report's verdict. Use it after a `queued` or failed send."""
-        return await call(resilience_status(service_of(ctx), refresh=refresh))
+        return await call(resilience_status(runtime_of(ctx), refresh=refresh))

@@ -19,8 +19,9 @@ from cctg_mcp.ops.logfile import current as current_log_file
 from cctg_mcp.ops.verdict import verdict
 from cctg_mcp.resilience.clock import iso_z
 from cctg_mcp.resilience.errors import ValidationError, redact
-from cctg_mcp.resilience.health import ComponentReport, HealthMonitor, HealthReport
-from cctg_mcp.server.common import READ, READ_REMOTE, call, checked, resource_errors, service_of
+from cctg_mcp.resilience.health import ComponentReport, HealthReport
+from cctg_mcp.runtime import Runtime
+from cctg_mcp.server.common import READ, READ_REMOTE, call, checked, resource_errors, runtime_of, service_of
 from cctg_mcp.server.toolsets import Registrar
 
 TOOLSET = "diagnostics"  # server/toolsets.py: which selection lists these tools
@@ -108,8 +109,8 @@ def _component(c: ComponentReport) -> ComponentHealth:
     )
 
 
-def health_result(service: NotificationService, report: HealthReport) -> HealthReportResult:
-    overall = verdict(service, report)
+def health_result(runtime: Runtime, report: HealthReport) -> HealthReportResult:
+    overall = verdict(runtime, report)
     return HealthReportResult(
         overall=overall.overall,
         ready=overall.ready,
@@ -122,18 +123,11 @@ def health_result(service: NotificationService, report: HealthReport) -> HealthR
     )
 
 
-def _monitor(service: NotificationService) -> HealthMonitor | None:
-    monitor = service.health
-    return monitor if isinstance(monitor, HealthMonitor) else None
-
-
-async def health_report(
-    service: NotificationService, component: str | None = None, refresh: bool = False
-) -> HealthReportResult:
-    monitor = _monitor(service)
+async def health_report(runtime: Runtime, component: str | None = None, refresh: bool = False) -> HealthReportResult:
+    monitor, service = runtime.health, runtime.service
     if monitor is None:
         problems = " ".join(service.settings.problems())
-        overall = verdict(service)
+        overall = verdict(runtime)
         return HealthReportResult(
             overall=overall.overall,
             ready=overall.ready,
@@ -150,7 +144,7 @@ async def health_report(
         known = ", ".join(sorted(monitor.components)) or "none"
         raise ValidationError(f"Unknown component {component!r}. Known components: {known}.")
     report = await monitor.check_now(component) if refresh else monitor.report(component)
-    result = health_result(service, report)
+    result = health_result(runtime, report)
     log_file = current_log_file()
     result.log_file = str(log_file) if log_file else None
     return result
@@ -215,7 +209,7 @@ def register(mcp: Registrar) -> None:
     ) -> HealthReportResult:
         """Health of each part of the channel (status, last check, failures, last error, trend), from the
         last checks."""
-        return await call(health_report(service_of(ctx), component, refresh))
+        return await call(health_report(runtime_of(ctx), component, refresh))
 
     @mcp.tool(title="Metrics", annotations=READ)
     async def get_metrics(
@@ -239,7 +233,7 @@ def register(mcp: Registrar) -> None:
     )
     async def health_resource(ctx: Context, component: str | None = None) -> str:
         with resource_errors():  # an unknown name: say which ones exist
-            return (await health_report(service_of(ctx), component)).model_dump_json(indent=2)
+            return (await health_report(runtime_of(ctx), component)).model_dump_json(indent=2)
 
     @mcp.resource(
         "cctg://metrics{?component,operation}",

@@ -52,8 +52,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cctg_mcp import __version__
-from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.ops.health import readiness
+from cctg_mcp.runtime import Runtime
 from cctg_mcp.server.http_limits import (
     MAX_SESSIONS,
     SessionQuota,
@@ -65,7 +65,7 @@ from cctg_mcp.server.wire_guard import Rejection, screen
 
 log = logging.getLogger(__name__)
 
-OpenService = Callable[[], AbstractAsyncContextManager[NotificationService]]
+OpenService = Callable[[], AbstractAsyncContextManager[Runtime]]
 BuildServer = Callable[[OpenService], MCPServer[Any]]
 MCP_PATH = "/mcp"
 HEALTH_PATH = "/healthz"
@@ -148,11 +148,10 @@ class HttpGuard:
         )
 
 
-def http_app(
-    server: MCPServer[Any], service: NotificationService, *, host: str, port: int, token: str | None
-) -> ASGIApp:
+def http_app(server: MCPServer[Any], runtime: Runtime, *, host: str, port: int, token: str | None) -> ASGIApp:
     """The streamable HTTP app of ``server`` behind ``HttpGuard``, with ``/healthz`` and ``/readyz``."""
     started = time.monotonic()
+    service = runtime.service
 
     @server.custom_route(HEALTH_PATH, methods=["GET"], include_in_schema=False)  # type: ignore[untyped-decorator]
     async def healthz(_: Request) -> Response:
@@ -169,7 +168,7 @@ def http_app(
 
     @server.custom_route(READY_PATH, methods=["GET"], include_in_schema=False)  # type: ignore[untyped-decorator]
     async def readyz(_: Request) -> Response:
-        ready, body = readiness(service.health)
+        ready, body = readiness(runtime.health)
         body["version"] = __version__
         return JSONResponse(body, status_code=200 if ready else 503, media_type="application/health+json")
 
@@ -233,9 +232,9 @@ async def serve_http(
     import uvicorn
 
     host, port = sock.getsockname()[:2]
-    async with open_service() as service:
-        server = build_server(lambda: contextlib.nullcontext(service))
-        app = http_app(server, service, host=host, port=port, token=token)
+    async with open_service() as runtime:
+        server = build_server(lambda: contextlib.nullcontext(runtime))
+        app = http_app(server, runtime, host=host, port=port, token=token)
         install_loop_log_throttle(asyncio.get_running_loop())
         config = uvicorn.Config(
             app,
@@ -243,7 +242,7 @@ async def serve_http(
             access_log=False,
             lifespan="on",
             timeout_graceful_shutdown=3,
-            http=header_timeout_protocol(service.settings.http_header_timeout),
+            http=header_timeout_protocol(runtime.service.settings.http_header_timeout),
         )
         shown = f"[{host}]" if ":" in host else host
         log.info(
@@ -341,8 +340,8 @@ async def serve_stdio(open_service: OpenService, build_server: BuildServer) -> N
     (the drain is bounded anyway); errors opening the service (a corrupt outbox) propagate as
     they are, not wrapped in an exception group."""
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with open_service() as service:
-            server = build_server(lambda: contextlib.nullcontext(service))
+        async with open_service() as runtime:
+            server = build_server(lambda: contextlib.nullcontext(runtime))
             async with anyio.create_task_group() as tg:
 
                 async def watch() -> None:

@@ -29,6 +29,8 @@ from typing import Any
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.types import CallToolResult, TextContent
 
+from cctg_mcp.runtime import Runtime
+
 #: Seconds to wait as a ``retry_after`` figure is rounded up to this step.
 _STEP = 0.1
 
@@ -65,11 +67,12 @@ def client_key(ctx: ServerRequestContext[Any, Any]) -> tuple[Hashable, object]:
     return ("connection", id(owner)), owner
 
 
-def limit_from_service(lifespan_context: Any) -> float:
-    """The configured limit (calls per minute; 0 = off) of the running service, if any."""
-    settings = getattr(lifespan_context, "settings", None)
-    value = getattr(settings, "tool_rate_limit", 0.0)
-    return float(value) if isinstance(value, (int, float)) else 0.0
+def limit_from_runtime(lifespan_context: Any) -> float:
+    """The configured limit (calls per minute; 0 = off) of the running server (its lifespan
+    context is the ``Runtime``; the SDK types it ``Any``)."""
+    if not isinstance(lifespan_context, Runtime):
+        raise TypeError(f"the lifespan context is {type(lifespan_context).__name__}, not the Runtime")
+    return float(lifespan_context.service.settings.tool_rate_limit)
 
 
 class ToolRateLimiter:
@@ -77,7 +80,7 @@ class ToolRateLimiter:
 
     def __init__(
         self,
-        per_minute: float | Callable[[Any], float] = limit_from_service,
+        per_minute: float | Callable[[Any], float] = limit_from_runtime,
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

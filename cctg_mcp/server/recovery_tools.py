@@ -10,13 +10,12 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
 
-from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.ops.logfile import current as current_log_file
 from cctg_mcp.ops.recovery import RecoveryActions, family
 from cctg_mcp.resilience.errors import RecoveryStrategy
-from cctg_mcp.resilience.health import HealthMonitor
 from cctg_mcp.resilience.recovery import RecoveryManager, RecoverySession, RecoveryStatistics
-from cctg_mcp.server.common import READ, checked, service_of
+from cctg_mcp.runtime import Runtime
+from cctg_mcp.server.common import READ, checked, runtime_of
 from cctg_mcp.server.toolsets import Registrar
 
 TOOLSET = "recovery"  # server/toolsets.py: which selection lists these tools
@@ -49,30 +48,29 @@ class RecoveryHistory(BaseModel):
     )
 
 
-def _manager(service: NotificationService) -> RecoveryManager:
-    return checked(_configured_manager, service)
+def _manager(runtime: Runtime) -> RecoveryManager:
+    return checked(_configured_manager, runtime)
 
 
-def _configured_manager(service: NotificationService) -> RecoveryManager:
-    manager = service.recovery
-    if not isinstance(manager, RecoveryManager):
-        raise service.not_configured()
-    return manager
+def _configured_manager(runtime: Runtime) -> RecoveryManager:
+    if runtime.recovery is None:
+        raise runtime.service.not_configured()
+    return runtime.recovery
 
 
-def _health_names(service: NotificationService) -> list[str]:
-    health = service.health
+def _health_names(runtime: Runtime) -> list[str]:
+    health = runtime.health
     return health.components if health is not None else []
 
 
-def _targets(service: NotificationService, component: str | None) -> list[str]:
-    actions = RecoveryActions(service)
+def _targets(runtime: Runtime, component: str | None) -> list[str]:
+    actions = RecoveryActions(runtime.service)
     if component is not None:
-        valid = sorted(set(actions.components()) | set(_health_names(service)))
+        valid = sorted(set(actions.components()) | set(_health_names(runtime)))
         if component not in valid and family(component) not in valid:
             raise ToolError(f"Unknown component {component!r}. Valid components: {', '.join(valid)}.")
         return [component]
-    health = service.health
+    health = runtime.health
     unhealthy: list[str] = []
     if health is not None:
         unhealthy = list(health.report().unhealthy)
@@ -100,23 +98,23 @@ def register(mcp: Registrar) -> None:
         """Run a recovery now, after fixing a cause (e.g. close an open breaker); escalates on failure.
         restart ends a process, outbox retry resends dead deliveries. `succeeded` only when a check
         of the effect passed, else `unverified` or `mitigated`."""
-        service = service_of(ctx)
-        manager = _manager(service)
+        runtime = runtime_of(ctx)
+        manager = _manager(runtime)
         chosen = RecoveryStrategy(strategy) if strategy is not None else None
         sessions: dict[str, RecoverySession] = {}
 
         async def one(name: str) -> None:
             sessions[name] = await manager.recover(name, strategy=chosen, trigger="tool")
 
-        targets = _targets(service, component)
+        targets = _targets(runtime, component)
         async with anyio.create_task_group() as tg:
             for name in targets:
                 tg.start_soon(one, name)
         ordered = [sessions[name] for name in targets]
-        if isinstance(service.health, HealthMonitor):
+        if runtime.health is not None:
             # Run the health checks again now that a recovery ran: the cached report (and the
             # status's verdict built from it) would show the state before until the next interval.
-            await service.health.check_now()
+            await runtime.health.check_now()
         summary = "; ".join(f"{s.component}: {s.status} ({s.summary})" for s in ordered)
         return RecoveryRun(message=summary, sessions=ordered, statistics=manager.statistics())
 
@@ -126,7 +124,7 @@ def register(mcp: Registrar) -> None:
         limit: Annotated[int, Field(ge=1, le=100, description="How many finished sessions to return.")] = 20,
     ) -> RecoveryHistory:
         """Recovery sessions (running, and finished newest first) with success rate and mean time to recover."""
-        manager = _manager(service_of(ctx))
+        manager = _manager(runtime_of(ctx))
         log_file = current_log_file()
         return RecoveryHistory(
             active=manager.active(),

@@ -1,7 +1,7 @@
 """Resources (read-only views a person or client can pick) and prompts (ready-made asks).
 
 Static resources get no request context in the SDK, so they read the running service
-through ``current()``, which the server's lifespan keeps pointing at the live service.
+through ``current()``, which the server's lifespan keeps pointing at the live runtime.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from pydantic import Field
 
 from cctg_mcp.answers import answers_of
 from cctg_mcp.delivery.bridge import bridge_status
-from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.events.catalogue import CATALOGUE
 from cctg_mcp.ops.status import resilience_status
+from cctg_mcp.runtime import Runtime
 from cctg_mcp.server.common import resource_errors
 from cctg_mcp.server.toolsets import Registrar
 
@@ -53,7 +53,7 @@ EVENT_TEMPLATES: list[dict[str, Any]] = [
 ]
 
 
-def register(mcp: Registrar, current: Callable[[], NotificationService]) -> None:
+def register(mcp: Registrar, current: Callable[[], Runtime]) -> None:
     def event_types() -> str:
         return json.dumps(
             [
@@ -69,11 +69,11 @@ def register(mcp: Registrar, current: Callable[[], NotificationService]) -> None
 
     async def bridge() -> str:
         with resource_errors():
-            return (await bridge_status(current())).model_dump_json(indent=2)
+            return (await bridge_status(current().service)).model_dump_json(indent=2)
 
     async def responses() -> str:
         with resource_errors():
-            return (await answers_of(current()).responses(limit=20)).model_dump_json(indent=2)
+            return (await answers_of(current().service).responses(limit=20)).model_dump_json(indent=2)
 
     # Our names, then the original CCTelegram server's (REFERENCE §A 2.6), which resolve too.
     for uri, name, title, fn, description in (

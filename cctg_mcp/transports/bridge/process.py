@@ -37,6 +37,7 @@ import anyio.to_thread
 import httpx
 from pydantic import BaseModel, Field
 
+from cctg_mcp.config import Settings
 from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
 from cctg_mcp.resilience.errors import ConfigurationError, redact
 
@@ -424,3 +425,24 @@ class BridgeProcessManager:
 
     async def ensure_running(self) -> BridgeActionResult:
         return await self.start()
+
+
+def bridge_manager(settings: Settings, *, restart_delay_s: float, clock: Clock = SYSTEM_CLOCK) -> BridgeProcessManager:
+    """The ``BridgeProcessManager`` for these settings (in any delivery mode): the bridge tools
+    and the recovery ``restart`` strategy act through it. Building it touches nothing."""
+    env = {
+        "CC_TELEGRAM_EVENTS_DIR": str(settings.events_dir.absolute()),
+        "CC_TELEGRAM_RESPONSES_DIR": str(settings.responses_dir.absolute()),
+    }
+    if settings.token:
+        env["TELEGRAM_BOT_TOKEN"] = settings.token
+    if settings.allowed_users:
+        env["TELEGRAM_ALLOWED_USERS"] = ",".join(map(str, settings.allowed_users))
+    return BridgeProcessManager(
+        data_dir=settings.data_dir,
+        health_url=settings.bridge_health_url,
+        executable=settings.bridge_path,
+        env_overrides=env,
+        restart_delay_s=restart_delay_s,
+        clock=clock,
+    )
