@@ -103,6 +103,20 @@ async def connected(settings: Settings, config: ResilienceConfig | None = None) 
         yield client
 
 
+@asynccontextmanager
+async def connected_in_virtual_time(
+    settings: Settings, config: ResilienceConfig | None = None
+) -> AsyncIterator[tuple[Client, FakeClock]]:
+    """``connected``, with the server on a ``FakeClock`` under ``autojump()``: for a server
+    that waits on no socket (bridge delivery writes and reads files), so a send's wait for its
+    deadline costs no wall time. Bounded by 60 real seconds."""
+    clock = FakeClock()
+    server = build_server(lambda: open_service(settings, resilience=config or fast_config(), clock=clock))
+    with anyio.fail_after(60):
+        async with clock.autojump(), Client(server) as client:
+            yield client, clock
+
+
 def text_of(result: CallToolResult) -> str:
     return " ".join(getattr(block, "text", "") for block in result.content)
 

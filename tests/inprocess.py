@@ -15,12 +15,21 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
+import anyio
 import httpx
+from helpers import call, make_settings
+from mcp import Client
 
+from cctg_mcp.app import open_service
 from cctg_mcp.resilience.clock import FakeClock
+from cctg_mcp.resilience.config import ResilienceConfig
+from cctg_mcp.server import build_server
 from cctg_mcp.testing import FaultMode, TelegramStandIn
 from cctg_mcp.testing.html import chat_id_of
 from cctg_mcp.testing.model import Fault, RecordedRequest, Reply, err
@@ -92,3 +101,57 @@ class InProcessTelegram(httpx.AsyncBaseTransport):
             await self.clock.sleep(timeout)
             reply = self.standin._dispatch("getUpdates", now)
         return reply
+
+
+#: Real seconds a virtual-time test may take: every wait in it is virtual, this bounds the run.
+WALL_LIMIT_S = 60.0
+
+
+class World:
+    """A server in virtual time, its MCP client, the stand-in and the clock they share."""
+
+    def __init__(self, client: Client, standin: TelegramStandIn, clock: FakeClock) -> None:
+        self.client, self.standin, self.clock = client, standin, clock
+
+    async def status(self) -> dict[str, Any]:
+        return await call(self.client, "get_resilience_status")
+
+    async def breaker(self) -> dict[str, Any]:
+        found: dict[str, Any] = next(b for b in (await self.status())["breakers"] if b["name"] == "telegram")
+        return found
+
+    async def until(self, what: str, predicate: Any, *, within: float, step: float = 0.5) -> float:
+        """Advance virtual time in ``step``s until ``predicate()`` (awaitable or not) holds;
+        the virtual seconds it took. Fails after ``within`` virtual seconds."""
+        start = self.clock.monotonic()
+        while True:
+            value = predicate()
+            if hasattr(value, "__await__"):
+                value = await value
+            if value:
+                return self.clock.monotonic() - start
+            if self.clock.monotonic() - start > within:
+                raise AssertionError(f"{what}: not within {within} virtual seconds")
+            await self.clock.sleep(step)
+
+    async def backlog(self) -> int:
+        box = (await self.status())["outbox"]
+        return int(box["pending"] + box["in_flight"])
+
+
+@asynccontextmanager
+async def in_virtual_time(tmp_path: Path, resilience: ResilienceConfig, **env: str) -> AsyncIterator[World]:
+    """The whole server (``open_service``) on a ``FakeClock`` under ``autojump()``, Telegram
+    being the stand-in through ``InProcessTelegram``, and a real in-memory ``mcp.Client``."""
+    clock = FakeClock()
+    standin = TelegramStandIn(clock=clock.monotonic)  # never started: no socket, no thread
+    # The tool rate limit counts real seconds; these tests poll the status every virtual half second.
+    settings = make_settings(standin, tmp_path, TELEGRAM_API_BASE_URL=BASE_URL, CCTG_TOOL_RATE_LIMIT="0", **env)
+    seam = InProcessTelegram(standin, clock)
+
+    def opened() -> Any:
+        return open_service(settings, resilience=resilience, clock=clock, http_transport=seam, poll_timeout=30)
+
+    with anyio.fail_after(WALL_LIMIT_S):
+        async with clock.autojump(), Client(build_server(opened)) as client:
+            yield World(client, standin, clock)

@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 import pytest
 from helpers import FAST, USERS, call, connected, fast_config, make_settings, text_of
+from inprocess import in_virtual_time
 from mcp import Client
 
 from cctg_mcp import ResilientBridgeClient
@@ -67,17 +68,17 @@ async def test_intermittent_failures_inside_the_window_open_the_breaker(
     assert rejected["status"] == "queued" and "circuit" in rejected["reason"]
 
 
-async def test_bulkhead_rejects_the_excess_at_once_without_counting_a_failure(
-    standin: TelegramStandIn, tmp_path: Path
-) -> None:
-    """maxConcurrentRequests 1, two recipients: one send hangs in flight, the other is refused."""
+async def test_bulkhead_rejects_the_excess_at_once_without_counting_a_failure(tmp_path: Path) -> None:
+    """maxConcurrentRequests 1, two recipients: one send hangs in flight, the other is refused.
+    (In virtual time: the hanging send holds until its attempt timeout, which costs no wall time.)"""
     config = fast_config(circuitBreaker={"telegram": {"maxConcurrentRequests": 1, "failureThreshold": 1, **SLOW}})
-    async with connected(make_settings(standin, tmp_path), config) as client:
-        standin.set_fault(FaultMode.HANG, methods={"sendMessage"})
+    async with in_virtual_time(tmp_path, config) as w:
+        client = w.client
+        w.standin.set_fault(FaultMode.HANG, methods={"sendMessage"})
         result = await call(client, "send_telegram_message", {"message": "two recipients"})
         during = await breaker(client)
         metrics = await call(client, "get_metrics", {"component": "telegram"})
-        standin.clear_fault()
+        w.standin.clear_fault()
     reasons = [r["reason"] or "" for r in result["recipients"]]
     assert result["status"] == "queued" and any("maxConcurrentRequests 1" in r for r in reasons), reasons
     assert during["max_concurrent"] == 1 and during["bulkhead_rejections"] >= 1

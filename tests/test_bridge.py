@@ -8,6 +8,8 @@ import os
 import re
 import stat
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,12 +20,13 @@ import pytest
 from helpers import fast_config, make_settings
 
 from cctg_mcp.app import open_service
-from cctg_mcp.config import load_settings
+from cctg_mcp.config import Settings, load_settings
 from cctg_mcp.delivery.bridge import BRIDGE_CHAT_ID, BridgeDispatcher, bridge_dispatcher
 from cctg_mcp.delivery.outbox import Outbox
 from cctg_mcp.delivery.pacing import Pacer
 from cctg_mcp.delivery.service import DeliveryFailedError, NotificationService
 from cctg_mcp.events.catalogue import Event
+from cctg_mcp.resilience.clock import FakeClock
 from cctg_mcp.resilience.config import parse_resilience_config
 from cctg_mcp.resilience.errors import ResourceError, SystemFailure, ValidationError
 from cctg_mcp.resilience.pipeline import PipelineSet
@@ -43,6 +46,16 @@ RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\
 
 def bridge_settings(tmp_path: Path, **env: str) -> Any:
     return make_settings(None, tmp_path, CCTG_DELIVERY="bridge", **env)
+
+
+@asynccontextmanager
+async def virtual_service(settings: Settings) -> AsyncIterator[tuple[NotificationService, FakeClock]]:
+    """The service in virtual time: with no bridge to take its file, a send waits for it up to
+    the operation's deadline, seconds that cost no wall time here (the wait is still bounded)."""
+    clock = FakeClock()
+    with anyio.fail_after(60):
+        async with clock.autojump(), open_service(settings, resilience=fast_config(), clock=clock) as runtime:
+            yield runtime.service, clock
 
 
 def files(directory: Path) -> list[Path]:
@@ -67,8 +80,7 @@ def event(task_id: str = "task-1", type: str = "info_notification", **kw: Any) -
 async def test_each_send_writes_one_event_file_with_every_field_the_bridge_requires(tmp_path: Path) -> None:
     settings = bridge_settings(tmp_path)
     assert settings.problems() == [] and settings.token == ""
-    async with open_service(settings, resilience=fast_config()) as runtime:
-        service = runtime.service
+    async with virtual_service(settings) as (service, clock):
         assert service.recipients() == [BRIDGE_CHAT_ID]
         sent = [
             service.build_event(
@@ -104,7 +116,7 @@ async def test_each_send_writes_one_event_file_with_every_field_the_bridge_requi
         )
         assert RFC3339.fullmatch(body["timestamp"]) and body["timestamp"].endswith("Z")
         moment = datetime.fromisoformat(body["timestamp"].replace("Z", "+00:00"))
-        assert abs((datetime.now(UTC) - moment).total_seconds()) < 60
+        assert abs(clock.time() - moment.timestamp()) < 60  # the clock's wall time, as stamped
         name = re.fullmatch(rf"{re.escape(ev.task_id)}_(\d{{13}})\.json", path.name)
         assert name is not None and int(name.group(1)) == int(moment.timestamp() * 1000)
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -121,8 +133,7 @@ async def test_a_duplicate_reads_queued_while_its_file_waits_for_the_bridge(tmp_
     def again() -> Event:
         return service.build_event(type="task_completion", title="Refactor", description="done", task_id="dup-1")
 
-    async with open_service(settings, resilience=fast_config()) as runtime:
-        service = runtime.service
+    async with virtual_service(settings) as (service, _):
         first = await service.submit(again())
         assert first.status == "queued"
         second = await service.submit(again())
@@ -137,8 +148,7 @@ async def test_a_duplicate_reads_queued_while_its_file_waits_for_the_bridge(tmp_
 
 async def test_sending_the_same_event_again_is_a_duplicate_and_writes_nothing(tmp_path: Path) -> None:
     settings = bridge_settings(tmp_path)
-    async with open_service(settings, resilience=fast_config()) as runtime:
-        service = runtime.service
+    async with virtual_service(settings) as (service, _):
         ev = service.build_event(type="task_started", title="x", description="y", task_id="same")
         first = await service.submit(ev)
         again = await service.submit(
@@ -456,9 +466,10 @@ async def test_bridge_status_without_a_bridge_reports_files_waiting(tmp_path: Pa
         CC_TELEGRAM_BRIDGE_HEALTH_URL="http://127.0.0.1:9/health",
         CC_TELEGRAM_BRIDGE_PATH=str(tmp_path / "nowhere"),
     )
-    async with open_service(settings, resilience=fast_config()) as runtime:
-        service = runtime.service
+    async with virtual_service(settings) as (service, _):
         await service.submit(service.build_event(type="info_notification", title="x", description="y"))
+    async with open_service(settings, resilience=fast_config()) as runtime:  # the probe, on a real socket
+        service = runtime.service
         status = await bridge_status(service)
         assert isinstance(service, NotificationService)
     assert (status.running, status.health, status.pending_events, status.executable) == (False, "unhealthy", 1, None)

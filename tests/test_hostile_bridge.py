@@ -8,7 +8,6 @@ returned by any tool."""
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import anyio
@@ -20,7 +19,7 @@ from helpers import (
     bridge_answers,
     call,
     callback_file,
-    connected,
+    connected_in_virtual_time,
     event,
     make_settings,
     text_file,
@@ -77,10 +76,10 @@ async def test_wait_for_response_does_not_return_a_strangers_approval(tmp_path: 
         CC_TELEGRAM_BRIDGE_HEALTH_URL="http://127.0.0.1:9/health",
         TELEGRAM_ALLOWED_USERS=",".join(map(str, USERS)),
     )
-    async with connected(settings) as client:
+    async with connected_in_virtual_time(settings) as (client, clock):  # no bridge: each send waits its deadline
         sent = await call(client, "send_approval_request", {"title": "Deploy?", "description": "prod"})
         (task_id,) = {p.name.rsplit("_", 1)[0] for p in settings.events_dir.glob("*.json")}
-        callback_file(settings.responses_dir, f"approve_{task_id}", at=time.time() - 5, user=STRANGER)
+        callback_file(settings.responses_dir, f"approve_{task_id}", at=clock.time() - 5, user=STRANGER)
         waited = await call(client, "wait_for_response", {"event_id": sent["event_id"], "timeout_seconds": 1})
         assert waited["status"] == "timeout" and waited.get("action") is None
         assert (await call(client, "get_telegram_responses", {}))["total"] == 0

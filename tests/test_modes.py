@@ -13,7 +13,17 @@ from typing import Any
 
 import anyio
 import pytest
-from helpers import USERS, FakeBridge, call, connected, fast_config, make_settings, text_of, wait_for
+from helpers import (
+    USERS,
+    FakeBridge,
+    call,
+    connected,
+    connected_in_virtual_time,
+    fast_config,
+    make_settings,
+    text_of,
+    wait_for,
+)
 from mcp import Client
 
 from cctg_mcp.app import open_service
@@ -160,7 +170,7 @@ async def test_bridge_mode_asks_the_bridge_as_the_original_did(tmp_path: Path) -
     )
     (settings.responses_dir).mkdir(parents=True, exist_ok=True)
     (settings.responses_dir / "bridge_mode.json").write_text('"Local"')  # what the bridge saved
-    async with connected(settings) as client:
+    async with connected_in_virtual_time(settings) as (client, _):  # no bridge takes the request: a deadline
         result = await call(client, "switch_to_mute_mode")
         status = await call(client, "get_resilience_status")
     # No bridge runs: the request is written for it, and not claimed as done.

@@ -11,28 +11,20 @@ happened, to the virtual second, in no wall time. The loopback tests keep what n
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
-from helpers import USERS, call, make_settings
-from inprocess import BASE_URL, InProcessTelegram
-from mcp import Client
+from helpers import USERS, call
+from inprocess import World, in_virtual_time
 
-from cctg_mcp.app import open_service
-from cctg_mcp.resilience.clock import FakeClock
-from cctg_mcp.resilience.config import ResilienceConfig, parse_resilience_config
+from cctg_mcp.resilience.config import parse_resilience_config
 from cctg_mcp.resilience.config_tables import DEFAULTS as SEED
-from cctg_mcp.server import build_server
 from cctg_mcp.testing import FaultMode, TelegramStandIn
 
 pytestmark = pytest.mark.anyio
 
-#: Real seconds any one test may take: every wait below is in virtual time, this bounds the run.
-WALL_LIMIT_S = 60.0
 #: The production defaults (the seed's tables), in development (chaos on) and without retry
 #: jitter, so every run takes the same virtual path.
 DEFAULTS: dict[str, Any] = {"environment": "development", "retry": {"telegram": {"jitterEnabled": False}}}
@@ -40,53 +32,8 @@ DEFAULTS: dict[str, Any] = {"environment": "development", "retry": {"telegram": 
 BREAKER_TIMEOUT_S = SEED["circuitBreaker"]["telegram"]["timeout"] / 1000
 
 
-class World:
-    """The server, its client, the stand-in and the clock they share."""
-
-    def __init__(self, client: Client, standin: TelegramStandIn, clock: FakeClock) -> None:
-        self.client, self.standin, self.clock = client, standin, clock
-
-    async def status(self) -> dict[str, Any]:
-        return await call(self.client, "get_resilience_status")
-
-    async def breaker(self) -> dict[str, Any]:
-        found: dict[str, Any] = next(b for b in (await self.status())["breakers"] if b["name"] == "telegram")
-        return found
-
-    async def until(self, what: str, predicate: Any, *, within: float, step: float = 0.5) -> float:
-        """Advance virtual time in ``step``s until ``predicate()`` (awaitable or not) holds;
-        the virtual seconds it took. Fails after ``within`` virtual seconds."""
-        start = self.clock.monotonic()
-        while True:
-            value = predicate()
-            if hasattr(value, "__await__"):
-                value = await value
-            if value:
-                return self.clock.monotonic() - start
-            if self.clock.monotonic() - start > within:
-                raise AssertionError(f"{what}: not within {within} virtual seconds")
-            await self.clock.sleep(step)
-
-    async def backlog(self) -> int:
-        box = (await self.status())["outbox"]
-        return int(box["pending"] + box["in_flight"])
-
-
-@asynccontextmanager
-async def world(tmp_path: Path, config: dict[str, Any] | None = None, **env: str) -> AsyncIterator[World]:
-    clock = FakeClock()
-    standin = TelegramStandIn(clock=clock.monotonic)  # never started: no socket, no thread
-    # The tool rate limit counts real seconds; these tests poll the status every virtual half second.
-    settings = make_settings(standin, tmp_path, TELEGRAM_API_BASE_URL=BASE_URL, CCTG_TOOL_RATE_LIMIT="0", **env)
-    resilience: ResilienceConfig = parse_resilience_config({**DEFAULTS, **(config or {})})
-    seam = InProcessTelegram(standin, clock)
-
-    def opened() -> Any:
-        return open_service(settings, resilience=resilience, clock=clock, http_transport=seam, poll_timeout=30)
-
-    with anyio.fail_after(WALL_LIMIT_S):
-        async with clock.autojump(), Client(build_server(opened)) as client:
-            yield World(client, standin, clock)
+def world(tmp_path: Path, config: dict[str, Any] | None = None, **env: str) -> AbstractAsyncContextManager[World]:
+    return in_virtual_time(tmp_path, parse_resilience_config({**DEFAULTS, **(config or {})}), **env)
 
 
 async def test_an_outage_opens_the_breaker_queues_every_send_and_the_backlog_drains_after_it_heals(
