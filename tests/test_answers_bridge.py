@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,7 +23,7 @@ from helpers import (
     bridge_answers,
     call,
     callback_file,
-    connected,
+    connected_in_virtual_time,
     event,
     fast_config,
     make_settings,
@@ -257,10 +256,11 @@ async def test_bridge_mode_answers_through_the_mcp_tools(tmp_path: Path) -> None
     )
     assert settings.token == "" and settings.delivery == "bridge"
     responses = settings.responses_dir
-    async with connected(settings) as client:
+    # Virtual time: with no bridge, each approval request waits its whole deadline for the file to be taken.
+    async with connected_in_virtual_time(settings) as (client, clock):
         event_id, task_id = await send_approval(client, settings.events_dir, "Deploy?")
         junk(responses)
-        callback_file(responses, f"approve_{task_id}", at=time.time() - 5)
+        callback_file(responses, f"approve_{task_id}", at=clock.time() - 5)
 
         listed = await call(client, "get_telegram_responses", {"limit": 10})
         assert listed["total"] == 1 and listed["count"] == 1
@@ -284,9 +284,9 @@ async def test_bridge_mode_answers_through_the_mcp_tools(tmp_path: Path) -> None
         with anyio.fail_after(10):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(waiter)
-                await anyio.wait_all_tasks_blocked()
+                await clock.sleep(1.0)  # the tool has been waiting for a virtual second
                 assert results == []
-                callback_file(responses, f"deny_{second_task}", at=time.time() + 1)
+                callback_file(responses, f"deny_{second_task}", at=clock.time() + 1)
         (result,) = results
         assert (result["status"], result["action"], result["response"]["event_id"]) == ("answered", "deny", second_id)
 
@@ -294,7 +294,7 @@ async def test_bridge_mode_answers_through_the_mcp_tools(tmp_path: Path) -> None
         assert unknown.is_error and "No event 'nope'" in text_of(unknown)
 
         for path in responses.iterdir():
-            os.utime(path, (time.time() - 48 * 3600,) * 2)
+            os.utime(path, (clock.time() - 48 * 3600,) * 2)
         cleared = await call(client, "clear_old_responses", {"older_than_hours": 24})
         assert cleared["deleted_count"] == 5  # two answers, three malformed response files
         assert sorted(p.name for p in responses.iterdir()) == ["bridge_mode.json", "notes.json"]
