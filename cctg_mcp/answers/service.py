@@ -7,18 +7,18 @@ Two sources, one interface (``responses``, ``clear``, ``pending``, ``wait``, ``s
 - ``BridgeAnswers`` (bridge delivery, ``answers.bridge``): the CCTelegram bridge's response
   files in ``CC_TELEGRAM_RESPONSES_DIR``.
 
-The composition root (app.py) opens the one that fits the delivery mode and attaches it as
-``service.answers``; ``answers_of(service)`` returns it, or raises the same "not configured"
+Both implement the ``AnswerSource`` protocol. The composition root (app.py) opens the one that
+fits the delivery mode and builds the service with it (``service.answers``);
+``answers_of(service)`` returns it, or raises the same "not configured"
 error as the send tools when there is nothing to read.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 
-from cctg_mcp.answers.bridge import BridgeAnswers
 from cctg_mcp.answers.common import ProgressFn, UnknownEventError, summarise_pending, unknown_event, wait_for_answer
 from cctg_mcp.answers.models import ClearResult, PendingResponses, ResponseList, TelegramResponse, WaitResult
 from cctg_mcp.answers.poller import DEFAULT_POLL_TIMEOUT, ResponsePoller, updates_pipeline
@@ -40,9 +40,9 @@ def bot_id_of(token: str) -> int:
 
 def answers_of(service: NotificationService) -> AnswerSource:
     """The service's answers (direct or bridge), or the "not configured" error the send tools give."""
-    if isinstance(service.answers, (Answers, BridgeAnswers)):
-        return service.answers
-    raise service.not_configured()
+    if service.answers is None:
+        raise service.not_configured()
+    return service.answers
 
 
 class Answers:
@@ -165,5 +165,30 @@ async def first_of(events: list[anyio.Event]) -> None:
             tg.start_soon(one, event)
 
 
-#: What ``answers_of`` returns: both have the same interface.
-AnswerSource = Answers | BridgeAnswers
+class AnswerSource(Protocol):
+    """Where the person's answers come from: ``Answers`` (the getUpdates poller and its store)
+    or ``BridgeAnswers`` (the bridge's response files). The answer tools use only this; what
+    differs by source (the poller's status, the store's retention) narrows to the class."""
+
+    @property
+    def poller(self) -> ResponsePoller | None:
+        """The getUpdates poller (direct delivery); None when the bridge reads Telegram."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+    def status(self) -> dict[str, Any]:
+        """The source's state, for the status document."""
+        ...
+
+    async def responses(
+        self, limit: int = 10, since_minutes: int | None = None, *, now: float | None = None
+    ) -> ResponseList: ...
+
+    async def clear(self, older_than_hours: int = 24, *, now: float | None = None) -> ClearResult: ...
+
+    async def pending(self, since_minutes: int = 10, *, now: float | None = None) -> PendingResponses: ...
+
+    async def wait(self, event_id: str, timeout_s: float, *, on_progress: ProgressFn | None = None) -> WaitResult:
+        """The first answer to ``event_id``, or a timeout result."""
+        ...
