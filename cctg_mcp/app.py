@@ -181,6 +181,7 @@ async def open_service(
             dispatcher, clock=clock, restart_delay=max(0.05, config.recovery.seconds("restart_delay"))
         )
         answers: AnswerSource
+        direct: Answers | None = None
         poller = None
         if transport is not None:  # answers: getUpdates poller + response store (answers/)
             direct = await Answers.open(
@@ -239,7 +240,13 @@ async def open_service(
             if config.monitoring.enabled:
                 tg.start_soon(metrics.run_sampler)
             await tg.start(
-                partial(run_housekeeping, service, config.monitoring.retention.seconds("events"), clock=clock)
+                partial(
+                    run_housekeeping,
+                    outbox,
+                    direct.store if direct is not None else None,  # the bridge's files age by mtime
+                    config.monitoring.retention.seconds("events"),
+                    clock=clock,
+                )
             )
             await tg.start(  # MONITORING_LOGS_RETENTION: old log files in <data dir>/logs go
                 partial(

@@ -101,6 +101,7 @@ async def test_prometheus_exposition_is_served_on_loopback_when_enabled(
 async def test_retention_purges_finished_rows_and_answers_but_never_waiting_ones(
     standin: TelegramStandIn, tmp_path: Path
 ) -> None:
+    from cctg_mcp.answers import Answers
     from cctg_mcp.delivery.housekeeping import purge_once
     from cctg_mcp.testing import FaultMode
 
@@ -115,10 +116,10 @@ async def test_retention_purges_finished_rows_and_answers_but_never_waiting_ones
         with anyio.fail_after(10):
             while not (await service.answers.responses(limit=10)).responses:
                 await service.answers.poller.round_done().wait()
-        kept = await purge_once(service, retention_s=3600)  # nothing is that old yet
+        assert service.outbox is not None and isinstance(service.answers, Answers)
+        kept = await purge_once(service.outbox, service.answers.store, retention_s=3600)  # nothing is that old yet
         assert kept.outbox_rows == 0 and kept.answers == 0
-        purged = await purge_once(service, retention_s=-1)  # everything finished is "old"
-        assert service.outbox is not None
+        purged = await purge_once(service.outbox, service.answers.store, retention_s=-1)  # all finished is "old"
         counts = await service.outbox.counts()
         stored = await service.answers.responses(limit=10)
     assert purged.outbox_rows == len(USERS) and purged.answers == 1

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import anyio
 import anyio.abc
 
-from cctg_mcp.answers.service import Answers
-from cctg_mcp.delivery.service import NotificationService
+from cctg_mcp.answers.store import ResponseStore
+from cctg_mcp.delivery.outbox import Outbox
 from cctg_mcp.resilience.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger(__name__)
@@ -28,18 +28,19 @@ class Purged:
     answers: int
 
 
-async def purge_once(service: NotificationService, retention_s: float) -> Purged:
-    rows = await service.outbox.purge(retention_s) if service.outbox is not None else 0
-    # Only the Telegram answers have a store to purge (the bridge's response files age by mtime).
-    store = service.answers.store if isinstance(service.answers, Answers) else None
-    answers = await store.delete_older_than(retention_s) if store is not None else 0
+async def purge_once(outbox: Outbox, answers_store: ResponseStore | None, retention_s: float) -> Purged:
+    """One pass: finished outbox rows and (direct delivery) stored answers older than ``retention_s``.
+    The bridge's response files have no store here: they age by mtime (``clear_old_responses``)."""
+    rows = await outbox.purge(retention_s)
+    answers = await answers_store.delete_older_than(retention_s) if answers_store is not None else 0
     if rows or answers:
         log.info("retention: purged %d finished deliveries and %d answers older than %.0fs", rows, answers, retention_s)
     return Purged(rows, answers)
 
 
 async def run_housekeeping(
-    service: NotificationService,
+    outbox: Outbox,
+    answers_store: ResponseStore | None,
     retention_s: float,
     *,
     interval_s: float = 3600.0,
@@ -50,7 +51,7 @@ async def run_housekeeping(
     task_status.started()
     while True:
         try:
-            await purge_once(service, retention_s)
+            await purge_once(outbox, answers_store, retention_s)
         except Exception as exc:  # a failed purge must not stop the server; try again next round
             log.warning("retention purge failed: %s", exc)
         await clock.sleep(interval_s)
