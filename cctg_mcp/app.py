@@ -1,4 +1,4 @@
-"""Composition root: settings in, a running service out.
+"""Composition root: settings in, a running server (the frozen ``Runtime``) out.
 
 ``open_service(settings)`` builds the runtime in layers, each from the ones before and none
 attached later: the parts (outbox, Telegram transport, coordinator, pacer, dispatcher,

@@ -32,8 +32,3 @@ class Runtime:
     chaos: ChaosController | None = None
     #: The bound port of the Prometheus exposition when it is enabled.
     prometheus_port: int | None = None
-
-    @property
-    def configured(self) -> bool:
-        """The delivery path runs (settings complete, outbox and dispatcher open)."""
-        return self.service.outbox is not None and self.service.dispatcher is not None
