@@ -19,15 +19,16 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, AnyStr, NamedTuple
+from typing import IO, Any, AnyStr, NamedTuple, TypeVar
 
 import anyio
 import anyio.abc
 from mcp import Client
-from mcp.types import CallToolResult
+from mcp.types import CallToolResult, GetPromptResult, ReadResourceResult, TextContent, TextResourceContents
 
 from cctg_mcp.answers import (
     ANSWERS_FILE,
+    Answers,
     BridgeAnswers,
     EventIndex,
     ResponsePoller,
@@ -37,6 +38,7 @@ from cctg_mcp.answers import (
 from cctg_mcp.app import open_service
 from cctg_mcp.config import Settings, load_settings
 from cctg_mcp.delivery.outbox import Outbox
+from cctg_mcp.delivery.service import NotificationService
 from cctg_mcp.events.catalogue import Event
 from cctg_mcp.resilience.clock import FakeClock
 from cctg_mcp.resilience.config import ResilienceConfig, parse_resilience_config
@@ -47,6 +49,7 @@ from cctg_mcp.testing import TelegramStandIn
 from cctg_mcp.transports.bridge.process import BridgeProcessManager
 from cctg_mcp.transports.telegram import TelegramTransport
 
+T = TypeVar("T")
 USERS = (111, 222)
 
 #: An MCP ``initialize`` request, for the tests that speak JSON-RPC themselves.
@@ -115,6 +118,34 @@ async def connected_in_virtual_time(
     with anyio.fail_after(60):
         async with clock.autojump(), Client(server) as client:
             yield client, clock
+
+
+def present(part: T | None) -> T:
+    """A part of the runtime this test knows is wired (it is typed optional: off when a
+    feature does not run): narrowed, or the test fails here saying which was missing."""
+    assert part is not None, "a runtime part the test relies on is not wired"
+    return part
+
+
+def direct_answers(service: NotificationService) -> Answers:
+    """The service's getUpdates answers (direct delivery): its store and poller."""
+    answers = service.answers
+    assert isinstance(answers, Answers), f"direct delivery's answers expected, got {type(answers).__name__}"
+    return answers
+
+
+def resource_text(result: ReadResourceResult) -> str:
+    """The text of a resource read (our resources are JSON text, never blobs)."""
+    content = result.contents[0]
+    assert isinstance(content, TextResourceContents), type(content).__name__
+    return content.text
+
+
+def prompt_text(result: GetPromptResult) -> str:
+    """The text of a prompt's first message."""
+    content = result.messages[0].content
+    assert isinstance(content, TextContent), type(content).__name__
+    return content.text
 
 
 def text_of(result: CallToolResult) -> str:

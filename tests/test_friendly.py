@@ -7,7 +7,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from helpers import call, call_raw, connected, make_settings, text_of
+from helpers import call, call_raw, connected, make_settings, prompt_text, text_of
 
 from cctg_mcp.testing import TelegramStandIn
 
@@ -78,5 +78,5 @@ async def test_wait_for_response_defaults_to_45_seconds_and_says_call_again(
         assert event_id in waited.structured_content["message"]
         with anyio.fail_after(15):
             prompt = await client.get_prompt("ask_me_before", {"action": "drop the table"})
-        text = prompt.messages[0].content.text
+        text = prompt_text(prompt)
         assert "call wait_for_response again with the same event_id" in text and "45 seconds" in text

@@ -9,7 +9,7 @@ from typing import Any
 
 import anyio
 import pytest
-from helpers import USERS, connected, fast_config, make_settings, text_of
+from helpers import USERS, connected, fast_config, make_settings, resource_text, text_of
 from mcp import Client
 
 from cctg_mcp.testing import FaultMode, TelegramStandIn
@@ -92,7 +92,7 @@ async def test_a_revoked_token_makes_the_channel_not_ready_and_stays_redacted(
     tg = comp(down, "telegram")
     assert tg["status"] == "unhealthy" and "TELEGRAM_INVALID_TOKEN" in tg["last_error"]
     assert down["ready"] is False
-    body = json.loads(resource.contents[0].text)
+    body = json.loads(resource_text(resource))
     assert body["overall"] == "unhealthy" and comp(body, "telegram")["status"] == "unhealthy"
     assert standin.token not in json.dumps(down) + json.dumps(body)
 
@@ -149,6 +149,6 @@ async def test_get_metrics_shows_calls_and_latency_after_sends(standin: Telegram
     assert p is not None and p["calls"] == m["calls"] and list(p["metrics"]["operations"]) == ["telegram"]
     n = nothing.structured_content
     assert n is not None and n["calls"] == 0 and n["error_rate"] is None and n["p95_ms"] is None
-    body = json.loads(resource.contents[0].text)
+    body = json.loads(resource_text(resource))
     assert body["calls"] == 3 * len(USERS)
     assert standin.token not in json.dumps(m)

@@ -11,7 +11,7 @@ from typing import Any
 
 import anyio
 import pytest
-from helpers import USERS, fast_config, make_settings
+from helpers import USERS, direct_answers, fast_config, make_settings, resource_text
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
@@ -33,8 +33,8 @@ ORIGINAL = {
 
 async def read(client: Client, uri: str) -> Any:
     with anyio.fail_after(15):
-        contents = (await client.read_resource(uri)).contents
-    return json.loads(contents[0].text)
+        result = await client.read_resource(uri)
+    return json.loads(resource_text(result))
 
 
 async def test_the_original_uris_resolve(standin: TelegramStandIn, tmp_path: Path) -> None:
@@ -64,7 +64,7 @@ async def test_the_original_uris_resolve(standin: TelegramStandIn, tmp_path: Pat
 
         assert (await read(client, "cctelegram://responses"))["total"] == 0
         standin.push_text(USERS[0], "looks good")
-        store = services[-1].answers.store
+        store = direct_answers(services[-1]).store
         with anyio.fail_after(15):
             while True:
                 changed = store.changed()  # taken before the read: a write in between wakes us

@@ -14,7 +14,7 @@ from typing import Any
 
 import anyio
 import pytest
-from helpers import USERS, call_raw, fast_config, make_settings, text_of
+from helpers import USERS, call_raw, direct_answers, fast_config, make_settings, text_of
 from mcp import Client
 
 from cctg_mcp.app import open_service
@@ -186,7 +186,7 @@ async def test_a_stale_or_other_requests_button_does_nothing(standin: TelegramSt
                 # The first request's Allow, pressed late (a cached copy), and again on the second's message:
                 standin.push_callback(ALICE, stale_allow, first.message_id)
                 standin.push_callback(BOB, stale_allow, second.message_id)
-                answers = services[-1].answers
+                answers = direct_answers(services[-1])
                 while True:  # both stale presses are stored...
                     changed = answers.store.changed()  # taken before the read: a write in between wakes us
                     if (await answers.store.recent())[0] >= 3:

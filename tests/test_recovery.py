@@ -9,7 +9,7 @@ from typing import Any
 
 import anyio
 import pytest
-from helpers import USERS, fast_config, make_settings
+from helpers import USERS, fast_config, make_settings, present
 
 from cctg_mcp.app import open_service
 from cctg_mcp.delivery.service import NotificationService
@@ -354,7 +354,7 @@ async def test_circuit_breaker_closes_an_open_breaker_and_the_next_send_goes_out
     await open_the_breaker(service, standin)
     assert (await service.submit(msg(service, "still open"))).status == "queued"  # fault cleared, breaker open
     with anyio.fail_after(10):
-        session = await runtime.recovery.recover("telegram", strategy=S.CIRCUIT_BREAKER)
+        session = await present(runtime.recovery).recover("telegram", strategy=S.CIRCUIT_BREAKER)
     assert session.status == "succeeded", session
     assert "breaker telegram open → closed" in session.attempts[0].detail and "getMe ok" in session.attempts[0].detail
     with anyio.fail_after(10):
@@ -368,7 +368,7 @@ async def test_circuit_breaker_fails_honestly_while_telegram_is_down(
     await open_the_breaker(service, standin)
     standin.set_fault(FaultMode.SERVER_ERROR, status=503)
     with anyio.fail_after(10):
-        session = await runtime.recovery.recover("telegram", strategy=S.CIRCUIT_BREAKER)
+        session = await present(runtime.recovery).recover("telegram", strategy=S.CIRCUIT_BREAKER)
     assert session.status == "failed"
     assert "open → open" in session.attempts[0].detail and "503" in session.attempts[0].detail
 
@@ -376,10 +376,10 @@ async def test_circuit_breaker_fails_honestly_while_telegram_is_down(
 async def test_restart_rebuilds_the_client_and_sends_still_work(
     runtime: Runtime, service: NotificationService, standin: TelegramStandIn
 ) -> None:
-    before = service.transport.generation
+    before = present(service.transport).generation
     with anyio.fail_after(10):
-        session = await runtime.recovery.recover("telegram", strategy=S.RESTART)
-        assert service.transport.generation == before + 1
+        session = await present(runtime.recovery).recover("telegram", strategy=S.RESTART)
+        assert present(service.transport).generation == before + 1
         assert session.status == "succeeded" and f"generation {before} → {before + 1}" in session.summary
         assert (await service.submit(msg(service, "after restart"))).status == "delivered"
 
@@ -395,7 +395,7 @@ async def test_retry_makes_a_waiting_row_due_and_it_is_delivered(
     (row,) = parked
     await service.outbox.release(row.id, "parked for an hour", time.time() + 3600)
     with anyio.fail_after(10):
-        session = await runtime.recovery.recover("telegram", strategy=S.RETRY)
+        session = await present(runtime.recovery).recover("telegram", strategy=S.RETRY)
         assert session.status == "succeeded" and "made 1 pending delivery(ies) due now" in session.summary
         await standin.await_messages(1, timeout=10)
     assert standin.sent[0].chat_id == USERS[0]
@@ -405,11 +405,11 @@ async def test_graceful_degradation_holds_low_priority_and_sends_critical(
     runtime: Runtime, service: NotificationService, standin: TelegramStandIn
 ) -> None:
     with anyio.fail_after(10):
-        session = await runtime.recovery.recover("telegram", strategy=S.GRACEFUL_DEGRADATION)
+        session = await present(runtime.recovery).recover("telegram", strategy=S.GRACEFUL_DEGRADATION)
         assert service.dispatcher is not None
         assert session.status == "mitigated" and service.dispatcher.min_priority == "high"
         assert session.attempts[-1].outcome == "mitigated" and session.ended_at is None
-        stats = runtime.recovery.statistics()
+        stats = present(runtime.recovery).statistics()
         assert (stats.mitigated, stats.in_progress, stats.succeeded, stats.success_rate) == (1, 1, 0, None)
         low = await service.submit(msg(service, "low news"))
         critical = await service.submit(msg(service, "disk on fire", type="error_occurred"))
@@ -417,10 +417,10 @@ async def test_graceful_degradation_holds_low_priority_and_sends_critical(
     assert low.reason is not None and "degraded mode" in low.reason
     assert {m.text.count("disk on fire") > 0 for m in standin.sent} == {True}
     with anyio.fail_after(10):  # a verified recovery is the way back: the low one goes out
-        fixed = await runtime.recovery.recover("telegram", strategy=S.RETRY)
+        fixed = await present(runtime.recovery).recover("telegram", strategy=S.RETRY)
         assert service.dispatcher.min_priority == "low"
         assert (fixed.id, fixed.status) == (session.id, "succeeded") and "getMe ok" in fixed.summary
-        stats = runtime.recovery.statistics()
+        stats = present(runtime.recovery).statistics()
         assert (stats.mitigated, stats.in_progress, stats.succeeded, stats.success_rate) == (0, 0, 1, 1.0)
         await standin.await_messages(2 * len(USERS), timeout=10)
     assert any("low news" in m.text for m in standin.sent)
@@ -430,14 +430,14 @@ async def test_fallback_queues_without_attempts_until_a_recovery_resumes(
     runtime: Runtime, service: NotificationService, standin: TelegramStandIn
 ) -> None:
     with anyio.fail_after(10):
-        session = await runtime.recovery.recover("telegram", strategy=S.FALLBACK)
+        session = await present(runtime.recovery).recover("telegram", strategy=S.FALLBACK)
         assert service.dispatcher is not None
         assert session.status == "mitigated" and service.dispatcher.paused
         result = await service.submit(msg(service, "held back", type="performance_alert"))
         assert result.status == "queued" and "paused" in (result.reason or "")
         await anyio.wait_all_tasks_blocked()
         assert not [r for r in standin.requests if r.method == "sendMessage"]
-        resumed = await runtime.recovery.recover("telegram", strategy=S.CIRCUIT_BREAKER)
+        resumed = await present(runtime.recovery).recover("telegram", strategy=S.CIRCUIT_BREAKER)
         assert "direct delivery resumed" in resumed.summary and not service.dispatcher.paused
         assert (resumed.id, resumed.status) == (session.id, "succeeded")  # the open session, now verified
         await standin.await_messages(len(USERS), timeout=10)
@@ -447,7 +447,9 @@ async def test_escalate_sends_an_alert_the_person_sees(
     runtime: Runtime, service: NotificationService, standin: TelegramStandIn
 ) -> None:
     with anyio.fail_after(10):
-        session = await runtime.recovery.recover("telegram", strategy=S.ESCALATE, error=TelegramServerError("502"))
+        session = await present(runtime.recovery).recover(
+            "telegram", strategy=S.ESCALATE, error=TelegramServerError("502")
+        )
     assert session.status == "escalated" and "alert sent to 2 recipient(s)" in session.summary
     assert {m.chat_id for m in standin.sent} == set(USERS)
     assert all(
@@ -460,7 +462,7 @@ async def test_escalate_records_that_it_could_not_alert(
 ) -> None:
     standin.set_fault(FaultMode.SERVER_ERROR, status=502)
     with anyio.fail_after(10):
-        session = await runtime.recovery.recover("telegram", strategy=S.ESCALATE)
+        session = await present(runtime.recovery).recover("telegram", strategy=S.ESCALATE)
     assert session.status == "escalated"  # ended on escalate, a person must look
     assert session.attempts[0].outcome == "failed"
     assert session.attempts[0].detail.startswith("could not alert: getMe failed: TELEGRAM_SERVER_ERROR")
@@ -475,7 +477,7 @@ async def test_manual_gives_steps_for_the_error_and_dead_rows(
         await service.submit(msg(service, "blocked"))
     standin.clear_fault()
     with anyio.fail_after(10):
-        session = await runtime.recovery.recover("telegram", error=TelegramUnauthorized("401"))
+        session = await present(runtime.recovery).recover("telegram", error=TelegramUnauthorized("401"))
     assert session.status == "escalated" and session.needs_person
     assert "TELEGRAM_BOT_TOKEN" in session.steps[0]
     assert any("requeue" in step for step in session.steps)
@@ -490,7 +492,7 @@ async def test_retry_on_the_outbox_requeues_dead_letters(
     standin.clear_fault()
     assert service.outbox is not None and (await service.outbox.counts()).dead == len(USERS)
     with anyio.fail_after(10):
-        session = await runtime.recovery.recover("outbox", strategy=S.RETRY)
+        session = await present(runtime.recovery).recover("outbox", strategy=S.RETRY)
         assert session.status == "succeeded" and "requeued 2 dead" in session.summary
         await standin.await_messages(len(USERS), timeout=10)
 

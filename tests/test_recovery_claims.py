@@ -13,7 +13,7 @@ from typing import Any
 
 import anyio
 import pytest
-from helpers import USERS, fast_config, make_settings
+from helpers import USERS, fast_config, make_settings, present
 
 from cctg_mcp.app import open_service
 from cctg_mcp.delivery.service import NotificationService
@@ -135,7 +135,7 @@ async def test_the_manager_passes_who_asked_to_the_strategy(runtime: Runtime, se
     assert service.dispatcher is not None
     service.dispatcher.pacer.pause(120)
     with anyio.fail_after(10):
-        session = await runtime.recovery.recover("telegram", strategy=S.RETRY, trigger="health")
+        session = await present(runtime.recovery).recover("telegram", strategy=S.RETRY, trigger="health")
     assert "429 pause still has" in session.attempts[0].detail
     assert service.dispatcher.pacer.paused_for() > 100
 

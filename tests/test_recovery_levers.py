@@ -7,7 +7,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from helpers import USERS, fast_config, make_settings
+from helpers import USERS, direct_answers, fast_config, make_settings, present
 
 from cctg_mcp.app import open_service
 from cctg_mcp.config import load_settings
@@ -26,9 +26,9 @@ async def test_restart_brings_a_killed_dispatcher_loop_back_and_it_delivers(
         service = runtime.service
         dispatcher = service.dispatcher
         assert dispatcher is not None
-        assert service.supervisor.kill(hold=True)
+        assert present(service.supervisor).kill(hold=True)
         with anyio.fail_after(10):
-            await service.supervisor.wait_stopped()
+            await present(service.supervisor).wait_stopped()
         assert not dispatcher.running
         assert runtime.recovery is not None
         manager = runtime.recovery  # picks restart by default for a stopped loop
@@ -48,7 +48,7 @@ async def test_fallback_in_bridge_mode_keeps_writing_event_files(tmp_path: Path)
     settings = load_settings({"CCTG_DATA_DIR": str(tmp_path), "CCTG_DELIVERY": "bridge"})
     async with open_service(settings, resilience=CONFIG) as runtime:
         service = runtime.service
-        session = await runtime.recovery.recover("bridge", strategy=RecoveryStrategy.FALLBACK)
+        session = await present(runtime.recovery).recover("bridge", strategy=RecoveryStrategy.FALLBACK)
         # bridge delivery has no fallback to switch to: doing nothing is not reported as a recovery
         assert session.status == "failed" and session.attempts[0].outcome == "failed"
         assert session.attempts[0].detail.startswith("no fallback in bridge delivery")
@@ -114,14 +114,14 @@ async def test_retention_purges_finished_rows_and_answers_but_never_waiting_ones
         assert (await service.submit(waiting)).status == "queued"
         standin.push_text(USERS[0], "an answer")
         with anyio.fail_after(10):
-            while not (await service.answers.responses(limit=10)).responses:
-                await service.answers.poller.round_done().wait()
+            while not (await direct_answers(service).responses(limit=10)).responses:
+                await present(direct_answers(service).poller).round_done().wait()
         assert service.outbox is not None and isinstance(service.answers, Answers)
         kept = await purge_once(service.outbox, service.answers.store, retention_s=3600)  # nothing is that old yet
         assert kept.outbox_rows == 0 and kept.answers == 0
         purged = await purge_once(service.outbox, service.answers.store, retention_s=-1)  # all finished is "old"
         counts = await service.outbox.counts()
-        stored = await service.answers.responses(limit=10)
+        stored = await direct_answers(service).responses(limit=10)
     assert purged.outbox_rows == len(USERS) and purged.answers == 1
     assert counts.delivered == 0 and counts.pending + counts.in_flight == len(USERS)
     assert stored.responses == []
@@ -154,13 +154,13 @@ async def test_the_levers_say_they_hold_this_session_only_when_others_share_the_
 
     settings = make_settings(standin, tmp_path)
     async with open_service(settings, resilience=CONFIG) as runtime:
-        alone = await runtime.recovery.recover("telegram", strategy=RecoveryStrategy.FALLBACK)
+        alone = await present(runtime.recovery).recover("telegram", strategy=RecoveryStrategy.FALLBACK)
         assert "this session only" not in alone.attempts[0].detail
         peer = LocalCoordinator(settings.data_dir)
         await peer.start()  # a second session joins the data dir (its own lock file)
         try:
             for strategy in (RecoveryStrategy.FALLBACK, RecoveryStrategy.GRACEFUL_DEGRADATION):
-                session = await runtime.recovery.recover("telegram", strategy=strategy)
+                session = await present(runtime.recovery).recover("telegram", strategy=strategy)
                 detail = session.attempts[-1].detail
                 assert "this session only: 1 other live session(s) sharing the bot keep delivering" in detail
         finally:

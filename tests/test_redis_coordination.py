@@ -160,7 +160,7 @@ async def test_keys_are_namespaced_per_bot_and_hold_no_token(fresh: str) -> None
         await a.take([CHAT, GLOBAL], 0.0)
         await a.pause(1.0, 0.0)
         await a.share_updates([{"update_id": 1}])
-        keys = [k.decode() for k in await a.redis.keys("*")]
+        keys = [k.decode() if isinstance(k, bytes) else k for k in await a.redis.keys("*")]
         assert keys and all(k.startswith(f"cctg:{BOT}:") for k in keys), keys
         dump = repr([await a.redis.dump(k) for k in keys])
         assert TOKEN not in dump and TOKEN.split(":")[1] not in dump

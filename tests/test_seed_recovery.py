@@ -7,7 +7,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from helpers import fast_config, make_settings
+from helpers import fast_config, make_settings, present
 
 from cctg_mcp.app import open_service
 from cctg_mcp.resilience.errors import RecoveryStrategy
@@ -22,11 +22,11 @@ async def test_a_restart_waits_restart_delay_first(standin: TelegramStandIn, tmp
     )
     async with open_service(make_settings(standin, tmp_path), resilience=config) as runtime:
         service = runtime.service
-        assert service.supervisor.kill(hold=True)
+        assert present(service.supervisor).kill(hold=True)
         with anyio.fail_after(10):
-            await service.supervisor.wait_stopped()
-        session = await runtime.recovery.recover("dispatcher")
-        telegram = await runtime.recovery.recover("telegram", strategy=RecoveryStrategy.RESTART)
+            await present(service.supervisor).wait_stopped()
+        session = await present(runtime.recovery).recover("dispatcher")
+        telegram = await present(runtime.recovery).recover("telegram", strategy=RecoveryStrategy.RESTART)
     (attempt,) = session.attempts
     assert attempt.strategy == RecoveryStrategy.RESTART and session.status == "succeeded"
     assert "after restartDelay 0.3s" in attempt.detail and attempt.duration_s >= 0.3
@@ -44,6 +44,6 @@ async def test_bridge_recovery_is_decided_by_the_bridge_health_check(tmp_path: P
         recovery={"recoveryDelay": 0, "maxRecoveryAttempts": 2, "backupStrategies": []},
     )
     async with open_service(settings, resilience=config) as runtime:
-        retried = await runtime.recovery.recover("bridge", strategy=RecoveryStrategy.RETRY)
+        retried = await present(runtime.recovery).recover("bridge", strategy=RecoveryStrategy.RETRY)
     assert retried.status == "failed"  # nothing answers on the bridge's /health: not a success
     assert all("bridge check failed: BRIDGE_UNHEALTHY" in a.detail for a in retried.attempts), retried.attempts

@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from helpers import connected, make_settings
+from helpers import connected, make_settings, prompt_text, resource_text
 
 from cctg_mcp import __version__
 from cctg_mcp.testing import TelegramStandIn
@@ -42,11 +42,11 @@ async def test_resources_and_prompts(standin: TelegramStandIn, tmp_path: Path) -
     async with connected(make_settings(standin, tmp_path)) as client:
         uris = {str(r.uri) for r in (await client.list_resources()).resources}
         assert {"cctg://event-types", "cctg://event-templates", "cctg://status"} <= uris
-        types = json.loads((await client.read_resource("cctg://event-types")).contents[0].text)
+        types = json.loads(resource_text(await client.read_resource("cctg://event-types")))
         assert len(types) == 47
-        status = json.loads((await client.read_resource("cctg://status")).contents[0].text)
+        status = json.loads(resource_text(await client.read_resource("cctg://status")))
         assert status["configured"] is True and "breakers" in status
-        templates = json.loads((await client.read_resource("cctg://event-templates")).contents[0].text)
+        templates = json.loads(resource_text(await client.read_resource("cctg://event-templates")))
         tools = {t.name for t in (await client.list_tools()).tools}
         assert {t["tool"] for t in templates} <= tools
         for template in templates:  # every template is a valid call
@@ -55,7 +55,7 @@ async def test_resources_and_prompts(standin: TelegramStandIn, tmp_path: Path) -
         prompts = {p.name for p in (await client.list_prompts()).prompts}
         assert {"notify_me_when_done", "ask_me_before", "check_notification_channel"} <= prompts
         prompt = await client.get_prompt("ask_me_before", {"action": "deploy to production"})
-        text = prompt.messages[0].content.text
+        text = prompt_text(prompt)
         assert "deploy to production" in text and "send_approval_request" in text
 
 
