@@ -3,15 +3,17 @@ worker-thread hop when it cannot wait, and the bench's attribution of a send's r
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 
 import anyio
 import pytest
 
+from cctg_mcp.config import load_settings
 from cctg_mcp.delivery.outbox import Outbox
 from cctg_mcp.dev.bench.report import table
-from cctg_mcp.dev.bench.roundtrip import send_breakdown
+from cctg_mcp.dev.bench.roundtrip import UNPACED, send_breakdown
 from cctg_mcp.events.catalogue import Event
 from cctg_mcp.resilience.metrics import MetricsRegistry
 
@@ -152,6 +154,14 @@ def test_the_breakdown_adds_up_to_the_difference_between_send_and_echo() -> None
     assert sum(b[k] for k in parts) == pytest.approx(b["difference"])
 
 
+def test_the_benchs_server_settings_are_accepted(tmp_path: Path) -> None:
+    """The roundtrip phase starts real servers with these variables: a value out of range made
+    every server exit at start (the burst ceiling of 1000 came after the bench's 100000)."""
+    env = {**UNPACED, "TELEGRAM_BOT_TOKEN": "1:x", "TELEGRAM_ALLOWED_USERS": "1", "CCTG_DATA_DIR": str(tmp_path)}
+    settings = load_settings(env)
+    assert settings.rate_per_chat_burst == 1000 and settings.problems() == []
+
+
 def test_the_bench_report_shows_the_breakdown() -> None:
     breakdown = {
         "difference": 2.0,
@@ -172,6 +182,8 @@ def test_the_bench_report_shows_the_breakdown() -> None:
         "send_breakdown_ms": breakdown,
         "throughput_sequential_calls_per_s": 300.0,
         "throughput_concurrent_calls_per_s": 400.0,
+        "answer_latency_ms_p50": 12.5,
+        "answer_latency_ms_max": 40.25,
         "drain_seconds": 10.0,
         "drain_ideal_seconds": 10.0,
         "drain_429s": 0,
@@ -179,6 +191,7 @@ def test_the_bench_report_shows_the_breakdown() -> None:
         "samples": {"concurrency": 8, "drain_messages": 60, "drain_chats": 6, "rss_sends": 1000},
     }
     text = table(results)
+    assert re.search(r"a button press to `wait_for_response` answering \(p50 / max\) +12\.5 / 40\.2 ms", text), text
     assert (
         "2.00 ms = accept commit 1.00 + delivered mark 0.10 + thread hops 0.20 (1/send) + HTTP 0.50 + rest 0.20" in text
     )

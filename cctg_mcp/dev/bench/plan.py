@@ -30,10 +30,11 @@ class Plan:
     drain_chats: int
     rss_sends: int
     rss_warmup: int
+    answers: int  # approval requests answered by a button press
 
 
-FULL = Plan("full", 20_000, 15, 400, 400, 8, 100, 6, 100_000, 10_000)
-QUICK = Plan("quick", 5_000, 7, 100, 100, 8, 20, 6, 25_000, 5_000)
+FULL = Plan("full", 20_000, 15, 400, 400, 8, 100, 6, 100_000, 10_000, 40)
+QUICK = Plan("quick", 5_000, 7, 100, 100, 8, 20, 6, 25_000, 5_000, 10)
 
 # The drain's flood limits: the stand-in enforces them, the server is paced to them.
 RATE_PER_CHAT, CHAT_BURST, RATE_GLOBAL = 1.0, 3, 30.0

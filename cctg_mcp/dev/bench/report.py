@@ -81,6 +81,12 @@ def _rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         ("sends, sequential", f"{r['throughput_sequential_calls_per_s']:.0f} calls/s", "", ""),
         (f"sends, {s['concurrency']} concurrent", f"{r['throughput_concurrent_calls_per_s']:.0f} calls/s", "", ""),
         (
+            "a button press to `wait_for_response` answering (p50 / max)",
+            f"{r['answer_latency_ms_p50']:.1f} / {r['answer_latency_ms_max']:.1f} ms",
+            "",
+            "",
+        ),
+        (
             f"drain of {s['drain_messages']} messages / {s['drain_chats']} chats after an outage",
             f"{r['drain_seconds']:.1f} s (ideal {r['drain_ideal_seconds']:.1f} s, {drain_ratio:.3f}x)",
             f"≤ {DRAIN_GOAL:.2f}x ideal",
@@ -134,7 +140,8 @@ def markdown(r: dict[str, Any]) -> str:
         f"Measured by `scripts/bench{' --quick' if s['mode'] == 'quick' else ''}` on {r['python']}, "
         f"{r['platform']}, at {r['git_sha']}. Samples: pipeline {s['pipeline_reps']} x {s['pipeline_calls']:,} "
         f"calls; {s['roundtrips']} echo and {s['roundtrips']} send roundtrips (interleaved); "
-        f"{s['throughput_calls']} sends per throughput figure; drain of {s['drain_events']} events x "
+        f"{s['throughput_calls']} sends per throughput figure; {s['answers']} approvals answered by a press; "
+        f"drain of {s['drain_events']} events x "
         f"{s['drain_chats']} chats at {RATE_PER_CHAT:g} msg/s per chat (burst {CHAT_BURST}) and "
         f"{RATE_GLOBAL:g} msg/s overall, first message {s['drain_first_message_s']} s after recovery; "
         f"RSS {s['rss_before_mb']} → {s['rss_after_mb']} MB after {s['rss_warmup']:,} warm-up sends. "

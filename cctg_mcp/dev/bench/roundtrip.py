@@ -19,6 +19,10 @@ from mcp.client.stdio import stdio_client
 from cctg_mcp.dev.bench.plan import Plan, median
 from cctg_mcp.testing import TelegramStandIn
 
+#: Pacing the roundtrips never wait for (the bench measures the server, not Telegram's limits);
+#: each value inside what the settings accept (the burst's ceiling is 1000).
+UNPACED = {"CCTG_RATE_PER_CHAT": "100000", "CCTG_RATE_PER_CHAT_BURST": "1000", "CCTG_RATE_GLOBAL": "100000"}
+
 
 def server_env(standin: TelegramStandIn, data_dir: Path, users: list[int], **extra: str) -> dict[str, str]:
     # CCTG_TOOL_RATE_LIMIT=0: the per-client guard would stop a benchmark at 120 calls/min.
@@ -94,7 +98,7 @@ def send_breakdown(
 
 
 async def roundtrip_phase(plan: Plan, tmp: Path, errlog: TextIO) -> dict[str, Any]:
-    fast = {"CCTG_RATE_PER_CHAT": "100000", "CCTG_RATE_PER_CHAT_BURST": "100000", "CCTG_RATE_GLOBAL": "100000"}
+    fast = UNPACED
     with TelegramStandIn() as standin:
         env = server_env(standin, tmp / "roundtrip", [111111111], **fast)
         async with stdio_server(env, errlog) as client:
@@ -141,10 +145,41 @@ async def roundtrip_phase(plan: Plan, tmp: Path, errlog: TextIO) -> dict[str, An
                 for _ in range(plan.throughput_calls):
                     tg.start_soon(limited)
             concurrent = plan.throughput_calls / (perf() - t0)
+            answer_ms = [await answer_latency_ms(client, standin, 111111111, n) for n in range(plan.answers)]
     return {
         "echo_roundtrip_ms_p50": round(median(echo_ms), 3),
         "tool_call_roundtrip_ms_p50": round(median(send_ms), 3),
         "send_breakdown_ms": breakdown,
         "throughput_sequential_calls_per_s": round(sequential, 1),
         "throughput_concurrent_calls_per_s": round(concurrent, 1),
+        "answer_latency_ms_p50": round(median(answer_ms), 3),
+        "answer_latency_ms_max": round(max(answer_ms), 3),
     }
+
+
+#: How long the bench lets a wait_for_response call settle into waiting before the press.
+SETTLE_S = 0.3
+
+
+async def answer_latency_ms(client: Any, standin: TelegramStandIn, user: int, n: int) -> float:
+    """From a button press at Telegram to ``wait_for_response`` returning the answer: the
+    press is a getUpdates answer to the server's long poll, which stores it and wakes the
+    waiting tool. The tool is given ``SETTLE_S`` to start waiting; only the press is timed."""
+    sent = await tool(client, "send_approval_request", {"title": f"bench {n}", "description": "approve?"})
+    assert sent.get("status") == "delivered", sent
+    message = standin.messages_for(user)[-1]
+    assert message.reply_markup is not None, message
+    approve = message.reply_markup["inline_keyboard"][0][0]["callback_data"]
+    answered: list[float] = []
+
+    async def wait() -> None:
+        out = await tool(client, "wait_for_response", {"event_id": sent["event_id"], "timeout_seconds": 30})
+        assert out.get("status") == "answered", out
+        answered.append(time.perf_counter())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(wait)
+        await anyio.sleep(SETTLE_S)
+        pressed = time.perf_counter()
+        standin.push_callback(user, approve)
+    return (answered[0] - pressed) * 1000.0
