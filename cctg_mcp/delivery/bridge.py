@@ -54,6 +54,8 @@ if TYPE_CHECKING:  # the service module imports the dispatcher this module exten
 
 #: The pipeline component event-file writes go through (see the module docstring).
 BRIDGE_COMPONENT = "bridge"
+#: How long a send that found its file still waiting asks the bridge's /health why (seconds).
+BRIDGE_CHECK_S = 1.0
 #: Bridge recipients: one delivery row per event.
 BRIDGE_CHAT_ID = 0
 
@@ -128,7 +130,14 @@ class BridgeDispatcher(Dispatcher):
         return "queued", await self._not_consumed(path)
 
     async def _not_consumed(self, path: Path) -> str:
-        seen = await self.bridge_check() if self.bridge_check is not None else "no bridge check configured"
+        seen = "no bridge check configured"
+        if self.bridge_check is not None:
+            # Bounded well inside the send's safety margin (2 s past its deadline): a slow
+            # /health must not cut the send short, which would lose these words for a bare
+            # "the delivery deadline was reached".
+            seen = f"its health check did not answer within {BRIDGE_CHECK_S:g} s"
+            with self.clock.timeout_scope(BRIDGE_CHECK_S):
+                seen = await self.bridge_check()
         return (
             f"The event file {path.name} was written to {path.parent} but the CCTelegram bridge has "
             f"not picked it up yet (bridge: {seen}). It is sent when the bridge runs; do not send it again."
