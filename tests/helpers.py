@@ -108,13 +108,14 @@ async def connected(settings: Settings, config: ResilienceConfig | None = None) 
 
 @asynccontextmanager
 async def connected_in_virtual_time(
-    settings: Settings, config: ResilienceConfig | None = None
+    settings: Settings, config: ResilienceConfig | None = None, *, clock: FakeClock | None = None, **parts: Any
 ) -> AsyncIterator[tuple[Client, FakeClock]]:
     """``connected``, with the server on a ``FakeClock`` under ``autojump()``: for a server
-    that waits on no socket (bridge delivery writes and reads files), so a send's wait for its
-    deadline costs no wall time. Bounded by 60 real seconds."""
-    clock = FakeClock()
-    server = build_server(lambda: open_service(settings, resilience=config or fast_config(), clock=clock))
+    that waits on no socket (bridge delivery writes and reads files, or Telegram through
+    ``inprocess.InProcessTelegram``, passed in ``parts`` as ``http_transport``), so a send's
+    wait for its deadline costs no wall time. Bounded by 60 real seconds."""
+    clock = clock or FakeClock()
+    server = build_server(lambda: open_service(settings, resilience=config or fast_config(), clock=clock, **parts))
     with anyio.fail_after(60):
         async with clock.autojump(), Client(server) as client:
             yield client, clock

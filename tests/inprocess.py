@@ -21,18 +21,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
-import anyio
 import httpx
-from helpers import call, make_settings
+from helpers import call, connected_in_virtual_time, make_settings
 from mcp import Client
 
-from cctg_mcp.app import open_service
 from cctg_mcp.resilience.clock import FakeClock
 from cctg_mcp.resilience.config import ResilienceConfig
-from cctg_mcp.server import build_server
 from cctg_mcp.testing import FaultMode, TelegramStandIn
-from cctg_mcp.testing.html import chat_id_of
-from cctg_mcp.testing.model import Fault, RecordedRequest, Reply, err
+from cctg_mcp.testing.model import Fault, RecordedRequest, Reply
 
 #: The base URL the server is pointed at: never resolved, nothing listens there.
 BASE_URL = "http://telegram.in-process"
@@ -63,19 +59,16 @@ class InProcessTelegram(httpx.AsyncBaseTransport):
         return httpx.Response(reply.status, json=reply.payload, request=request)
 
     async def _respond(self, token: str | None, method: str, params: dict[str, Any]) -> Reply:
-        standin = self.standin
-        if token is None:
-            return Reply(404, err(404, "Not Found"))
-        fault = standin._take_fault(method, chat_id_of(params.get("chat_id")))
-        if fault is not None:
-            faulted = await self._fault(fault)
-            if faulted is not None:
-                return faulted
-        if token != standin.token:
-            return Reply(401, err(401, "Unauthorized"))
-        if method == "getUpdates":
+        """As the loopback server's ``_respond``, with a HANG and a long poll on the clock."""
+        refused, fault = self.standin._admit(token, method, params)
+        if refused is not None:
+            return refused
+        faulted = await self._fault(fault) if fault is not None else None
+        if faulted is not None:
+            return faulted
+        if method == "getUpdates" and token == self.standin.token:
             return await self._get_updates(params)
-        return standin._dispatch(method, params)
+        return self.standin._authorized(token, method, params)
 
     async def _fault(self, fault: Fault) -> Reply | None:
         """As the loopback server's ``_apply_fault``, with a HANG held in virtual time."""
@@ -101,10 +94,6 @@ class InProcessTelegram(httpx.AsyncBaseTransport):
             await self.clock.sleep(timeout)
             reply = self.standin._dispatch("getUpdates", now)
         return reply
-
-
-#: Real seconds a virtual-time test may take: every wait in it is virtual, this bounds the run.
-WALL_LIMIT_S = 60.0
 
 
 class World:
@@ -148,10 +137,8 @@ async def in_virtual_time(tmp_path: Path, resilience: ResilienceConfig, **env: s
     # The tool rate limit counts real seconds; these tests poll the status every virtual half second.
     settings = make_settings(standin, tmp_path, TELEGRAM_API_BASE_URL=BASE_URL, CCTG_TOOL_RATE_LIMIT="0", **env)
     seam = InProcessTelegram(standin, clock)
-
-    def opened() -> Any:
-        return open_service(settings, resilience=resilience, clock=clock, http_transport=seam, poll_timeout=30)
-
-    with anyio.fail_after(WALL_LIMIT_S):
-        async with clock.autojump(), Client(build_server(opened)) as client:
-            yield World(client, standin, clock)
+    async with connected_in_virtual_time(settings, resilience, clock=clock, http_transport=seam, poll_timeout=30) as (
+        client,
+        _,
+    ):
+        yield World(client, standin, clock)

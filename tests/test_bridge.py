@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import re
+import socket
 import stat
 import uuid
 from collections.abc import AsyncIterator
@@ -123,6 +124,21 @@ async def test_each_send_writes_one_event_file_with_every_field_the_bridge_requi
     approval = json.loads(by_task["deploy-7"].read_text())["data"]
     assert approval["approval_prompt"] == "Ship to prod?" and approval["options"] == ["Yes", "No"]
     assert json.loads(by_task["t_1"].read_text())["data"]["status"] == "completed"
+
+
+async def test_a_bridge_health_that_never_answers_does_not_cost_the_send_its_words(tmp_path: Path) -> None:
+    """After its deadline a send asks the bridge's /health why its file waits; a /health that
+    never answers gets 1 s, inside the send's 2 s safety margin, so the answer still names the
+    file (it said only "the delivery deadline was reached" when the probe could take 2 s)."""
+    with socket.socket() as silent:  # accepts connections (the backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/health"
+        async with virtual_service(bridge_settings(tmp_path, CC_TELEGRAM_BRIDGE_HEALTH_URL=url)) as (service, _):
+            result = await service.submit(service.build_event(type="task_started", title="t", description="d"))
+    ((status, reason),) = [(r.status, r.reason) for r in result.recipients]
+    assert status == "queued" and reason is not None and "has not picked it up" in reason, reason
+    assert "its health check did not answer within 1 s" in reason, reason
 
 
 async def test_a_duplicate_reads_queued_while_its_file_waits_for_the_bridge(tmp_path: Path) -> None:

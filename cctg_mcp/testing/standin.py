@@ -248,12 +248,23 @@ class TelegramStandIn(ScriptedPerson):
     # -- requests (parsed by cctg_mcp.testing.server) ---------------------------------------
     def _respond(self, token: str | None, method: str, params: dict[str, Any]) -> Reply:
         """The reply to a parsed request; ``token`` is None when the path is not a Bot API path."""
-        if token is None:
-            return Reply(404, err(404, "Not Found"))
-        fault = self._take_fault(method, chat_id_of(params.get("chat_id")))
+        refused, fault = self._admit(token, method, params)
+        if refused is not None:
+            return refused
         faulted = self._apply_fault(fault) if fault is not None else None
         if faulted is not None:
             return faulted
+        return self._authorized(token, method, params)
+
+    def _admit(self, token: str | None, method: str, params: dict[str, Any]) -> tuple[Reply | None, Fault | None]:
+        """Before any fault: a path that is no Bot API path is refused; else the fault this
+        request takes (if any). Shared with ``tests/inprocess.py``, which holds a HANG on a clock."""
+        if token is None:
+            return Reply(404, err(404, "Not Found")), None
+        return None, self._take_fault(method, chat_id_of(params.get("chat_id")))
+
+    def _authorized(self, token: str | None, method: str, params: dict[str, Any]) -> Reply:
+        """After the faults: a wrong token is refused, else the method answers."""
         if token != self.token:
             return Reply(401, err(401, "Unauthorized"))
         return self._dispatch(method, params)
